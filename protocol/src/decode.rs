@@ -77,18 +77,25 @@ pub struct Frame<'a> {
 
 impl std::fmt::Debug for Frame<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Frame").field("header", &self.header).finish_non_exhaustive()
+        f.debug_struct("Frame")
+            .field("header", &self.header)
+            .finish_non_exhaustive()
     }
 }
 
 fn archive<'a, T>(kind: Kind, payload: &'a [u8]) -> Result<&'a T, DecodeError>
 where
-    T: rkyv::Portable + for<'v> rkyv::bytecheck::CheckBytes<rkyv::api::low::LowValidator<'v, Failure>>,
+    T: rkyv::Portable
+        + for<'v> rkyv::bytecheck::CheckBytes<rkyv::api::low::LowValidator<'v, Failure>>,
 {
     access::<T, Failure>(payload).map_err(|_| DecodeError::InvalidArchive { kind })
 }
 
-fn empty(kind: Kind, payload: &[u8], value: Payload<'static>) -> Result<Payload<'static>, DecodeError> {
+fn empty(
+    kind: Kind,
+    payload: &[u8],
+    value: Payload<'static>,
+) -> Result<Payload<'static>, DecodeError> {
     if payload.is_empty() {
         Ok(value)
     } else {
@@ -128,7 +135,11 @@ pub fn next_frame(buf: &[u8], max_frame_bytes: u32) -> Result<Option<Frame<'_>>,
         return Ok(None);
     };
     let payload = validate_payload(header.kind, &bytes[HEADER_BYTES..])?;
-    Ok(Some(Frame { header, bytes, payload }))
+    Ok(Some(Frame {
+        header,
+        bytes,
+        payload,
+    }))
 }
 
 /// What [`Decoder::feed`] did with its input.
@@ -153,7 +164,10 @@ impl Decoder {
     pub fn new(max_frame_bytes: u32) -> Decoder {
         assert!(max_frame_bytes as usize >= HEADER_BYTES);
         assert!(max_frame_bytes <= crate::header::MAX_FRAME_BYTES_CEILING);
-        Decoder { partial: Vec::new(), max_frame_bytes }
+        Decoder {
+            partial: Vec::new(),
+            max_frame_bytes,
+        }
     }
 
     pub fn max_frame_bytes(&self) -> u32 {
@@ -217,7 +231,10 @@ impl Decoder {
                 return Ok((taken, None));
             }
         }
-        let header_bytes = self.partial.first_chunk::<HEADER_BYTES>().expect("16 bytes held");
+        let header_bytes = self
+            .partial
+            .first_chunk::<HEADER_BYTES>()
+            .expect("16 bytes held");
         let header = Header::parse(header_bytes, self.max_frame_bytes)?;
         let missing = header.len as usize - self.partial.len();
         let more = missing.min(input.len() - taken);
@@ -228,7 +245,11 @@ impl Decoder {
         }
         debug_assert_eq!(self.partial.len(), header.len as usize);
         let payload = validate_payload(header.kind, &self.partial[HEADER_BYTES..])?;
-        let flow = on_frame(Frame { header, bytes: &self.partial, payload });
+        let flow = on_frame(Frame {
+            header,
+            bytes: &self.partial,
+            payload,
+        });
         self.partial.clear();
         Ok((taken, Some(flow)))
     }

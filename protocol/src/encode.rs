@@ -43,10 +43,19 @@ impl<E> Writer<E> for AppendWriter<'_> {
     }
 }
 
-fn finish(out: &mut [u8], kind: Kind, flags: u16, id: u64, max_frame_bytes: u32) -> Result<usize, EncodeError> {
+fn finish(
+    out: &mut [u8],
+    kind: Kind,
+    flags: u16,
+    id: u64,
+    max_frame_bytes: u32,
+) -> Result<usize, EncodeError> {
     let len = out.len();
     if len > max_frame_bytes as usize {
-        return Err(EncodeError::TooLarge { len, max_frame_bytes });
+        return Err(EncodeError::TooLarge {
+            len,
+            max_frame_bytes,
+        });
     }
     let mut header = Header::new(kind, flags, id);
     header.len = len as u32;
@@ -70,12 +79,18 @@ where
 {
     let frame_start = out.len();
     out.put_bytes(0, HEADER_BYTES);
-    let writer = AppendWriter { out: &mut *out, start: frame_start + HEADER_BYTES };
+    let writer = AppendWriter {
+        out: &mut *out,
+        start: frame_start + HEADER_BYTES,
+    };
     // Borrowed payload structs need no scratch space, so the empty sub-allocator never allocates.
     let written = to_bytes_in_with_alloc::<_, _, Failure>(payload, writer, SubAllocator::empty());
     let result = match written {
         Ok(_) => finish(&mut out[frame_start..], kind, flags, id, max_frame_bytes),
-        Err(_) => Err(EncodeError::TooLarge { len: usize::MAX, max_frame_bytes }),
+        Err(_) => Err(EncodeError::TooLarge {
+            len: usize::MAX,
+            max_frame_bytes,
+        }),
     };
     if result.is_err() {
         out.truncate(frame_start);
@@ -94,13 +109,17 @@ pub fn encode_raw(
     max_frame_bytes: u32,
 ) -> Result<usize, EncodeError> {
     let raw_allowed = kind == Kind::Echo
-        || (payload.is_empty() && matches!(kind, Kind::Ping | Kind::Pong | Kind::Ack | Kind::Hello));
+        || (payload.is_empty()
+            && matches!(kind, Kind::Ping | Kind::Pong | Kind::Ack | Kind::Hello));
     if !raw_allowed {
         return Err(EncodeError::NotRaw { kind });
     }
     let len = HEADER_BYTES + payload.len();
     if len > max_frame_bytes as usize {
-        return Err(EncodeError::TooLarge { len, max_frame_bytes });
+        return Err(EncodeError::TooLarge {
+            len,
+            max_frame_bytes,
+        });
     }
     let frame_start = out.len();
     out.reserve(len);
@@ -125,8 +144,9 @@ where
     let Some((_, body)) = buf.split_first_chunk_mut::<HEADER_BYTES>() else {
         return Err(EncodeError::BufferTooSmall { capacity });
     };
-    let written = to_bytes_in_with_alloc::<_, _, Failure>(payload, Buffer::from(body), SubAllocator::empty())
-        .map_err(|_| EncodeError::BufferTooSmall { capacity })?;
+    let written =
+        to_bytes_in_with_alloc::<_, _, Failure>(payload, Buffer::from(body), SubAllocator::empty())
+            .map_err(|_| EncodeError::BufferTooSmall { capacity })?;
     let len = HEADER_BYTES + written.len();
     finish(&mut buf[..len], kind, flags, id, max_frame_bytes)
 }

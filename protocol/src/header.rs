@@ -83,7 +83,13 @@ pub struct Header {
 
 impl Header {
     pub fn new(kind: Kind, flags: u16, id: u64) -> Header {
-        Header { len: HEADER_BYTES as u32, version: VERSION, kind, flags, id }
+        Header {
+            len: HEADER_BYTES as u32,
+            version: VERSION,
+            kind,
+            flags,
+            id,
+        }
     }
 
     pub fn ack_requested(&self) -> bool {
@@ -103,7 +109,10 @@ impl Header {
             return Err(DecodeError::LengthTooSmall { len });
         }
         if len > max_frame_bytes {
-            return Err(DecodeError::LengthTooLarge { len, max_frame_bytes });
+            return Err(DecodeError::LengthTooLarge {
+                len,
+                max_frame_bytes,
+            });
         }
         let version = bytes[4];
         if version != VERSION {
@@ -116,7 +125,13 @@ impl Header {
         }
         let mut id_bytes = [0u8; 8];
         id_bytes.copy_from_slice(&bytes[8..16]);
-        Ok(Header { len, version, kind, flags, id: u64::from_le_bytes(id_bytes) })
+        Ok(Header {
+            len,
+            version,
+            kind,
+            flags,
+            id: u64::from_le_bytes(id_bytes),
+        })
     }
 
     /// Writes the header in wire format.

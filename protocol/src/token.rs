@@ -29,12 +29,21 @@ fn mac(secret: &[u8], client_id: &str, expiry_unix_s: u64) -> Hmac<Sha256> {
 pub fn sign(secret: &[u8], client_id: &str, expiry_unix_s: u64) -> [u8; TOKEN_BYTES] {
     let mut token = [0u8; TOKEN_BYTES];
     token[..8].copy_from_slice(&expiry_unix_s.to_le_bytes());
-    token[8..].copy_from_slice(&mac(secret, client_id, expiry_unix_s).finalize().into_bytes());
+    token[8..].copy_from_slice(
+        &mac(secret, client_id, expiry_unix_s)
+            .finalize()
+            .into_bytes(),
+    );
     token
 }
 
 /// Checks a token: MAC first (constant-time compare), then expiry against `now_unix_s`.
-pub fn verify(secret: &[u8], client_id: &str, token: &[u8], now_unix_s: u64) -> Result<(), TokenError> {
+pub fn verify(
+    secret: &[u8],
+    client_id: &str,
+    token: &[u8],
+    now_unix_s: u64,
+) -> Result<(), TokenError> {
     let Some((expiry_bytes, tag)) = token.split_first_chunk::<8>() else {
         return Err(TokenError::Malformed);
     };
@@ -42,7 +51,9 @@ pub fn verify(secret: &[u8], client_id: &str, token: &[u8], now_unix_s: u64) -> 
         return Err(TokenError::Malformed);
     }
     let expiry_unix_s = u64::from_le_bytes(*expiry_bytes);
-    mac(secret, client_id, expiry_unix_s).verify_slice(tag).map_err(|_| TokenError::BadMac)?;
+    mac(secret, client_id, expiry_unix_s)
+        .verify_slice(tag)
+        .map_err(|_| TokenError::BadMac)?;
     if now_unix_s >= expiry_unix_s {
         return Err(TokenError::Expired { expiry_unix_s });
     }
