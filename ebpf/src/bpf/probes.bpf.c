@@ -18,6 +18,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
 #include "probes.bpf.h"
 
 #define MSG_PEEK 2
@@ -293,6 +294,17 @@ static __always_inline struct tcp_stats *tcp_stats(void)
 	return bpf_map_lookup_elem(&tcp, &zero);
 }
 
+/* skc_num is cleared when the port is released, just before the state
+ * change to CLOSE is traced; inet_sport (network order) is not. */
+static __always_inline __u16 local_port(struct sock *sk)
+{
+	__u16 port = sk->__sk_common.skc_num;
+
+	if (port)
+		return port;
+	return bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+}
+
 /* A socket is ours when its local port is the configured port (the listener
  * and every connection it accepted), or, with port 0, when the target
  * process has sent or received on it. Decided from the socket alone, so it
@@ -304,7 +316,7 @@ static __always_inline bool sock_selected(struct sock *sk)
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return false;
 	if (target_port)
-		return sk->__sk_common.skc_num == target_port;
+		return local_port(sk) == target_port;
 	st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
 	return st && st->owned;
 }
@@ -337,7 +349,7 @@ int BPF_PROG(sk_data_ready, const struct sock *csk)
 	if (sk->sk_protocol != IPPROTO_TCP || sk->__sk_common.skc_state == TCP_LISTEN)
 		return 0;
 	if (target_port) {
-		if (sk->__sk_common.skc_num != target_port)
+		if (local_port(sk) != target_port)
 			return 0;
 		st = bpf_sk_storage_get(&sock_states, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	} else {
@@ -363,7 +375,7 @@ int BPF_PROG(sock_recv_length, struct sock *sk, int ret, int flags)
 	if (ret <= 0 || !current_is_target() || sk->sk_protocol != IPPROTO_TCP)
 		return 0;
 	if (target_port) {
-		if (sk->__sk_common.skc_num != target_port)
+		if (local_port(sk) != target_port)
 			return 0;
 		st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
 	} else {
