@@ -1,6 +1,9 @@
 //! Encoding: frames are written straight into a `BytesMut` or a caller's slice. The payload
-//! archive is serialized in place after the header (no intermediate buffer, no scratch
-//! allocation: payload structs borrow their data), then `len` is patched in.
+//! archive is serialized in place after the header (no intermediate buffer: payload structs
+//! borrow their data; rkyv's scratch space is on the stack, see `SCRATCH_STACK_BYTES`), then
+//! `len` is patched in.
+
+use std::mem::MaybeUninit;
 
 use bytes::{BufMut, BytesMut};
 use rkyv::{
@@ -11,6 +14,13 @@ use rkyv::{
 };
 
 use crate::header::{Header, Kind, HEADER_BYTES};
+
+/// Scratch space for rkyv resolvers, on the stack. Only a slice of structs with out-of-line data
+/// needs any (the topic list of Subscribe and Unsubscribe: 8 bytes per topic), so 4 KiB covers
+/// about 500 topics without allocating. A longer list retries once with a heap scratch of
+/// `max_frame_bytes` (the encoder's only allocation): a list whose resolvers outgrow that could
+/// not fit in a frame anyway, since each topic archives to at least 8 bytes.
+const SCRATCH_STACK_BYTES: usize = 4096;
 
 /// Why a frame could not be encoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -78,13 +88,24 @@ where
     T: for<'a, 'b> Serialize<LowSerializer<AppendWriter<'a>, SubAllocator<'b>, Failure>>,
 {
     let frame_start = out.len();
-    out.put_bytes(0, HEADER_BYTES);
-    let writer = AppendWriter {
-        out: &mut *out,
-        start: frame_start + HEADER_BYTES,
-    };
-    // Borrowed payload structs need no scratch space, so the empty sub-allocator never allocates.
-    let written = to_bytes_in_with_alloc::<_, _, Failure>(payload, writer, SubAllocator::empty());
+    let mut scratch_stack = [MaybeUninit::<u8>::uninit(); SCRATCH_STACK_BYTES];
+    let mut written = append_archive(
+        out,
+        frame_start,
+        payload,
+        SubAllocator::new(&mut scratch_stack),
+    );
+    if written.is_err() {
+        // Only a topic list longer than the stack scratch gets here (see SCRATCH_STACK_BYTES).
+        out.truncate(frame_start);
+        let mut scratch_heap = vec![MaybeUninit::<u8>::uninit(); max_frame_bytes as usize];
+        written = append_archive(
+            out,
+            frame_start,
+            payload,
+            SubAllocator::new(&mut scratch_heap),
+        );
+    }
     let result = match written {
         Ok(_) => finish(&mut out[frame_start..], kind, flags, id, max_frame_bytes),
         Err(_) => Err(EncodeError::TooLarge {
@@ -96,6 +117,24 @@ where
         out.truncate(frame_start);
     }
     result
+}
+
+/// Appends a zeroed header and then the archive of `payload` to `out`.
+fn append_archive<T>(
+    out: &mut BytesMut,
+    frame_start: usize,
+    payload: &T,
+    scratch: SubAllocator<'_>,
+) -> Result<(), Failure>
+where
+    T: for<'a, 'b> Serialize<LowSerializer<AppendWriter<'a>, SubAllocator<'b>, Failure>>,
+{
+    out.put_bytes(0, HEADER_BYTES);
+    let writer = AppendWriter {
+        out,
+        start: frame_start + HEADER_BYTES,
+    };
+    to_bytes_in_with_alloc::<_, _, Failure>(payload, writer, scratch).map(drop)
 }
 
 /// Appends one frame whose payload is raw bytes: Echo (any bytes), or an empty payload for
@@ -144,9 +183,30 @@ where
     let Some((_, body)) = buf.split_first_chunk_mut::<HEADER_BYTES>() else {
         return Err(EncodeError::BufferTooSmall { capacity });
     };
-    let written =
-        to_bytes_in_with_alloc::<_, _, Failure>(payload, Buffer::from(body), SubAllocator::empty())
-            .map_err(|_| EncodeError::BufferTooSmall { capacity })?;
-    let len = HEADER_BYTES + written.len();
+    let mut scratch_stack = [MaybeUninit::<u8>::uninit(); SCRATCH_STACK_BYTES];
+    let written = to_bytes_in_with_alloc::<_, _, Failure>(
+        payload,
+        Buffer::from(&mut *body),
+        SubAllocator::new(&mut scratch_stack),
+    )
+    .map(|buffer| buffer.len())
+    .or_else(|failure| {
+        // A full buffer, or a topic list longer than the stack scratch. The latter needs a body
+        // above SCRATCH_STACK_BYTES, so a small buffer's failure is final and never allocates;
+        // otherwise retry once with a heap scratch, and a second failure means a full buffer.
+        if body.len() <= SCRATCH_STACK_BYTES {
+            return Err(failure);
+        }
+        let mut scratch_heap =
+            vec![MaybeUninit::<u8>::uninit(); body.len().min(max_frame_bytes as usize)];
+        to_bytes_in_with_alloc::<_, _, Failure>(
+            payload,
+            Buffer::from(&mut *body),
+            SubAllocator::new(&mut scratch_heap),
+        )
+        .map(|buffer| buffer.len())
+    })
+    .map_err(|_| EncodeError::BufferTooSmall { capacity })?;
+    let len = HEADER_BYTES + written;
     finish(&mut buf[..len], kind, flags, id, max_frame_bytes)
 }
