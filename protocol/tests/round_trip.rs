@@ -1,0 +1,230 @@
+//! Encode then decode: every kind comes back with equal header and payload fields.
+
+mod common;
+
+use bytes::BytesMut;
+use common::{decode_contiguous, decode_pieces, one_of_every_kind, Body, MAX};
+use holdfast_protocol::{
+    encode_into_slice, next_frame,
+    payload::{Hello, Welcome},
+    ErrorCode, Kind, Payload, FLAG_ACK_REQUESTED, HEADER_BYTES, VERSION,
+};
+
+/// Encodes `body` with the given flags and id, decodes it, and checks every field.
+fn assert_round_trip(body: Body, flags: u16, id: u64) {
+    let mut out = BytesMut::new();
+    let written = body.encode(&mut out, flags, id, MAX).expect("encodes");
+    assert_eq!(written, out.len());
+    let frame = next_frame(&out, MAX).expect("valid").expect("complete");
+    assert_eq!(frame.header.len as usize, out.len());
+    assert_eq!(frame.header.version, VERSION);
+    assert_eq!(frame.header.kind, body.kind());
+    assert_eq!(frame.header.flags, flags);
+    assert_eq!(frame.header.id, id);
+    assert_eq!(
+        frame.header.ack_requested(),
+        flags & FLAG_ACK_REQUESTED != 0
+    );
+    assert_eq!(frame.bytes, &out[..]);
+    assert_eq!(Body::from_payload(&frame.payload), body);
+}
+
+#[test]
+fn anonymous_hello_round_trips_as_an_empty_payload() {
+    assert_round_trip(Body::AnonymousHello, 0, 1);
+    let mut out = BytesMut::new();
+    Body::AnonymousHello.encode(&mut out, 0, 1, MAX).unwrap();
+    assert_eq!(out.len(), HEADER_BYTES);
+    let frame = next_frame(&out, MAX).unwrap().unwrap();
+    assert!(matches!(frame.payload, Payload::Hello(None)));
+}
+
+#[test]
+fn full_hello_round_trips() {
+    assert_round_trip(one_of_every_kind()[1].clone(), FLAG_ACK_REQUESTED, u64::MAX);
+}
+
+#[test]
+fn welcome_round_trips() {
+    assert_round_trip(one_of_every_kind()[2].clone(), 0, 0);
+}
+
+#[test]
+fn ping_and_pong_round_trip_with_empty_payloads() {
+    assert_round_trip(Body::Ping, 0, 42);
+    assert_round_trip(Body::Pong, FLAG_ACK_REQUESTED, 42);
+}
+
+#[test]
+fn echo_round_trips_and_its_frame_bytes_are_byte_identical() {
+    let payload: Vec<u8> = (0..=255).collect();
+    let mut out = BytesMut::new();
+    Body::Echo(payload.clone())
+        .encode(&mut out, FLAG_ACK_REQUESTED, 9, MAX)
+        .unwrap();
+    // Whole, and reassembled from single bytes by the decoder's partial buffer.
+    let whole = next_frame(&out, MAX).unwrap().unwrap();
+    assert_eq!(whole.bytes, &out[..]);
+    let Payload::Echo(echoed) = whole.payload else {
+        panic!("not an Echo")
+    };
+    assert_eq!(echoed, &payload[..]);
+    let (frames, error) = decode_pieces(out.chunks(1), MAX);
+    assert_eq!(error, None);
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0].bytes, &out[..]);
+    assert_eq!(frames[0].body, Body::Echo(payload));
+}
+
+#[test]
+fn empty_echo_round_trips() {
+    assert_round_trip(Body::Echo(Vec::new()), 0, 3);
+}
+
+#[test]
+fn request_and_response_round_trip_with_the_same_id() {
+    let bodies = one_of_every_kind();
+    assert_round_trip(bodies[6].clone(), FLAG_ACK_REQUESTED, 77);
+    assert_round_trip(bodies[7].clone(), 0, 77);
+}
+
+#[test]
+fn event_round_trips() {
+    assert_round_trip(one_of_every_kind()[8].clone(), FLAG_ACK_REQUESTED, 5);
+}
+
+#[test]
+fn push_of_one_kib_round_trips() {
+    assert_round_trip(one_of_every_kind()[9].clone(), 0, 6);
+}
+
+#[test]
+fn subscribe_and_unsubscribe_round_trip() {
+    let bodies = one_of_every_kind();
+    assert_round_trip(bodies[10].clone(), 0, 7);
+    assert_round_trip(bodies[11].clone(), 0, 8);
+    assert_round_trip(Body::Subscribe(Vec::new()), 0, 9);
+}
+
+#[test]
+fn subscribe_with_thousands_of_topics_round_trips() {
+    // Regression: a topic list needs rkyv scratch space; 5,000 topics outgrow the stack scratch.
+    let topics: Vec<String> = (0..5000).map(|n| format!("t{n}")).collect();
+    assert_round_trip(Body::Subscribe(topics.clone()), 0, 10);
+    assert_round_trip(Body::Unsubscribe(topics), 0, 11);
+}
+
+#[test]
+fn ack_round_trips_with_empty_payload() {
+    assert_round_trip(Body::Ack, 0, 5);
+}
+
+#[test]
+fn error_round_trips_with_its_code() {
+    let body = Body::Error {
+        code: ErrorCode::UnknownMethod as u16,
+        reason: "no method x".into(),
+    };
+    assert_round_trip(body, 0, 77);
+}
+
+#[test]
+fn goodbye_round_trips() {
+    assert_round_trip(one_of_every_kind()[14].clone(), 0, 0);
+}
+
+#[test]
+fn every_kind_round_trips_in_one_contiguous_buffer() {
+    let bodies = one_of_every_kind();
+    let kinds: std::collections::HashSet<Kind> = bodies.iter().map(Body::kind).collect();
+    assert_eq!(
+        kinds.len(),
+        Kind::ALL.len(),
+        "the sample covers all 14 kinds"
+    );
+    let stream = common::encode_stream(&bodies);
+    let (frames, error) = decode_contiguous(&stream, MAX);
+    assert_eq!(error, None);
+    let decoded: Vec<Body> = frames.iter().map(|frame| frame.body.clone()).collect();
+    assert_eq!(decoded, bodies);
+    let ids: Vec<u64> = frames.iter().map(|frame| frame.header.id).collect();
+    assert_eq!(ids, (100..100 + bodies.len() as u64).collect::<Vec<_>>());
+}
+
+#[test]
+fn encode_into_slice_writes_the_same_bytes_as_encode_frame() {
+    let hello = Hello {
+        client_id: "c",
+        token: &[1; 40],
+        versions: &[1],
+        heartbeat_ms: 1000,
+    };
+    let mut out = BytesMut::new();
+    holdfast_protocol::encode_frame(&mut out, Kind::Hello, 1, 2, &hello, MAX).unwrap();
+    let mut buf = [0xeeu8; 256];
+    let len = encode_into_slice(&mut buf, Kind::Hello, 1, 2, &hello, MAX).unwrap();
+    assert_eq!(&buf[..len], &out[..]);
+    assert!(
+        buf[len..].iter().all(|&byte| byte == 0xee),
+        "nothing written past the frame"
+    );
+}
+
+#[test]
+fn encode_into_slice_handles_topic_lists_beyond_the_stack_scratch() {
+    let names: Vec<String> = (0..3000).map(|n| format!("{n}")).collect();
+    let topics: Vec<_> = names
+        .iter()
+        .map(|name| holdfast_protocol::payload::TopicName { name })
+        .collect();
+    let payload = holdfast_protocol::payload::Topics { topics: &topics };
+    let mut buf = vec![0u8; MAX as usize];
+    let len = encode_into_slice(&mut buf, Kind::Subscribe, 0, 1, &payload, MAX).unwrap();
+    let frame = next_frame(&buf[..len], MAX).unwrap().unwrap();
+    assert_eq!(Body::from_payload(&frame.payload), Body::Subscribe(names));
+}
+
+#[test]
+fn welcome_archive_is_read_in_place_from_an_odd_offset() {
+    // Unaligned mode: a payload validates at any address, so no padding is ever needed.
+    let welcome = Welcome {
+        session_id: 1,
+        heartbeat_ms: 2,
+        heartbeat_timeout_ms: 3,
+        max_frame_bytes: 4,
+        max_inflight_requests: 5,
+    };
+    let mut out = BytesMut::new();
+    out.extend_from_slice(&[0]);
+    holdfast_protocol::encode_frame(&mut out, Kind::Welcome, 0, 1, &welcome, MAX).unwrap();
+    let frame = next_frame(&out[1..], MAX).unwrap().unwrap();
+    assert_eq!(Body::from_payload(&frame.payload), Body::Welcome(welcome));
+}
+
+#[test]
+fn kind_from_u8_accepts_exactly_1_to_14() {
+    assert_eq!(Kind::from_u8(0), None);
+    for (byte, kind) in (1..=14u8).zip(Kind::ALL) {
+        assert_eq!(Kind::from_u8(byte), Some(kind));
+        assert_eq!(kind as u8, byte);
+    }
+    assert_eq!(Kind::from_u8(15), None);
+    assert_eq!(Kind::from_u8(255), None);
+}
+
+#[test]
+fn error_code_from_u16_round_trips_every_code_and_nothing_else() {
+    for (number, code) in (1..=19u16).zip(ErrorCode::ALL) {
+        assert_eq!(code as u16, number);
+        assert_eq!(ErrorCode::from_u16(number), Some(code));
+    }
+    assert_eq!(ErrorCode::from_u16(0), None);
+    assert_eq!(ErrorCode::from_u16(20), None);
+    assert_eq!(ErrorCode::from_u16(u16::MAX), None);
+    let names: std::collections::HashSet<&str> =
+        ErrorCode::ALL.iter().map(|code| code.name()).collect();
+    assert_eq!(names.len(), ErrorCode::ALL.len(), "names are unique");
+    assert!(names
+        .iter()
+        .all(|name| name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')));
+}
