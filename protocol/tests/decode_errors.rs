@@ -289,3 +289,34 @@ fn decode_errors_say_what_to_do() {
         .to_string()
         .contains("send version 1"));
 }
+
+#[test]
+fn sibling_data_out_of_field_order_is_an_invalid_archive() {
+    // Request { method, body }: method's data must precede body's. Here body's byte comes first.
+    let mut payload = vec![b'b', b'm'];
+    payload.extend_from_slice(&(-1i32).to_le_bytes()); // method at p2 - 1 = p1
+    payload.extend_from_slice(&1u32.to_le_bytes());
+    payload.extend_from_slice(&(-10i32).to_le_bytes()); // body at p10 - 10 = p0
+    payload.extend_from_slice(&1u32.to_le_bytes());
+    assert_invalid_archive(Kind::Request, &payload, "fields' data out of order");
+    // The same bytes in field order validate.
+    payload.swap(0, 1);
+    payload[2..6].copy_from_slice(&(-2i32).to_le_bytes());
+    payload[10..14].copy_from_slice(&(-9i32).to_le_bytes());
+    let frame = raw_frame(
+        16 + payload.len() as u32,
+        1,
+        Kind::Request as u8,
+        0,
+        1,
+        &payload,
+    );
+    let decoded = Body::from_payload(&next_frame(&frame, MAX).unwrap().unwrap().payload);
+    assert_eq!(
+        decoded,
+        Body::Request {
+            method: "m".into(),
+            body: b"b".to_vec()
+        }
+    );
+}

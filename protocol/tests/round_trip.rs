@@ -228,3 +228,86 @@ fn error_code_from_u16_round_trips_every_code_and_nothing_else() {
         .iter()
         .all(|name| name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')));
 }
+
+/// Parses whitespace-separated hex bytes.
+fn hex(text: &str) -> Vec<u8> {
+    text.split_whitespace()
+        .map(|byte| u8::from_str_radix(byte, 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn error_example_in_protocol_md_decodes_as_documented() {
+    let bytes = hex("23 00 00 00 01 0d 00 00 07 00 00 00 00 00 00 00
+         6e 6f 20 6d 65 74 68 6f 64 0d 00 f5 ff ff ff 09 00 00 00");
+    let frame = next_frame(&bytes, MAX).unwrap().unwrap();
+    assert_eq!(frame.header.id, 7);
+    let expected = Body::Error {
+        code: ErrorCode::UnknownMethod as u16,
+        reason: "no method".into(),
+    };
+    assert_eq!(Body::from_payload(&frame.payload), expected);
+    let mut out = BytesMut::new();
+    expected.encode(&mut out, 0, 7, MAX).unwrap();
+    assert_eq!(
+        &out[..],
+        &bytes[..],
+        "the encoder writes exactly the documented bytes"
+    );
+}
+
+#[test]
+fn hello_example_in_protocol_md_decodes_and_its_token_verifies() {
+    let bytes = hex("5a 00 00 00 01 01 00 00 01 00 00 00 00 00 00 00
+         61 6c 69 63 65 00 d2 49 6b 00 00 00 00 18 0e 82
+         ee 16 25 9a 2b 6d 02 4d ed ec 1f e7 a5 1e 55 0d
+         a4 71 33 92 77 7b 85 dd ab 76 cc e6 ad 01 d2 ff
+         ff ff 05 00 00 00 cf ff ff ff 28 00 00 00 ef ff
+         ff ff 01 00 00 00 88 13 00 00");
+    let frame = next_frame(&bytes, MAX).unwrap().unwrap();
+    let Body::Hello {
+        client_id,
+        token,
+        versions,
+        heartbeat_ms,
+    } = Body::from_payload(&frame.payload)
+    else {
+        panic!("not a full Hello");
+    };
+    assert_eq!(
+        (client_id.as_str(), versions, heartbeat_ms),
+        ("alice", vec![1], 5000)
+    );
+    let secret = b"0123456789abcdef";
+    assert_eq!(
+        holdfast_protocol::token::verify(secret, "alice", &token, 1_799_999_999),
+        Ok(())
+    );
+    assert_eq!(
+        &token[..],
+        &holdfast_protocol::token::sign(secret, "alice", 1_800_000_000)[..]
+    );
+}
+
+#[test]
+fn hand_built_archive_with_a_leading_gap_validates() {
+    // A third-party encoder may leave unclaimed bytes: only pointed-to ranges are checked.
+    let mut payload = vec![0xee, 0xee, b'o', b'k'];
+    payload.extend_from_slice(&(-2i32).to_le_bytes()); // body: data at p4 - 2 = p2
+    payload.extend_from_slice(&2u32.to_le_bytes());
+    let bytes = common::raw_frame(
+        16 + payload.len() as u32,
+        1,
+        Kind::Response as u8,
+        0,
+        3,
+        &payload,
+    );
+    let frame = next_frame(&bytes, MAX).unwrap().unwrap();
+    assert_eq!(
+        Body::from_payload(&frame.payload),
+        Body::Response {
+            body: b"ok".to_vec()
+        }
+    );
+}
