@@ -1,0 +1,240 @@
+//! Configuration: embedded defaults, overridden by a TOML file (`--config`), then by
+//! `HOLDFAST_*` environment variables, then by CLI flags (figment merges them in that order).
+//! Every limit is a key whose name carries its unit.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use holdfast_protocol::header::{HEADER_BYTES, MAX_FRAME_BYTES_CEILING};
+use serde::{Deserialize, Serialize};
+
+use crate::conn::id::{MAX_SHARDS, MAX_SLOTS_PER_SHARD};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address every shard listens on (SO_REUSEPORT, one listener per shard).
+    pub listen: SocketAddr,
+    /// Shards (pinned executors); 0 = one per available CPU.
+    pub shards: usize,
+    /// Connections one shard holds; also its ring's fixed-file table size. 0 = RLIMIT_NOFILE
+    /// (the kernel caps a ring's table there), at most 16,777,215.
+    pub max_connections_per_shard: u32,
+    pub listen_backlog: u32,
+    pub max_frame_bytes: u32,
+    /// Bytes queued for one connection (sent and unsent) before it is cut off as a slow consumer.
+    pub max_outbound_bytes: u32,
+    /// Requests answered but not yet flushed to the socket, per session.
+    pub max_inflight_requests: u32,
+    pub hello_timeout_ms: u64,
+    /// The server pings a session silent for this long; offered in Welcome.
+    pub heartbeat_interval_ms: u64,
+    /// Lowest heartbeat interval a client may ask for in Hello.
+    pub heartbeat_min_interval_ms: u64,
+    /// A session silent this long is closed.
+    pub heartbeat_timeout_ms: u64,
+    /// How long a closing connection may take to read our last bytes before it is closed hard.
+    pub close_linger_ms: u64,
+    pub drain_timeout_ms: u64,
+    /// Goodbye's reconnect hint: base plus a uniform random spread.
+    pub reconnect_after_ms: u32,
+    pub reconnect_jitter_ms: u32,
+    /// Resolution of each shard's timer wheel.
+    pub timer_tick_ms: u64,
+    /// HMAC secret for Hello tokens; unset = auth off (anonymous Hello accepted).
+    pub auth_secret: Option<String>,
+    pub ring_sq_entries: u32,
+    pub ring_cq_entries: u32,
+    /// Provided receive buffers per shard (power of two, <= 32,768).
+    pub recv_buffers_per_shard: u16,
+    pub recv_buffer_bytes: u32,
+    /// IORING_SETUP_SINGLE_ISSUER | DEFER_TASKRUN on each shard's ring.
+    pub ring_defer_taskrun: bool,
+    /// io_memory glommio registers on each of its rings per executor (it is locked memory).
+    pub glommio_io_memory_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
+            shards: 0,
+            max_connections_per_shard: 0,
+            listen_backlog: 4096,
+            max_frame_bytes: holdfast_protocol::MAX_FRAME_BYTES_DEFAULT,
+            max_outbound_bytes: 256 * 1024,
+            max_inflight_requests: 64,
+            hello_timeout_ms: 5_000,
+            heartbeat_interval_ms: 15_000,
+            heartbeat_min_interval_ms: 1_000,
+            heartbeat_timeout_ms: 45_000,
+            close_linger_ms: 2_000,
+            drain_timeout_ms: 10_000,
+            reconnect_after_ms: 1_000,
+            reconnect_jitter_ms: 4_000,
+            timer_tick_ms: 50,
+            auth_secret: None,
+            ring_sq_entries: 4_096,
+            ring_cq_entries: 32_768,
+            recv_buffers_per_shard: 256,
+            recv_buffer_bytes: 16 * 1024,
+            ring_defer_taskrun: false,
+            glommio_io_memory_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// A config that cannot run, with the key to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("config key {key}: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        problem: problem.into(),
+    }
+}
+
+impl Config {
+    /// Defaults, then `file` (if any), then HOLDFAST_* env, then `overrides` (CLI flags).
+    pub fn load(file: Option<&Path>, overrides: &impl Serialize) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(invalid(
+                    "--config",
+                    format!("file {} does not exist", path.display()),
+                ));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let config: Config = figment
+            .merge(Env::prefixed("HOLDFAST_"))
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every key against its bounds and against the others.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.shards > MAX_SHARDS {
+            return Err(invalid("shards", format!("at most {MAX_SHARDS}")));
+        }
+        if self.max_connections_per_shard >= MAX_SLOTS_PER_SHARD {
+            return Err(invalid(
+                "max_connections_per_shard",
+                format!("below {MAX_SLOTS_PER_SHARD}"),
+            ));
+        }
+        if !(HEADER_BYTES as u32..=MAX_FRAME_BYTES_CEILING).contains(&self.max_frame_bytes) {
+            return Err(invalid(
+                "max_frame_bytes",
+                format!("between {HEADER_BYTES} and {MAX_FRAME_BYTES_CEILING}"),
+            ));
+        }
+        if self.max_outbound_bytes < 2 * self.max_frame_bytes {
+            return Err(invalid(
+                "max_outbound_bytes",
+                "at least twice max_frame_bytes",
+            ));
+        }
+        if self.max_inflight_requests == 0 || self.max_inflight_requests > u32::from(u16::MAX) {
+            return Err(invalid("max_inflight_requests", "between 1 and 65535"));
+        }
+        if self.timer_tick_ms == 0 || self.timer_tick_ms > 1_000 {
+            return Err(invalid("timer_tick_ms", "between 1 and 1000"));
+        }
+        for (key, value) in [
+            ("hello_timeout_ms", self.hello_timeout_ms),
+            ("heartbeat_interval_ms", self.heartbeat_interval_ms),
+            ("heartbeat_timeout_ms", self.heartbeat_timeout_ms),
+            ("close_linger_ms", self.close_linger_ms),
+            ("drain_timeout_ms", self.drain_timeout_ms),
+        ] {
+            if value < self.timer_tick_ms || value > 24 * 3600 * 1000 {
+                return Err(invalid(key, "between timer_tick_ms and one day"));
+            }
+        }
+        if self.heartbeat_min_interval_ms > self.heartbeat_interval_ms {
+            return Err(invalid(
+                "heartbeat_min_interval_ms",
+                "at most heartbeat_interval_ms",
+            ));
+        }
+        if self.heartbeat_timeout_ms <= self.heartbeat_interval_ms {
+            return Err(invalid(
+                "heartbeat_timeout_ms",
+                "above heartbeat_interval_ms",
+            ));
+        }
+        if !self.recv_buffers_per_shard.is_power_of_two() || self.recv_buffers_per_shard > 32_768 {
+            return Err(invalid(
+                "recv_buffers_per_shard",
+                "a power of two up to 32768",
+            ));
+        }
+        if !(1024..=1024 * 1024).contains(&self.recv_buffer_bytes) {
+            return Err(invalid("recv_buffer_bytes", "between 1024 and 1048576"));
+        }
+        if !self.ring_sq_entries.is_power_of_two() || !(64..=32_768).contains(&self.ring_sq_entries)
+        {
+            return Err(invalid(
+                "ring_sq_entries",
+                "a power of two between 64 and 32768",
+            ));
+        }
+        if self.ring_cq_entries < 2 * self.ring_sq_entries || self.ring_cq_entries > 65_536 {
+            return Err(invalid(
+                "ring_cq_entries",
+                "between 2 x ring_sq_entries and 65536",
+            ));
+        }
+        if matches!(&self.auth_secret, Some(secret) if secret.len() < 16) {
+            return Err(invalid("auth_secret", "at least 16 bytes"));
+        }
+        Ok(())
+    }
+
+    /// The effective config as TOML (what `holdfast check-config` prints). The auth secret is
+    /// shown only as set or unset.
+    pub fn to_toml(&self) -> String {
+        let mut shown = self.clone();
+        if shown.auth_secret.is_some() {
+            shown.auth_secret = Some("<set>".to_owned());
+        }
+        toml::to_string(&shown).expect("config serializes")
+    }
+
+    pub fn heartbeat_ticks(&self, ms: u64) -> u32 {
+        ms.div_ceil(self.timer_tick_ms).max(1) as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn outbound_below_two_frames_is_refused_with_its_key() {
+        let config = Config {
+            max_outbound_bytes: 1000,
+            ..Config::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("max_outbound_bytes"), "{err}");
+    }
+}

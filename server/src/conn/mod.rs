@@ -1,0 +1,7 @@
+//! Connections: the per-shard slab of slots and the generational ids that name them.
+
+pub mod id;
+pub mod slab;
+
+pub use id::ConnId;
+pub use slab::{Conn, ConnFlags, ConnSlab, SessionState};

@@ -1,0 +1,192 @@
+//! The per-shard connection slab. Slot `i` is direct descriptor `i` of the shard's ring: the
+//! kernel allocates the index on accept (IORING_FILE_INDEX_ALLOC), so the slab needs no free
+//! list of its own. Why not sharded-slab: a slot is touched only by its shard, so sharded-slab's
+//! per-slot atomic lifecycle and its own index allocation would duplicate, at a cost, what the
+//! fixed-file table already gives us (see docs/ARCHITECTURE.md).
+//!
+//! Invariants: a Free slot holds no buffers; `open_count` equals the number of non-Free slots;
+//! a slot's generation changes on every free, so ids and completions of a closed connection
+//! never match the next tenant.
+
+use holdfast_protocol::Decoder;
+
+use crate::outbound::Outbound;
+
+/// Where a connection is in its life (docs/PROTOCOL.md, "Session state machine").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(u8)]
+pub enum SessionState {
+    #[default]
+    Free,
+    /// Accepted; Hello not yet received.
+    AwaitHello,
+    /// Welcome sent; frames flow.
+    Open,
+    /// Last bytes queued; waiting for them to flush, then for the peer's EOF (bounded by
+    /// close_linger_ms).
+    Closing,
+}
+
+/// Small per-connection flags.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnFlags(u8);
+
+impl ConnFlags {
+    pub const RECV_IN_FLIGHT: u8 = 1 << 0;
+    /// Readiness arrived while a recv was in flight: read again when it completes.
+    pub const READ_AGAIN: u8 = 1 << 1;
+    pub const SEND_IN_FLIGHT: u8 = 1 << 2;
+    /// The server sent a heartbeat Ping since the last frame from the peer.
+    pub const PINGED: u8 = 1 << 3;
+    /// Write side shut down; only the peer's EOF or the linger deadline remain.
+    pub const WRITE_SHUT: u8 = 1 << 4;
+    /// The peer sent EOF; close once our queued bytes are flushed.
+    pub const PEER_EOF: u8 = 1 << 5;
+
+    pub fn has(self, flag: u8) -> bool {
+        self.0 & flag != 0
+    }
+
+    pub fn set(&mut self, flag: u8) {
+        self.0 |= flag;
+    }
+
+    pub fn clear(&mut self, flag: u8) {
+        self.0 &= !flag;
+    }
+}
+
+/// One connection slot: 32 bytes. Buffers are boxed and present only while in use.
+#[derive(Debug, Default)]
+pub struct Conn {
+    pub generation: u32,
+    pub state: SessionState,
+    pub flags: ConnFlags,
+    /// Requests answered since the outbound queue was last empty.
+    pub inflight_requests: u16,
+    /// Tick of the last frame received (or of accept, or of the start of closing).
+    pub last_activity_tick: u32,
+    /// Held only while a partial frame is buffered.
+    pub decoder: Option<Box<Decoder>>,
+    /// Held only while bytes are queued or in flight.
+    pub outbound: Option<Box<Outbound>>,
+}
+
+pub struct ConnSlab {
+    slots: Vec<Conn>,
+    open_count: usize,
+}
+
+impl ConnSlab {
+    /// A slab of `capacity` slots, allocated up front.
+    pub fn new(capacity: u32) -> ConnSlab {
+        let slots = (0..capacity).map(|_| Conn::default()).collect();
+        ConnSlab {
+            slots,
+            open_count: 0,
+        }
+    }
+
+    pub fn capacity(&self) -> u32 {
+        self.slots.len() as u32
+    }
+
+    pub fn open_count(&self) -> usize {
+        self.open_count
+    }
+
+    /// Marks a free slot as a new connection and returns its generation.
+    pub fn open(&mut self, slot: u32, now_tick: u32) -> u32 {
+        let conn = &mut self.slots[slot as usize];
+        assert_eq!(
+            conn.state,
+            SessionState::Free,
+            "kernel handed out a live slot"
+        );
+        assert!(conn.decoder.is_none() && conn.outbound.is_none());
+        conn.state = SessionState::AwaitHello;
+        conn.flags = ConnFlags::default();
+        conn.inflight_requests = 0;
+        conn.last_activity_tick = now_tick;
+        self.open_count += 1;
+        conn.generation
+    }
+
+    /// The live connection in `slot` if its generation's low bits match (completions carry
+    /// 24 bits, ids carry 32: pass the mask that applies).
+    pub fn get_mut(&mut self, slot: u32, generation: u32, mask: u32) -> Option<&mut Conn> {
+        let conn = self.slots.get_mut(slot as usize)?;
+        (conn.state != SessionState::Free && conn.generation & mask == generation & mask)
+            .then_some(conn)
+    }
+
+    /// The live connection in `slot`, whatever its generation (for the owning shard's own
+    /// bookkeeping, never for ids or completions from outside).
+    pub fn get_live_mut(&mut self, slot: u32) -> Option<&mut Conn> {
+        let conn = self.slots.get_mut(slot as usize)?;
+        (conn.state != SessionState::Free).then_some(conn)
+    }
+
+    /// The current generation of `slot` (live or free).
+    pub fn generation(&self, slot: u32) -> u32 {
+        self.slots[slot as usize].generation
+    }
+
+    /// Frees a live slot, bumping its generation. Returns its buffers for the shard's pools.
+    pub fn free(
+        &mut self,
+        slot: u32,
+    ) -> (Option<Box<Decoder>>, Option<Box<crate::outbound::Outbound>>) {
+        let conn = &mut self.slots[slot as usize];
+        assert_ne!(conn.state, SessionState::Free);
+        conn.state = SessionState::Free;
+        conn.generation = conn.generation.wrapping_add(1);
+        self.open_count -= 1;
+        (conn.decoder.take(), conn.outbound.take())
+    }
+
+    /// Slots of every live connection (for drain and shutdown sweeps).
+    pub fn live_slots(&self) -> impl Iterator<Item = u32> + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.state != SessionState::Free)
+            .map(|(i, _)| i as u32)
+    }
+
+    /// Debug check of the open-count invariant (O(capacity)).
+    pub fn assert_consistent(&self) {
+        debug_assert_eq!(self.live_slots().count(), self.open_count);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_is_32_bytes() {
+        assert_eq!(std::mem::size_of::<Conn>(), 32);
+    }
+
+    #[test]
+    fn stale_generation_never_reaches_the_next_tenant() {
+        let mut slab = ConnSlab::new(4);
+        let first = slab.open(2, 0);
+        assert!(slab.get_mut(2, first, u32::MAX).is_some());
+        slab.free(2);
+        let second = slab.open(2, 5);
+        assert_ne!(first, second);
+        assert!(slab.get_mut(2, first, u32::MAX).is_none(), "old id refused");
+        assert!(slab.get_mut(2, second, u32::MAX).is_some());
+        assert_eq!(slab.open_count(), 1);
+        slab.assert_consistent();
+    }
+
+    #[test]
+    fn free_slot_is_not_addressable() {
+        let mut slab = ConnSlab::new(2);
+        assert!(slab.get_mut(0, 0, u32::MAX).is_none());
+        assert!(slab.get_mut(9, 0, u32::MAX).is_none());
+    }
+}

@@ -1,0 +1,27 @@
+//! Holdfast server. The data path, top to bottom, and where each step lives:
+//!
+//! 1. [`socket`]: one SO_REUSEPORT listener per shard.
+//! 2. [`ring`]: the shard's io_uring: multishot accept into direct descriptors, multishot poll,
+//!    recv from a provided-buffer ring, send. All `unsafe` of the data path is here.
+//! 3. [`conn`]: the slab of connection slots (slot = direct descriptor) and generational ids.
+//! 4. frames: `holdfast_protocol::Decoder` turns received bytes into validated frames in place
+//!    (driven from [`shard`]'s recv handler).
+//! 5. [`session`]: what each frame means in each state: Hello/auth, heartbeats, requests.
+//! 6. [`handler`]: request handlers (one instance per shard).
+//! 7. [`outbound`]: the bounded per-connection queue, coalesced into one send.
+//! 8. back to [`ring`] for the send.
+//!
+//! [`shard`] ties these together per core; [`timer`] is its wheel; [`metrics`] its counters;
+//! [`serve`] starts shards and drains them; [`config`] holds every limit.
+
+pub mod config;
+pub mod conn;
+pub mod handler;
+pub mod metrics;
+pub mod outbound;
+pub mod ring;
+pub mod serve;
+pub mod session;
+pub mod shard;
+pub mod socket;
+pub mod timer;

@@ -1,0 +1,98 @@
+//! The `holdfast` command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use holdfast_server::config::Config;
+use serde::Serialize;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Exit codes (stable): 0 ok, 1 runtime failure, 2 bad config or usage.
+const EXIT_RUNTIME_FAILURE: u8 = 1;
+const EXIT_BAD_CONFIG: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "holdfast",
+    version,
+    about = "A thread-per-core io_uring TCP gateway for millions of long-lived connections"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default command).
+    Serve(ConfigArgs),
+    /// Validate a config file and print the effective config.
+    CheckConfig(ConfigArgs),
+}
+
+/// Config sources: file, then HOLDFAST_* env, then these flags.
+#[derive(Args, Default, Serialize)]
+struct ConfigArgs {
+    /// TOML config file.
+    #[arg(long)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Listen address, e.g. 127.0.0.1:7878.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen: Option<std::net::SocketAddr>,
+    /// Shards (0 = one per CPU).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shards: Option<usize>,
+    /// Connections per shard (0 = RLIMIT_NOFILE).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_connections_per_shard: Option<u32>,
+    /// HMAC secret for Hello tokens (prefer HOLDFAST_AUTH_SECRET or the file).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth_secret: Option<String>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve(ConfigArgs::default())) {
+        Command::Serve(args) => {
+            let config = match Config::load(args.config.as_deref(), &args) {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("holdfast: {e}");
+                    return ExitCode::from(EXIT_BAD_CONFIG);
+                }
+            };
+            match holdfast_server::serve::serve(config) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(message) => {
+                    tracing::error!("{message}");
+                    ExitCode::from(EXIT_RUNTIME_FAILURE)
+                }
+            }
+        }
+        Command::CheckConfig(args) => match Config::load(args.config.as_deref(), &args) {
+            Ok(config) => {
+                print!("{}", config.to_toml());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("holdfast: {e}");
+                ExitCode::from(EXIT_BAD_CONFIG)
+            }
+        },
+    }
+}

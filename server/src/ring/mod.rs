@@ -1,0 +1,288 @@
+//! The shard's own io_uring ring. Everything that touches an SQE, a CQE, the fixed-file table or
+//! the provided-buffer ring lives in this module; everything above it is safe Rust.
+//!
+//! - [`Ring`]: setup, submission, reaping, and one method per operation the shard issues.
+//! - [`buf_ring`]: the provided-buffer ring receive buffers come from.
+//! - [`user_data`]: how an operation, a slot and a generation are packed into a CQE's user_data.
+//!
+//! Memory safety of in-flight operations: the only operation that points the kernel at user
+//! memory is send, and [`Ring::send`] takes the bytes by value (`Bytes`) and keeps them in
+//! `sends_in_flight` until the send's CQE is reaped ([`Ring::take_sent`]). Receive buffers
+//! belong to the buffer ring, which outlives the io_uring (field order below).
+
+pub mod buf_ring;
+pub mod user_data;
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use bytes::Bytes;
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+
+use self::buf_ring::BufRing;
+use self::user_data::UserData;
+
+/// How a shard's ring is built. Every field is a config key (see config.rs).
+#[derive(Clone, Debug)]
+pub struct RingParams {
+    pub sq_entries: u32,
+    pub cq_entries: u32,
+    /// Size of the fixed-file (direct descriptor) table; also the shard's connection limit.
+    pub fixed_files: u32,
+    pub recv_buffers: u16,
+    pub recv_buffer_bytes: u32,
+    /// IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN.
+    pub defer_taskrun: bool,
+}
+
+/// One reaped completion.
+#[derive(Clone, Copy, Debug)]
+pub struct Completion {
+    pub user_data: UserData,
+    pub result: i32,
+    pub flags: u32,
+}
+
+impl Completion {
+    /// The multishot request stays armed (IORING_CQE_F_MORE).
+    pub fn more(&self) -> bool {
+        cqueue::more(self.flags)
+    }
+
+    /// The provided buffer a recv completed into.
+    pub fn buffer_id(&self) -> Option<u16> {
+        cqueue::buffer_select(self.flags)
+    }
+
+    /// The socket still had data after this recv (IORING_CQE_F_SOCK_NONEMPTY).
+    pub fn socket_nonempty(&self) -> bool {
+        cqueue::sock_nonempty(self.flags)
+    }
+}
+
+/// A shard's ring. The shard owns it beside its [`BufRing`] (so frames can be read from a
+/// receive buffer while replies are queued on the ring) and must drop the ring first: see
+/// [`RingParts`].
+pub struct Ring {
+    uring: IoUring,
+    eventfd: OwnedFd,
+    sends_in_flight: HashMap<UserData, Bytes>,
+    defer_taskrun: bool,
+    recv_buffer_group: u16,
+    recv_buffer_bytes: u32,
+}
+
+/// A ring and its receive buffers. Field order is drop order: the io_uring is closed (every
+/// request cancelled) before the buffer ring's memory is unmapped. Keep this order wherever
+/// the two are stored.
+pub struct RingParts {
+    pub ring: Ring,
+    pub bufs: BufRing,
+}
+
+/// Recv buffer group id (one group per ring).
+const RECV_BUFFER_GROUP: u16 = 0;
+
+impl Ring {
+    pub fn new(params: &RingParams) -> io::Result<RingParts> {
+        let mut builder = IoUring::builder();
+        builder.setup_cqsize(params.cq_entries).setup_submit_all();
+        if params.defer_taskrun {
+            builder.setup_single_issuer().setup_defer_taskrun();
+        } else {
+            builder.setup_coop_taskrun();
+        }
+        let uring = builder.build(params.sq_entries)?;
+        uring
+            .submitter()
+            .register_files_sparse(params.fixed_files)?;
+        // SAFETY: eventfd(2) returns a fresh descriptor or -1, checked before taking ownership.
+        let eventfd = unsafe {
+            let fd = libc::eventfd(0, libc::EFD_CLOEXEC);
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            OwnedFd::from_raw_fd(fd)
+        };
+        uring.submitter().register_eventfd(eventfd.as_raw_fd())?;
+        let bufs = BufRing::register(
+            &uring,
+            RECV_BUFFER_GROUP,
+            params.recv_buffers,
+            params.recv_buffer_bytes,
+        )?;
+        let ring = Ring {
+            uring,
+            eventfd,
+            sends_in_flight: HashMap::new(),
+            defer_taskrun: params.defer_taskrun,
+            recv_buffer_group: bufs.group_id(),
+            recv_buffer_bytes: bufs.buffer_bytes(),
+        };
+        Ok(RingParts { ring, bufs })
+    }
+
+    /// The eventfd the kernel signals on every completion; the shard awaits it when idle.
+    pub fn eventfd(&self) -> RawFd {
+        self.eventfd.as_raw_fd()
+    }
+
+    /// Submits queued SQEs without waiting. With DEFER_TASKRUN this also runs deferred
+    /// completion work (GETEVENTS), so completions become visible.
+    pub fn submit(&mut self) -> io::Result<usize> {
+        let result = if self.defer_taskrun {
+            self.uring
+                .submitter()
+                .submit_with_args(0, &types::SubmitArgs::new())
+        } else {
+            self.uring.submit()
+        };
+        match result {
+            Ok(n) => Ok(n),
+            // EBUSY/EAGAIN: the CQ is full or the kernel is short of memory; reap and retry.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EBUSY) | Some(libc::EAGAIN) | Some(libc::EINTR)
+                ) =>
+            {
+                Ok(0)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Moves every available completion into `out` (cleared first).
+    pub fn reap(&mut self, out: &mut Vec<Completion>) {
+        out.clear();
+        let mut cq = self.uring.completion();
+        cq.sync();
+        for cqe in &mut cq {
+            out.push(Completion {
+                user_data: UserData(cqe.user_data()),
+                result: cqe.result(),
+                flags: cqe.flags(),
+            });
+        }
+    }
+
+    fn push(&mut self, entry: squeue::Entry) {
+        loop {
+            // SAFETY: every entry built by this module points only at memory that outlives the
+            // request: the listener fd and fixed slots are closed through this ring, recv uses
+            // provided buffers whose BufRing is dropped after this ring (RingParts), and send
+            // bytes are held in `sends_in_flight` until their completion is reaped.
+            let pushed = unsafe { self.uring.submission().push(&entry) };
+            if pushed.is_ok() {
+                return;
+            }
+            // SQ full: hand what we have to the kernel and try again.
+            if let Err(e) = self.uring.submit() {
+                if !matches!(
+                    e.raw_os_error(),
+                    Some(libc::EBUSY) | Some(libc::EAGAIN) | Some(libc::EINTR)
+                ) {
+                    panic!("io_uring submit failed with a full SQ: {e}");
+                }
+            }
+        }
+    }
+
+    /// Multishot accept on `listener` into auto-allocated direct descriptors (no SOCK_CLOEXEC:
+    /// direct descriptors are not in the fd table, and the kernel refuses the flag with them).
+    pub fn accept_multishot(&mut self, listener: RawFd, user_data: UserData) {
+        let entry = opcode::AcceptMulti::new(types::Fd(listener))
+            .allocate_file_index(true)
+            .build()
+            .user_data(user_data.0);
+        self.push(entry);
+    }
+
+    /// Multishot readiness poll (POLLIN | POLLRDHUP) on a direct descriptor.
+    pub fn poll_multishot(&mut self, slot: u32, user_data: UserData) {
+        let events = (libc::POLLIN | libc::POLLRDHUP) as u32;
+        let entry = opcode::PollAdd::new(types::Fixed(slot), events)
+            .multi(true)
+            .build()
+            .user_data(user_data.0);
+        self.push(entry);
+    }
+
+    /// One recv into a buffer the kernel picks from the provided-buffer ring.
+    pub fn recv(&mut self, slot: u32, user_data: UserData) {
+        let entry = opcode::Recv::new(
+            types::Fixed(slot),
+            std::ptr::null_mut(),
+            self.recv_buffer_bytes,
+        )
+        .buf_group(self.recv_buffer_group)
+        .build()
+        .flags(squeue::Flags::BUFFER_SELECT)
+        .user_data(user_data.0);
+        self.push(entry);
+    }
+
+    /// Sends `bytes` on a direct descriptor. The ring keeps `bytes` alive until the completion
+    /// is reaped; get them back with [`Ring::take_sent`]. One send per `user_data` at a time.
+    pub fn send(&mut self, slot: u32, user_data: UserData, bytes: Bytes) {
+        assert!(!bytes.is_empty());
+        let len =
+            u32::try_from(bytes.len()).expect("send batches are bounded by max_outbound_bytes");
+        let entry = opcode::Send::new(types::Fixed(slot), bytes.as_ptr(), len)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(user_data.0);
+        let previous = self.sends_in_flight.insert(user_data, bytes);
+        assert!(previous.is_none(), "one send in flight per connection");
+        self.push(entry);
+    }
+
+    /// Returns the bytes of a completed send (exactly once per [`Ring::send`]).
+    pub fn take_sent(&mut self, user_data: UserData) -> Bytes {
+        self.sends_in_flight
+            .remove(&user_data)
+            .expect("a send completion matches a send in flight")
+    }
+
+    /// Number of sends whose completion has not been reaped yet.
+    pub fn sends_in_flight(&self) -> usize {
+        self.sends_in_flight.len()
+    }
+
+    /// Cancels every request on a direct descriptor, then closes it (not linked: a cancel that
+    /// finds nothing fails with ENOENT, which would cancel a linked close). In-flight requests
+    /// hold their own file reference, so the socket closes when the last of them completes; the
+    /// kernel may reuse the slot as soon as the close is processed.
+    pub fn cancel_and_close(
+        &mut self,
+        slot: u32,
+        cancel_user_data: UserData,
+        close_user_data: UserData,
+    ) {
+        let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fixed(slot)).all())
+            .build()
+            .user_data(cancel_user_data.0);
+        let close = opcode::Close::new(types::Fixed(slot))
+            .build()
+            .user_data(close_user_data.0);
+        self.push(cancel);
+        self.push(close);
+    }
+
+    /// Cancels the request with `target` user_data (used to stop the multishot accept).
+    pub fn cancel(&mut self, target: UserData, user_data: UserData) {
+        let entry = opcode::AsyncCancel::new(target.0)
+            .build()
+            .user_data(user_data.0);
+        self.push(entry);
+    }
+
+    /// Half-closes the write side of a direct descriptor after the last bytes are queued.
+    pub fn shutdown_write(&mut self, slot: u32, user_data: UserData) {
+        let entry = opcode::Shutdown::new(types::Fixed(slot), libc::SHUT_WR)
+            .build()
+            .user_data(user_data.0);
+        self.push(entry);
+    }
+}

@@ -1,0 +1,129 @@
+//! `holdfast serve`: bind one listener per shard, start the shards, wait for a signal, drain.
+
+use std::time::Duration;
+
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::config::Config;
+use crate::metrics::ShardCounters;
+use crate::shard::{self, ShardHandle, ShardMsg};
+use crate::socket;
+
+/// How long `serve` waits for every shard to report it accepts.
+pub const STARTUP_TIMEOUT_MS: u64 = 10_000;
+
+/// Shards to run: the configured count, or one per available CPU.
+pub fn shard_count(config: &Config) -> usize {
+    match config.shards {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        n => n,
+    }
+}
+
+/// Connections per shard: the configured value, or RLIMIT_NOFILE (a ring's fixed-file table
+/// may not exceed it).
+pub fn capacity_per_shard(config: &Config) -> u32 {
+    let (soft, _hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 1024));
+    let nofile = u32::try_from(soft)
+        .unwrap_or(u32::MAX)
+        .min(crate::conn::id::MAX_SLOTS_PER_SHARD - 1);
+    match config.max_connections_per_shard {
+        0 => nofile,
+        n => n,
+    }
+}
+
+/// Runs the server until SIGTERM/SIGINT and a completed drain. Returns an error message if
+/// startup failed or a shard died.
+pub fn serve(config: Config) -> Result<ShardCounters, String> {
+    let shards = shard_count(&config);
+    let capacity = capacity_per_shard(&config);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let listeners =
+        socket::bind_listeners(config.listen, shards, config.listen_backlog).map_err(|e| {
+            format!(
+                "cannot listen on {}: {e} (is another server on that port?)",
+                config.listen
+            )
+        })?;
+    let local = listeners[0]
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("inet listener");
+    if config.auth_secret.is_none() {
+        tracing::warn!("auth is off: anonymous Hello accepted (set auth_secret to require tokens)");
+    }
+
+    let (ready_tx, ready_rx) = flume::unbounded();
+    let mut handles: Vec<ShardHandle> = Vec::with_capacity(shards);
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let handle = shard::spawn(
+            index,
+            index % cpus,
+            config.clone(),
+            listener,
+            capacity,
+            ready_tx.clone(),
+        )
+        .map_err(|e| format!("cannot start shard {index}: {e}"))?;
+        handles.push(handle);
+    }
+    for _ in 0..shards {
+        match ready_rx.recv_timeout(Duration::from_millis(STARTUP_TIMEOUT_MS)) {
+            Ok(Ok(_)) => {}
+            Ok(Err(message)) => return Err(message),
+            Err(_) => return Err("a shard did not start in time".to_owned()),
+        }
+    }
+    tracing::info!(listen = %local, shards, max_connections_per_shard = capacity, max_frame_bytes = config.max_frame_bytes, "holdfast started");
+    // One machine-readable line on stdout for scripts and tests.
+    println!("holdfast listening on {local} shards={shards}");
+
+    let inboxes: Vec<_> = handles.iter().map(|h| h.inbox.clone()).collect();
+    let mut signals = Signals::new([SIGTERM, SIGINT])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    std::thread::Builder::new()
+        .name("holdfast-signals".into())
+        .spawn(move || {
+            let mut received = 0;
+            for signal in signals.forever() {
+                received += 1;
+                if received > 1 {
+                    tracing::warn!(signal, "second signal: exiting without finishing the drain");
+                    std::process::exit(130);
+                }
+                tracing::info!(signal, "signal received: draining");
+                for inbox in &inboxes {
+                    let _ = inbox.send(ShardMsg::Drain);
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start signal thread: {e}"))?;
+
+    let mut totals = ShardCounters::default();
+    let mut failure = None;
+    for handle in handles {
+        match handle.join.join() {
+            Ok(Ok(counters)) => totals.merge(&counters),
+            Ok(Err(message)) => failure = Some(message),
+            Err(e) => failure = Some(format!("shard {} panicked: {e}", handle.index)),
+        }
+    }
+    if let Some(message) = failure {
+        return Err(message);
+    }
+    tracing::info!(
+        accepted = totals.accepted,
+        sessions_opened = totals.sessions_opened,
+        slow_consumers = totals.slow_consumers,
+        drain_unflushed_bytes = totals.drain_unflushed_bytes,
+        "holdfast stopped"
+    );
+    Ok(totals)
+}

@@ -1,0 +1,325 @@
+//! The session layer: what each frame means in each state (docs/PROTOCOL.md, "Session state
+//! machine"). It reads validated frames and writes replies into the connection's outbound
+//! queue; it knows nothing about io_uring. It returns a [`Verdict`]; the shard acts on it.
+
+pub mod auth;
+
+use std::ops::ControlFlow;
+
+use holdfast_protocol::payload::{ErrorBody, Goodbye, Welcome};
+use holdfast_protocol::{encode_frame, encode_raw, ErrorCode, Frame, Kind, Payload};
+
+use crate::conn::{Conn, ConnFlags, ConnId, SessionState};
+use crate::handler::{Handler, Reply, Session};
+use crate::metrics::{CloseReason, ShardCounters};
+use crate::outbound::{Outbound, OutboundPool};
+
+/// What the session layer needs from the config, in the units it uses.
+#[derive(Clone, Debug)]
+pub struct SessionLimits {
+    pub max_frame_bytes: u32,
+    pub max_outbound_bytes: usize,
+    pub max_inflight_requests: u16,
+    pub heartbeat_interval_ms: u32,
+    pub heartbeat_min_interval_ms: u32,
+    pub heartbeat_timeout_ms: u32,
+    pub auth_secret: Option<Vec<u8>>,
+}
+
+/// Everything a frame may touch besides its own connection.
+pub struct SessionCx<'a> {
+    pub limits: &'a SessionLimits,
+    pub handler: &'a mut dyn Handler,
+    pub counters: &'a mut ShardCounters,
+    pub pool: &'a mut OutboundPool,
+    pub shard: usize,
+    pub slot: u32,
+    pub now_unix_s: u64,
+}
+
+/// The session layer's decision after a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Continue,
+    /// Flush what is queued (an Error or Goodbye, usually), then close.
+    Close(CloseReason),
+}
+
+impl Verdict {
+    pub fn flow(self) -> ControlFlow<()> {
+        match self {
+            Verdict::Continue => ControlFlow::Continue(()),
+            Verdict::Close(_) => ControlFlow::Break(()),
+        }
+    }
+}
+
+fn outbound<'c>(conn: &'c mut Conn, pool: &mut OutboundPool) -> &'c mut Outbound {
+    conn.outbound.get_or_insert_with(|| pool.take())
+}
+
+/// Queues an Error frame. Never fails: the reason is short and fixed.
+pub fn queue_error(
+    conn: &mut Conn,
+    cx: &mut SessionCx<'_>,
+    code: ErrorCode,
+    id: u64,
+    reason: &str,
+) {
+    let body = ErrorBody {
+        code: code as u16,
+        reason,
+    };
+    let out = outbound(conn, cx.pool);
+    encode_frame(
+        &mut out.queued,
+        Kind::Error,
+        0,
+        id,
+        &body,
+        cx.limits.max_frame_bytes,
+    )
+    .expect("error frames are small");
+    cx.counters.error_sent(code);
+    cx.counters.frames_out += 1;
+}
+
+/// Queues a Goodbye frame.
+pub fn queue_goodbye(
+    conn: &mut Conn,
+    cx: &mut SessionCx<'_>,
+    reason: &str,
+    reconnect_after_ms: u32,
+) {
+    let body = Goodbye {
+        reason,
+        reconnect_after_ms,
+    };
+    let out = outbound(conn, cx.pool);
+    encode_frame(
+        &mut out.queued,
+        Kind::Goodbye,
+        0,
+        0,
+        &body,
+        cx.limits.max_frame_bytes,
+    )
+    .expect("goodbye frames are small");
+    cx.counters.frames_out += 1;
+}
+
+/// Queues a heartbeat Ping from the server.
+pub fn queue_ping(conn: &mut Conn, cx: &mut SessionCx<'_>) {
+    let out = outbound(conn, cx.pool);
+    encode_raw(
+        &mut out.queued,
+        Kind::Ping,
+        0,
+        0,
+        &[],
+        cx.limits.max_frame_bytes,
+    )
+    .expect("ping is a header");
+    cx.counters.frames_out += 1;
+    cx.counters.heartbeat_pings_sent += 1;
+}
+
+/// Sends Error and closes: the reply to a frame we cannot accept.
+fn refuse(
+    conn: &mut Conn,
+    cx: &mut SessionCx<'_>,
+    code: ErrorCode,
+    id: u64,
+    reason: &str,
+) -> Verdict {
+    queue_error(conn, cx, code, id, reason);
+    Verdict::Close(CloseReason::ProtocolError)
+}
+
+/// After anything was queued: enforce the outbound bound. A slow consumer loses what was
+/// queued but not yet handed to the kernel (counted), gets Error(slow consumer), and is closed.
+fn check_outbound(conn: &mut Conn, cx: &mut SessionCx<'_>) -> Verdict {
+    let Some(out) = conn.outbound.as_mut() else {
+        return Verdict::Continue;
+    };
+    if out.total_bytes() <= cx.limits.max_outbound_bytes {
+        return Verdict::Continue;
+    }
+    out.queued.clear();
+    cx.counters.slow_consumers += 1;
+    queue_error(
+        conn,
+        cx,
+        ErrorCode::SlowConsumer,
+        0,
+        "outbound queue full: read your replies",
+    );
+    Verdict::Close(CloseReason::SlowConsumer)
+}
+
+/// Handles one complete frame from the peer.
+pub fn on_frame(
+    conn: &mut Conn,
+    cx: &mut SessionCx<'_>,
+    frame: Frame<'_>,
+    now_tick: u32,
+) -> Verdict {
+    cx.counters.frames_in += 1;
+    conn.last_activity_tick = now_tick;
+    conn.flags.clear(ConnFlags::PINGED);
+    let id = frame.header.id;
+    let verdict = match (conn.state, frame.payload) {
+        (SessionState::Closing, _) => return Verdict::Continue,
+        (SessionState::Free, _) => unreachable!("frames are only decoded for live slots"),
+        (SessionState::AwaitHello, Payload::Hello(hello)) => on_hello(conn, cx, id, hello),
+        (SessionState::AwaitHello, _) => {
+            refuse(conn, cx, ErrorCode::UnexpectedFrame, id, "send Hello first")
+        }
+        (SessionState::Open, payload) => on_open_frame(conn, cx, frame, payload),
+    };
+    match verdict {
+        Verdict::Continue => check_outbound(conn, cx),
+        close => close,
+    }
+}
+
+fn on_hello(
+    conn: &mut Conn,
+    cx: &mut SessionCx<'_>,
+    id: u64,
+    hello: Option<&holdfast_protocol::payload::HelloView>,
+) -> Verdict {
+    let admitted = match auth::admit(hello, cx.limits.auth_secret.as_deref(), cx.now_unix_s) {
+        Ok(admitted) => admitted,
+        Err((code, reason)) => return refuse(conn, cx, code, id, reason),
+    };
+    let limits = cx.limits;
+    let heartbeat_ms = match admitted.requested_heartbeat_ms {
+        0 => limits.heartbeat_interval_ms,
+        asked => asked.clamp(
+            limits.heartbeat_min_interval_ms,
+            limits.heartbeat_interval_ms,
+        ),
+    };
+    let welcome = Welcome {
+        session_id: ConnId::new(cx.shard, cx.slot, conn.generation).0,
+        heartbeat_ms,
+        heartbeat_timeout_ms: limits.heartbeat_timeout_ms,
+        max_frame_bytes: limits.max_frame_bytes,
+        max_inflight_requests: u32::from(limits.max_inflight_requests),
+    };
+    let out = outbound(conn, cx.pool);
+    encode_frame(
+        &mut out.queued,
+        Kind::Welcome,
+        0,
+        id,
+        &welcome,
+        limits.max_frame_bytes,
+    )
+    .expect("welcome is small");
+    cx.counters.frames_out += 1;
+    cx.counters.sessions_opened += 1;
+    conn.state = SessionState::Open;
+    Verdict::Continue
+}
+
+fn on_open_frame(
+    conn: &mut Conn,
+    cx: &mut SessionCx<'_>,
+    frame: Frame<'_>,
+    payload: Payload<'_>,
+) -> Verdict {
+    let id = frame.header.id;
+    match payload {
+        Payload::Ping => {
+            let out = outbound(conn, cx.pool);
+            encode_raw(
+                &mut out.queued,
+                Kind::Pong,
+                0,
+                id,
+                &[],
+                cx.limits.max_frame_bytes,
+            )
+            .expect("pong is a header");
+            cx.counters.frames_out += 1;
+            Verdict::Continue
+        }
+        Payload::Pong => Verdict::Continue,
+        Payload::Echo(_) => {
+            outbound(conn, cx.pool)
+                .queued
+                .extend_from_slice(frame.bytes);
+            cx.counters.frames_out += 1;
+            Verdict::Continue
+        }
+        Payload::Request(request) => on_request(conn, cx, id, &request.method, &request.body),
+        Payload::Goodbye(_) => Verdict::Close(CloseReason::PeerGoodbye),
+        Payload::Error(_) => Verdict::Continue,
+        Payload::Event(_) | Payload::Subscribe(_) | Payload::Unsubscribe(_) => {
+            queue_error(
+                conn,
+                cx,
+                ErrorCode::UnexpectedFrame,
+                id,
+                "events and topics are not enabled on this server",
+            );
+            Verdict::Continue
+        }
+        Payload::Hello(_) => refuse(
+            conn,
+            cx,
+            ErrorCode::UnexpectedFrame,
+            id,
+            "session already open",
+        ),
+        Payload::Welcome(_) | Payload::Response(_) | Payload::Push(_) | Payload::Ack => refuse(
+            conn,
+            cx,
+            ErrorCode::UnexpectedFrame,
+            id,
+            "server-to-client frame kind sent by a client",
+        ),
+    }
+}
+
+fn on_request(
+    conn: &mut Conn,
+    cx: &mut SessionCx<'_>,
+    id: u64,
+    method: &str,
+    body: &[u8],
+) -> Verdict {
+    cx.counters.requests += 1;
+    if conn.inflight_requests >= cx.limits.max_inflight_requests {
+        return refuse(
+            conn,
+            cx,
+            ErrorCode::TooManyInflight,
+            id,
+            "too many requests in flight: read responses first",
+        );
+    }
+    conn.inflight_requests += 1;
+    let session = Session {
+        id: ConnId::new(cx.shard, cx.slot, conn.generation),
+    };
+    let max_frame_bytes = cx.limits.max_frame_bytes;
+    let out = outbound(conn, cx.pool);
+    let mut reply = Reply::new(&mut out.queued, id, max_frame_bytes);
+    let result = cx.handler.call(session, method, body, &mut reply);
+    let sent = reply.sent();
+    match result {
+        Ok(()) if sent => cx.counters.frames_out += 1,
+        Ok(()) => queue_error(
+            conn,
+            cx,
+            ErrorCode::HandlerFailed,
+            id,
+            "handler returned no response",
+        ),
+        Err(error) => queue_error(conn, cx, error.code, id, error.reason),
+    }
+    Verdict::Continue
+}

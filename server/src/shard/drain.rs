@@ -1,0 +1,86 @@
+//! Graceful drain (SIGTERM/SIGINT): stop accepting, send every session a Goodbye with a
+//! jittered reconnect hint, flush, close. Whatever is still queued at drain_timeout_ms is
+//! counted and logged, never dropped silently.
+
+use rand::Rng;
+
+use crate::conn::SessionState;
+use crate::metrics::CloseReason;
+use crate::ring::user_data::{Op, UserData};
+use crate::session;
+
+use super::state::Shard;
+
+impl Shard {
+    /// Starts draining: no new connections; every live one gets Goodbye and a graceful close.
+    pub fn start_drain(&mut self) {
+        if self.drain_deadline_tick.is_some() {
+            return;
+        }
+        self.drain_deadline_tick = Some(self.now_tick() + self.ticks.drain);
+        if self.accept_armed {
+            self.ring.cancel(
+                UserData::new(Op::Accept, 0, 0),
+                UserData::new(Op::Cancel, 0, 0),
+            );
+        }
+        // The listener's file stays open until the cancelled accept completes; dropping our
+        // descriptor now means the kernel routes no new connections here once it does.
+        self.listener = None;
+        let live: Vec<u32> = self.conns.live_slots().collect();
+        for slot in live {
+            self.drain_one(slot);
+        }
+        tracing::info!(
+            shard = self.index,
+            sessions = self.conns.open_count(),
+            "draining"
+        );
+    }
+
+    /// Goodbye (with a reconnect hint spread over reconnect_jitter_ms) and a graceful close.
+    pub(super) fn drain_one(&mut self, slot: u32) {
+        let jitter = self.rng.gen_range(0..=self.config.reconnect_jitter_ms);
+        let reconnect_after_ms = self.config.reconnect_after_ms.saturating_add(jitter);
+        let (conns, mut cx) = self.session_parts(slot);
+        let Some(conn) = conns.get_live_mut(slot) else {
+            return;
+        };
+        if conn.state == SessionState::Closing {
+            return;
+        }
+        session::queue_goodbye(conn, &mut cx, "server draining", reconnect_after_ms);
+        self.begin_close(slot, CloseReason::Drain);
+    }
+
+    /// The drain deadline passed: close what is left, counting bytes that never got out.
+    pub(super) fn drain_deadline_passed(&mut self) {
+        let live: Vec<u32> = self.conns.live_slots().collect();
+        let mut unflushed_bytes = 0u64;
+        for &slot in &live {
+            let conn = self.conns.get_live_mut(slot).expect("listed as live");
+            unflushed_bytes += conn
+                .outbound
+                .as_ref()
+                .map_or(0, |out| out.total_bytes() as u64);
+            let reason = (conn.state != SessionState::Closing).then_some(CloseReason::Drain);
+            self.close_now(slot, reason);
+        }
+        self.counters.drain_unflushed_bytes += unflushed_bytes;
+        if !live.is_empty() {
+            tracing::warn!(
+                shard = self.index,
+                connections = live.len(),
+                unflushed_bytes,
+                "drain deadline passed: closed connections with bytes still queued"
+            );
+        }
+    }
+
+    /// Drained: nothing live and no send whose bytes the kernel may still read.
+    pub fn drained(&self) -> bool {
+        self.drain_deadline_tick.is_some()
+            && self.conns.open_count() == 0
+            && self.ring.sends_in_flight() == 0
+    }
+}

@@ -1,0 +1,309 @@
+//! Completions, in data-path order: accept -> poll -> recv (bytes -> frames -> session) ->
+//! send. Each handler checks the completion's generation against its slot first: a completion
+//! of a closed connection is dropped (its receive buffer still goes back to the ring).
+
+use holdfast_protocol::decode::Fed;
+
+use crate::conn::{ConnFlags, SessionState};
+use crate::metrics::CloseReason;
+use crate::ring::user_data::{Op, GENERATION_MASK};
+use crate::ring::Completion;
+use crate::session::{self, Verdict};
+use crate::timer::wheel::WheelEntry;
+
+use super::state::Shard;
+
+/// Rounds of submit-and-reap per turn before yielding to the executor (timers, inbox).
+pub const TURN_ROUNDS_MAX: usize = 16;
+
+impl Shard {
+    /// Submits, reaps and handles completions until the ring is quiet (or for
+    /// TURN_ROUNDS_MAX rounds). Returns how many completions were handled.
+    pub fn turn(&mut self) -> std::io::Result<usize> {
+        let mut handled = 0;
+        for _ in 0..TURN_ROUNDS_MAX {
+            self.ring.submit()?;
+            let mut completions = std::mem::take(&mut self.completions);
+            self.ring.reap(&mut completions);
+            for completion in &completions {
+                self.on_completion(*completion);
+            }
+            let reaped = completions.len();
+            self.completions = completions;
+            self.retry_reads();
+            self.bufs.publish();
+            if reaped == 0 {
+                break;
+            }
+            handled += reaped;
+        }
+        self.ring.submit()?;
+        Ok(handled)
+    }
+
+    fn on_completion(&mut self, completion: Completion) {
+        match completion.user_data.op() {
+            Some(Op::Accept) => self.on_accept(completion),
+            Some(Op::Poll) => self.on_poll(completion),
+            Some(Op::Recv) => self.on_recv(completion),
+            Some(Op::Send) => self.on_send(completion),
+            // Cancel, close and shutdown results need no action: the slot is already freed or
+            // closing, and a failure there cannot be retried usefully.
+            Some(Op::Cancel | Op::Close | Op::Shutdown) => {}
+            None => unreachable!("unknown user_data {:?}", completion.user_data),
+        }
+    }
+
+    fn on_accept(&mut self, completion: Completion) {
+        if !completion.more() {
+            self.accept_armed = false;
+        }
+        if completion.result < 0 {
+            let errno = -completion.result;
+            if errno == libc::ENFILE {
+                self.counters.accept_table_full += 1;
+            } else if errno != libc::ECANCELED {
+                if let Some(suppressed) = self.log_accept_errors.allow(std::time::Instant::now()) {
+                    tracing::warn!(shard = self.index, errno, suppressed, "accept failed");
+                }
+            }
+            // Re-armed by the next tick (or, for ENFILE, by the next close): never in a tight
+            // loop against a persistent error.
+            return;
+        }
+        let slot = completion.result as u32;
+        assert!(
+            slot < self.conns.capacity(),
+            "fixed-file table is the slab's size"
+        );
+        let now = self.now_tick();
+        let generation = self.conns.open(slot, now);
+        self.counters.accepted += 1;
+        self.wheel
+            .insert(WheelEntry { slot, generation }, now + self.ticks.hello);
+        let ud = self.user_data(Op::Poll, slot);
+        self.ring.poll_multishot(slot, ud);
+        if self.drain_deadline_tick.is_some() {
+            self.drain_one(slot);
+        }
+        self.arm_accept();
+    }
+
+    fn on_poll(&mut self, completion: Completion) {
+        let ud = completion.user_data;
+        let Some(conn) = self
+            .conns
+            .get_mut(ud.slot(), ud.generation_bits(), GENERATION_MASK)
+        else {
+            return;
+        };
+        if completion.result < 0 {
+            if completion.result != -libc::ECANCELED {
+                self.on_socket_error(ud.slot(), -completion.result);
+            }
+            return;
+        }
+        if conn.flags.has(ConnFlags::RECV_IN_FLIGHT) {
+            conn.flags.set(ConnFlags::READ_AGAIN);
+        } else {
+            self.start_recv(ud.slot());
+        }
+        if !completion.more() {
+            let poll_ud = self.user_data(Op::Poll, ud.slot());
+            self.ring.poll_multishot(ud.slot(), poll_ud);
+        }
+    }
+
+    fn start_recv(&mut self, slot: u32) {
+        let ud = self.user_data(Op::Recv, slot);
+        let Some(conn) = self
+            .conns
+            .get_mut(slot, ud.generation_bits(), GENERATION_MASK)
+        else {
+            return;
+        };
+        conn.flags.set(ConnFlags::RECV_IN_FLIGHT);
+        conn.flags.clear(ConnFlags::READ_AGAIN);
+        self.ring.recv(slot, ud);
+    }
+
+    fn retry_reads(&mut self) {
+        if self.read_retry.is_empty() {
+            return;
+        }
+        let retry = std::mem::take(&mut self.read_retry);
+        for entry in &retry {
+            let Some(conn) = self.conns.get_mut(entry.slot, entry.generation, u32::MAX) else {
+                continue;
+            };
+            if !conn.flags.has(ConnFlags::RECV_IN_FLIGHT) {
+                self.start_recv(entry.slot);
+            }
+        }
+        self.read_retry = retry;
+        self.read_retry.clear();
+    }
+
+    fn on_recv(&mut self, completion: Completion) {
+        let ud = completion.user_data;
+        let slot = ud.slot();
+        let buffer_id = completion.buffer_id();
+        let Some(conn) = self
+            .conns
+            .get_mut(slot, ud.generation_bits(), GENERATION_MASK)
+        else {
+            if let Some(buffer_id) = buffer_id {
+                self.bufs.recycle(buffer_id);
+            }
+            return;
+        };
+        conn.flags.clear(ConnFlags::RECV_IN_FLIGHT);
+        let generation = conn.generation;
+        match completion.result {
+            n if n > 0 => {
+                let buffer_id = buffer_id.expect("a recv with data names its buffer");
+                self.counters.bytes_in += n as u64;
+                self.on_bytes(slot, buffer_id, n as usize);
+                self.bufs.recycle(buffer_id);
+                let Some(conn) = self.conns.get_mut(slot, generation, u32::MAX) else {
+                    return;
+                };
+                if completion.socket_nonempty() || conn.flags.has(ConnFlags::READ_AGAIN) {
+                    self.start_recv(slot);
+                }
+            }
+            0 => self.on_peer_eof(slot),
+            n if n == -libc::ENOBUFS => {
+                self.counters.recv_no_buffers += 1;
+                self.read_retry.push(WheelEntry { slot, generation });
+            }
+            n if n == -libc::ECANCELED => {}
+            n => self.on_socket_error(slot, -n),
+        }
+    }
+
+    /// Bytes from the socket -> frames -> session. Complete frames are read in place from the
+    /// receive buffer; only an incomplete tail is copied into a pooled decoder the connection
+    /// keeps until the frame completes.
+    fn on_bytes(&mut self, slot: u32, buffer_id: u16, len: usize) {
+        let now = self.now_tick();
+        let state = self.conns.get_live_mut(slot).map(|c| c.state);
+        if state == Some(SessionState::Closing) {
+            return;
+        }
+        let mut decoder = match self.conns.get_live_mut(slot).and_then(|c| c.decoder.take()) {
+            Some(decoder) => decoder,
+            None => self.take_decoder(),
+        };
+        let bytes = self.bufs.filled(buffer_id, len);
+        let (conns, mut cx) = super::state::split_for_session(
+            &mut self.conns,
+            &mut self.handler,
+            &mut self.counters,
+            &mut self.outbound_pool,
+            &self.limits,
+            self.index,
+            slot,
+        );
+        let conn = conns.get_live_mut(slot).expect("checked by on_recv");
+        let mut verdict = Verdict::Continue;
+        let fed = decoder.feed(bytes, |frame| {
+            verdict = session::on_frame(conn, &mut cx, frame, now);
+            verdict.flow()
+        });
+        if let Err(error) = fed {
+            let reason = error.to_string();
+            session::queue_error(conn, &mut cx, error.code(), 0, &reason);
+            verdict = Verdict::Close(CloseReason::ProtocolError);
+            if let Some(suppressed) = self.log_protocol_errors.allow(std::time::Instant::now()) {
+                tracing::info!(
+                    shard = self.index,
+                    slot,
+                    code = error.code().name(),
+                    suppressed,
+                    "bad input: {reason}"
+                );
+            }
+        }
+        debug_assert!(matches!(fed, Err(_) | Ok(Fed::All)) || verdict != Verdict::Continue);
+        let conn = self.conns.get_live_mut(slot).expect("still live");
+        if verdict == Verdict::Continue && decoder.buffered_bytes() > 0 {
+            conn.decoder = Some(decoder);
+        } else {
+            self.give_decoder(decoder);
+        }
+        match verdict {
+            Verdict::Continue => self.flush(slot),
+            Verdict::Close(reason) => self.begin_close(slot, reason),
+        }
+    }
+
+    fn on_peer_eof(&mut self, slot: u32) {
+        let Some(conn) = self.conns.get_live_mut(slot) else {
+            return;
+        };
+        conn.flags.set(ConnFlags::PEER_EOF);
+        let closing = conn.state == SessionState::Closing;
+        let mid_frame = conn
+            .decoder
+            .as_ref()
+            .is_some_and(|d| d.buffered_bytes() > 0);
+        let idle = conn.outbound.is_none() && !conn.flags.has(ConnFlags::SEND_IN_FLIGHT);
+        match (closing, idle) {
+            (true, true) => self.close_now(slot, None),
+            (true, false) => {}
+            (false, true) => {
+                let reason = if mid_frame {
+                    CloseReason::PeerEofMidFrame
+                } else {
+                    CloseReason::PeerEof
+                };
+                self.close_now(slot, Some(reason));
+            }
+            // The peer half-closed but may still read: flush our replies, then close.
+            (false, false) => self.begin_close(slot, CloseReason::PeerEof),
+        }
+    }
+
+    fn on_socket_error(&mut self, slot: u32, errno: i32) {
+        if let Some(suppressed) = self.log_socket_errors.allow(std::time::Instant::now()) {
+            tracing::debug!(shard = self.index, slot, errno, suppressed, "socket error");
+        }
+        let closing = self
+            .conns
+            .get_live_mut(slot)
+            .is_some_and(|c| c.state == SessionState::Closing);
+        self.close_now(slot, (!closing).then_some(CloseReason::SocketError));
+    }
+
+    fn on_send(&mut self, completion: Completion) {
+        let ud = completion.user_data;
+        let slot = ud.slot();
+        let batch = self.ring.take_sent(ud);
+        let Some(conn) = self
+            .conns
+            .get_mut(slot, ud.generation_bits(), GENERATION_MASK)
+        else {
+            return;
+        };
+        conn.flags.clear(ConnFlags::SEND_IN_FLIGHT);
+        if completion.result < 0 {
+            if completion.result != -libc::ECANCELED {
+                self.on_socket_error(slot, -completion.result);
+            }
+            return;
+        }
+        let sent = completion.result as usize;
+        self.counters.bytes_out += sent as u64;
+        let out = conn
+            .outbound
+            .as_mut()
+            .expect("a send in flight keeps its queue");
+        if let Some(rest) = out.complete(batch, sent) {
+            conn.flags.set(ConnFlags::SEND_IN_FLIGHT);
+            self.ring.send(slot, ud, rest);
+            return;
+        }
+        self.flush(slot);
+    }
+}

@@ -1,0 +1,153 @@
+//! Shards: one pinned glommio executor per core, each owning a listener, an io_uring ring, a
+//! connection slab, a timer wheel and counters. Other threads reach a shard only through its
+//! inbox ([`ShardMsg`]).
+//!
+//! Inside a shard three tasks share the state (`Rc<RefCell<Shard>>`, never borrowed across an
+//! await): the ring driver (submit, reap, handle; sleeps on the ring's eventfd through glommio
+//! when the ring is quiet), the ticker (timer wheel), and the inbox.
+
+mod drain;
+mod io;
+pub mod state;
+mod timers;
+
+use std::cell::RefCell;
+use std::os::fd::FromRawFd;
+use std::rc::Rc;
+use std::time::Duration;
+
+use glommio::io::BufferedFile;
+use glommio::{LocalExecutorBuilder, Placement};
+use socket2::Socket;
+
+use crate::config::Config;
+use crate::metrics::ShardCounters;
+pub use state::Shard;
+
+/// Messages other threads send a shard.
+pub enum ShardMsg {
+    /// Stop accepting, say Goodbye, flush, close, exit.
+    Drain,
+    /// Reply with a copy of the shard's counters.
+    Stats(flume::Sender<(usize, ShardCounters)>),
+}
+
+/// Inbox depth per shard: control messages only, so small.
+pub const SHARD_INBOX_CAPACITY: usize = 64;
+
+/// A running shard as the main thread sees it.
+pub struct ShardHandle {
+    pub index: usize,
+    pub inbox: flume::Sender<ShardMsg>,
+    pub join: glommio::ExecutorJoinHandle<Result<ShardCounters, String>>,
+}
+
+/// Starts shard `index` pinned to `cpu`. `ready` gets the shard index once it accepts.
+pub fn spawn(
+    index: usize,
+    cpu: usize,
+    config: Config,
+    listener: Socket,
+    capacity: u32,
+    ready: flume::Sender<Result<usize, String>>,
+) -> std::io::Result<ShardHandle> {
+    let (inbox, inbox_rx) = flume::bounded(SHARD_INBOX_CAPACITY);
+    let join = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+        .name(&format!("holdfast-shard-{index}"))
+        .io_memory(config.glommio_io_memory_bytes)
+        .spawn(move || async move {
+            let shard = match Shard::new(index, config, listener, capacity) {
+                Ok(shard) => shard,
+                Err(e) => {
+                    let message = format!("shard {index}: ring setup failed: {e} (check RLIMIT_MEMLOCK and max_connections_per_shard <= RLIMIT_NOFILE)");
+                    let _ = ready.send(Err(message.clone()));
+                    return Err(message);
+                }
+            };
+            run(shard, inbox_rx, ready).await.map_err(|e| format!("shard {index}: {e}"))
+        })
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(ShardHandle { index, inbox, join })
+}
+
+async fn run(
+    shard: Shard,
+    inbox: flume::Receiver<ShardMsg>,
+    ready: flume::Sender<Result<usize, String>>,
+) -> std::io::Result<ShardCounters> {
+    let tick = Duration::from_millis(shard.ticks.tick_ms);
+    // glommio reads the eventfd through its own ring; it closes what it owns, so give it a dup.
+    // SAFETY: dup(2) of a descriptor we own; the result is checked and then owned by glommio.
+    let eventfd = unsafe {
+        let fd = libc::dup(shard.ring.eventfd());
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        BufferedFile::from_raw_fd(fd)
+    };
+    let index = shard.index;
+    let shard = Rc::new(RefCell::new(shard));
+    shard.borrow_mut().arm_accept();
+    shard.borrow_mut().turn()?;
+    let _ = ready.send(Ok(index));
+
+    let ticker = glommio::spawn_local({
+        let shard = shard.clone();
+        async move {
+            loop {
+                glommio::timer::sleep(tick).await;
+                let mut shard = shard.borrow_mut();
+                shard.on_timer();
+                if let Err(e) = shard.turn() {
+                    tracing::error!(shard = shard.index, "ring submit failed in tick: {e}");
+                }
+            }
+        }
+    })
+    .detach();
+    let inbox_task = glommio::spawn_local({
+        let shard = shard.clone();
+        async move {
+            while let Ok(msg) = inbox.recv_async().await {
+                let mut shard = shard.borrow_mut();
+                match msg {
+                    ShardMsg::Drain => shard.start_drain(),
+                    ShardMsg::Stats(reply) => {
+                        let _ = reply.send((shard.index, shard.counters()));
+                    }
+                }
+                if let Err(e) = shard.turn() {
+                    tracing::error!(shard = shard.index, "ring submit failed in inbox: {e}");
+                }
+            }
+        }
+    })
+    .detach();
+
+    loop {
+        let handled = shard.borrow_mut().turn()?;
+        if shard.borrow().drained() {
+            break;
+        }
+        if handled == 0 {
+            eventfd
+                .read_at(0, 8)
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+        } else {
+            glommio::yield_if_needed().await;
+        }
+    }
+    ticker.cancel();
+    inbox_task.cancel();
+    let shard = shard.borrow();
+    let counters = shard.counters();
+    tracing::info!(
+        shard = shard.index,
+        accepted = counters.accepted,
+        drain_unflushed_bytes = counters.drain_unflushed_bytes,
+        "shard drained"
+    );
+    drop(eventfd);
+    Ok(counters)
+}

@@ -1,0 +1,325 @@
+//! A shard's state: everything one core owns. No field is shared with another thread.
+
+use std::time::Instant;
+
+use holdfast_protocol::Decoder;
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use socket2::Socket;
+
+use crate::config::Config;
+use crate::conn::{ConnFlags, ConnId, ConnSlab, SessionState};
+use crate::handler::{Handler, Router, Session};
+use crate::metrics::log_limit::LogLimiter;
+use crate::metrics::{CloseReason, ShardCounters};
+use crate::outbound::OutboundPool;
+use crate::ring::buf_ring::BufRing;
+use crate::ring::user_data::{Op, UserData, GENERATION_MASK};
+use crate::ring::{Completion, Ring, RingParams, RingParts};
+use crate::session::{SessionCx, SessionLimits};
+use crate::timer::wheel::{TimerWheel, WheelEntry};
+
+/// Decoders kept for reuse per shard.
+pub const DECODER_POOL_MAX_ITEMS: usize = 1024;
+/// A pooled decoder keeps at most this much buffer capacity.
+pub const DECODER_POOL_KEEP_BYTES: usize = 4 * 1024;
+
+/// Timer wheel deadlines, in ticks.
+#[derive(Clone, Copy, Debug)]
+pub struct TickLimits {
+    pub tick_ms: u64,
+    pub hello: u32,
+    pub heartbeat_interval: u32,
+    pub heartbeat_timeout: u32,
+    pub linger: u32,
+    pub drain: u32,
+}
+
+pub struct Shard {
+    /// Dropped before `bufs` (RingParts drop order): the kernel stops using receive buffers
+    /// before they are unmapped.
+    pub(super) ring: Ring,
+    pub(super) bufs: BufRing,
+    pub(super) index: usize,
+    pub(super) config: Config,
+    pub(super) limits: SessionLimits,
+    pub(super) ticks: TickLimits,
+    pub(super) listener: Option<Socket>,
+    pub(super) accept_armed: bool,
+    pub(super) conns: ConnSlab,
+    pub(super) wheel: TimerWheel,
+    pub(super) decoders: Vec<Box<Decoder>>,
+    pub(super) outbound_pool: OutboundPool,
+    pub(super) handler: Router,
+    pub(super) counters: ShardCounters,
+    pub(super) completions: Vec<Completion>,
+    /// Connections whose recv found no provided buffer; retried next turn.
+    pub(super) read_retry: Vec<WheelEntry>,
+    /// Set when draining: the tick by which every connection is closed.
+    pub(super) drain_deadline_tick: Option<u32>,
+    pub(super) started_at: Instant,
+    pub(super) rng: SmallRng,
+    pub(super) log_socket_errors: LogLimiter,
+    pub(super) log_protocol_errors: LogLimiter,
+    pub(super) log_accept_errors: LogLimiter,
+}
+
+impl Shard {
+    pub fn new(
+        index: usize,
+        config: Config,
+        listener: Socket,
+        capacity: u32,
+    ) -> std::io::Result<Shard> {
+        let params = RingParams {
+            sq_entries: config.ring_sq_entries,
+            cq_entries: config.ring_cq_entries,
+            fixed_files: capacity,
+            recv_buffers: config.recv_buffers_per_shard,
+            recv_buffer_bytes: config.recv_buffer_bytes,
+            defer_taskrun: config.ring_defer_taskrun,
+        };
+        let RingParts { ring, bufs } = Ring::new(&params)?;
+        let limits = SessionLimits {
+            max_frame_bytes: config.max_frame_bytes,
+            max_outbound_bytes: config.max_outbound_bytes as usize,
+            max_inflight_requests: config.max_inflight_requests as u16,
+            heartbeat_interval_ms: config.heartbeat_interval_ms as u32,
+            heartbeat_min_interval_ms: config.heartbeat_min_interval_ms as u32,
+            heartbeat_timeout_ms: config.heartbeat_timeout_ms as u32,
+            auth_secret: config.auth_secret.as_ref().map(|s| s.as_bytes().to_vec()),
+        };
+        let ticks = TickLimits {
+            tick_ms: config.timer_tick_ms,
+            hello: config.heartbeat_ticks(config.hello_timeout_ms),
+            heartbeat_interval: config.heartbeat_ticks(config.heartbeat_interval_ms),
+            heartbeat_timeout: config.heartbeat_ticks(config.heartbeat_timeout_ms),
+            linger: config.heartbeat_ticks(config.close_linger_ms),
+            drain: config.heartbeat_ticks(config.drain_timeout_ms),
+        };
+        Ok(Shard {
+            ring,
+            bufs,
+            index,
+            config,
+            limits,
+            ticks,
+            listener: Some(listener),
+            accept_armed: false,
+            conns: ConnSlab::new(capacity),
+            wheel: TimerWheel::new(),
+            decoders: Vec::new(),
+            outbound_pool: OutboundPool::default(),
+            handler: Router::default(),
+            counters: ShardCounters::default(),
+            completions: Vec::with_capacity(1024),
+            read_retry: Vec::new(),
+            drain_deadline_tick: None,
+            started_at: Instant::now(),
+            rng: SmallRng::seed_from_u64(index as u64 ^ 0x9e37_79b9_7f4a_7c15),
+            log_socket_errors: LogLimiter::default(),
+            log_protocol_errors: LogLimiter::default(),
+            log_accept_errors: LogLimiter::default(),
+        })
+    }
+
+    pub fn now_tick(&self) -> u32 {
+        self.wheel.now_tick()
+    }
+
+    pub fn now_unix_s() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    }
+
+    pub(super) fn user_data(&self, op: Op, slot: u32) -> UserData {
+        let generation = self.conns_generation(slot);
+        UserData::new(op, slot, generation)
+    }
+
+    fn conns_generation(&self, slot: u32) -> u32 {
+        self.conns.generation(slot)
+    }
+
+    /// The connection slab and what the session layer may touch besides it.
+    pub(super) fn session_parts(&mut self, slot: u32) -> (&mut ConnSlab, SessionCx<'_>) {
+        split_for_session(
+            &mut self.conns,
+            &mut self.handler,
+            &mut self.counters,
+            &mut self.outbound_pool,
+            &self.limits,
+            self.index,
+            slot,
+        )
+    }
+
+    /// Starts the multishot accept if it is not running and the shard may accept.
+    pub(super) fn arm_accept(&mut self) {
+        if self.accept_armed || self.drain_deadline_tick.is_some() {
+            return;
+        }
+        if self.conns.open_count() >= self.conns.capacity() as usize {
+            return;
+        }
+        let Some(listener) = self.listener.as_ref() else {
+            return;
+        };
+        use std::os::fd::AsRawFd;
+        let fd = listener.as_raw_fd();
+        self.ring
+            .accept_multishot(fd, UserData::new(Op::Accept, 0, 0));
+        self.accept_armed = true;
+    }
+
+    /// Sends whatever the connection has queued, if no send is in flight. Returns an idle
+    /// queue to the pool.
+    pub(super) fn flush(&mut self, slot: u32) {
+        let ud = self.user_data(Op::Send, slot);
+        let Some(conn) = self
+            .conns
+            .get_mut(slot, ud.generation_bits(), GENERATION_MASK)
+        else {
+            return;
+        };
+        if conn.flags.has(ConnFlags::SEND_IN_FLIGHT) {
+            return;
+        }
+        let Some(out) = conn.outbound.as_mut() else {
+            return;
+        };
+        if let Some(batch) = out.take_batch() {
+            conn.flags.set(ConnFlags::SEND_IN_FLIGHT);
+            self.ring.send(slot, ud, batch);
+            return;
+        }
+        if out.is_idle() {
+            conn.inflight_requests = 0;
+            let idle = conn.outbound.take().expect("checked above");
+            self.outbound_pool.give(idle);
+            if conn.state == SessionState::Closing {
+                self.after_final_flush(slot);
+            }
+        }
+    }
+
+    /// A closing connection has nothing left to send: shut the write side so the peer sees
+    /// EOF after our last bytes; close at once if the peer already sent its EOF.
+    fn after_final_flush(&mut self, slot: u32) {
+        let ud = self.user_data(Op::Shutdown, slot);
+        let Some(conn) = self
+            .conns
+            .get_mut(slot, ud.generation_bits(), GENERATION_MASK)
+        else {
+            return;
+        };
+        if conn.flags.has(ConnFlags::PEER_EOF) {
+            self.close_now(slot, None);
+            return;
+        }
+        if !conn.flags.has(ConnFlags::WRITE_SHUT) {
+            conn.flags.set(ConnFlags::WRITE_SHUT);
+            self.ring.shutdown_write(slot, ud);
+        }
+    }
+
+    /// Graceful close: whatever is queued (an Error, a Goodbye) is flushed, the write side is
+    /// shut, and the slot is freed on the peer's EOF or after close_linger_ms.
+    pub(super) fn begin_close(&mut self, slot: u32, reason: CloseReason) {
+        let now = self.now_tick();
+        let linger = self.ticks.linger;
+        let Some(conn) = self.conns.get_live_mut(slot) else {
+            return;
+        };
+        if conn.state == SessionState::Closing {
+            return;
+        }
+        conn.state = SessionState::Closing;
+        conn.last_activity_tick = now;
+        let entry = WheelEntry {
+            slot,
+            generation: conn.generation,
+        };
+        if let Some(decoder) = conn.decoder.take() {
+            self.give_decoder(decoder);
+        }
+        self.counters.closed(reason);
+        self.wheel.insert(entry, now + linger);
+        self.flush(slot);
+    }
+
+    /// Frees the slot now: cancels its requests and closes its descriptor. `reason` is counted
+    /// unless the close was already counted by [`Shard::begin_close`].
+    pub(super) fn close_now(&mut self, slot: u32, reason: Option<CloseReason>) {
+        let Some(conn) = self.conns.get_live_mut(slot) else {
+            return;
+        };
+        let session = Session {
+            id: ConnId::new(self.index, slot, conn.generation),
+        };
+        let cancel_ud = UserData::new(Op::Cancel, slot, conn.generation);
+        let close_ud = UserData::new(Op::Close, slot, conn.generation);
+        if let Some(reason) = reason {
+            debug_assert_ne!(conn.state, SessionState::Closing);
+            self.counters.closed(reason);
+        }
+        let (decoder, outbound) = self.conns.free(slot);
+        if let Some(decoder) = decoder {
+            self.give_decoder(decoder);
+        }
+        if let Some(outbound) = outbound {
+            if outbound.is_idle() {
+                self.outbound_pool.give(outbound);
+            }
+        }
+        self.ring.cancel_and_close(slot, cancel_ud, close_ud);
+        self.handler.on_close(session);
+        self.arm_accept();
+    }
+
+    pub(super) fn take_decoder(&mut self) -> Box<Decoder> {
+        let max = self.limits.max_frame_bytes;
+        self.decoders
+            .pop()
+            .unwrap_or_else(|| Box::new(Decoder::new(max)))
+    }
+
+    pub(super) fn give_decoder(&mut self, mut decoder: Box<Decoder>) {
+        if self.decoders.len() < DECODER_POOL_MAX_ITEMS {
+            decoder.reset(DECODER_POOL_KEEP_BYTES);
+            self.decoders.push(decoder);
+        }
+    }
+
+    /// Snapshot of this shard's counters.
+    pub fn counters(&self) -> ShardCounters {
+        let mut counters = self.counters.clone();
+        counters.open = self.conns.open_count() as u64;
+        counters
+    }
+}
+
+/// Borrows the pieces of a shard that the session layer touches, leaving the ring and the
+/// receive buffers free for the caller.
+pub(super) fn split_for_session<'a>(
+    conns: &'a mut ConnSlab,
+    handler: &'a mut Router,
+    counters: &'a mut ShardCounters,
+    pool: &'a mut OutboundPool,
+    limits: &'a SessionLimits,
+    shard: usize,
+    slot: u32,
+) -> (&'a mut ConnSlab, SessionCx<'a>) {
+    let cx = SessionCx {
+        limits,
+        handler,
+        counters,
+        pool,
+        shard,
+        slot,
+        now_unix_s: Shard::now_unix_s(),
+    };
+    (conns, cx)
+}

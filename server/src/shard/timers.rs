@@ -1,0 +1,103 @@
+//! The shard's tick: advances the timer wheel to the current time and acts on connections
+//! whose deadline passed: hello timeout, heartbeat ping, heartbeat timeout, end of linger.
+
+use crate::conn::{ConnFlags, SessionState};
+use crate::metrics::CloseReason;
+use crate::session;
+use crate::timer::wheel::WheelEntry;
+use holdfast_protocol::ErrorCode;
+
+use super::state::Shard;
+
+/// What a connection's next deadline means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Due {
+    HelloTimeout,
+    Ping,
+    HeartbeatTimeout,
+    LingerOver,
+}
+
+impl Shard {
+    /// Advances the wheel to the current time, handling every entry that comes due.
+    pub fn on_timer(&mut self) {
+        let elapsed_ms = self.started_at.elapsed().as_millis() as u64;
+        let target_tick = (elapsed_ms / self.ticks.tick_ms) as u32;
+        while self.wheel.now_tick() <= target_tick {
+            let due = self.wheel.advance();
+            for entry in &due {
+                self.on_due(*entry);
+            }
+            self.wheel.recycle(due);
+        }
+        self.arm_accept();
+        if let Some(deadline) = self.drain_deadline_tick {
+            if self.now_tick() >= deadline {
+                self.drain_deadline_passed();
+            }
+        }
+    }
+
+    fn deadline(
+        &self,
+        state: SessionState,
+        flags: ConnFlags,
+        last_activity_tick: u32,
+    ) -> (u32, Due) {
+        let ticks = &self.ticks;
+        match state {
+            SessionState::AwaitHello => (last_activity_tick + ticks.hello, Due::HelloTimeout),
+            SessionState::Open if flags.has(ConnFlags::PINGED) => (
+                last_activity_tick + ticks.heartbeat_timeout,
+                Due::HeartbeatTimeout,
+            ),
+            SessionState::Open => (last_activity_tick + ticks.heartbeat_interval, Due::Ping),
+            SessionState::Closing => (last_activity_tick + ticks.linger, Due::LingerOver),
+            SessionState::Free => unreachable!("free slots have no deadline"),
+        }
+    }
+
+    fn on_due(&mut self, entry: WheelEntry) {
+        let now = self.now_tick();
+        let Some(conn) = self.conns.get_mut(entry.slot, entry.generation, u32::MAX) else {
+            return;
+        };
+        let (state, flags, last_activity_tick) = (conn.state, conn.flags, conn.last_activity_tick);
+        let (deadline, due) = self.deadline(state, flags, last_activity_tick);
+        if deadline > now {
+            self.wheel.insert(entry, deadline);
+            return;
+        }
+        match due {
+            Due::Ping => {
+                let deadline = last_activity_tick + self.ticks.heartbeat_timeout;
+                let (conns, mut cx) = self.session_parts(entry.slot);
+                let conn = conns.get_live_mut(entry.slot).expect("checked above");
+                conn.flags.set(ConnFlags::PINGED);
+                session::queue_ping(conn, &mut cx);
+                self.wheel.insert(entry, deadline);
+                self.flush(entry.slot);
+            }
+            Due::HelloTimeout => self.close_with_error(
+                entry.slot,
+                ErrorCode::HelloTimeout,
+                "no Hello in time",
+                CloseReason::HelloTimeout,
+            ),
+            Due::HeartbeatTimeout => self.close_with_error(
+                entry.slot,
+                ErrorCode::HeartbeatTimeout,
+                "no frame within heartbeat_timeout_ms",
+                CloseReason::HeartbeatTimeout,
+            ),
+            Due::LingerOver => self.close_now(entry.slot, None),
+        }
+    }
+
+    fn close_with_error(&mut self, slot: u32, code: ErrorCode, reason: &str, close: CloseReason) {
+        let (conns, mut cx) = self.session_parts(slot);
+        let conn = conns.get_live_mut(slot).expect("caller checked");
+        session::queue_error(conn, &mut cx, code, 0, reason);
+        self.begin_close(slot, close);
+    }
+}
