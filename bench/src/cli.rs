@@ -1,0 +1,186 @@
+//! Command-line surface. Every limit is a flag with its unit in the name.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::msg::StormMode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "holdfast-bench",
+    version,
+    about = "Load harness for Holdfast: HDR latency, server CPU and memory per session"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Open N sessions (Hello/Welcome) at a rate, hold them: setup latency, failures, server memory.
+    Connect(RunArgs),
+    /// Closed loop: K Echo frames in flight per session, replies checked byte-exact.
+    Echo(RunArgs),
+    /// Open loop: a fixed total rate of Echo frames, latency from each frame's intended send time.
+    Rate(RunArgs),
+    /// Open loop: a fixed total rate of Request frames to --method, Responses checked.
+    Request(RunArgs),
+    /// Hold N sessions, drop them all at once (or wait for Goodbye), time until all are back.
+    Storm(RunArgs),
+    /// Draw latency-by-percentile (.hgrm) and latency-over-time (.hlog) charts, SVG and PNG.
+    Plot(PlotArgs),
+    /// Run the same echo workload against Holdfast and each baseline; print the ratio table.
+    Compare(CompareArgs),
+    /// Internal: one worker process (started by the parent with its plan as JSON).
+    #[command(name = "__worker", hide = true)]
+    Worker { plan_json: String },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Server address (loopback only).
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    pub target: SocketAddr,
+    /// Sessions in total, spread over worker processes.
+    #[arg(long, default_value_t = 100)]
+    pub sessions: u32,
+    /// Worker processes at least (more are added to keep each under --sessions-per-worker).
+    #[arg(long, default_value_t = 1)]
+    pub workers: u32,
+    /// Sessions per worker process at most (each session is one fd; RLIMIT_NOFILE is 20,000 here).
+    #[arg(long, default_value_t = crate::worker::SESSIONS_PER_WORKER_MAX)]
+    pub sessions_per_worker: u32,
+    /// Sessions per loopback source address (127.0.0.2, .3, ...), under the ~28k ephemeral ports.
+    #[arg(long, default_value_t = crate::sockets::SESSIONS_PER_SOURCE_ADDR_DEFAULT)]
+    pub sessions_per_source_addr: u32,
+    /// Skip Hello/Welcome and speak only Echo frames (for servers that know no sessions).
+    #[arg(long)]
+    pub raw: bool,
+    /// Auth secret of the server: Hellos then carry a signed token instead of being anonymous.
+    #[arg(long, env = "HOLDFAST_BENCH_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    #[arg(long, default_value = "bench-")]
+    pub client_id_prefix: String,
+    #[arg(long, default_value_t = 3600)]
+    pub token_ttl_s: u64,
+    /// New sessions per second in total (0: as fast as --connect-concurrency allows).
+    #[arg(long, default_value_t = 0)]
+    pub connect_rate_per_s: u64,
+    /// Connects and handshakes in progress per worker at most.
+    #[arg(long, default_value_t = 1_000)]
+    pub connect_concurrency: u32,
+    /// A connect plus handshake that takes longer fails with cause *_timeout.
+    #[arg(long, default_value_t = 10_000)]
+    pub handshake_timeout_ms: u64,
+    /// Setup (all sessions open or failed) longer than this: go on with the sessions that are open.
+    #[arg(long, default_value_t = 300)]
+    pub setup_timeout_s: u64,
+    /// Requests in flight per session (echo: closed loop window; rate/request: at most).
+    #[arg(long, default_value_t = 1)]
+    pub inflight: u32,
+    /// Payload bytes per Echo frame or Request body (48 gives 64-byte Echo frames).
+    #[arg(long, default_value_t = 48)]
+    pub payload_bytes: u32,
+    /// rate/request: frames per second in total, over all sessions.
+    #[arg(long, default_value_t = 10_000)]
+    pub rate_per_s: u64,
+    /// request: handler method.
+    #[arg(long, default_value = "echo")]
+    pub method: String,
+    #[arg(long, default_value_t = holdfast_protocol::MAX_FRAME_BYTES_DEFAULT)]
+    pub max_frame_bytes: u32,
+    /// Client Ping interval on idle sessions (lowered to the server's Welcome heartbeat_ms).
+    #[arg(long, default_value_t = 10_000)]
+    pub ping_interval_ms: u64,
+    /// Warm-up before measuring (traffic runs, samples are not recorded in the report).
+    #[arg(long, default_value_t = 2)]
+    pub warmup_s: u64,
+    /// Measured window (connect: how long sessions are held).
+    #[arg(long, default_value_t = 10)]
+    pub duration_s: u64,
+    /// After the window, wait at most this long for replies still in flight.
+    #[arg(long, default_value_t = 1_000)]
+    pub drain_ms: u64,
+    /// storm: how sessions go down.
+    #[arg(long, value_enum, default_value_t = StormMode::ClientClose)]
+    pub storm_mode: StormMode,
+    /// storm: how long sessions are held before the drop.
+    #[arg(long, default_value_t = 2)]
+    pub hold_s: u64,
+    /// storm: retry delay after a refused or failed reconnect.
+    #[arg(long, default_value_t = 100)]
+    pub retry_backoff_ms: u64,
+    /// Server process to measure: CPU per round trip (/proc/PID/stat), memory per session (connect).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Directory for the .hgrm, .hlog and .json files.
+    #[arg(long, default_value = "bench-results")]
+    pub out: PathBuf,
+    /// File name stem (default: workload and time).
+    #[arg(long)]
+    pub label: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PlotArgs {
+    /// .hgrm files (percentile distribution) and/or .hlog files (interval logs).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Output path prefix: PREFIX-percentiles.{svg,png}, PREFIX-over-time.{svg,png}.
+    #[arg(long, default_value = "bench-results/plot")]
+    pub out: PathBuf,
+    /// TTF font for the labels (PNG and SVG layout need one).
+    #[arg(long)]
+    pub font: Option<PathBuf>,
+    #[arg(long, default_value_t = 1024)]
+    pub width_px: u32,
+    #[arg(long, default_value_t = 640)]
+    pub height_px: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// Holdfast server binary (started as `BIN serve --listen ADDR --shards N`).
+    #[arg(long)]
+    pub holdfast_bin: Option<PathBuf>,
+    /// Directory of the baseline binaries (default: next to this binary).
+    #[arg(long)]
+    pub baselines_dir: Option<PathBuf>,
+    /// Targets to run, in this order within each run.
+    #[arg(long, value_delimiter = ',', default_value = "holdfast,glommio,tokio")]
+    pub targets: Vec<String>,
+    /// Connection counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    pub connections: Vec<u32>,
+    /// Repetitions of the whole set; medians and spread are reported.
+    #[arg(long, default_value_t = 3)]
+    pub runs: u32,
+    /// Cores (shards, executors, runtime threads) each server gets.
+    #[arg(long, default_value_t = 1)]
+    pub server_cores: u32,
+    /// First port; each server start uses the next one.
+    #[arg(long, default_value_t = 17_800)]
+    pub port_base: u16,
+    #[arg(long, default_value_t = 1)]
+    pub warmup_s: u64,
+    #[arg(long, default_value_t = 5)]
+    pub duration_s: u64,
+    #[arg(long, default_value_t = 48)]
+    pub payload_bytes: u32,
+    #[arg(long, default_value_t = 1)]
+    pub inflight: u32,
+    /// Client worker processes (the client's own CPU is reported too).
+    #[arg(long, default_value_t = 1)]
+    pub workers: u32,
+    /// Speak only Echo (no Hello) to every target.
+    #[arg(long)]
+    pub raw: bool,
+    /// A server that is not listening within this time fails the run.
+    #[arg(long, default_value_t = 10_000)]
+    pub server_start_timeout_ms: u64,
+    #[arg(long, default_value = "bench-results")]
+    pub out: PathBuf,
+}

@@ -1,0 +1,152 @@
+//! The frame logic both baseline servers share: echo every frame byte-exact, except an anonymous
+//! (or any) Hello, answered with a Welcome, and Ping, answered with Pong, so one client (with or
+//! without `--raw`) drives Holdfast and the baselines alike. Frames are copied whole from the
+//! input into the output; incomplete tails stay in the input.
+
+use bytes::BytesMut;
+use holdfast_protocol::{
+    encode_frame, payload, Header, Kind, HEADER_BYTES, MAX_FRAME_BYTES_DEFAULT,
+};
+
+/// Largest frame a baseline accepts.
+pub const BASELINE_MAX_FRAME_BYTES: u32 = MAX_FRAME_BYTES_DEFAULT;
+/// Read buffer per connection in the baselines.
+pub const BASELINE_READ_BYTES: usize = 16 * 1024;
+/// Heartbeat interval a baseline announces in Welcome (it never closes idle sessions).
+pub const BASELINE_HEARTBEAT_MS: u32 = 30_000;
+
+/// Why a baseline closes a connection.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BadFrame;
+
+/// Appends the answers to every complete frame at the front of `input` to `out`; returns the
+/// bytes consumed. A header with a bad length or version closes the connection.
+pub fn answer_frames(input: &[u8], out: &mut BytesMut, session_id: u64) -> Result<usize, BadFrame> {
+    let mut consumed = 0;
+    while let Some(header) = input[consumed..].first_chunk::<HEADER_BYTES>() {
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        if (len as usize) < HEADER_BYTES
+            || len > BASELINE_MAX_FRAME_BYTES
+            || header[4] != holdfast_protocol::VERSION
+        {
+            return Err(BadFrame);
+        }
+        let len = len as usize;
+        if input.len() - consumed < len {
+            break;
+        }
+        let frame = &input[consumed..consumed + len];
+        let id = u64::from_le_bytes(frame[8..16].try_into().expect("8 bytes"));
+        match Kind::from_u8(frame[5]) {
+            Some(Kind::Hello) => {
+                let welcome = payload::Welcome {
+                    session_id,
+                    heartbeat_ms: BASELINE_HEARTBEAT_MS,
+                    heartbeat_timeout_ms: BASELINE_HEARTBEAT_MS * 3,
+                    max_frame_bytes: BASELINE_MAX_FRAME_BYTES,
+                    max_inflight_requests: 1024,
+                };
+                encode_frame(
+                    out,
+                    Kind::Welcome,
+                    0,
+                    id,
+                    &welcome,
+                    BASELINE_MAX_FRAME_BYTES,
+                )
+                .expect("Welcome fits");
+            }
+            Some(Kind::Ping) => {
+                let mut pong = [0u8; HEADER_BYTES];
+                Header::new(Kind::Pong, 0, id).write(&mut pong);
+                out.extend_from_slice(&pong);
+            }
+            Some(Kind::Pong) => {}
+            _ => out.extend_from_slice(frame),
+        }
+        consumed += len;
+    }
+    Ok(consumed)
+}
+
+/// Parses `--listen ADDR` and `--cores N` (alias `--shards`) for the baseline binaries.
+pub fn baseline_args(name: &str) -> (std::net::SocketAddr, usize) {
+    let mut listen: std::net::SocketAddr = "127.0.0.1:7879".parse().expect("static");
+    let mut cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || {
+            args.next()
+                .unwrap_or_else(|| usage(name, &format!("{arg} needs a value")))
+        };
+        match arg.as_str() {
+            "--listen" => {
+                listen = value()
+                    .parse()
+                    .unwrap_or_else(|e| usage(name, &format!("--listen: {e}")))
+            }
+            "--cores" | "--shards" => {
+                cores = value()
+                    .parse()
+                    .unwrap_or_else(|e| usage(name, &format!("--cores: {e}")))
+            }
+            "-h" | "--help" => usage(name, ""),
+            other => usage(name, &format!("unknown argument {other}")),
+        }
+    }
+    (listen, cores.max(1))
+}
+
+fn usage(name: &str, problem: &str) -> ! {
+    eprintln!("{problem}\nusage: {name} [--listen 127.0.0.1:7879] [--cores N]\n  echoes Holdfast frames byte-exact; answers Hello with Welcome and Ping with Pong");
+    std::process::exit(if problem.is_empty() { 0 } else { 2 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use holdfast_protocol::{encode_raw, next_frame, Payload};
+
+    #[test]
+    fn echo_is_byte_exact_hello_gets_welcome_and_tail_is_kept() {
+        let mut input = BytesMut::new();
+        encode_raw(&mut input, Kind::Hello, 0, 1, &[], BASELINE_MAX_FRAME_BYTES).unwrap();
+        encode_raw(
+            &mut input,
+            Kind::Echo,
+            0,
+            2,
+            b"abc",
+            BASELINE_MAX_FRAME_BYTES,
+        )
+        .unwrap();
+        encode_raw(&mut input, Kind::Ping, 0, 3, &[], BASELINE_MAX_FRAME_BYTES).unwrap();
+        let echo_at = 16;
+        let echo_frame = input[echo_at..echo_at + 19].to_vec();
+        input.extend_from_slice(&[25, 0, 0]); // a partial header
+        let mut out = BytesMut::new();
+        let consumed = answer_frames(&input, &mut out, 42).unwrap();
+        assert_eq!(consumed, input.len() - 3);
+        let welcome = next_frame(&out, BASELINE_MAX_FRAME_BYTES).unwrap().unwrap();
+        assert!(matches!(welcome.payload, Payload::Welcome(w) if w.session_id.to_native() == 42));
+        let rest = &out[welcome.bytes.len()..];
+        assert_eq!(&rest[..19], &echo_frame[..]);
+        let pong = next_frame(&rest[19..], BASELINE_MAX_FRAME_BYTES)
+            .unwrap()
+            .unwrap();
+        assert!(matches!(pong.payload, Payload::Pong) && pong.header.id == 3);
+    }
+
+    #[test]
+    fn bad_length_closes() {
+        let mut out = BytesMut::new();
+        assert_eq!(
+            answer_frames(
+                &[3, 0, 0, 0, 1, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                &mut out,
+                1
+            ),
+            Err(BadFrame)
+        );
+    }
+}

@@ -1,0 +1,28 @@
+//! holdfast-bench: a load harness for Holdfast and its baselines.
+//!
+//! Map, top to bottom:
+//! - [`cli`]: the command line (every limit a flag with its unit).
+//! - [`coordinator`]: the parent of a run: splits sessions over worker processes, runs the
+//!   phases on one monotonic clock, merges per-worker histograms, samples the server via [`procfs`].
+//! - [`worker`]: one worker process: a single-threaded mio/epoll loop over a slab of sessions;
+//!   [`schedule`] gives open-loop intended send times.
+//! - [`msg`]: the plan, commands and reports exchanged between parent and workers.
+//! - [`hist`]: HdrHistogram setup, merging, `.hgrm` writing and parsing; [`report`]: the summary.
+//! - [`plot`]: charts from `.hgrm` and interval logs; [`compare`]: Holdfast against the baselines.
+//! - [`echo_server`]: frame logic of the baseline servers (bench/baselines/).
+//!
+//! The workers know nothing about the report; the parent never touches a session socket.
+
+pub mod cli;
+pub mod clock;
+pub mod compare;
+pub mod coordinator;
+pub mod echo_server;
+pub mod hist;
+pub mod msg;
+pub mod plot;
+pub mod procfs;
+pub mod report;
+pub mod schedule;
+pub mod sockets;
+pub mod worker;
