@@ -82,3 +82,9 @@ impl ProbeError {
         }
     }
 }
+
+// The server builds `Probes` on one thread and reads them from its admin thread.
+const _: () = {
+    fn send_and_sync<T: Send + Sync>() {}
+    let _ = send_and_sync::<Probes>;
+};

@@ -87,12 +87,15 @@ impl Probes {
             .expect("probes.bpf.c has const volatile config, so .rodata exists");
         rodata.target_tgid = cfg.pid;
         rodata.target_port = cfg.port;
+        // sock_send_length only marks sockets as the process's in port-0 mode;
+        // with a port it would run on every send for nothing.
+        open.progs.sock_send_length.set_autoload(cfg.port == 0);
         let skel = open
             .load()
             .map_err(|e| ProbeError::Load(format!("loading the probe programs: {e:#}")))?;
 
         let mut links = Vec::new();
-        for prog in skel.object().progs_mut() {
+        for prog in skel.object().progs_mut().filter(|p| p.autoload()) {
             let link = prog.attach().map_err(|e| ProbeError::Attach {
                 program: prog.name().to_string_lossy().into_owned(),
                 reason: format!("{e:#}"),
@@ -187,8 +190,20 @@ impl Probes {
                 }
             }
         }
+        let mut bytes = pages.map(|p| p * self.page_bytes);
+        // No event since attach for a kind: its value is still the one
+        // /proc reports (and 0 would read as "nothing resident").
+        if newest_ns.contains(&0) {
+            if let Some(from_proc) = proc_rss_bytes(self.cfg.pid) {
+                for i in 0..RSS_MEMBERS {
+                    if newest_ns[i] == 0 {
+                        bytes[i] = from_proc[i];
+                    }
+                }
+            }
+        }
         snap.rss_changes = by_member(changes);
-        snap.rss_bytes = by_member(pages.map(|p| p * self.page_bytes));
+        snap.rss_bytes = by_member(bytes);
         Ok(())
     }
 
@@ -293,6 +308,26 @@ fn read_err(map: &'static str, e: impl std::fmt::Display) -> ProbeError {
 fn live_comm(pid: u32, tid: u32) -> Option<String> {
     let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).ok()?;
     Some(comm.trim_end().to_string())
+}
+
+/// RSS by `enum mm_counter` member from /proc/<pid>/status (kB lines).
+fn proc_rss_bytes(pid: u32) -> Option<[u64; RSS_MEMBERS]> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib = |field: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(field))?;
+        line[field.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse::<u64>()
+            .ok()
+    };
+    Some([
+        kib("RssFile:")? * 1024,
+        kib("RssAnon:")? * 1024,
+        kib("VmSwap:")? * 1024,
+        kib("RssShmem:")? * 1024,
+    ])
 }
 
 /// Page size from the auxiliary vector (AT_PAGESZ), without libc; 4096 if unreadable.

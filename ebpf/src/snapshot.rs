@@ -28,7 +28,8 @@ pub struct Snapshot {
     // Memory.
     /// User-mode page faults (exceptions:page_fault_user), all threads.
     pub page_faults: u64,
-    /// Resident memory by kind at the last kmem:rss_stat event (a gauge).
+    /// Resident memory by kind at the last kmem:rss_stat event (a gauge;
+    /// from /proc/<pid>/status for a kind with no event since attach).
     pub rss_bytes: RssByMember,
     /// Number of kmem:rss_stat events by kind (a counter).
     pub rss_changes: RssByMember,

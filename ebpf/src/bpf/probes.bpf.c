@@ -267,7 +267,9 @@ int BPF_PROG(rss_stat, struct mm_struct *mm, int member)
 	struct mem_stats *m;
 	s64 pages;
 
-	if (BPF_CORE_READ(mm, owner, tgid) != target_tgid)
+	struct task_struct *owner = mm->owner; /* direct loads: cheaper than probe reads, and this runs host-wide */
+
+	if (!owner || owner->tgid != target_tgid)
 		return 0;
 	if (i >= RSS_MEMBERS)
 		return 0;
