@@ -17,7 +17,8 @@ fn main() {
         println!("cargo:rerun-if-changed={source}");
         SkeletonBuilder::new()
             .source(&source)
-            .clang_args(["-Wall", "-Wno-unused-function", "-Isrc/bpf"])
+            // v3: atomic fetch-and-add that returns the old value (slot allocation).
+            .clang_args(["-mcpu=v3", "-Wall", "-Wno-unused-function", "-Isrc/bpf"])
             .build_and_generate(out_dir.join(format!("{name}.skel.rs")))
             .unwrap_or_else(|e| panic!("building BPF skeleton {source}: {e:#}"));
     }

@@ -9,6 +9,8 @@ use crate::hist::{Log2Hist, LOG2_BUCKETS};
 
 pub(crate) const RSS_MEMBERS: usize = 4;
 pub(crate) const TCP_STATES: usize = 16;
+/// `THREADS_MAX` of probes.bpf.h: slots in the `threads` array.
+pub(crate) const THREADS_MAX: u32 = 1024;
 const COMM_BYTES: usize = 16;
 
 /// `struct thread_stats`.
@@ -17,10 +19,11 @@ pub(crate) struct RawThread {
     pub offcpu_us: Log2Hist,
     pub oncpu_us: Log2Hist,
     pub page_faults: u64,
+    pub tid: u32,
     pub comm: String,
 }
 
-pub(crate) const THREAD_STATS_BYTES: usize = (3 * LOG2_BUCKETS + 1) * 8 + COMM_BYTES;
+pub(crate) const THREAD_STATS_BYTES: usize = (3 * LOG2_BUCKETS + 2) * 8 + COMM_BYTES;
 
 /// `struct tcp_stats`.
 #[derive(Default)]
@@ -89,6 +92,7 @@ pub(crate) fn parse_thread(bytes: &[u8]) -> Result<RawThread, String> {
     let offcpu_us = w.hist();
     let oncpu_us = w.hist();
     let page_faults = w.u64();
+    let tid = w.u64() as u32;
     let comm = &w.rest()[..COMM_BYTES];
     let len = comm.iter().position(|b| *b == 0).unwrap_or(COMM_BYTES);
     Ok(RawThread {
@@ -96,6 +100,7 @@ pub(crate) fn parse_thread(bytes: &[u8]) -> Result<RawThread, String> {
         offcpu_us,
         oncpu_us,
         page_faults,
+        tid,
         comm: String::from_utf8_lossy(&comm[..len]).into_owned(),
     })
 }
@@ -160,7 +165,7 @@ mod tests {
     #[test]
     fn thread_stats_parse_in_header_order() {
         let mut bytes = Vec::new();
-        for word in 0..(3 * LOG2_BUCKETS + 1) as u64 {
+        for word in 0..(3 * LOG2_BUCKETS + 2) as u64 {
             bytes.extend_from_slice(&word.to_ne_bytes());
         }
         bytes.extend_from_slice(b"shard-1\0\0\0\0\0\0\0\0\0");
@@ -169,6 +174,7 @@ mod tests {
         assert_eq!(t.offcpu_us.buckets[0], 64);
         assert_eq!(t.oncpu_us.buckets[63], 191);
         assert_eq!(t.page_faults, 192);
+        assert_eq!(t.tid, 193);
         assert_eq!(t.comm, "shard-1");
     }
 

@@ -5,14 +5,16 @@
 //! its object are dropped at the end of `attach`, so `Probes` is `Send` and
 //! has no borrowed lifetime.
 
+use std::cell::Cell;
 use std::mem::MaybeUninit;
 use std::path::Path;
+use std::sync::Once;
 
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags, MapHandle};
+use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, PrintLevel};
 
 use crate::availability_skel::AvailabilitySkelBuilder;
-use crate::maps::{self, RawThread, RSS_MEMBERS, TCP_STATES};
+use crate::maps::{self, RawThread, RSS_MEMBERS, TCP_STATES, THREADS_MAX};
 use crate::probes_skel::ProbesSkelBuilder;
 use crate::snapshot::{RssByMember, Snapshot, StateTransition, ThreadStats, TCP_STATE_NAMES};
 use crate::{ProbeConfig, ProbeError};
@@ -25,6 +27,8 @@ pub struct Probes {
     cfg: ProbeConfig,
     page_bytes: u64,
     threads: MapHandle,
+    /// .bss of probes.bpf.c: `threads_used`, the only global the programs write.
+    bss: MapHandle,
     other_threads: MapHandle,
     mem: MapHandle,
     tcp: MapHandle,
@@ -40,8 +44,39 @@ impl std::fmt::Debug for Probes {
     }
 }
 
-/// Loads and attaches a tiny tp_btf program, then drops it.
+thread_local! {
+    /// Set while `availability()` runs on this thread: its error already says
+    /// why, and libbpf's own lines would turn one log line into five.
+    static LIBBPF_QUIET: Cell<bool> = const { Cell::new(false) };
+}
+
+/// libbpf calls back on the thread that called into it.
+fn libbpf_print(_level: PrintLevel, msg: String) {
+    if !LIBBPF_QUIET.with(Cell::get) {
+        eprint!("libbpf: {msg}");
+    }
+}
+
+/// Routes libbpf's warnings to stderr (once per process), except on a
+/// thread inside `availability()`.
+fn install_libbpf_print() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        libbpf_rs::set_print(Some((PrintLevel::Warn, libbpf_print)));
+    });
+}
+
+/// Loads and attaches a tiny tp_btf program, then drops it. `Err` says why
+/// eBPF cannot be used here; libbpf prints nothing meanwhile.
 pub fn availability() -> Result<(), String> {
+    install_libbpf_print();
+    LIBBPF_QUIET.with(|q| q.set(true));
+    let result = check_tp_btf();
+    LIBBPF_QUIET.with(|q| q.set(false));
+    result
+}
+
+fn check_tp_btf() -> Result<(), String> {
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
         return Err("the kernel has no BTF (/sys/kernel/btf/vmlinux is missing; needs CONFIG_DEBUG_INFO_BTF)".into());
     }
@@ -110,6 +145,7 @@ impl Probes {
             cfg: cfg.clone(),
             page_bytes: page_bytes(),
             threads: handle(&skel.maps.threads)?,
+            bss: handle(&skel.maps.bss)?,
             other_threads: handle(&skel.maps.other_threads)?,
             mem: handle(&skel.maps.mem)?,
             tcp: handle(&skel.maps.tcp)?,
@@ -136,24 +172,21 @@ impl Probes {
     }
 
     fn read_threads(&self, snap: &mut Snapshot) -> Result<(), ProbeError> {
-        for key in self.threads.keys() {
-            let tid = u32::from_ne_bytes(
-                key.as_slice()
-                    .try_into()
-                    .map_err(|_| read_err("threads", "key is not 4 bytes"))?,
-            );
-            // Entries are never deleted, so a key without a value cannot happen;
-            // skip it rather than fail the whole snapshot if it ever does.
+        let used = self.threads_used()?.min(THREADS_MAX);
+        for slot in 0..used {
             let Some(value) = self
                 .threads
-                .lookup(&key, MapFlags::ANY)
+                .lookup(&slot.to_ne_bytes(), MapFlags::ANY)
                 .map_err(|e| read_err("threads", e))?
             else {
-                continue;
+                continue; // cannot happen for an array index below max_entries
             };
             let raw = maps::parse_thread(&value).map_err(|e| read_err("threads", e))?;
-            let comm = live_comm(self.cfg.pid, tid).unwrap_or(raw.comm.clone());
-            snap.threads.push(thread_stats(tid, comm, &raw));
+            if raw.tid == 0 {
+                continue; // slot handed out, tid not yet written (a race of nanoseconds)
+            }
+            let comm = live_comm(self.cfg.pid, raw.tid).unwrap_or_else(|| raw.comm.clone());
+            snap.threads.push(thread_stats(raw.tid, comm, &raw));
         }
         snap.threads.sort_by_key(|t| t.tid);
 
@@ -228,6 +261,19 @@ impl Probes {
             })
             .collect();
         Ok(())
+    }
+
+    /// Thread slots handed out so far: `threads_used` at the start of .bss.
+    fn threads_used(&self) -> Result<u32, ProbeError> {
+        let bss = self
+            .bss
+            .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .map_err(|e| read_err("bss", e))?
+            .ok_or_else(|| read_err("bss", ".bss has no entry 0"))?;
+        let word = bss
+            .get(..4)
+            .ok_or_else(|| read_err("bss", ".bss is shorter than a u32"))?;
+        Ok(u32::from_ne_bytes(word.try_into().expect("4 bytes")))
     }
 
     /// The per-CPU copies of entry 0 of a one-entry per-CPU array.

@@ -36,6 +36,8 @@ struct task_times {
 	__u64 enqueued_ns;   /* woken or preempted, waiting for a CPU; 0 = not queued */
 	__u64 switch_out_ns; /* left the CPU; 0 = on CPU or never seen */
 	__u64 switch_in_ns;  /* got the CPU; 0 = never seen on CPU */
+	__u32 slot;          /* index into `threads`; THREADS_MAX = `other_threads` */
+	__u32 has_slot;
 };
 
 struct {
@@ -45,12 +47,17 @@ struct {
 	__type(value, struct task_times);
 } task_times SEC(".maps");
 
+/* An array, not a hash keyed by tid: the JIT inlines array lookups, and
+ * sched_switch does two per event. The slot lives in the task's storage. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, THREADS_MAX);
-	__type(key, __u32); /* tid */
+	__type(key, __u32);
 	__type(value, struct thread_stats);
 } threads SEC(".maps");
+
+/* Slots handed out so far (may pass THREADS_MAX; userspace clamps). */
+__u32 threads_used = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -86,9 +93,6 @@ struct {
 	__type(value, struct sock_state);
 } sock_states SEC(".maps");
 
-/* Source for a thread's first entry: too big for the 512-byte BPF stack. */
-static const struct thread_stats zero_thread_stats;
-
 /* ---- helpers ------------------------------------------------------------- */
 
 static __always_inline __u32 log2_bucket(__u64 v)
@@ -119,28 +123,33 @@ static __always_inline bool current_is_target(void)
 	return (bpf_get_current_pid_tgid() >> 32) == target_tgid;
 }
 
-/* The thread's own entry, created on first sight; the shared per-CPU entry
- * once THREADS_MAX threads have one. Never NULL in practice. */
-static __always_inline struct thread_stats *thread_stats_of(struct task_struct *t)
-{
-	__u32 tid = t->pid, zero = 0;
-	struct thread_stats *s;
-
-	s = bpf_map_lookup_elem(&threads, &tid);
-	if (s)
-		return s;
-	bpf_map_update_elem(&threads, &tid, &zero_thread_stats, BPF_NOEXIST);
-	s = bpf_map_lookup_elem(&threads, &tid);
-	if (s) {
-		bpf_probe_read_kernel_str(s->comm, sizeof(s->comm), t->comm);
-		return s;
-	}
-	return bpf_map_lookup_elem(&other_threads, &zero);
-}
-
 static __always_inline struct task_times *task_times_of(struct task_struct *t)
 {
 	return bpf_task_storage_get(&task_times, t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+}
+
+/* The thread's own slot, handed out on first sight; the shared per-CPU entry
+ * once THREADS_MAX threads have one. */
+static __always_inline struct thread_stats *thread_stats_of(struct task_struct *t,
+							    struct task_times *tt)
+{
+	__u32 slot, zero = 0;
+	struct thread_stats *s;
+
+	if (!tt->has_slot) {
+		slot = __sync_fetch_and_add(&threads_used, 1);
+		tt->slot = slot < THREADS_MAX ? slot : THREADS_MAX;
+		tt->has_slot = 1;
+		s = bpf_map_lookup_elem(&threads, &tt->slot);
+		if (s) {
+			s->tid = t->pid;
+			bpf_probe_read_kernel_str(s->comm, sizeof(s->comm), t->comm);
+		}
+	}
+	slot = tt->slot;
+	if (slot < THREADS_MAX)
+		return bpf_map_lookup_elem(&threads, &slot);
+	return bpf_map_lookup_elem(&other_threads, &zero);
 }
 
 /* ---- CPU ----------------------------------------------------------------- */
@@ -178,7 +187,7 @@ static __always_inline void switch_out(struct task_struct *prev, bool still_runn
 	if (!tt)
 		return;
 	if (tt->switch_in_ns) {
-		s = thread_stats_of(prev);
+		s = thread_stats_of(prev, tt);
 		if (s)
 			hist_add(s->oncpu_us, (now - tt->switch_in_ns) / 1000);
 		tt->switch_in_ns = 0;
@@ -195,7 +204,7 @@ static __always_inline void switch_in(struct task_struct *next, __u64 now)
 
 	if (!tt)
 		return;
-	s = thread_stats_of(next);
+	s = thread_stats_of(next, tt);
 	if (s && tt->enqueued_ns)
 		hist_add(s->runqueue_latency_us, (now - tt->enqueued_ns) / 1000);
 	if (s && tt->switch_out_ns)
@@ -227,12 +236,17 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(sched_process_exit, struct task_struct *p)
 {
-	__u32 tid = p->pid;
+	struct task_times *tt;
 	struct thread_stats *s;
+	__u32 slot;
 
 	if (!is_target(p))
 		return 0;
-	s = bpf_map_lookup_elem(&threads, &tid);
+	tt = bpf_task_storage_get(&task_times, p, 0, 0);
+	if (!tt || !tt->has_slot)
+		return 0;
+	slot = tt->slot;
+	s = bpf_map_lookup_elem(&threads, &slot);
 	if (s)
 		bpf_probe_read_kernel_str(s->comm, sizeof(s->comm), p->comm);
 	return 0;
@@ -247,12 +261,16 @@ int BPF_PROG(page_fault_user, unsigned long address, struct pt_regs *regs,
 	     unsigned long error_code)
 {
 	struct task_struct *t;
+	struct task_times *tt;
 	struct thread_stats *s;
 
 	if (!current_is_target())
 		return 0;
 	t = bpf_get_current_task_btf();
-	s = thread_stats_of(t);
+	tt = task_times_of(t);
+	if (!tt)
+		return 0;
+	s = thread_stats_of(t, tt);
 	if (s)
 		__sync_fetch_and_add(&s->page_faults, 1);
 	return 0;

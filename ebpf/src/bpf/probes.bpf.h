@@ -11,8 +11,8 @@
 /* Bucket i counts values in [2^i, 2^(i+1)); 0 and 1 both land in bucket 0. */
 #define HIST_BUCKETS 64
 
-/* Threads of the target process that get their own entry; the rest share
- * the per-CPU `other_threads` entry. */
+/* Threads of the target process that get their own slot (in order of first
+ * sight, never reused); the rest share the per-CPU `other_threads` entry. */
 #define THREADS_MAX 1024
 
 /* TCP states are 1..12 (TCP_NEW_SYN_RECV 12); a 16x16 matrix keeps the
@@ -27,6 +27,7 @@ struct thread_stats {
 	__u64 offcpu_us[HIST_BUCKETS];
 	__u64 oncpu_us[HIST_BUCKETS];
 	__u64 page_faults;
+	__u64 tid;
 	char comm[16];
 };
 
