@@ -1,3 +1,314 @@
-pub fn run(_a: &crate::cli::CompareArgs) -> anyhow::Result<()> {
-    todo!()
+//! `holdfast-bench compare`: the same echo workload (same client, same frames, same connection
+//! counts) against Holdfast and each baseline, server restarted for every measurement, targets
+//! rotated between runs so drift on a shared machine hits each alike. Reports server CPU per
+//! round trip (/proc/PID/stat) and round trips per server CPU-second, medians and spread over
+//! `--runs`, and the ratio table that docs/PERFORMANCE.md quotes.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use serde::Serialize;
+
+use crate::cli::{CompareArgs, RunArgs};
+use crate::clock::{mono_ns, NS_PER_MS};
+use crate::coordinator;
+use crate::msg::Workload;
+
+/// How long a server gets to exit after SIGTERM before SIGKILL.
+const SERVER_STOP_TIMEOUT_MS: u64 = 5_000;
+
+/// One measurement of one target.
+#[derive(Clone, Debug, Serialize)]
+pub struct Sample {
+    pub target: String,
+    pub connections: u32,
+    pub run: u32,
+    pub replies_per_s: f64,
+    pub server_cpu_us_per_round_trip: f64,
+    pub round_trips_per_server_cpu_s: f64,
+    pub replies_per_client_cpu_s: f64,
+    pub latency_p50_us: u64,
+    pub latency_p99_us: u64,
+    pub errors: u64,
+    pub requests_unaccounted: i64,
+}
+
+#[derive(Parser)]
+struct RunArgsDefaults {
+    #[command(flatten)]
+    args: RunArgs,
+}
+
+fn server_command(target: &str, args: &CompareArgs, listen: SocketAddr) -> Result<Command> {
+    let exe_dir = std::env::current_exe()?
+        .parent()
+        .context("exe dir")?
+        .to_owned();
+    let cores = args.server_cores.to_string();
+    let listen = listen.to_string();
+    let (bin, extra): (PathBuf, Vec<&str>) = match target {
+        "holdfast" => {
+            let bin = args
+                .holdfast_bin
+                .clone()
+                .unwrap_or_else(|| exe_dir.join("holdfast"));
+            (bin, vec!["serve", "--listen", &listen, "--shards", &cores])
+        }
+        "glommio" | "tokio" => {
+            let dir = args.baselines_dir.clone().unwrap_or(exe_dir);
+            (
+                dir.join(format!("holdfast-baseline-{target}")),
+                vec!["--listen", &listen, "--cores", &cores],
+            )
+        }
+        other => bail!("unknown target {other:?}: use holdfast, glommio, tokio"),
+    };
+    if !bin.exists() {
+        bail!(
+            "{} not found (build it: cargo build --release -p holdfast-server / -p holdfast-bench)",
+            bin.display()
+        );
+    }
+    let mut command = Command::new(bin);
+    command.args(extra);
+    Ok(command)
+}
+
+fn start_server(target: &str, args: &CompareArgs, listen: SocketAddr, log: &Path) -> Result<Child> {
+    let log_file = std::fs::File::create(log)?;
+    let mut child = server_command(target, args, listen)?
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        .spawn()
+        .with_context(|| format!("start {target}"))?;
+    let deadline = mono_ns() + args.server_start_timeout_ms * NS_PER_MS;
+    while mono_ns() < deadline {
+        if let Some(status) = child.try_wait()? {
+            bail!("{target} exited at start ({status}); see {}", log.display());
+        }
+        if TcpStream::connect_timeout(&listen, Duration::from_millis(100)).is_ok() {
+            return Ok(child);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    bail!(
+        "{target} did not listen on {listen} within {} ms; see {}",
+        args.server_start_timeout_ms,
+        log.display()
+    )
+}
+
+fn stop_server(mut child: Child) {
+    // SAFETY: kill(2) with a pid we spawned and still own (not yet waited for).
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let deadline = mono_ns() + SERVER_STOP_TIMEOUT_MS * NS_PER_MS;
+    while mono_ns() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn measure(
+    target: &str,
+    connections: u32,
+    run: u32,
+    port: u16,
+    args: &CompareArgs,
+) -> Result<Sample> {
+    let listen: SocketAddr = ([127, 0, 0, 1], port).into();
+    let logs = args.out.join("compare-logs");
+    std::fs::create_dir_all(&logs)?;
+    let server = start_server(
+        target,
+        args,
+        listen,
+        &logs.join(format!("{target}-{connections}-{run}.log")),
+    )?;
+    let mut run_args = RunArgsDefaults::parse_from(["compare"]).args;
+    run_args.target = listen;
+    run_args.sessions = connections;
+    run_args.workers = args.workers;
+    run_args.raw = args.raw;
+    run_args.warmup_s = args.warmup_s;
+    run_args.duration_s = args.duration_s;
+    run_args.payload_bytes = args.payload_bytes;
+    run_args.inflight = args.inflight;
+    run_args.server_pid = Some(server.id());
+    run_args.out = args.out.join("compare-runs");
+    run_args.label = Some(format!("{target}-{connections}-run{run}"));
+    let result = coordinator::run(Workload::Echo, &run_args);
+    stop_server(server);
+    let mut report = result?;
+    report.write_files(&run_args.out)?;
+    let cpu = report.server_cpu.clone().context("no server CPU sample")?;
+    let latency = &report.histograms.get("latency");
+    Ok(Sample {
+        target: target.to_owned(),
+        connections,
+        run,
+        replies_per_s: report.replies_per_s,
+        server_cpu_us_per_round_trip: cpu.cpu_us_per_round_trip,
+        round_trips_per_server_cpu_s: cpu.round_trips_per_cpu_s,
+        replies_per_client_cpu_s: report.replies_per_client_cpu_s,
+        latency_p50_us: latency.map_or(0, |p| p.p50_us),
+        latency_p99_us: latency.map_or(0, |p| p.p99_us),
+        errors: report.errors_total,
+        requests_unaccounted: report.requests_unaccounted,
+    })
+}
+
+/// Median of a non-empty list (mean of the middle two for an even count).
+pub fn median(values: &[f64]) -> f64 {
+    assert!(!values.is_empty());
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    }
+}
+
+pub fn run(args: &CompareArgs) -> Result<()> {
+    let mut samples: Vec<Sample> = Vec::new();
+    let mut skipped: BTreeMap<String, String> = BTreeMap::new();
+    let mut port = args.port_base;
+    for run in 0..args.runs {
+        for &connections in &args.connections {
+            let n = args.targets.len();
+            for k in 0..n {
+                let target = &args.targets[(k + run as usize) % n];
+                if skipped.contains_key(target) {
+                    continue;
+                }
+                port = port.wrapping_add(1).max(1024);
+                eprintln!(
+                    "== compare run {}/{} {target} {connections} connections (port {port})",
+                    run + 1,
+                    args.runs
+                );
+                match measure(target, connections, run, port, args) {
+                    Ok(sample) => samples.push(sample),
+                    Err(e) if run == 0 && samples.iter().all(|s| &s.target != target) => {
+                        eprintln!("skipping {target}: {e:#}");
+                        skipped.insert(target.clone(), format!("{e:#}"));
+                    }
+                    Err(e) => {
+                        return Err(
+                            e.context(format!("{target} at {connections} connections, run {run}"))
+                        )
+                    }
+                }
+            }
+        }
+    }
+    print_table(args, &samples, &skipped);
+    std::fs::create_dir_all(&args.out)?;
+    let path = args.out.join("compare.json");
+    let json =
+        serde_json::json!({ "args": format!("{args:?}"), "samples": samples, "skipped": skipped });
+    std::fs::write(&path, serde_json::to_vec_pretty(&json)?)?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+fn print_table(args: &CompareArgs, samples: &[Sample], skipped: &BTreeMap<String, String>) {
+    println!(
+        "\nEcho, {}-byte frames, {} in flight per connection, server on {} core(s), {} s measured after {} s warm-up, {} run(s); medians [min..max]",
+        args.payload_bytes + 16,
+        args.inflight,
+        args.server_cores,
+        args.duration_s,
+        args.warmup_s,
+        args.runs
+    );
+    println!("| target | connections | round trips/s | server CPU us per round trip | round trips per server CPU-s | vs glommio | vs tokio | p99 us |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let pick = |target: &str, connections: u32, f: fn(&Sample) -> f64| -> Vec<f64> {
+        samples
+            .iter()
+            .filter(|s| s.target == target && s.connections == connections)
+            .map(f)
+            .collect()
+    };
+    for &connections in &args.connections {
+        for target in &args.targets {
+            let eff = pick(target, connections, |s| s.round_trips_per_server_cpu_s);
+            if eff.is_empty() {
+                continue;
+            }
+            let spread = |v: &[f64]| {
+                format!(
+                    "{:.0} [{:.0}..{:.0}]",
+                    median(v),
+                    v.iter().copied().fold(f64::MAX, f64::min),
+                    v.iter().copied().fold(0.0, f64::max)
+                )
+            };
+            let ratio = |base: &str| {
+                let base_eff = pick(base, connections, |s| s.round_trips_per_server_cpu_s);
+                if base_eff.is_empty() || base == target {
+                    "-".to_owned()
+                } else {
+                    format!("{:.2}x", median(&eff) / median(&base_eff))
+                }
+            };
+            let us = pick(target, connections, |s| s.server_cpu_us_per_round_trip);
+            println!(
+                "| {target} | {connections} | {} | {:.2} [{:.2}..{:.2}] | {} | {} | {} | {:.0} |",
+                spread(&pick(target, connections, |s| s.replies_per_s)),
+                median(&us),
+                us.iter().copied().fold(f64::MAX, f64::min),
+                us.iter().copied().fold(0.0, f64::max),
+                spread(&eff),
+                ratio("glommio"),
+                ratio("tokio"),
+                median(&pick(target, connections, |s| s.latency_p99_us as f64)),
+            );
+        }
+    }
+    let client = samples
+        .iter()
+        .map(|s| s.replies_per_client_cpu_s)
+        .fold(f64::MAX, f64::min);
+    if !samples.is_empty() {
+        println!("client: at least {client:.0} replies per client CPU-second in every measurement");
+    }
+    let bad: Vec<_> = samples
+        .iter()
+        .filter(|s| s.errors > 0 || s.requests_unaccounted != 0)
+        .collect();
+    if !bad.is_empty() {
+        println!(
+            "WARNING: {} measurements had errors or unaccounted requests: {:?}",
+            bad.len(),
+            bad
+        );
+    }
+    for (target, reason) in skipped {
+        println!("skipped {target}: {reason}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
 }

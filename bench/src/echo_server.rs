@@ -1,6 +1,8 @@
 //! The frame logic both baseline servers share: echo every frame byte-exact, except an anonymous
 //! (or any) Hello, answered with a Welcome, and Ping, answered with Pong, so one client (with or
-//! without `--raw`) drives Holdfast and the baselines alike. Frames are copied whole from the
+//! without `--raw`) drives Holdfast and the baselines alike. Request frames to method "echo"
+//! get a Response with the same body (other methods: Error unknown_method), like Holdfast's
+//! built-in echo handler. Frames are copied whole from the
 //! input into the output; incomplete tails stay in the input.
 
 use bytes::BytesMut;
@@ -62,11 +64,47 @@ pub fn answer_frames(input: &[u8], out: &mut BytesMut, session_id: u64) -> Resul
                 out.extend_from_slice(&pong);
             }
             Some(Kind::Pong) => {}
+            Some(Kind::Request) => answer_request(frame, id, out)?,
             _ => out.extend_from_slice(frame),
         }
         consumed += len;
     }
     Ok(consumed)
+}
+
+/// Method "echo" gets a Response with the request body; any other method Error(unknown_method).
+fn answer_request(frame: &[u8], id: u64, out: &mut BytesMut) -> Result<(), BadFrame> {
+    let parsed =
+        holdfast_protocol::next_frame(frame, BASELINE_MAX_FRAME_BYTES).map_err(|_| BadFrame)?;
+    let Some(holdfast_protocol::Frame {
+        payload: holdfast_protocol::Payload::Request(request),
+        ..
+    }) = parsed
+    else {
+        return Err(BadFrame);
+    };
+    if request.method.as_ref() == "echo" {
+        let response = payload::Response {
+            body: &request.body,
+        };
+        encode_frame(
+            out,
+            Kind::Response,
+            0,
+            id,
+            &response,
+            BASELINE_MAX_FRAME_BYTES,
+        )
+        .map_err(|_| BadFrame)?;
+    } else {
+        let error = payload::ErrorBody {
+            code: holdfast_protocol::ErrorCode::UnknownMethod as u16,
+            reason: "baseline servers know only the method \"echo\"",
+        };
+        encode_frame(out, Kind::Error, 0, id, &error, BASELINE_MAX_FRAME_BYTES)
+            .map_err(|_| BadFrame)?;
+    }
+    Ok(())
 }
 
 /// Parses `--listen ADDR` and `--cores N` (alias `--shards`) for the baseline binaries.

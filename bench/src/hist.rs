@@ -121,9 +121,14 @@ pub fn write_hgrm(hist: &Hist, out: &mut impl Write) -> io::Result<()> {
         out,
         "#[Buckets = {:>12}, SubBuckets     = {:>12}]",
         hist.buckets(),
-        hist.distinct_values()
+        sub_bucket_count()
     )?;
     Ok(())
+}
+
+/// HdrHistogram's sub-bucket count for [`SIGFIGS`]: the power of two above 2 * 10^SIGFIGS.
+fn sub_bucket_count() -> u64 {
+    (2 * 10u64.pow(u32::from(SIGFIGS))).next_power_of_two()
 }
 
 /// One row of a `.hgrm` table.

@@ -1,0 +1,309 @@
+//! End to end: each workload runs for about a second with tens of sessions against a baseline
+//! server that the test starts on loopback, and against `holdfast serve` when its binary is
+//! built (set HOLDFAST_BIN, or it is looked for next to holdfast-bench). The JSON summary must
+//! show counts that add up.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BENCH: &str = env!("CARGO_BIN_EXE_holdfast-bench");
+const SERVER_START_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(bin: &Path, args: &[&str]) -> Server {
+    let port = free_port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let listen = addr.to_string();
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--listen", &listen]);
+    let child = Command::new(bin)
+        .args(&all)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut server = Server { child, addr };
+    let started = Instant::now();
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+        assert!(
+            server.child.try_wait().unwrap().is_none(),
+            "{} exited at start",
+            bin.display()
+        );
+        assert!(
+            started.elapsed() < SERVER_START_TIMEOUT,
+            "{} did not listen",
+            bin.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server
+}
+
+fn baseline(name: &str) -> Server {
+    let bin = PathBuf::from(BENCH).with_file_name(format!("holdfast-baseline-{name}"));
+    start(&bin, &["--cores", "1"])
+}
+
+/// Runs `holdfast-bench <workload> <args>` and returns its JSON summary.
+fn bench(workload: &str, server: &Server, extra: &[&str]) -> Value {
+    let out = tempfile::tempdir().unwrap();
+    let target = server.addr.to_string();
+    let mut args = vec![
+        workload,
+        "--target",
+        &target,
+        "--out",
+        out.path().to_str().unwrap(),
+        "--label",
+        "run",
+    ];
+    args.extend([
+        "--warmup-s",
+        "0",
+        "--duration-s",
+        "1",
+        "--drain-ms",
+        "500",
+        "--setup-timeout-s",
+        "20",
+    ]);
+    args.extend(extra);
+    let output = Command::new(BENCH)
+        .args(&args)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "holdfast-bench {args:?} failed: {:?}\n{stdout}",
+        output.status
+    );
+    for ext in ["hgrm", "hlog"] {
+        assert!(
+            out.path().join(format!("run.{ext}")).exists(),
+            "run.{ext} missing"
+        );
+    }
+    serde_json::from_slice(&std::fs::read(out.path().join("run.json")).unwrap()).unwrap()
+}
+
+fn count(summary: &Value, key: &str) -> u64 {
+    summary["counters"][key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("counter {key} missing"))
+}
+
+fn assert_clean(summary: &Value, sessions: u64) {
+    assert_eq!(count(summary, "sessions_opened"), sessions, "{summary:#}");
+    assert_eq!(summary["errors_total"], 0, "{summary:#}");
+    assert_eq!(summary["requests_unaccounted"], 0, "{summary:#}");
+    assert_eq!(count(summary, "replies_mismatched"), 0);
+}
+
+fn check_echo(server: &Server, extra: &[&str]) {
+    let mut args = vec!["--sessions", "20", "--inflight", "2"];
+    args.extend(extra);
+    let s = bench("echo", server, &args);
+    assert_clean(&s, 20);
+    let (sent, ok) = (count(&s, "requests_sent"), count(&s, "replies_ok"));
+    assert!(ok > 100, "only {ok} replies");
+    assert_eq!(
+        sent,
+        ok + count(&s, "requests_inflight_at_end") + count(&s, "requests_lost")
+    );
+    assert_eq!(
+        s["histograms"]["latency"]["count"].as_u64().unwrap(),
+        count(&s, "replies_measured")
+    );
+}
+
+fn check_rate(server: &Server, workload: &str) {
+    let s = bench(
+        workload,
+        server,
+        &[
+            "--sessions",
+            "10",
+            "--rate-per-s",
+            "2000",
+            "--method",
+            "echo",
+        ],
+    );
+    assert_clean(&s, 10);
+    let ok = count(&s, "replies_ok");
+    // 2,000 per second for one second: every one due is sent (or counted unsent) and answered.
+    let scheduled = count(&s, "requests_sent") + count(&s, "requests_unsent_at_end");
+    assert!(
+        (1_990..=2_010).contains(&scheduled),
+        "{scheduled} requests scheduled for 2,000"
+    );
+    assert!(
+        ok + 10 >= scheduled - count(&s, "requests_unsent_at_end"),
+        "{ok} replies"
+    );
+    assert!(s["histograms"]["send_lag"]["count"].as_u64().unwrap() > 0);
+}
+
+fn check_connect(server: &Server) {
+    let s = bench(
+        "connect",
+        server,
+        &[
+            "--sessions",
+            "50",
+            "--connect-rate-per-s",
+            "500",
+            "--sessions-per-source-addr",
+            "20",
+        ],
+    );
+    assert_clean(&s, 50);
+    assert_eq!(count(&s, "sessions_open"), 50);
+    assert_eq!(s["histograms"]["setup"]["count"], 50);
+    assert_eq!(s["main_histogram"], "setup");
+}
+
+fn check_storm(server: &Server) {
+    let s = bench(
+        "storm",
+        server,
+        &[
+            "--sessions",
+            "30",
+            "--hold-s",
+            "1",
+            "--storm-mode",
+            "client-reset",
+        ],
+    );
+    assert_eq!(count(&s, "storm_dropped"), 30, "{s:#}");
+    assert_eq!(count(&s, "storm_back"), 30, "{s:#}");
+    assert!(s["counters"]["storm_all_back_ms"].as_u64().is_some());
+    assert_eq!(s["histograms"]["reconnect"]["count"], 30);
+    assert_eq!(count(&s, "sessions_opened"), 60);
+}
+
+#[test]
+fn every_workload_against_the_tokio_baseline_adds_up() {
+    let server = baseline("tokio");
+    check_echo(&server, &[]);
+    check_echo(&server, &["--raw"]);
+    check_echo(
+        &server,
+        &["--workers", "2", "--sessions-per-source-addr", "7"],
+    );
+    check_rate(&server, "rate");
+    check_rate(&server, "request");
+    check_connect(&server);
+    check_storm(&server);
+}
+
+#[test]
+fn echo_against_the_glommio_baseline_adds_up() {
+    let server = baseline("glommio");
+    check_echo(&server, &[]);
+    check_rate(&server, "request");
+}
+
+#[test]
+fn plot_draws_svg_and_png_from_a_run() {
+    let server = baseline("tokio");
+    let out = tempfile::tempdir().unwrap();
+    let target = server.addr.to_string();
+    let dir = out.path().to_str().unwrap();
+    let status = Command::new(BENCH)
+        .args([
+            "echo",
+            "--target",
+            &target,
+            "--sessions",
+            "5",
+            "--warmup-s",
+            "0",
+            "--duration-s",
+            "2",
+            "--out",
+            dir,
+            "--label",
+            "p",
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let plot = Command::new(BENCH)
+        .args([
+            "plot",
+            &format!("{dir}/p.hgrm"),
+            &format!("{dir}/p.hlog"),
+            "--out",
+            &format!("{dir}/chart"),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&plot.stderr);
+    if stderr.contains("no font found") {
+        println!("SKIP: plot needs a TrueType font (Debian fonts-dejavu-core): {stderr}");
+        return;
+    }
+    assert!(plot.status.success(), "{stderr}");
+    for name in [
+        "chart-percentiles.svg",
+        "chart-percentiles.png",
+        "chart-over-time.svg",
+        "chart-over-time.png",
+    ] {
+        let bytes = std::fs::read(out.path().join(name)).unwrap();
+        assert!(bytes.len() > 1_000, "{name} has {} bytes", bytes.len());
+    }
+}
+
+fn holdfast_bin() -> Option<PathBuf> {
+    if let Ok(path) = std::env::var("HOLDFAST_BIN") {
+        return Some(PathBuf::from(path));
+    }
+    let beside = PathBuf::from(BENCH).with_file_name("holdfast");
+    beside.exists().then_some(beside)
+}
+
+#[test]
+fn every_workload_against_holdfast_serve_adds_up() {
+    let Some(bin) = holdfast_bin() else {
+        println!(
+            "SKIP: holdfast binary not built (cargo build -p holdfast-server, or set HOLDFAST_BIN)"
+        );
+        return;
+    };
+    let server = start(&bin, &["serve", "--shards", "1"]);
+    check_echo(&server, &[]);
+    check_rate(&server, "rate");
+    check_rate(&server, "request");
+    check_connect(&server);
+    check_storm(&server);
+}
