@@ -18,6 +18,10 @@
 //! The BPF C sources are in src/bpf/; `build.rs` compiles them and
 //! generates libbpf-rs skeletons. The crate has no `unsafe` of its own.
 
+// Our code has no `unsafe`; only the generated skeletons do (libbpf-rs's
+// raw object pointers), and they are allowed it explicitly below.
+#![deny(unsafe_code)]
+
 mod hist;
 mod maps;
 mod probes;
@@ -25,11 +29,11 @@ mod render;
 mod snapshot;
 
 mod probes_skel {
-    #![allow(unused_imports)]
+    #![allow(unused_imports, unsafe_code)]
     include!(concat!(env!("OUT_DIR"), "/probes.skel.rs"));
 }
 mod availability_skel {
-    #![allow(unused_imports)]
+    #![allow(unused_imports, unsafe_code)]
     include!(concat!(env!("OUT_DIR"), "/availability.skel.rs"));
 }
 

@@ -21,7 +21,7 @@ pub struct Snapshot {
     pub offcpu_us: Log2Hist,
     /// Getting the CPU to leaving it.
     pub oncpu_us: Log2Hist,
-    /// Per thread, by tid. Threads beyond the kernel map's bound share one
+    /// Per thread, sorted by tid. Threads beyond the kernel map's bound share one
     /// entry with `tid` 0 and `comm` `[other threads]`.
     pub threads: Vec<ThreadStats>,
 
