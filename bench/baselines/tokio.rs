@@ -1,5 +1,5 @@
 //! Baseline: a tokio task-per-connection echo server (multi-thread runtime, one worker thread per
-//! core). Echoes Holdfast frames byte-exact; answers Hello with Welcome and Ping with Pong.
+//! core), SO_REUSEPORT listener. Echoes Holdfast frames byte-exact; answers Hello with Welcome and Ping with Pong.
 //! `holdfast-baseline-tokio --listen 127.0.0.1:7879 --cores 1`
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,13 +20,33 @@ fn main() -> std::io::Result<()> {
         .enable_io()
         .build()?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let listener = tokio::net::TcpListener::from_std(reuseport_listener(listen)?)?;
         eprintln!("holdfast-baseline-tokio listening on {listen} with {cores} worker threads");
         loop {
             let (stream, _) = listener.accept().await?;
             tokio::spawn(serve(stream));
         }
     })
+}
+
+/// Listen backlog: the same as glommio's listeners use.
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// A non-blocking listener with SO_REUSEPORT (as glommio's), so several baseline processes can
+/// share one port: that is how one client run reaches 100,000 sessions past RLIMIT_NOFILE.
+fn reuseport_listener(listen: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let domain = if listen.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    socket.set_reuse_port(true)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&listen.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
 }
 
 async fn serve(mut stream: tokio::net::TcpStream) {
