@@ -117,7 +117,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub server_pid: Option<u32>,
     /// Directory for the .hgrm, .hlog and .json files.
-    #[arg(long, default_value = "bench-results")]
+    #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,
     /// File name stem (default: workload and time).
     #[arg(long)]
@@ -130,7 +130,7 @@ pub struct PlotArgs {
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// Output path prefix: PREFIX-percentiles.{svg,png}, PREFIX-over-time.{svg,png}.
-    #[arg(long, default_value = "bench-results/plot")]
+    #[arg(long, default_value = "target/bench/plot")]
     pub out: PathBuf,
     /// TTF font for the labels (PNG and SVG layout need one).
     #[arg(long)]
@@ -181,6 +181,6 @@ pub struct CompareArgs {
     /// A server that is not listening within this time fails the run.
     #[arg(long, default_value_t = 10_000)]
     pub server_start_timeout_ms: u64,
-    #[arg(long, default_value = "bench-results")]
+    #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,
 }

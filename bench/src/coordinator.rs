@@ -480,6 +480,8 @@ impl<'a> ParentRun<'a> {
             memory,
             interval_ticks: self.measured_ticks,
             interval_start_s,
+            window_start_wall: std::time::SystemTime::now()
+                - Duration::from_nanos(mono_ns().saturating_sub(phases.measure_start_ns)),
         }))
     }
 }

@@ -89,6 +89,8 @@ pub struct RunInputs {
     /// (second index from warm-up start, histogram) of each measured second.
     pub interval_ticks: Vec<(u64, Hist)>,
     pub interval_start_s: u64,
+    /// Wall-clock time of the start of the measured window (interval log StartTime).
+    pub window_start_wall: std::time::SystemTime,
 }
 
 #[derive(Serialize)]
@@ -124,6 +126,8 @@ pub struct RunReport {
     interval_ticks: Vec<(u64, Hist)>,
     #[serde(skip)]
     interval_start_s: u64,
+    #[serde(skip)]
+    window_start_wall: std::time::SystemTime,
 }
 
 impl RunReport {
@@ -200,6 +204,7 @@ impl RunReport {
             main_hist,
             interval_ticks: inputs.interval_ticks,
             interval_start_s: inputs.interval_start_s,
+            window_start_wall: inputs.window_start_wall,
         }
     }
 
@@ -237,7 +242,7 @@ impl RunReport {
                 self.measured
             ))
             .add_comment("values in microseconds; warm-up seconds excluded")
-            .with_start_time(std::time::SystemTime::now())
+            .with_start_time(self.window_start_wall)
             .with_max_value_divisor(1000.0)
             .begin_log_with(&mut out, &mut serializer)?;
         for (index, h) in &self.interval_ticks {

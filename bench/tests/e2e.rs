@@ -307,3 +307,48 @@ fn every_workload_against_holdfast_serve_adds_up() {
     check_connect(&server);
     check_storm(&server);
 }
+
+#[test]
+fn compare_prints_a_ratio_table_for_the_baselines() {
+    let out = tempfile::tempdir().unwrap();
+    let port_base = free_port().saturating_sub(10).to_string();
+    let output = Command::new(BENCH)
+        .args([
+            "compare",
+            "--targets",
+            "glommio,tokio",
+            "--connections",
+            "20",
+            "--runs",
+            "1",
+            "--warmup-s",
+            "0",
+        ])
+        .args([
+            "--duration-s",
+            "1",
+            "--port-base",
+            &port_base,
+            "--out",
+            out.path().to_str().unwrap(),
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("| glommio | 20 |") && stdout.contains("| tokio | 20 |"),
+        "{stdout}"
+    );
+    let tokio_row = stdout
+        .lines()
+        .find(|l| l.starts_with("| tokio | 20 |"))
+        .unwrap();
+    assert!(
+        tokio_row.contains('x'),
+        "tokio row has no ratio against glommio: {tokio_row}"
+    );
+    assert!(!stdout.contains("WARNING"), "{stdout}");
+    assert!(out.path().join("compare.json").exists());
+}

@@ -8,7 +8,6 @@ pub mod template;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -1049,6 +1048,5 @@ fn set_nonblocking(fd: i32) -> Result<()> {
             io::Error::last_os_error()
         );
     }
-    let _ = std::io::stdin().as_raw_fd();
     Ok(())
 }
