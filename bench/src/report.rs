@@ -321,7 +321,7 @@ impl RunReport {
                 c.storm_dropped, c.storm_back, c.storm_all_back_ms
             );
         }
-        if self.client_cpu_s > 0.0 {
+        if self.client_cpu_s > 0.0 && self.workload.sends_traffic() {
             println!(
                 "client: {:.2} CPU-s in the window = {:.0} replies per client CPU-second ({:.2} us CPU per reply)",
                 self.client_cpu_s,
@@ -330,12 +330,16 @@ impl RunReport {
             );
         }
         if let Some(s) = &self.server_cpu {
-            println!(
-                "server: {:.3} CPU-s in the window = {:.2} us CPU per round trip = {:.0} round trips per server CPU-second",
-                s.cpu_us as f64 / 1e6,
-                s.cpu_us_per_round_trip,
-                s.round_trips_per_cpu_s
-            );
+            if self.workload.sends_traffic() {
+                println!(
+                    "server: {:.3} CPU-s in the window = {:.2} us CPU per round trip = {:.0} round trips per server CPU-second",
+                    s.cpu_us as f64 / 1e6,
+                    s.cpu_us_per_round_trip,
+                    s.round_trips_per_cpu_s
+                );
+            } else {
+                println!("server: {:.3} CPU-s in the window", s.cpu_us as f64 / 1e6);
+            }
         }
         if let Some(m) = &self.server_memory {
             println!(
