@@ -149,6 +149,10 @@ pub struct CompareArgs {
     /// Directory of the baseline binaries (default: next to this binary).
     #[arg(long)]
     pub baselines_dir: Option<PathBuf>,
+    /// Use a server that is already running instead of starting one: NAME=ADDR@PID, e.g.
+    /// holdfast=127.0.0.1:7878@4242 (repeatable). It is neither started nor stopped.
+    #[arg(long = "attach", value_name = "NAME=ADDR@PID")]
+    pub attach: Vec<String>,
     /// Targets to run, in this order within each run.
     #[arg(long, value_delimiter = ',', default_value = "holdfast,glommio,tokio")]
     pub targets: Vec<String>,

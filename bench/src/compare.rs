@@ -119,6 +119,26 @@ fn stop_server(mut child: Child) {
     let _ = child.wait();
 }
 
+/// `--attach NAME=ADDR@PID` for `target`, if given.
+pub fn attached(target: &str, attach: &[String]) -> Result<Option<(SocketAddr, u32)>> {
+    for spec in attach {
+        let (name, rest) = spec
+            .split_once('=')
+            .context("--attach wants NAME=ADDR@PID")?;
+        if name != target {
+            continue;
+        }
+        let (addr, pid) = rest
+            .split_once('@')
+            .context("--attach wants NAME=ADDR@PID")?;
+        return Ok(Some((
+            addr.parse().context("--attach ADDR")?,
+            pid.parse().context("--attach PID")?,
+        )));
+    }
+    Ok(None)
+}
+
 fn measure(
     target: &str,
     connections: u32,
@@ -126,15 +146,18 @@ fn measure(
     port: u16,
     args: &CompareArgs,
 ) -> Result<Sample> {
-    let listen: SocketAddr = ([127, 0, 0, 1], port).into();
     let logs = args.out.join("compare-logs");
     std::fs::create_dir_all(&logs)?;
-    let server = start_server(
-        target,
-        args,
-        listen,
-        &logs.join(format!("{target}-{connections}-{run}.log")),
-    )?;
+    let (listen, server, pid) = match attached(target, &args.attach)? {
+        Some((addr, pid)) => (addr, None, pid),
+        None => {
+            let listen: SocketAddr = ([127, 0, 0, 1], port).into();
+            let log = logs.join(format!("{target}-{connections}-{run}.log"));
+            let server = start_server(target, args, listen, &log)?;
+            let pid = server.id();
+            (listen, Some(server), pid)
+        }
+    };
     let mut run_args = RunArgsDefaults::parse_from(["compare"]).args;
     run_args.target = listen;
     run_args.sessions = connections;
@@ -144,11 +167,13 @@ fn measure(
     run_args.duration_s = args.duration_s;
     run_args.payload_bytes = args.payload_bytes;
     run_args.inflight = args.inflight;
-    run_args.server_pid = Some(server.id());
+    run_args.server_pid = Some(pid);
     run_args.out = args.out.join("compare-runs");
     run_args.label = Some(format!("{target}-{connections}-run{run}"));
     let result = coordinator::run(Workload::Echo, &run_args);
-    stop_server(server);
+    if let Some(server) = server {
+        stop_server(server);
+    }
     let mut report = result?;
     report.write_files(&run_args.out)?;
     let cpu = report.server_cpu.clone().context("no server CPU sample")?;
@@ -304,7 +329,21 @@ fn print_table(args: &CompareArgs, samples: &[Sample], skipped: &BTreeMap<String
 
 #[cfg(test)]
 mod tests {
-    use super::median;
+    use super::{attached, median};
+
+    #[test]
+    fn attach_names_a_running_server_by_address_and_pid() {
+        let specs = vec![
+            "tokio=127.0.0.1:9000@77".to_owned(),
+            "holdfast=127.0.0.1:7878@4242".to_owned(),
+        ];
+        assert_eq!(
+            attached("holdfast", &specs).unwrap(),
+            Some(("127.0.0.1:7878".parse().unwrap(), 4242))
+        );
+        assert_eq!(attached("glommio", &specs).unwrap(), None);
+        assert!(attached("x", &["x=nonsense".to_owned()]).is_err());
+    }
 
     #[test]
     fn median_of_odd_and_even_counts() {
