@@ -116,7 +116,7 @@ impl Config {
             figment = figment.merge(Toml::file(path));
         }
         let config: Config = figment
-            .merge(Env::prefixed("HOLDFAST_"))
+            .merge(Env::prefixed("HOLDFAST_").ignore(&["log"]))
             .merge(Serialized::defaults(overrides))
             .extract()
             .map_err(Box::new)?;

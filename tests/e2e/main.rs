@@ -1,0 +1,13 @@
+//! End-to-end tests: a real `holdfast serve` on loopback, real sockets.
+
+mod support;
+
+mod auth;
+mod bad_input;
+mod cleanup;
+mod drain;
+mod requests;
+mod scale;
+mod session;
+mod slow_consumer;
+mod timeouts;

@@ -1,0 +1,269 @@
+//! Test support: start a real `holdfast serve` on an ephemeral loopback port, and a small
+//! blocking client that speaks the protocol through holdfast-protocol.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use holdfast_protocol::payload::Hello;
+use holdfast_protocol::{
+    encode_frame, encode_raw, next_frame, ErrorCode, Kind, Payload, MAX_FRAME_BYTES_DEFAULT,
+};
+
+/// How long a test waits for any single reply before failing.
+pub const REPLY_TIMEOUT_MS: u64 = 5_000;
+
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts `holdfast serve` with `toml` appended to a base config (port 0, loopback).
+    pub fn start(toml: &str) -> Server {
+        Server::start_with(toml, &[])
+    }
+
+    pub fn start_with(toml: &str, env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("holdfast.toml");
+        std::fs::write(&path, format!("listen = \"127.0.0.1:0\"\n{toml}")).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_holdfast"));
+        command
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        command.env("HOLDFAST_LOG", "warn");
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("holdfast binary runs");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let addr = line
+            .split_whitespace()
+            .find_map(|word| word.parse::<SocketAddr>().ok())
+            .unwrap_or_else(|| panic!("no listening line, got {line:?}"));
+        Server {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(start.elapsed() < limit, "server did not exit in {limit:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Open descriptors of the server process.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .count()
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// An owned copy of a received frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub kind: Kind,
+    pub id: u64,
+    pub bytes: Vec<u8>,
+}
+
+impl Received {
+    fn payload(&self) -> Payload<'_> {
+        next_frame(&self.bytes, u32::MAX >> 8)
+            .unwrap()
+            .unwrap()
+            .payload
+    }
+
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        match self.payload() {
+            Payload::Error(e) => ErrorCode::from_u16(e.code.to_native()),
+            _ => None,
+        }
+    }
+
+    pub fn welcome_session_id(&self) -> Option<u64> {
+        match self.payload() {
+            Payload::Welcome(w) => Some(w.session_id.to_native()),
+            _ => None,
+        }
+    }
+
+    pub fn goodbye_reconnect_after_ms(&self) -> Option<u32> {
+        match self.payload() {
+            Payload::Goodbye(g) => Some(g.reconnect_after_ms.to_native()),
+            _ => None,
+        }
+    }
+
+    pub fn response_body(&self) -> Option<Vec<u8>> {
+        match self.payload() {
+            Payload::Response(r) => Some(r.body.to_vec()),
+            _ => None,
+        }
+    }
+}
+
+pub struct Client {
+    pub stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).unwrap();
+        Client::from_stream(stream)
+    }
+
+    pub fn from_stream(stream: TcpStream) -> Client {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(REPLY_TIMEOUT_MS)))
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client {
+            stream,
+            buf: BytesMut::new(),
+        }
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    pub fn send(&mut self, kind: Kind, id: u64, payload: &[u8]) {
+        let mut out = BytesMut::new();
+        encode_raw(&mut out, kind, 0, id, payload, MAX_FRAME_BYTES_DEFAULT).unwrap();
+        self.send_raw(&out);
+    }
+
+    /// Anonymous Hello; returns the Welcome's session id.
+    pub fn hello(&mut self) -> u64 {
+        self.send(Kind::Hello, 1, &[]);
+        let welcome = self.recv();
+        assert_eq!(welcome.kind, Kind::Welcome, "got {welcome:?}");
+        welcome.welcome_session_id().unwrap()
+    }
+
+    pub fn hello_with(&mut self, client_id: &str, token: &[u8]) -> Received {
+        let mut out = BytesMut::new();
+        let hello = Hello {
+            client_id,
+            token,
+            versions: &[1],
+            heartbeat_ms: 0,
+        };
+        encode_frame(&mut out, Kind::Hello, 0, 1, &hello, MAX_FRAME_BYTES_DEFAULT).unwrap();
+        self.send_raw(&out);
+        self.recv()
+    }
+
+    pub fn request(&mut self, id: u64, method: &str, body: &[u8]) {
+        let mut out = BytesMut::new();
+        let request = holdfast_protocol::payload::Request { method, body };
+        encode_frame(
+            &mut out,
+            Kind::Request,
+            0,
+            id,
+            &request,
+            MAX_FRAME_BYTES_DEFAULT,
+        )
+        .unwrap();
+        self.send_raw(&out);
+    }
+
+    /// Next frame, or panic after REPLY_TIMEOUT_MS.
+    pub fn recv(&mut self) -> Received {
+        self.try_recv()
+            .unwrap_or_else(|| panic!("connection closed while a frame was expected"))
+    }
+
+    /// Next frame, or None on EOF / reset.
+    pub fn try_recv(&mut self) -> Option<Received> {
+        loop {
+            if let Some(frame) =
+                next_frame(&self.buf, u32::MAX >> 8).expect("server sends valid frames")
+            {
+                let received = Received {
+                    kind: frame.header.kind,
+                    id: frame.header.id,
+                    bytes: frame.bytes.to_vec(),
+                };
+                let len = frame.bytes.len();
+                let _ = self.buf.split_to(len);
+                return Some(received);
+            }
+            let mut chunk = [0u8; 65_536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("read failed: {e}"),
+            }
+        }
+    }
+
+    /// True once the server has closed the connection (EOF or reset) within the timeout.
+    pub fn closed_by_server(&mut self) -> bool {
+        loop {
+            match self.try_recv() {
+                None => return true,
+                Some(_) => continue,
+            }
+        }
+    }
+}
+
+/// An Echo frame with `payload`.
+pub fn echo_frame(id: u64, payload: &[u8]) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    encode_raw(
+        &mut out,
+        Kind::Echo,
+        0,
+        id,
+        payload,
+        MAX_FRAME_BYTES_DEFAULT,
+    )
+    .unwrap();
+    out.to_vec()
+}
