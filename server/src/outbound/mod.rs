@@ -3,6 +3,8 @@
 //! send belong to the ring until it completes. The queue is bounded by `max_outbound_bytes`
 //! (queued + in flight); a connection that would exceed it is a slow consumer.
 
+use std::time::Instant;
+
 use bytes::{Bytes, BytesMut};
 
 /// Queues kept in a shard's pool for reuse (each keeps its allocation).
@@ -16,6 +18,10 @@ pub struct Outbound {
     pub queued: BytesMut,
     /// Bytes handed to the ring and not yet completed.
     pub in_flight_bytes: usize,
+    /// When the oldest frame in `queued` was received (for the reply latency histogram).
+    pub queued_since: Option<Instant>,
+    /// `queued_since` of the batch in flight.
+    pub in_flight_since: Option<Instant>,
 }
 
 impl Outbound {
@@ -34,6 +40,7 @@ impl Outbound {
         }
         let batch = self.queued.split().freeze();
         self.in_flight_bytes = batch.len();
+        self.in_flight_since = self.queued_since.take();
         Some(batch)
     }
 
@@ -67,6 +74,8 @@ impl OutboundPool {
         debug_assert!(outbound.is_idle());
         if self.idle.len() < OUTBOUND_POOL_MAX_ITEMS {
             outbound.queued.clear();
+            outbound.queued_since = None;
+            outbound.in_flight_since = None;
             if outbound.queued.capacity() > OUTBOUND_POOL_KEEP_BYTES {
                 outbound.queued = BytesMut::new();
             }

@@ -52,7 +52,9 @@ impl BufRing {
         let mut ring = BufRing {
             ring_ptr: ring_addr.cast::<BufRingEntry>(),
             ring_bytes,
-            buffers: vec![0u8; usize::from(entries) * buffer_bytes as usize].into_boxed_slice(),
+            // A non-zero fill touches every page now: the pool is resident from the start, so
+            // RSS growth under load measures what sessions add, not the pool paging in.
+            buffers: vec![0xa5u8; usize::from(entries) * buffer_bytes as usize].into_boxed_slice(),
             buffer_bytes,
             entries,
             tail: 0,

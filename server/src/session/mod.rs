@@ -5,6 +5,7 @@
 pub mod auth;
 
 use std::ops::ControlFlow;
+use std::time::Instant;
 
 use holdfast_protocol::payload::{ErrorBody, Goodbye, Welcome};
 use holdfast_protocol::{encode_frame, encode_raw, ErrorCode, Frame, Kind, Payload};
@@ -35,6 +36,8 @@ pub struct SessionCx<'a> {
     pub shard: usize,
     pub slot: u32,
     pub now_unix_s: u64,
+    /// When the bytes being handled were received.
+    pub received_at: Instant,
 }
 
 /// The session layer's decision after a frame.
@@ -54,8 +57,14 @@ impl Verdict {
     }
 }
 
-fn outbound<'c>(conn: &'c mut Conn, pool: &mut OutboundPool) -> &'c mut Outbound {
-    conn.outbound.get_or_insert_with(|| pool.take())
+fn outbound<'c>(
+    conn: &'c mut Conn,
+    pool: &mut OutboundPool,
+    received_at: Instant,
+) -> &'c mut Outbound {
+    let out = conn.outbound.get_or_insert_with(|| pool.take());
+    out.queued_since.get_or_insert(received_at);
+    out
 }
 
 /// Queues an Error frame. Never fails: the reason is short and fixed.
@@ -70,7 +79,7 @@ pub fn queue_error(
         code: code as u16,
         reason,
     };
-    let out = outbound(conn, cx.pool);
+    let out = outbound(conn, cx.pool, cx.received_at);
     encode_frame(
         &mut out.queued,
         Kind::Error,
@@ -95,7 +104,7 @@ pub fn queue_goodbye(
         reason,
         reconnect_after_ms,
     };
-    let out = outbound(conn, cx.pool);
+    let out = outbound(conn, cx.pool, cx.received_at);
     encode_frame(
         &mut out.queued,
         Kind::Goodbye,
@@ -110,7 +119,7 @@ pub fn queue_goodbye(
 
 /// Queues a heartbeat Ping from the server.
 pub fn queue_ping(conn: &mut Conn, cx: &mut SessionCx<'_>) {
-    let out = outbound(conn, cx.pool);
+    let out = outbound(conn, cx.pool, cx.received_at);
     encode_raw(
         &mut out.queued,
         Kind::Ping,
@@ -208,7 +217,7 @@ fn on_hello(
         max_frame_bytes: limits.max_frame_bytes,
         max_inflight_requests: u32::from(limits.max_inflight_requests),
     };
-    let out = outbound(conn, cx.pool);
+    let out = outbound(conn, cx.pool, cx.received_at);
     encode_frame(
         &mut out.queued,
         Kind::Welcome,
@@ -233,7 +242,7 @@ fn on_open_frame(
     let id = frame.header.id;
     match payload {
         Payload::Ping => {
-            let out = outbound(conn, cx.pool);
+            let out = outbound(conn, cx.pool, cx.received_at);
             encode_raw(
                 &mut out.queued,
                 Kind::Pong,
@@ -248,7 +257,7 @@ fn on_open_frame(
         }
         Payload::Pong => Verdict::Continue,
         Payload::Echo(_) => {
-            outbound(conn, cx.pool)
+            outbound(conn, cx.pool, cx.received_at)
                 .queued
                 .extend_from_slice(frame.bytes);
             cx.counters.frames_out += 1;
@@ -306,7 +315,7 @@ fn on_request(
         id: ConnId::new(cx.shard, cx.slot, conn.generation),
     };
     let max_frame_bytes = cx.limits.max_frame_bytes;
-    let out = outbound(conn, cx.pool);
+    let out = outbound(conn, cx.pool, cx.received_at);
     let mut reply = Reply::new(&mut out.queued, id, max_frame_bytes);
     let result = cx.handler.call(session, method, body, &mut reply);
     let sent = reply.sent();

@@ -304,6 +304,10 @@ impl Shard {
             self.ring.send(slot, ud, rest);
             return;
         }
+        if let Some(since) = out.in_flight_since.take() {
+            let latency_us = since.elapsed().as_micros() as u64;
+            self.reply_latency_us.saturating_record(latency_us.max(1));
+        }
         self.flush(slot);
     }
 }

@@ -22,14 +22,14 @@ use socket2::Socket;
 
 use crate::config::Config;
 use crate::metrics::ShardCounters;
-pub use state::Shard;
+pub use state::{Shard, ShardReport};
 
 /// Messages other threads send a shard.
 pub enum ShardMsg {
     /// Stop accepting, say Goodbye, flush, close, exit.
     Drain,
-    /// Reply with a copy of the shard's counters.
-    Stats(flume::Sender<(usize, ShardCounters)>),
+    /// Reply with a copy of the shard's counters and histograms.
+    Stats(flume::Sender<ShardReport>),
 }
 
 /// Inbox depth per shard: control messages only, so small.
@@ -113,7 +113,7 @@ async fn run(
                 match msg {
                     ShardMsg::Drain => shard.start_drain(),
                     ShardMsg::Stats(reply) => {
-                        let _ = reply.send((shard.index, shard.counters()));
+                        let _ = reply.send(shard.report());
                     }
                 }
                 if let Err(e) = shard.turn() {

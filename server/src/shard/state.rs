@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use hdrhistogram::Histogram;
 use holdfast_protocol::Decoder;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
@@ -19,6 +20,8 @@ use crate::ring::{Completion, Ring, RingParams, RingParts};
 use crate::session::{SessionCx, SessionLimits};
 use crate::timer::wheel::{TimerWheel, WheelEntry};
 
+/// Upper bound of latency histograms: 60 s in us.
+pub const HISTOGRAM_MAX_US: u64 = 60_000_000;
 /// Decoders kept for reuse per shard.
 pub const DECODER_POOL_MAX_ITEMS: usize = 1024;
 /// A pooled decoder keeps at most this much buffer capacity.
@@ -33,6 +36,15 @@ pub struct TickLimits {
     pub heartbeat_timeout: u32,
     pub linger: u32,
     pub drain: u32,
+}
+
+/// A copy of one shard's metrics (the reply to [`super::ShardMsg::Stats`]).
+#[derive(Clone, Debug)]
+pub struct ShardReport {
+    pub index: usize,
+    pub counters: ShardCounters,
+    pub reply_latency_us: Histogram<u64>,
+    pub draining: bool,
 }
 
 pub struct Shard {
@@ -52,6 +64,8 @@ pub struct Shard {
     pub(super) outbound_pool: OutboundPool,
     pub(super) handler: Router,
     pub(super) counters: ShardCounters,
+    /// From receiving the bytes that caused a reply to the kernel taking the reply, in us.
+    pub(super) reply_latency_us: Histogram<u64>,
     pub(super) completions: Vec<Completion>,
     /// Connections whose recv found no provided buffer; retried next turn.
     pub(super) read_retry: Vec<WheelEntry>,
@@ -112,6 +126,8 @@ impl Shard {
             outbound_pool: OutboundPool::default(),
             handler: Router::default(),
             counters: ShardCounters::default(),
+            reply_latency_us: Histogram::new_with_bounds(1, HISTOGRAM_MAX_US, 3)
+                .expect("static bounds"),
             completions: Vec::with_capacity(1024),
             read_retry: Vec::new(),
             drain_deadline_tick: None,
@@ -299,6 +315,16 @@ impl Shard {
         counters.open = self.conns.open_count() as u64;
         counters
     }
+
+    /// Snapshot of this shard's counters and histograms, sent to whoever asked.
+    pub fn report(&self) -> ShardReport {
+        ShardReport {
+            index: self.index,
+            counters: self.counters(),
+            reply_latency_us: self.reply_latency_us.clone(),
+            draining: self.drain_deadline_tick.is_some(),
+        }
+    }
 }
 
 /// Borrows the pieces of a shard that the session layer touches, leaving the ring and the
@@ -320,6 +346,7 @@ pub(super) fn split_for_session<'a>(
         shard,
         slot,
         now_unix_s: Shard::now_unix_s(),
+        received_at: Instant::now(),
     };
     (conns, cx)
 }
