@@ -54,6 +54,13 @@ pub struct Config {
     pub ring_defer_taskrun: bool,
     /// io_memory glommio registers on each of its rings per executor (it is locked memory).
     pub glommio_io_memory_bytes: usize,
+    /// Admin HTTP listener (`/metrics`, `/healthz`, `/readyz`); keep it on loopback or a
+    /// private network: it has no authentication.
+    pub admin_listen: SocketAddr,
+    pub admin_enabled: bool,
+    /// Attach the eBPF probes to this process at start (`serve --probes`); without eBPF the
+    /// server runs without them and logs why.
+    pub probes: bool,
 }
 
 impl Default for Config {
@@ -82,6 +89,9 @@ impl Default for Config {
             recv_buffer_bytes: 16 * 1024,
             ring_defer_taskrun: false,
             glommio_io_memory_bytes: 1024 * 1024,
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9878)),
+            admin_enabled: true,
+            probes: false,
         }
     }
 }
@@ -201,6 +211,15 @@ impl Config {
         if matches!(&self.auth_secret, Some(secret) if secret.len() < 16) {
             return Err(invalid("auth_secret", "at least 16 bytes"));
         }
+        if self.admin_enabled
+            && self.admin_listen.port() != 0
+            && self.admin_listen.port() == self.listen.port()
+        {
+            return Err(invalid(
+                "admin_listen",
+                "a port other than listen's (or admin_enabled = false)",
+            ));
+        }
         Ok(())
     }
 
@@ -236,5 +255,20 @@ mod tests {
         };
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("max_outbound_bytes"), "{err}");
+    }
+
+    #[test]
+    fn admin_on_the_listen_port_is_refused_with_its_key() {
+        let config = Config {
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
+            ..Config::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("admin_listen"), "{err}");
+        let off = Config {
+            admin_enabled: false,
+            ..config
+        };
+        off.validate().unwrap();
     }
 }

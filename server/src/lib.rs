@@ -13,12 +13,18 @@
 //!
 //! [`shard`] ties these together per core; [`timer`] is its wheel; [`metrics`] its counters;
 //! [`serve`] starts shards and drains them; [`config`] holds every limit.
+//!
+//! Off the data path: [`admin`] is the admin HTTP listener (`/metrics`, `/healthz`, `/readyz`)
+//! on its own thread, reading shards only through their inboxes; [`probe`] attaches the eBPF
+//! probes (`serve --probes`, `holdfast probe`).
 
+pub mod admin;
 pub mod config;
 pub mod conn;
 pub mod handler;
 pub mod metrics;
 pub mod outbound;
+pub mod probe;
 pub mod ring;
 pub mod serve;
 pub mod session;

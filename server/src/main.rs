@@ -31,6 +31,9 @@ enum Command {
     Serve(ConfigArgs),
     /// Validate a config file and print the effective config.
     CheckConfig(ConfigArgs),
+    /// Attach the eBPF probes to a running process (any pid) and print what they see every
+    /// interval: run-queue, off/on-CPU, page faults, RSS, TCP srtt and read latency.
+    Probe(holdfast_server::probe::ProbeArgs),
 }
 
 /// Config sources: file, then HOLDFAST_* env, then these flags.
@@ -56,6 +59,14 @@ struct ConfigArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     auth_secret: Option<String>,
+    /// Admin HTTP listener for /metrics, /healthz, /readyz, e.g. 127.0.0.1:9878.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    admin_listen: Option<std::net::SocketAddr>,
+    /// Attach the eBPF probes to this server (needs root or CAP_BPF + CAP_PERFMON).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    probes: bool,
 }
 
 fn main() -> ExitCode {
@@ -92,6 +103,13 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("holdfast: {e}");
                 ExitCode::from(EXIT_BAD_CONFIG)
+            }
+        },
+        Command::Probe(args) => match holdfast_server::probe::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("holdfast probe: {e} ({})", e.code());
+                ExitCode::from(EXIT_RUNTIME_FAILURE)
             }
         },
     }

@@ -81,11 +81,20 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
             Err(_) => return Err("a shard did not start in time".to_owned()),
         }
     }
+    let probes = match config.probes {
+        true => crate::probe::attach_own(local.port()),
+        false => None,
+    };
+    let admin = match config.admin_enabled {
+        true => Some(start_admin(&config, &handles, probes.clone())?),
+        false => None,
+    };
     tracing::info!(listen = %local, shards, max_connections_per_shard = capacity, max_frame_bytes = config.max_frame_bytes, "holdfast started");
     // One machine-readable line on stdout for scripts and tests.
     println!("holdfast listening on {local} shards={shards}");
 
     let inboxes: Vec<_> = handles.iter().map(|h| h.inbox.clone()).collect();
+    let drain_notice = admin.as_ref().map(|admin| admin.drain_notice());
     let mut signals = Signals::new([SIGTERM, SIGINT])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     std::thread::Builder::new()
@@ -99,6 +108,9 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
                     std::process::exit(130);
                 }
                 tracing::info!(signal, "signal received: draining");
+                if let Some(notice) = &drain_notice {
+                    notice.draining_started();
+                }
                 for inbox in &inboxes {
                     let _ = inbox.send(ShardMsg::Drain);
                 }
@@ -115,6 +127,10 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
             Err(e) => failure = Some(format!("shard {} panicked: {e}", handle.index)),
         }
     }
+    if let Some(admin) = admin {
+        admin.stop();
+    }
+    drop(probes);
     if let Some(message) = failure {
         return Err(message);
     }
@@ -126,4 +142,26 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
         "holdfast stopped"
     );
     Ok(totals)
+}
+
+/// Starts the admin listener with clones of the shard inboxes and prints its address on stdout
+/// (`holdfast admin on ADDR`, before the listening line, which stays the last start-up line).
+fn start_admin(
+    config: &Config,
+    handles: &[ShardHandle],
+    probes: Option<std::sync::Arc<holdfast_ebpf::Probes>>,
+) -> Result<crate::admin::AdminHandle, String> {
+    let state = crate::admin::AdminState {
+        inboxes: handles.iter().map(|h| h.inbox.clone()).collect(),
+        probes,
+        drain: crate::admin::DrainNotice::default(),
+    };
+    let admin = crate::admin::spawn(config.admin_listen, state).map_err(|e| {
+        format!(
+            "cannot listen for admin on {}: {e} (set admin_listen, or admin_enabled = false)",
+            config.admin_listen
+        )
+    })?;
+    println!("holdfast admin on {}", admin.local_addr());
+    Ok(admin)
 }

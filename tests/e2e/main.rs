@@ -6,6 +6,7 @@ mod auth;
 mod bad_input;
 mod cleanup;
 mod drain;
+mod metrics;
 mod requests;
 mod scale;
 mod session;

@@ -18,6 +18,8 @@ pub const REPLY_TIMEOUT_MS: u64 = 5_000;
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The admin listener (`holdfast admin on ADDR`), on an ephemeral port.
+    pub admin: Option<SocketAddr>,
     _dir: tempfile::TempDir,
 }
 
@@ -28,14 +30,24 @@ impl Server {
     }
 
     pub fn start_with(toml: &str, env: &[(&str, &str)]) -> Server {
+        Server::start_with_args(toml, env, &[])
+    }
+
+    /// As [`Server::start_with`], with extra `holdfast serve` flags (e.g. `--probes`).
+    pub fn start_with_args(toml: &str, env: &[(&str, &str)], args: &[&str]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("holdfast.toml");
-        std::fs::write(&path, format!("listen = \"127.0.0.1:0\"\n{toml}")).unwrap();
+        std::fs::write(
+            &path,
+            format!("listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{toml}"),
+        )
+        .unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_holdfast"));
         command
             .arg("serve")
             .arg("--config")
             .arg(&path)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         command.env("HOLDFAST_LOG", "warn");
@@ -44,16 +56,28 @@ impl Server {
         }
         let mut child = command.spawn().expect("holdfast binary runs");
         let stdout = child.stdout.take().unwrap();
+        let mut stdout = BufReader::new(stdout);
+        // `holdfast admin on ADDR` (when enabled) comes first; the listening line is the last
+        // start-up line.
+        let mut admin = None;
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        let addr = line
-            .split_whitespace()
-            .find_map(|word| word.parse::<SocketAddr>().ok())
-            .unwrap_or_else(|| panic!("no listening line, got {line:?}"));
-        Server {
-            child,
-            addr,
-            _dir: dir,
+        loop {
+            line.clear();
+            stdout.read_line(&mut line).unwrap();
+            let addr = line
+                .split_whitespace()
+                .find_map(|word| word.parse::<SocketAddr>().ok());
+            if line.starts_with("holdfast admin on ") {
+                admin = addr;
+                continue;
+            }
+            let addr = addr.unwrap_or_else(|| panic!("no listening line, got {line:?}"));
+            break Server {
+                child,
+                addr,
+                admin,
+                _dir: dir,
+            };
         }
     }
 
