@@ -50,8 +50,6 @@ pub struct Config {
     /// Provided receive buffers per shard (power of two, <= 32,768).
     pub recv_buffers_per_shard: u16,
     pub recv_buffer_bytes: u32,
-    /// IORING_SETUP_SINGLE_ISSUER | DEFER_TASKRUN on each shard's ring.
-    pub ring_defer_taskrun: bool,
     /// io_memory glommio registers on each of its rings per executor (it is locked memory).
     pub glommio_io_memory_bytes: usize,
     /// Admin HTTP listener (`/metrics`, `/healthz`, `/readyz`); keep it on loopback or a
@@ -87,7 +85,6 @@ impl Default for Config {
             ring_cq_entries: 32_768,
             recv_buffers_per_shard: 256,
             recv_buffer_bytes: 16 * 1024,
-            ring_defer_taskrun: false,
             glommio_io_memory_bytes: 1024 * 1024,
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9878)),
             admin_enabled: true,

@@ -32,8 +32,6 @@ pub struct RingParams {
     pub fixed_files: u32,
     pub recv_buffers: u16,
     pub recv_buffer_bytes: u32,
-    /// IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN.
-    pub defer_taskrun: bool,
 }
 
 /// One reaped completion.
@@ -68,7 +66,6 @@ pub struct Ring {
     uring: IoUring,
     eventfd: OwnedFd,
     sends_in_flight: HashMap<UserData, Bytes>,
-    defer_taskrun: bool,
     recv_buffer_group: u16,
     recv_buffer_bytes: u32,
 }
@@ -88,11 +85,11 @@ impl Ring {
     pub fn new(params: &RingParams) -> io::Result<RingParts> {
         let mut builder = IoUring::builder();
         builder.setup_cqsize(params.cq_entries).setup_submit_all();
-        if params.defer_taskrun {
-            builder.setup_single_issuer().setup_defer_taskrun();
-        } else {
-            builder.setup_coop_taskrun();
-        }
+        // COOP_TASKRUN: completions are posted at our next enter instead of interrupting the
+        // shard thread. SINGLE_ISSUER + DEFER_TASKRUN was tried and dropped: with it, the
+        // multishot accept never completed while the shard slept on the eventfd through
+        // glommio (docs/PERFORMANCE.md, "Ring setup").
+        builder.setup_coop_taskrun();
         let uring = builder.build(params.sq_entries)?;
         uring
             .submitter()
@@ -116,7 +113,6 @@ impl Ring {
             uring,
             eventfd,
             sends_in_flight: HashMap::new(),
-            defer_taskrun: params.defer_taskrun,
             recv_buffer_group: bufs.group_id(),
             recv_buffer_bytes: bufs.buffer_bytes(),
         };
@@ -128,16 +124,9 @@ impl Ring {
         self.eventfd.as_raw_fd()
     }
 
-    /// Submits queued SQEs without waiting. With DEFER_TASKRUN this also runs deferred
-    /// completion work (GETEVENTS), so completions become visible.
+    /// Submits queued SQEs without waiting.
     pub fn submit(&mut self) -> io::Result<usize> {
-        let result = if self.defer_taskrun {
-            self.uring
-                .submitter()
-                .submit_with_args(0, &types::SubmitArgs::new())
-        } else {
-            self.uring.submit()
-        };
+        let result = self.uring.submit();
         match result {
             Ok(n) => Ok(n),
             // EBUSY/EAGAIN: the CQ is full or the kernel is short of memory; reap and retry.
@@ -151,6 +140,25 @@ impl Ring {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Turns the kernel's eventfd signal on completions on or off (IORING_CQ_EVENTFD_DISABLED).
+    /// The shard keeps it off while it is busy reaping anyway, so a completion costs no
+    /// eventfd wakeup, and turns it on only before it sleeps.
+    pub fn set_eventfd_notify(&mut self, enabled: bool) {
+        let cq = self.uring.completion();
+        if enabled {
+            cq.enable_eventfd();
+        } else {
+            cq.disable_eventfd();
+        }
+    }
+
+    /// Whether completions are waiting to be reaped.
+    pub fn has_completions(&mut self) -> bool {
+        let mut cq = self.uring.completion();
+        cq.sync();
+        !cq.is_empty()
     }
 
     /// Moves every available completion into `out` (cleared first).

@@ -30,7 +30,6 @@ impl Shard {
             }
             let reaped = completions.len();
             self.completions = completions;
-            self.retry_reads();
             self.bufs.publish();
             if reaped == 0 {
                 break;
@@ -114,6 +113,8 @@ impl Shard {
         }
     }
 
+    /// Issues a recv for `slot`, or queues it until a provided buffer is free. The
+    /// RECV_IN_FLIGHT flag covers both, so a connection is never queued twice.
     fn start_recv(&mut self, slot: u32) {
         let ud = self.user_data(Op::Recv, slot);
         let Some(conn) = self
@@ -124,30 +125,33 @@ impl Shard {
         };
         conn.flags.set(ConnFlags::RECV_IN_FLIGHT);
         conn.flags.clear(ConnFlags::READ_AGAIN);
+        if self.recvs_in_flight >= u32::from(self.config.recv_buffers_per_shard) {
+            let generation = conn.generation;
+            self.recv_waiters.push_back(WheelEntry { slot, generation });
+            return;
+        }
+        self.recvs_in_flight += 1;
         self.ring.recv(slot, ud);
     }
 
-    fn retry_reads(&mut self) {
-        if self.read_retry.is_empty() {
-            return;
-        }
-        let retry = std::mem::take(&mut self.read_retry);
-        for entry in &retry {
+    /// A recv completed: its buffer is free, so the longest-waiting connection may read.
+    fn recv_slot_freed(&mut self) {
+        self.recvs_in_flight -= 1;
+        while let Some(entry) = self.recv_waiters.pop_front() {
             let Some(conn) = self.conns.get_mut(entry.slot, entry.generation, u32::MAX) else {
                 continue;
             };
-            if !conn.flags.has(ConnFlags::RECV_IN_FLIGHT) {
-                self.start_recv(entry.slot);
-            }
+            conn.flags.clear(ConnFlags::RECV_IN_FLIGHT);
+            self.start_recv(entry.slot);
+            return;
         }
-        self.read_retry = retry;
-        self.read_retry.clear();
     }
 
     fn on_recv(&mut self, completion: Completion) {
         let ud = completion.user_data;
         let slot = ud.slot();
         let buffer_id = completion.buffer_id();
+        self.recv_slot_freed();
         let Some(conn) = self
             .conns
             .get_mut(slot, ud.generation_bits(), GENERATION_MASK)
@@ -174,8 +178,9 @@ impl Shard {
             }
             0 => self.on_peer_eof(slot),
             n if n == -libc::ENOBUFS => {
+                // Only if a buffer was recycled but not yet published: read again next round.
                 self.counters.recv_no_buffers += 1;
-                self.read_retry.push(WheelEntry { slot, generation });
+                self.start_recv(slot);
             }
             n if n == -libc::ECANCELED => {}
             n => self.on_socket_error(slot, -n),

@@ -124,19 +124,28 @@ async fn run(
     })
     .detach();
 
+    shard.borrow_mut().ring.set_eventfd_notify(false);
     loop {
         let handled = shard.borrow_mut().turn()?;
         if shard.borrow().drained() {
             break;
         }
-        if handled == 0 {
-            eventfd
-                .read_at(0, 8)
-                .await
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-        } else {
+        if handled > 0 {
             glommio::yield_if_needed().await;
+            continue;
         }
+        // Quiet: ask for the eventfd signal, re-check for completions that landed before it
+        // was on, then sleep until the kernel signals.
+        let quiet = {
+            let mut shard = shard.borrow_mut();
+            shard.ring.set_eventfd_notify(true);
+            !shard.ring.has_completions()
+        };
+        if quiet {
+            let woken = eventfd.read_at(0, 8).await;
+            woken.map_err(|e| std::io::Error::other(e.to_string()))?;
+        }
+        shard.borrow_mut().ring.set_eventfd_notify(false);
     }
     ticker.cancel();
     inbox_task.cancel();

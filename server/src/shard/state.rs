@@ -1,5 +1,6 @@
 //! A shard's state: everything one core owns. No field is shared with another thread.
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
@@ -67,8 +68,11 @@ pub struct Shard {
     /// From receiving the bytes that caused a reply to the kernel taking the reply, in us.
     pub(super) reply_latency_us: Histogram<u64>,
     pub(super) completions: Vec<Completion>,
-    /// Connections whose recv found no provided buffer; retried next turn.
-    pub(super) read_retry: Vec<WheelEntry>,
+    /// Connections waiting to issue a recv, FIFO: at most one recv per provided buffer is in
+    /// flight, so a burst of readiness never turns into a storm of ENOBUFS completions.
+    pub(super) recv_waiters: VecDeque<WheelEntry>,
+    /// Recvs submitted and not yet completed (<= recv_buffers_per_shard).
+    pub(super) recvs_in_flight: u32,
     /// Set when draining: the tick by which every connection is closed.
     pub(super) drain_deadline_tick: Option<u32>,
     pub(super) started_at: Instant,
@@ -91,7 +95,6 @@ impl Shard {
             fixed_files: capacity,
             recv_buffers: config.recv_buffers_per_shard,
             recv_buffer_bytes: config.recv_buffer_bytes,
-            defer_taskrun: config.ring_defer_taskrun,
         };
         let RingParts { ring, bufs } = Ring::new(&params)?;
         let limits = SessionLimits {
@@ -129,7 +132,8 @@ impl Shard {
             reply_latency_us: Histogram::new_with_bounds(1, HISTOGRAM_MAX_US, 3)
                 .expect("static bounds"),
             completions: Vec::with_capacity(1024),
-            read_retry: Vec::new(),
+            recv_waiters: VecDeque::new(),
+            recvs_in_flight: 0,
             drain_deadline_tick: None,
             started_at: Instant::now(),
             rng: SmallRng::seed_from_u64(index as u64 ^ 0x9e37_79b9_7f4a_7c15),
