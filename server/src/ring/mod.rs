@@ -7,7 +7,7 @@
 //!
 //! Memory safety of in-flight operations: the only operation that points the kernel at user
 //! memory is send, and [`Ring::send`] takes the bytes by value (`Bytes`) and keeps them in
-//! `sends_in_flight` until the send's CQE is reaped ([`Ring::take_sent`]). Receive buffers
+//! `sends_by_slot` until the send's CQE is reaped ([`Ring::take_sent`]). Receive buffers
 //! belong to the buffer ring, which outlives the io_uring (field order below).
 
 pub mod buf_ring;
@@ -65,7 +65,12 @@ impl Completion {
 pub struct Ring {
     uring: IoUring,
     eventfd: OwnedFd,
-    sends_in_flight: HashMap<UserData, Bytes>,
+    /// The bytes of the send in flight on each slot (40 bytes per slot, allocated up front: a
+    /// map sized for a burst keeps its peak capacity, which cost ~130 B per idle session).
+    sends_by_slot: Box<[Option<(UserData, Bytes)>]>,
+    /// Sends of closed connections whose slot got a new tenant before their completion.
+    sends_orphaned: HashMap<UserData, Bytes>,
+    sends_in_flight: usize,
     recv_buffer_group: u16,
     recv_buffer_bytes: u32,
 }
@@ -112,7 +117,9 @@ impl Ring {
         let ring = Ring {
             uring,
             eventfd,
-            sends_in_flight: HashMap::new(),
+            sends_by_slot: (0..params.fixed_files).map(|_| None).collect(),
+            sends_orphaned: HashMap::new(),
+            sends_in_flight: 0,
             recv_buffer_group: bufs.group_id(),
             recv_buffer_bytes: bufs.buffer_bytes(),
         };
@@ -180,7 +187,7 @@ impl Ring {
             // SAFETY: every entry built by this module points only at memory that outlives the
             // request: the listener fd and fixed slots are closed through this ring, recv uses
             // provided buffers whose BufRing is dropped after this ring (RingParts), and send
-            // bytes are held in `sends_in_flight` until their completion is reaped.
+            // bytes are held in `sends_by_slot` until their completion is reaped.
             let pushed = unsafe { self.uring.submission().push(&entry) };
             if pushed.is_ok() {
                 return;
@@ -232,7 +239,7 @@ impl Ring {
     }
 
     /// Sends `bytes` on a direct descriptor. The ring keeps `bytes` alive until the completion
-    /// is reaped; get them back with [`Ring::take_sent`]. One send per `user_data` at a time.
+    /// is reaped; get them back with [`Ring::take_sent`]. One send per connection at a time.
     pub fn send(&mut self, slot: u32, user_data: UserData, bytes: Bytes) {
         assert!(!bytes.is_empty());
         let len =
@@ -241,21 +248,40 @@ impl Ring {
             .flags(libc::MSG_NOSIGNAL)
             .build()
             .user_data(user_data.0);
-        let previous = self.sends_in_flight.insert(user_data, bytes);
-        assert!(previous.is_none(), "one send in flight per connection");
+        let held = &mut self.sends_by_slot[slot as usize];
+        if let Some((previous_user_data, previous_bytes)) = held.take() {
+            // The slot's previous tenant closed with a send still in flight: keep its bytes
+            // until that completion is reaped.
+            assert_ne!(
+                previous_user_data, user_data,
+                "one send in flight per connection"
+            );
+            self.sends_orphaned
+                .insert(previous_user_data, previous_bytes);
+        }
+        *held = Some((user_data, bytes));
+        self.sends_in_flight += 1;
         self.push(entry);
     }
 
     /// Returns the bytes of a completed send (exactly once per [`Ring::send`]).
     pub fn take_sent(&mut self, user_data: UserData) -> Bytes {
-        self.sends_in_flight
-            .remove(&user_data)
-            .expect("a send completion matches a send in flight")
+        self.sends_in_flight -= 1;
+        let held = &mut self.sends_by_slot[user_data.slot() as usize];
+        match held.take() {
+            Some((held_user_data, bytes)) if held_user_data == user_data => bytes,
+            other => {
+                *held = other;
+                self.sends_orphaned
+                    .remove(&user_data)
+                    .expect("a send completion matches a send in flight")
+            }
+        }
     }
 
     /// Number of sends whose completion has not been reaped yet.
     pub fn sends_in_flight(&self) -> usize {
-        self.sends_in_flight.len()
+        self.sends_in_flight
     }
 
     /// Cancels every request on a direct descriptor, then closes it (not linked: a cancel that
