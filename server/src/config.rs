@@ -59,6 +59,24 @@ pub struct Config {
     /// Attach the eBPF probes to this process at start (`serve --probes`); without eBPF the
     /// server runs without them and logs why.
     pub probes: bool,
+    /// Topics one session may subscribe to.
+    pub max_topics_per_session: usize,
+    /// Events queued per shard between the shards and the processor.
+    pub event_pipeline_capacity: usize,
+    /// `drop` (drop the newest, count it, tell the client) or `backpressure` (stop reading).
+    pub event_overflow_policy: crate::events::OverflowPolicy,
+    /// The trending processor's output topic, window and cadence.
+    pub trending_topic: String,
+    pub trending_window_s: u64,
+    pub trending_interval_ms: u64,
+    pub trending_top_k: usize,
+    /// Bearer secret for `POST /publish`; unset = publishing needs no credential.
+    pub publish_secret: Option<String>,
+}
+
+impl Config {
+    /// Where the trending processor publishes unless configured otherwise.
+    pub const DEFAULT_TRENDING_TOPIC: &'static str = "trending";
 }
 
 impl Default for Config {
@@ -89,6 +107,14 @@ impl Default for Config {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9878)),
             admin_enabled: true,
             probes: false,
+            max_topics_per_session: 32,
+            event_pipeline_capacity: 4_096,
+            event_overflow_policy: crate::events::OverflowPolicy::Drop,
+            trending_topic: Config::DEFAULT_TRENDING_TOPIC.to_owned(),
+            trending_window_s: 60,
+            trending_interval_ms: 1_000,
+            trending_top_k: 10,
+            publish_secret: None,
         }
     }
 }
@@ -217,6 +243,27 @@ impl Config {
                 "a port other than listen's (or admin_enabled = false)",
             ));
         }
+        if !(1..=1024).contains(&self.max_topics_per_session) {
+            return Err(invalid("max_topics_per_session", "between 1 and 1024"));
+        }
+        if !(1..=1_048_576).contains(&self.event_pipeline_capacity) {
+            return Err(invalid("event_pipeline_capacity", "between 1 and 1048576"));
+        }
+        if !crate::push::valid_topic(&self.trending_topic) {
+            return Err(invalid("trending_topic", "1..=128 bytes, not \"*\""));
+        }
+        if !(1..=3_600).contains(&self.trending_window_s) {
+            return Err(invalid("trending_window_s", "between 1 and 3600"));
+        }
+        if !(10..=3_600_000).contains(&self.trending_interval_ms) {
+            return Err(invalid("trending_interval_ms", "between 10 and 3600000"));
+        }
+        if !(1..=1_000).contains(&self.trending_top_k) {
+            return Err(invalid("trending_top_k", "between 1 and 1000"));
+        }
+        if matches!(&self.publish_secret, Some(secret) if secret.len() < 16) {
+            return Err(invalid("publish_secret", "at least 16 bytes"));
+        }
         Ok(())
     }
 
@@ -226,6 +273,9 @@ impl Config {
         let mut shown = self.clone();
         if shown.auth_secret.is_some() {
             shown.auth_secret = Some("<set>".to_owned());
+        }
+        if shown.publish_secret.is_some() {
+            shown.publish_secret = Some("<set>".to_owned());
         }
         toml::to_string(&shown).expect("config serializes")
     }

@@ -11,8 +11,14 @@
 //! 7. [`outbound`]: the bounded per-connection queue, coalesced into one send.
 //! 8. back to [`ring`] for the send.
 //!
+//! [`push`] fans server messages out to sessions (topics, broadcast, connection and client
+//! ids) across shards; [`events`] carries Event frames through a bounded pipeline to a
+//! processor thread.
+//!
 //! [`shard`] ties these together per core; [`timer`] is its wheel; [`metrics`] its counters;
 //! [`serve`] starts shards and drains them; [`config`] holds every limit.
+//! [`ops`] sizes and checks the host (`holdfast tune`) and speaks systemd's notify and
+//! socket-activation protocols.
 //!
 //! Off the data path: [`admin`] is the admin HTTP listener (`/metrics`, `/healthz`, `/readyz`)
 //! on its own thread, reading shards only through their inboxes; [`probe`] attaches the eBPF
@@ -21,10 +27,13 @@
 pub mod admin;
 pub mod config;
 pub mod conn;
+pub mod events;
 pub mod handler;
 pub mod metrics;
+pub mod ops;
 pub mod outbound;
 pub mod probe;
+pub mod push;
 pub mod ring;
 pub mod serve;
 pub mod session;

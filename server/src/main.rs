@@ -31,6 +31,9 @@ enum Command {
     Serve(ConfigArgs),
     /// Validate a config file and print the effective config.
     CheckConfig(ConfigArgs),
+    /// Size a host for N connections (sysctls, limits, memory table), or check this host
+    /// against a config with --check (exit 3 naming each shortfall).
+    Tune(holdfast_server::ops::tune::TuneArgs),
     /// Attach the eBPF probes to a running process (any pid) and print what they see every
     /// interval: run-queue, off/on-CPU, page faults, RSS, TCP srtt and read latency.
     Probe(holdfast_server::probe::ProbeArgs),
@@ -95,6 +98,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Tune(args) => match holdfast_server::ops::tune::run(&args) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                eprintln!("holdfast tune: {e}");
+                ExitCode::from(EXIT_BAD_CONFIG)
+            }
+        },
         Command::CheckConfig(args) => match Config::load(args.config.as_deref(), &args) {
             Ok(config) => {
                 print!("{}", config.to_toml());

@@ -41,16 +41,21 @@ pub fn capacity_per_shard(config: &Config) -> u32 {
 pub fn serve(config: Config) -> Result<ShardCounters, String> {
     let shards = shard_count(&config);
     let capacity = capacity_per_shard(&config);
+    crate::ops::tune::warn_host_shortfalls(&config, shards, capacity);
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let listeners =
-        socket::bind_listeners(config.listen, shards, config.listen_backlog).map_err(|e| {
-            format!(
-                "cannot listen on {}: {e} (is another server on that port?)",
-                config.listen
-            )
-        })?;
+    let listeners = match crate::ops::systemd::inherited_listeners(shards)? {
+        Some(inherited) => inherited,
+        None => {
+            socket::bind_listeners(config.listen, shards, config.listen_backlog).map_err(|e| {
+                format!(
+                    "cannot listen on {}: {e} (is another server on that port?)",
+                    config.listen
+                )
+            })?
+        }
+    };
     let local = listeners[0]
         .local_addr()
         .ok()
@@ -62,13 +67,18 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
 
     let (ready_tx, ready_rx) = flume::unbounded();
     let mut handles: Vec<ShardHandle> = Vec::with_capacity(shards);
-    for (index, listener) in listeners.into_iter().enumerate() {
+    let (pipelines_tx, pipelines_rx): (Vec<_>, Vec<_>) = (0..shards)
+        .map(|_| flume::bounded(config.event_pipeline_capacity))
+        .unzip();
+    for ((index, listener), events) in listeners.into_iter().enumerate().zip(pipelines_tx) {
         let handle = shard::spawn(
             index,
             index % cpus,
             config.clone(),
             listener,
             capacity,
+            shards,
+            events,
             ready_tx.clone(),
         )
         .map_err(|e| format!("cannot start shard {index}: {e}"))?;
@@ -81,6 +91,11 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
             Err(_) => return Err("a shard did not start in time".to_owned()),
         }
     }
+    let inboxes: Vec<_> = handles.iter().map(|h| h.inbox.clone()).collect();
+    for inbox in &inboxes {
+        let _ = inbox.send(ShardMsg::Peers(inboxes.clone()));
+    }
+    let processor = spawn_processor(&config, pipelines_rx, inboxes.clone())?;
     let probes = match config.probes {
         true => crate::probe::attach_own(local.port()),
         false => None,
@@ -93,7 +108,6 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
     // One machine-readable line on stdout for scripts and tests.
     println!("holdfast listening on {local} shards={shards}");
 
-    let inboxes: Vec<_> = handles.iter().map(|h| h.inbox.clone()).collect();
     let drain_notice = admin.as_ref().map(|admin| admin.drain_notice());
     let mut signals = Signals::new([SIGTERM, SIGINT])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
@@ -108,6 +122,7 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
                     std::process::exit(130);
                 }
                 tracing::info!(signal, "signal received: draining");
+                crate::ops::systemd::notify_stopping();
                 if let Some(notice) = &drain_notice {
                     notice.draining_started();
                 }
@@ -117,6 +132,9 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
             }
         })
         .map_err(|e| format!("cannot start signal thread: {e}"))?;
+    crate::ops::systemd::notify_ready(shards);
+    crate::ops::systemd::spawn_monitor(handles.iter().map(|h| h.inbox.clone()).collect())
+        .map_err(|e| format!("cannot start the systemd monitor thread: {e}"))?;
 
     let mut totals = ShardCounters::default();
     let mut failure = None;
@@ -126,6 +144,12 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
             Ok(Err(message)) => failure = Some(message),
             Err(e) => failure = Some(format!("shard {} panicked: {e}", handle.index)),
         }
+    }
+    // Every shard has exited and dropped its pipeline sender: the processor takes what is
+    // still queued, then returns.
+    match processor.join() {
+        Ok(processed) => tracing::info!(events_processed = processed, "event processor finished"),
+        Err(_) => failure = Some("event processor panicked".to_owned()),
     }
     if let Some(admin) = admin {
         admin.stop();
@@ -155,6 +179,8 @@ fn start_admin(
         inboxes: handles.iter().map(|h| h.inbox.clone()).collect(),
         probes,
         drain: crate::admin::DrainNotice::default(),
+        publish_secret: config.publish_secret.clone(),
+        max_frame_bytes: config.max_frame_bytes,
     };
     let admin = crate::admin::spawn(config.admin_listen, state).map_err(|e| {
         format!(
@@ -164,4 +190,22 @@ fn start_admin(
     })?;
     println!("holdfast admin on {}", admin.local_addr());
     Ok(admin)
+}
+
+/// Starts the event processor thread over every shard's pipeline.
+fn spawn_processor(
+    config: &Config,
+    pipelines: Vec<flume::Receiver<crate::events::OwnedEvent>>,
+    inboxes: Vec<flume::Sender<ShardMsg>>,
+) -> Result<std::thread::JoinHandle<u64>, String> {
+    let processor = Box::new(crate::events::trending::Trending::new(
+        config.trending_topic.clone(),
+        config.trending_window_s,
+        Duration::from_millis(config.trending_interval_ms),
+        config.trending_top_k,
+    ));
+    std::thread::Builder::new()
+        .name("holdfast-events".into())
+        .spawn(move || crate::events::run_processor(pipelines, processor, inboxes))
+        .map_err(|e| format!("cannot start the event processor thread: {e}"))
 }

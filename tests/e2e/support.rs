@@ -291,3 +291,37 @@ pub fn echo_frame(id: u64, payload: &[u8]) -> Vec<u8> {
     .unwrap();
     out.to_vec()
 }
+
+/// One raw HTTP request to the admin listener: (status, body).
+pub fn admin_request(admin: SocketAddr, raw: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(admin).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(raw.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// `POST /publish` with a JSON body (and a bearer secret if given).
+pub fn publish(server: &Server, json: &str, bearer: Option<&str>) -> (u16, String) {
+    let admin = server.admin.expect("admin listener on");
+    let auth = bearer
+        .map(|b| format!("Authorization: Bearer {b}\r\n"))
+        .unwrap_or_default();
+    let raw = format!(
+        "POST /publish HTTP/1.1\r\nHost: test\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
+        json.len()
+    );
+    admin_request(admin, &raw)
+}

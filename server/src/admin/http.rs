@@ -26,6 +26,8 @@ pub struct Request {
     pub method: String,
     pub path: String,
     pub body: Vec<u8>,
+    /// The `Authorization` header, if any.
+    pub authorization: Option<String>,
 }
 
 /// One response; always sent with `Content-Length` and `Connection: close`.
@@ -97,6 +99,12 @@ pub fn read_request(stream: &mut TcpStream) -> Result<Request, Option<Response>>
             Ok(httparse::Status::Partial) => continue,
             Ok(httparse::Status::Complete(head_len)) => {
                 let body_len = body_length(parsed.headers)?;
+                let authorization = parsed
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("authorization"))
+                    .and_then(|h| std::str::from_utf8(h.value).ok())
+                    .map(str::to_owned);
                 let method = parsed.method.unwrap_or_default().to_owned();
                 let path = parsed.path.unwrap_or_default();
                 let path = path.split('?').next().unwrap_or_default().to_owned();
@@ -108,7 +116,12 @@ pub fn read_request(stream: &mut TcpStream) -> Result<Request, Option<Response>>
                     let n = read_before(stream, &mut chunk[..want], deadline)?;
                     body.extend_from_slice(&chunk[..n]);
                 }
-                return Ok(Request { method, path, body });
+                return Ok(Request {
+                    method,
+                    path,
+                    body,
+                    authorization,
+                });
             }
             Err(httparse::Error::TooManyHeaders) => {
                 return Err(Some(Response::text(

@@ -16,7 +16,8 @@
 
 pub mod exposition;
 pub mod http;
-pub mod routes;
+pub mod publish;
+mod routes;
 pub mod stats;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -52,6 +53,10 @@ pub struct AdminState {
     pub inboxes: Vec<flume::Sender<ShardMsg>>,
     pub probes: Option<Arc<Probes>>,
     pub drain: DrainNotice,
+    /// Bearer secret `POST /publish` requires, if set.
+    pub publish_secret: Option<String>,
+    /// Push frames (payload + topic + header) must fit in this.
+    pub max_frame_bytes: u32,
 }
 
 /// The running admin thread.

@@ -10,14 +10,19 @@ use super::stats::{poll_shards, ShardPoll, ADMIN_STATS_TIMEOUT_MS};
 use super::AdminState;
 
 /// Paths served, with the one method each takes (for 405 `Allow`).
-pub const ROUTES: [(&str, &str); 3] =
-    [("GET", "/metrics"), ("GET", "/healthz"), ("GET", "/readyz")];
+pub const ROUTES: [(&str, &str); 4] = [
+    ("GET", "/metrics"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("POST", "/publish"),
+];
 
 pub fn route(state: &AdminState, request: &Request) -> Response {
     match (request.method.as_str(), request.path.as_str()) {
         ("GET", "/metrics") => metrics(state),
         ("GET", "/healthz") => healthz(state),
         ("GET", "/readyz") => readyz(state),
+        ("POST", "/publish") => super::publish::publish(state, request),
         (_, path) => match ROUTES.iter().find(|(_, p)| *p == path) {
             Some((method, _)) => Response::method_not_allowed(method),
             None => Response::not_found(),

@@ -42,6 +42,8 @@ impl ConnFlags {
     pub const WRITE_SHUT: u8 = 1 << 4;
     /// The peer sent EOF; close once our queued bytes are flushed.
     pub const PEER_EOF: u8 = 1 << 5;
+    /// Events of this connection are parked (backpressure): no recv until they are taken.
+    pub const READ_PAUSED: u8 = 1 << 6;
 
     pub fn has(self, flag: u8) -> bool {
         self.0 & flag != 0
@@ -152,6 +154,18 @@ impl ConnSlab {
             .enumerate()
             .filter(|(_, c)| c.state != SessionState::Free)
             .map(|(i, _)| i as u32)
+    }
+
+    /// Every session in the Open state (for broadcasts; O(capacity)).
+    pub fn open_sessions(&self) -> impl Iterator<Item = crate::timer::wheel::WheelEntry> + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.state == SessionState::Open)
+            .map(|(i, c)| crate::timer::wheel::WheelEntry {
+                slot: i as u32,
+                generation: c.generation,
+            })
     }
 
     /// Debug check of the open-count invariant (O(capacity)).

@@ -63,6 +63,16 @@ pub struct ShardCounters {
     /// Bytes still queued when the drain deadline closed their connection.
     pub drain_unflushed_bytes: u64,
     pub heartbeat_pings_sent: u64,
+    /// Events taken into the pipeline.
+    pub events_accepted: u64,
+    /// Events dropped because the pipeline was full (`drop` policy) or refused.
+    pub events_dropped: u64,
+    /// Events parked under the `backpressure` policy (each is later accepted or, on close, dropped).
+    pub events_parked: u64,
+    /// Push frames queued to local sessions.
+    pub pushes_delivered: u64,
+    /// Messages to another shard refused because its inbox was full (counted, logged).
+    pub cross_shard_dropped: u64,
 }
 
 impl ShardCounters {
@@ -107,5 +117,10 @@ impl ShardCounters {
         self.recv_no_buffers += other.recv_no_buffers;
         self.drain_unflushed_bytes += other.drain_unflushed_bytes;
         self.heartbeat_pings_sent += other.heartbeat_pings_sent;
+        self.events_accepted += other.events_accepted;
+        self.events_dropped += other.events_dropped;
+        self.events_parked += other.events_parked;
+        self.pushes_delivered += other.pushes_delivered;
+        self.cross_shard_dropped += other.cross_shard_dropped;
     }
 }

@@ -3,6 +3,7 @@
 //! queue; it knows nothing about io_uring. It returns a [`Verdict`]; the shard acts on it.
 
 pub mod auth;
+pub mod push;
 
 use std::ops::ControlFlow;
 use std::time::Instant;
@@ -38,6 +39,8 @@ pub struct SessionCx<'a> {
     pub now_unix_s: u64,
     /// When the bytes being handled were received.
     pub received_at: Instant,
+    /// Topics, client directory and the event pipeline of this shard.
+    pub push: &'a mut crate::push::state::PushState,
 }
 
 /// The session layer's decision after a frame.
@@ -57,7 +60,7 @@ impl Verdict {
     }
 }
 
-fn outbound<'c>(
+pub(crate) fn outbound<'c>(
     conn: &'c mut Conn,
     pool: &mut OutboundPool,
     received_at: Instant,
@@ -230,6 +233,9 @@ fn on_hello(
     cx.counters.frames_out += 1;
     cx.counters.sessions_opened += 1;
     conn.state = SessionState::Open;
+    if let Some(hello) = hello {
+        push::register_client(conn, cx, &hello.client_id);
+    }
     Verdict::Continue
 }
 
@@ -266,16 +272,9 @@ fn on_open_frame(
         Payload::Request(request) => on_request(conn, cx, id, &request.method, &request.body),
         Payload::Goodbye(_) => Verdict::Close(CloseReason::PeerGoodbye),
         Payload::Error(_) => Verdict::Continue,
-        Payload::Event(_) | Payload::Subscribe(_) | Payload::Unsubscribe(_) => {
-            queue_error(
-                conn,
-                cx,
-                ErrorCode::UnexpectedFrame,
-                id,
-                "events and topics are not enabled on this server",
-            );
-            Verdict::Continue
-        }
+        Payload::Subscribe(topics) => push::on_topics(conn, cx, id, topics, true),
+        Payload::Unsubscribe(topics) => push::on_topics(conn, cx, id, topics, false),
+        Payload::Event(event) => push::on_event(conn, cx, id, frame.header.ack_requested(), event),
         Payload::Hello(_) => refuse(
             conn,
             cx,

@@ -30,6 +30,8 @@ impl Shard {
             }
             let reaped = completions.len();
             self.completions = completions;
+            self.flush_outbox();
+            self.unpark_events();
             self.bufs.publish();
             if reaped == 0 {
                 break;
@@ -115,7 +117,7 @@ impl Shard {
 
     /// Issues a recv for `slot`, or queues it until a provided buffer is free. The
     /// RECV_IN_FLIGHT flag covers both, so a connection is never queued twice.
-    fn start_recv(&mut self, slot: u32) {
+    pub(super) fn start_recv(&mut self, slot: u32) {
         let ud = self.user_data(Op::Recv, slot);
         let Some(conn) = self
             .conns
@@ -123,6 +125,11 @@ impl Shard {
         else {
             return;
         };
+        if conn.flags.has(ConnFlags::READ_PAUSED) {
+            // Backpressure: read again once its parked events are in the pipeline.
+            conn.flags.set(ConnFlags::READ_AGAIN);
+            return;
+        }
         conn.flags.set(ConnFlags::RECV_IN_FLIGHT);
         conn.flags.clear(ConnFlags::READ_AGAIN);
         if self.recvs_in_flight >= u32::from(self.config.recv_buffers_per_shard) {
@@ -207,6 +214,7 @@ impl Shard {
             &mut self.counters,
             &mut self.outbound_pool,
             &self.limits,
+            &mut self.push,
             self.index,
             slot,
         );

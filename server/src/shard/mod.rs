@@ -8,6 +8,7 @@
 
 mod drain;
 mod io;
+mod push;
 pub mod state;
 mod timers;
 
@@ -30,10 +31,29 @@ pub enum ShardMsg {
     Drain,
     /// Reply with a copy of the shard's counters and histograms.
     Stats(flume::Sender<ShardReport>),
+    /// Every shard's inbox, indexed by shard (sent once, after all shards started).
+    Peers(Vec<flume::Sender<ShardMsg>>),
+    /// A publish for the target this shard owns (topic sequence, client directory, connection).
+    Publish(crate::push::Publish),
+    /// An encoded Push frame for local sessions.
+    Deliver {
+        scope: crate::push::Scope,
+        frame: bytes::Bytes,
+    },
+    /// A session with this client id opened on some shard (this shard owns the id).
+    ClientRegister {
+        client_id: Box<str>,
+        conn: crate::conn::ConnId,
+    },
+    ClientUnregister {
+        client_id: Box<str>,
+        conn: crate::conn::ConnId,
+    },
 }
 
-/// Inbox depth per shard: control messages only, so small.
-pub const SHARD_INBOX_CAPACITY: usize = 64;
+/// Inbox depth per shard: control, publishes and cross-shard deliveries. A shard never blocks
+/// on a full peer inbox: the message is counted (`cross_shard_dropped`) and logged.
+pub const SHARD_INBOX_CAPACITY: usize = 16_384;
 
 /// A running shard as the main thread sees it.
 pub struct ShardHandle {
@@ -49,6 +69,8 @@ pub fn spawn(
     config: Config,
     listener: Socket,
     capacity: u32,
+    shards: usize,
+    events: flume::Sender<crate::events::OwnedEvent>,
     ready: flume::Sender<Result<usize, String>>,
 ) -> std::io::Result<ShardHandle> {
     let (inbox, inbox_rx) = flume::bounded(SHARD_INBOX_CAPACITY);
@@ -56,7 +78,7 @@ pub fn spawn(
         .name(&format!("holdfast-shard-{index}"))
         .io_memory(config.glommio_io_memory_bytes)
         .spawn(move || async move {
-            let shard = match Shard::new(index, config, listener, capacity) {
+            let shard = match Shard::new(index, config, listener, capacity, shards, events) {
                 Ok(shard) => shard,
                 Err(e) => {
                     let message = format!("shard {index}: ring setup failed: {e} (check RLIMIT_MEMLOCK and max_connections_per_shard <= RLIMIT_NOFILE)");
@@ -110,12 +132,7 @@ async fn run(
         async move {
             while let Ok(msg) = inbox.recv_async().await {
                 let mut shard = shard.borrow_mut();
-                match msg {
-                    ShardMsg::Drain => shard.start_drain(),
-                    ShardMsg::Stats(reply) => {
-                        let _ = reply.send(shard.report());
-                    }
-                }
+                shard.on_message(msg);
                 if let Err(e) = shard.turn() {
                     tracing::error!(shard = shard.index, "ring submit failed in inbox: {e}");
                 }

@@ -11,10 +11,12 @@ use socket2::Socket;
 
 use crate::config::Config;
 use crate::conn::{ConnFlags, ConnId, ConnSlab, SessionState};
+use crate::events::sink::EventSink;
 use crate::handler::{Handler, Router, Session};
 use crate::metrics::log_limit::LogLimiter;
 use crate::metrics::{CloseReason, ShardCounters};
 use crate::outbound::OutboundPool;
+use crate::push::state::PushState;
 use crate::ring::buf_ring::BufRing;
 use crate::ring::user_data::{Op, UserData, GENERATION_MASK};
 use crate::ring::{Completion, Ring, RingParams, RingParts};
@@ -80,6 +82,11 @@ pub struct Shard {
     pub(super) log_socket_errors: LogLimiter,
     pub(super) log_protocol_errors: LogLimiter,
     pub(super) log_accept_errors: LogLimiter,
+    pub(super) log_cross_shard: LogLimiter,
+    /// Topics, client directory, sequences, event pipeline, messages for other shards.
+    pub(super) push: PushState,
+    /// Every shard's inbox (empty until ShardMsg::Peers arrives).
+    pub(super) peers: Vec<flume::Sender<super::ShardMsg>>,
 }
 
 impl Shard {
@@ -88,6 +95,8 @@ impl Shard {
         config: Config,
         listener: Socket,
         capacity: u32,
+        shards: usize,
+        events: flume::Sender<crate::events::OwnedEvent>,
     ) -> std::io::Result<Shard> {
         let params = RingParams {
             sq_entries: config.ring_sq_entries,
@@ -96,6 +105,8 @@ impl Shard {
             recv_buffers: config.recv_buffers_per_shard,
             recv_buffer_bytes: config.recv_buffer_bytes,
         };
+        let config_policy = config.event_overflow_policy;
+        let config_max_topics = config.max_topics_per_session;
         let RingParts { ring, bufs } = Ring::new(&params)?;
         let limits = SessionLimits {
             max_frame_bytes: config.max_frame_bytes,
@@ -140,6 +151,13 @@ impl Shard {
             log_socket_errors: LogLimiter::default(),
             log_protocol_errors: LogLimiter::default(),
             log_accept_errors: LogLimiter::default(),
+            log_cross_shard: LogLimiter::default(),
+            push: PushState::new(
+                EventSink::new(events, config_policy),
+                shards,
+                config_max_topics,
+            ),
+            peers: Vec::new(),
         })
     }
 
@@ -171,6 +189,7 @@ impl Shard {
             &mut self.counters,
             &mut self.outbound_pool,
             &self.limits,
+            &mut self.push,
             self.index,
             slot,
         )
@@ -285,6 +304,20 @@ impl Shard {
             debug_assert_ne!(conn.state, SessionState::Closing);
             self.counters.closed(reason);
         }
+        let entry = WheelEntry {
+            slot,
+            generation: conn.generation,
+        };
+        self.push.topics.remove_conn(entry);
+        if let Some((generation, client_id)) = self.push.client_ids.remove(&slot) {
+            debug_assert_eq!(generation, entry.generation);
+            let owner = crate::push::owner_shard(&client_id, self.push.shards);
+            let message = super::ShardMsg::ClientUnregister {
+                client_id,
+                conn: session.id,
+            };
+            self.push.outbox.push((owner, message));
+        }
         let (decoder, outbound) = self.conns.free(slot);
         if let Some(decoder) = decoder {
             self.give_decoder(decoder);
@@ -339,6 +372,7 @@ pub(super) fn split_for_session<'a>(
     counters: &'a mut ShardCounters,
     pool: &'a mut OutboundPool,
     limits: &'a SessionLimits,
+    push: &'a mut PushState,
     shard: usize,
     slot: u32,
 ) -> (&'a mut ConnSlab, SessionCx<'a>) {
@@ -351,6 +385,7 @@ pub(super) fn split_for_session<'a>(
         slot,
         now_unix_s: Shard::now_unix_s(),
         received_at: Instant::now(),
+        push,
     };
     (conns, cx)
 }

@@ -1,0 +1,133 @@
+//! One shard's topic index: topic -> local subscribers, and each subscribed connection's
+//! topics (for cleanup on close). Connections with no subscription cost nothing here.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::timer::wheel::WheelEntry;
+
+/// Why a subscribe was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubscribeError {
+    TooManyTopics,
+}
+
+#[derive(Default)]
+pub struct TopicIndex {
+    subscribers: HashMap<Arc<str>, Vec<WheelEntry>>,
+    by_slot: HashMap<u32, (u32, Vec<Arc<str>>)>,
+}
+
+impl TopicIndex {
+    /// Adds `conn` to `topic`'s subscribers (idempotent).
+    pub fn subscribe(
+        &mut self,
+        conn: WheelEntry,
+        topic: &str,
+        max_topics_per_session: usize,
+    ) -> Result<(), SubscribeError> {
+        let (generation, topics) = self
+            .by_slot
+            .entry(conn.slot)
+            .or_insert_with(|| (conn.generation, Vec::new()));
+        assert_eq!(
+            *generation, conn.generation,
+            "a closed connection's topics were removed"
+        );
+        if topics.iter().any(|t| &**t == topic) {
+            return Ok(());
+        }
+        if topics.len() >= max_topics_per_session {
+            return Err(SubscribeError::TooManyTopics);
+        }
+        let name: Arc<str> = match self.subscribers.get_key_value(topic) {
+            Some((name, _)) => name.clone(),
+            None => Arc::from(topic),
+        };
+        topics.push(name.clone());
+        self.subscribers.entry(name).or_default().push(conn);
+        Ok(())
+    }
+
+    /// Removes `conn` from `topic` (no-op if it was not subscribed).
+    pub fn unsubscribe(&mut self, conn: WheelEntry, topic: &str) {
+        if let Some((_, topics)) = self.by_slot.get_mut(&conn.slot) {
+            topics.retain(|t| &**t != topic);
+        }
+        self.remove_subscriber(topic, conn);
+    }
+
+    /// Drops every subscription of a closing connection.
+    pub fn remove_conn(&mut self, conn: WheelEntry) {
+        let Some((generation, topics)) = self.by_slot.remove(&conn.slot) else {
+            return;
+        };
+        debug_assert_eq!(generation, conn.generation);
+        for topic in topics {
+            self.remove_subscriber(&topic, conn);
+        }
+    }
+
+    fn remove_subscriber(&mut self, topic: &str, conn: WheelEntry) {
+        let Some(subscribers) = self.subscribers.get_mut(topic) else {
+            return;
+        };
+        if let Some(at) = subscribers.iter().position(|s| *s == conn) {
+            subscribers.swap_remove(at);
+        }
+        if subscribers.is_empty() {
+            self.subscribers.remove(topic);
+        }
+    }
+
+    /// The local subscribers of `topic`.
+    pub fn subscribers(&self, topic: &str) -> &[WheelEntry] {
+        self.subscribers.get(topic).map_or(&[], Vec::as_slice)
+    }
+
+    /// Topics with at least one local subscriber.
+    pub fn topic_count(&self) -> usize {
+        self.subscribers.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(slot: u32) -> WheelEntry {
+        WheelEntry {
+            slot,
+            generation: 1,
+        }
+    }
+
+    #[test]
+    fn subscribe_unsubscribe_and_close_keep_both_sides_in_step() {
+        let mut index = TopicIndex::default();
+        index.subscribe(conn(1), "a", 4).unwrap();
+        index.subscribe(conn(1), "a", 4).unwrap();
+        index.subscribe(conn(2), "a", 4).unwrap();
+        index.subscribe(conn(1), "b", 4).unwrap();
+        assert_eq!(
+            index.subscribers("a").len(),
+            2,
+            "subscribing twice is one subscription"
+        );
+        index.unsubscribe(conn(2), "a");
+        assert_eq!(index.subscribers("a"), &[conn(1)]);
+        index.remove_conn(conn(1));
+        assert!(index.subscribers("a").is_empty() && index.subscribers("b").is_empty());
+        assert_eq!(index.topic_count(), 0);
+    }
+
+    #[test]
+    fn topics_per_session_are_bounded() {
+        let mut index = TopicIndex::default();
+        index.subscribe(conn(1), "a", 1).unwrap();
+        assert_eq!(
+            index.subscribe(conn(1), "b", 1),
+            Err(SubscribeError::TooManyTopics)
+        );
+    }
+}

@@ -1,0 +1,155 @@
+//! Frames that feed push and events: Subscribe / Unsubscribe (answered with Ack) and Event
+//! (offered to the shard's event pipeline; Ack only once accepted).
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use holdfast_protocol::payload::{EventView, TopicsView};
+use holdfast_protocol::{encode_raw, ErrorCode, Kind};
+
+use super::{outbound, queue_error, SessionCx, Verdict};
+use crate::conn::{Conn, ConnFlags, ConnId};
+use crate::events::sink::Offer;
+use crate::events::OwnedEvent;
+use crate::push::{owner_shard, valid_topic};
+use crate::shard::ShardMsg;
+use crate::timer::wheel::WheelEntry;
+
+/// Queues an Ack for frame `id`.
+pub fn queue_ack(conn: &mut Conn, cx: &mut SessionCx<'_>, id: u64) {
+    let out = outbound(conn, cx.pool, cx.received_at);
+    encode_raw(
+        &mut out.queued,
+        Kind::Ack,
+        0,
+        id,
+        &[],
+        cx.limits.max_frame_bytes,
+    )
+    .expect("ack is a header");
+    cx.counters.frames_out += 1;
+}
+
+pub fn on_topics(
+    conn: &mut Conn,
+    cx: &mut SessionCx<'_>,
+    id: u64,
+    topics: &TopicsView,
+    subscribe: bool,
+) -> Verdict {
+    let entry = WheelEntry {
+        slot: cx.slot,
+        generation: conn.generation,
+    };
+    for topic in topics.topics.iter() {
+        let name: &str = &topic.name;
+        if !valid_topic(name) {
+            queue_error(
+                conn,
+                cx,
+                ErrorCode::LimitExceeded,
+                id,
+                "topic names are 1..=128 bytes and not \"*\"",
+            );
+            return Verdict::Continue;
+        }
+        if subscribe {
+            let max = cx.push.max_topics_per_session;
+            if cx.push.topics.subscribe(entry, name, max).is_err() {
+                queue_error(
+                    conn,
+                    cx,
+                    ErrorCode::LimitExceeded,
+                    id,
+                    "too many topics for one session",
+                );
+                return Verdict::Continue;
+            }
+        } else {
+            cx.push.topics.unsubscribe(entry, name);
+        }
+    }
+    queue_ack(conn, cx, id);
+    Verdict::Continue
+}
+
+pub fn on_event(
+    conn: &mut Conn,
+    cx: &mut SessionCx<'_>,
+    id: u64,
+    ack_requested: bool,
+    event: &EventView,
+) -> Verdict {
+    let topic: &str = &event.topic;
+    if topic.is_empty() || topic.len() > crate::push::MAX_TOPIC_BYTES {
+        queue_error(
+            conn,
+            cx,
+            ErrorCode::LimitExceeded,
+            id,
+            "event topic must be 1..=128 bytes",
+        );
+        return Verdict::Continue;
+    }
+    let owned = OwnedEvent {
+        conn: ConnId::new(cx.shard, cx.slot, conn.generation),
+        topic: topic.into(),
+        payload: Bytes::copy_from_slice(&event.payload),
+        received_at: Instant::now(),
+    };
+    let ack_id = ack_requested.then_some(id);
+    match cx.push.events.offer(owned, ack_id) {
+        Offer::Accepted => {
+            cx.counters.events_accepted += 1;
+            if ack_requested {
+                queue_ack(conn, cx, id);
+            }
+        }
+        Offer::Dropped => {
+            cx.counters.events_dropped += 1;
+            if ack_requested {
+                queue_error(
+                    conn,
+                    cx,
+                    ErrorCode::LimitExceeded,
+                    id,
+                    "event dropped: pipeline full",
+                );
+            }
+        }
+        Offer::Parked => {
+            cx.counters.events_parked += 1;
+            conn.flags.set(ConnFlags::READ_PAUSED);
+        }
+        Offer::Refused => {
+            cx.counters.events_dropped += 1;
+            queue_error(
+                conn,
+                cx,
+                ErrorCode::LimitExceeded,
+                id,
+                "event refused: pipeline full or closed",
+            );
+        }
+    }
+    Verdict::Continue
+}
+
+/// A session said who it is: record it here and in the client directory's owner shard.
+pub fn register_client(conn: &Conn, cx: &mut SessionCx<'_>, client_id: &str) {
+    if client_id.is_empty() {
+        return;
+    }
+    let id = ConnId::new(cx.shard, cx.slot, conn.generation);
+    cx.push
+        .client_ids
+        .insert(cx.slot, (conn.generation, client_id.into()));
+    let owner = owner_shard(client_id, cx.push.shards);
+    cx.push.outbox.push((
+        owner,
+        ShardMsg::ClientRegister {
+            client_id: client_id.into(),
+            conn: id,
+        },
+    ));
+}

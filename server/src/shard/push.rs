@@ -1,0 +1,267 @@
+//! The shard side of push and events: messages from other threads (publish, deliver, client
+//! directory), fan-out of an encoded Push frame to local sessions, messages to other shards,
+//! and moving parked events into the pipeline when it has room.
+
+use bytes::{Bytes, BytesMut};
+use holdfast_protocol::payload::Push;
+use holdfast_protocol::{encode_frame, ErrorCode, Kind};
+
+use super::state::Shard;
+use super::ShardMsg;
+use crate::conn::{ConnFlags, ConnId, SessionState};
+use crate::metrics::CloseReason;
+use crate::push::{owner_shard, Publish, PublishOutcome, Scope, Target, BROADCAST_TOPIC};
+use crate::session;
+use crate::timer::wheel::WheelEntry;
+
+impl Shard {
+    /// Handles one message from another thread.
+    pub fn on_message(&mut self, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Drain => self.start_drain(),
+            ShardMsg::Stats(reply) => {
+                let _ = reply.send(self.report());
+            }
+            ShardMsg::Peers(peers) => {
+                assert_eq!(peers.len(), self.push.shards);
+                self.peers = peers;
+            }
+            ShardMsg::Publish(publish) => self.on_publish(publish),
+            ShardMsg::Deliver { scope, frame } => self.deliver(&scope, &frame),
+            ShardMsg::ClientRegister { client_id, conn } => {
+                self.push.directory.register(&client_id, conn)
+            }
+            ShardMsg::ClientUnregister { client_id, conn } => {
+                self.push.directory.unregister(&client_id, conn)
+            }
+        }
+        self.flush_outbox();
+    }
+
+    /// Encodes a Push frame once.
+    fn encode_push(&self, topic: &str, seq: u64, payload: &[u8]) -> Option<Bytes> {
+        let mut out = BytesMut::with_capacity(payload.len() + topic.len() + 64);
+        let push = Push {
+            topic,
+            seq,
+            payload,
+        };
+        encode_frame(
+            &mut out,
+            Kind::Push,
+            0,
+            0,
+            &push,
+            self.limits.max_frame_bytes,
+        )
+        .ok()?;
+        Some(out.freeze())
+    }
+
+    fn on_publish(&mut self, publish: Publish) {
+        let Publish {
+            target,
+            payload,
+            reply,
+        } = publish;
+        let outcome = match target {
+            Target::Topic(topic) => {
+                self.publish_sequenced(&topic, Scope::Topic(topic.as_str().into()), &payload)
+            }
+            Target::Broadcast => {
+                self.publish_sequenced(BROADCAST_TOPIC, Scope::Broadcast, &payload)
+            }
+            Target::Conn(id) => match self.encode_push("", 0, &payload) {
+                Some(frame) if id.shard() == self.index => {
+                    let delivered = self.deliver_to_conn(id, &frame);
+                    if delivered {
+                        PublishOutcome::Delivered { connections: 1 }
+                    } else {
+                        PublishOutcome::NoSuchTarget
+                    }
+                }
+                _ => PublishOutcome::NoSuchTarget,
+            },
+            Target::Client(client_id) => {
+                debug_assert_eq!(owner_shard(&client_id, self.push.shards), self.index);
+                let conns: Vec<ConnId> = self.push.directory.lookup(&client_id).to_vec();
+                match (conns.is_empty(), self.encode_push("", 0, &payload)) {
+                    (false, Some(frame)) => {
+                        for conn in &conns {
+                            self.route(
+                                conn.shard(),
+                                ShardMsg::Deliver {
+                                    scope: Scope::Conn(*conn),
+                                    frame: frame.clone(),
+                                },
+                            );
+                        }
+                        PublishOutcome::Delivered {
+                            connections: conns.len() as u64,
+                        }
+                    }
+                    _ => PublishOutcome::NoSuchTarget,
+                }
+            }
+        };
+        if let Some(reply) = reply {
+            let _ = reply.send(outcome);
+        }
+    }
+
+    /// Owner of a topic (or of broadcasts): next sequence number, encode once, hand the same
+    /// bytes to every shard.
+    fn publish_sequenced(&mut self, topic: &str, scope: Scope, payload: &[u8]) -> PublishOutcome {
+        let seq = self.push.next_seq(topic);
+        let Some(frame) = self.encode_push(topic, seq, payload) else {
+            return PublishOutcome::NoSuchTarget;
+        };
+        for shard in 0..self.push.shards {
+            self.route(
+                shard,
+                ShardMsg::Deliver {
+                    scope: scope.clone(),
+                    frame: frame.clone(),
+                },
+            );
+        }
+        PublishOutcome::Sequenced { seq }
+    }
+
+    /// Sends `msg` to `shard`, or handles it here if that is us.
+    fn route(&mut self, shard: usize, msg: ShardMsg) {
+        self.push.outbox.push((shard, msg));
+    }
+
+    /// Sends what the session layer and publishes queued for other shards. Never blocks: a
+    /// full inbox drops the message, counted and logged.
+    pub(super) fn flush_outbox(&mut self) {
+        while !self.push.outbox.is_empty() {
+            let outbox = std::mem::take(&mut self.push.outbox);
+            for (shard, msg) in outbox {
+                if shard == self.index {
+                    self.on_message(msg);
+                    continue;
+                }
+                let Some(peer) = self.peers.get(shard) else {
+                    self.counters.cross_shard_dropped += 1;
+                    continue;
+                };
+                if peer.try_send(msg).is_err() {
+                    self.counters.cross_shard_dropped += 1;
+                    if let Some(suppressed) = self.log_cross_shard.allow(std::time::Instant::now())
+                    {
+                        tracing::warn!(
+                            shard = self.index,
+                            to = shard,
+                            suppressed,
+                            "peer inbox full: message dropped"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Copies an encoded Push frame into every local session in `scope`.
+    fn deliver(&mut self, scope: &Scope, frame: &Bytes) {
+        match scope {
+            Scope::Topic(topic) => {
+                let subscribers: Vec<WheelEntry> = self.push.topics.subscribers(topic).to_vec();
+                for entry in subscribers {
+                    self.enqueue_push(entry, frame);
+                }
+            }
+            Scope::Broadcast => {
+                let open: Vec<WheelEntry> = self.conns.open_sessions().collect();
+                for entry in open {
+                    self.enqueue_push(entry, frame);
+                }
+            }
+            Scope::Conn(id) => {
+                self.deliver_to_conn(*id, frame);
+            }
+        }
+    }
+
+    fn deliver_to_conn(&mut self, id: ConnId, frame: &Bytes) -> bool {
+        if id.shard() != self.index
+            || self
+                .conns
+                .get_mut(id.slot(), id.generation(), u32::MAX)
+                .is_none()
+        {
+            return false;
+        }
+        self.enqueue_push(
+            WheelEntry {
+                slot: id.slot(),
+                generation: id.generation(),
+            },
+            frame,
+        )
+    }
+
+    /// Queues `frame` for one open session, enforcing the outbound bound (a slow consumer is
+    /// cut off and counted), then flushes.
+    fn enqueue_push(&mut self, entry: WheelEntry, frame: &Bytes) -> bool {
+        let max_outbound_bytes = self.limits.max_outbound_bytes;
+        let (conns, mut cx) = self.session_parts(entry.slot);
+        let Some(conn) = conns.get_mut(entry.slot, entry.generation, u32::MAX) else {
+            return false;
+        };
+        if conn.state != SessionState::Open {
+            return false;
+        }
+        let out = session::outbound(conn, cx.pool, cx.received_at);
+        if out.total_bytes() + frame.len() > max_outbound_bytes {
+            out.queued.clear();
+            cx.counters.slow_consumers += 1;
+            session::queue_error(
+                conn,
+                &mut cx,
+                ErrorCode::SlowConsumer,
+                0,
+                "outbound queue full: read your pushes",
+            );
+            self.begin_close(entry.slot, CloseReason::SlowConsumer);
+            return false;
+        }
+        out.queued.extend_from_slice(frame);
+        cx.counters.frames_out += 1;
+        cx.counters.pushes_delivered += 1;
+        self.flush(entry.slot);
+        true
+    }
+
+    /// Moves parked events into the pipeline while it has room; acks them and resumes reading
+    /// for connections whose last parked event went in.
+    pub(super) fn unpark_events(&mut self) {
+        if self.push.events.parked_len() == 0 {
+            return;
+        }
+        let mut moved: Vec<(ConnId, Option<u64>, bool)> = Vec::new();
+        self.push
+            .events
+            .unpark(|parked, last| moved.push((parked.event.conn, parked.ack_id, last)));
+        for (id, ack_id, last) in moved {
+            self.counters.events_accepted += 1;
+            let (conns, mut cx) = self.session_parts(id.slot());
+            let Some(conn) = conns.get_mut(id.slot(), id.generation(), u32::MAX) else {
+                continue;
+            };
+            if let Some(ack_id) = ack_id {
+                session::push::queue_ack(conn, &mut cx, ack_id);
+            }
+            if last {
+                conn.flags.clear(ConnFlags::READ_PAUSED);
+                if conn.flags.has(ConnFlags::READ_AGAIN)
+                    && !conn.flags.has(ConnFlags::RECV_IN_FLIGHT)
+                {
+                    self.start_recv(id.slot());
+                }
+            }
+            self.flush(id.slot());
+        }
+    }
+}

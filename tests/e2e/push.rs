@@ -1,0 +1,333 @@
+//! Push and events end to end: topic, broadcast, connection and client targets across two
+//! shards; sequence numbers; subscribe/unsubscribe; stale ids; bad publish requests; the event
+//! pipeline's ack, drop and backpressure behaviour; the trending processor.
+
+use bytes::BytesMut;
+use holdfast_protocol::payload::{Event, Hello, TopicName, Topics};
+use holdfast_protocol::{encode_frame, next_frame, ErrorCode, Kind, Payload, FLAG_ACK_REQUESTED};
+
+use crate::support::{publish, Client, Received, Server};
+
+fn topics_frame(kind: Kind, id: u64, names: &[&str]) -> Vec<u8> {
+    let topics: Vec<TopicName<'_>> = names.iter().map(|name| TopicName { name }).collect();
+    let mut out = BytesMut::new();
+    encode_frame(&mut out, kind, 0, id, &Topics { topics: &topics }, 65_536).unwrap();
+    out.to_vec()
+}
+
+fn event_frame(id: u64, topic: &str, ack: bool) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    let flags = if ack { FLAG_ACK_REQUESTED } else { 0 };
+    encode_frame(
+        &mut out,
+        Kind::Event,
+        flags,
+        id,
+        &Event {
+            topic,
+            payload: b"e",
+        },
+        65_536,
+    )
+    .unwrap();
+    out.to_vec()
+}
+
+fn subscribe(client: &mut Client, id: u64, names: &[&str]) {
+    client.send_raw(&topics_frame(Kind::Subscribe, id, names));
+    let ack = client.recv();
+    assert_eq!((ack.kind, ack.id), (Kind::Ack, id), "got {ack:?}");
+}
+
+/// (topic, seq, payload) of a Push frame.
+fn push_of(frame: &Received) -> (String, u64, Vec<u8>) {
+    assert_eq!(frame.kind, Kind::Push, "got {frame:?}");
+    let decoded = next_frame(&frame.bytes, 1 << 20).unwrap().unwrap();
+    let Payload::Push(push) = decoded.payload else {
+        unreachable!()
+    };
+    (
+        push.topic.to_string(),
+        push.seq.to_native(),
+        push.payload.to_vec(),
+    )
+}
+
+/// Proves nothing else is queued for `client`: the next frame is the Pong to our Ping.
+fn nothing_pending(client: &mut Client) {
+    client.send(Kind::Ping, 77, &[]);
+    let next = client.recv();
+    assert_eq!(
+        (next.kind, next.id),
+        (Kind::Pong, 77),
+        "unexpected {next:?}"
+    );
+}
+
+#[test]
+fn topic_publish_reaches_subscribers_on_both_shards_in_sequence() {
+    let server = Server::start("shards = 2\n");
+    let mut subscribers: Vec<Client> = (0..8).map(|_| server.connect()).collect();
+    for client in &mut subscribers {
+        client.hello();
+        subscribe(client, 1, &["news"]);
+    }
+    let mut bystander = server.connect();
+    bystander.hello();
+    for i in 1..=3 {
+        let (status, body) = publish(
+            &server,
+            &format!(r#"{{"target":"topic","topic":"news","payload":"item {i}"}}"#),
+            None,
+        );
+        assert_eq!(status, 202, "{body}");
+        assert!(body.contains(&format!("\"seq\":{i}")), "{body}");
+    }
+    for client in &mut subscribers {
+        for i in 1..=3u64 {
+            assert_eq!(
+                push_of(&client.recv()),
+                ("news".into(), i, format!("item {i}").into_bytes())
+            );
+        }
+    }
+    nothing_pending(&mut bystander);
+}
+
+#[test]
+fn broadcast_reaches_every_open_session() {
+    let server = Server::start("shards = 2\n");
+    let mut clients: Vec<Client> = (0..6).map(|_| server.connect()).collect();
+    for client in &mut clients {
+        client.hello();
+    }
+    let (status, _) = publish(
+        &server,
+        r#"{"target":"broadcast","payload_base64":"AAEC"}"#,
+        None,
+    );
+    assert_eq!(status, 202);
+    for client in &mut clients {
+        assert_eq!(push_of(&client.recv()), ("*".into(), 1, vec![0, 1, 2]));
+    }
+}
+
+#[test]
+fn connection_target_delivers_and_a_stale_id_is_refused() {
+    let server = Server::start("shards = 2\n");
+    let mut client = server.connect();
+    let id = client.hello();
+    let (status, body) = publish(
+        &server,
+        &format!(r#"{{"target":"conn","conn_id":{id},"payload":"hi"}}"#),
+        None,
+    );
+    assert_eq!((status, body.trim()), (200, r#"{"delivered":1}"#));
+    assert_eq!(push_of(&client.recv()).2, b"hi");
+    drop(client);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let (status, _) = publish(
+        &server,
+        &format!(r#"{{"target":"conn","conn_id":{id},"payload":"hi"}}"#),
+        None,
+    );
+    assert_eq!(status, 404, "the closed connection's id is stale");
+}
+
+#[test]
+fn client_id_target_reaches_that_clients_session() {
+    let server = Server::start("shards = 2\n");
+    let mut alice = server.connect();
+    let mut out = BytesMut::new();
+    let hello = Hello {
+        client_id: "alice",
+        token: &[],
+        versions: &[1],
+        heartbeat_ms: 0,
+    };
+    encode_frame(&mut out, Kind::Hello, 0, 1, &hello, 65_536).unwrap();
+    alice.send_raw(&out);
+    assert_eq!(alice.recv().kind, Kind::Welcome);
+    nothing_pending(&mut alice); // the directory registration has landed by now
+    let (status, body) = publish(
+        &server,
+        r#"{"target":"client","client_id":"alice","payload":"for alice"}"#,
+        None,
+    );
+    assert_eq!((status, body.trim()), (200, r#"{"delivered":1}"#));
+    assert_eq!(push_of(&alice.recv()).2, b"for alice");
+    let (status, _) = publish(
+        &server,
+        r#"{"target":"client","client_id":"bob","payload":"x"}"#,
+        None,
+    );
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn unsubscribe_stops_delivery() {
+    let server = Server::start("shards = 1\n");
+    let mut client = server.connect();
+    client.hello();
+    subscribe(&mut client, 1, &["a", "b"]);
+    client.send_raw(&topics_frame(Kind::Unsubscribe, 2, &["a"]));
+    assert_eq!(client.recv().kind, Kind::Ack);
+    publish(
+        &server,
+        r#"{"target":"topic","topic":"a","payload":"x"}"#,
+        None,
+    );
+    publish(
+        &server,
+        r#"{"target":"topic","topic":"b","payload":"y"}"#,
+        None,
+    );
+    assert_eq!(push_of(&client.recv()).0, "b");
+    nothing_pending(&mut client);
+}
+
+#[test]
+fn too_many_topics_and_bad_names_are_refused_with_limit_exceeded() {
+    let server = Server::start("shards = 1\nmax_topics_per_session = 2\n");
+    let mut client = server.connect();
+    client.hello();
+    client.send_raw(&topics_frame(Kind::Subscribe, 5, &["a", "b", "c"]));
+    assert_eq!(client.recv().error_code(), Some(ErrorCode::LimitExceeded));
+    client.send_raw(&topics_frame(Kind::Subscribe, 6, &["*"]));
+    assert_eq!(client.recv().error_code(), Some(ErrorCode::LimitExceeded));
+    nothing_pending(&mut client);
+}
+
+#[test]
+fn bad_publish_requests_get_clear_errors() {
+    let server = Server::start("shards = 1\npublish_secret = \"publish-secret-0123456789\"\nmax_frame_bytes = 1024\nmax_outbound_bytes = 4096\n");
+    let secret = Some("publish-secret-0123456789");
+    assert_eq!(
+        publish(&server, r#"{"target":"broadcast","payload":"x"}"#, None).0,
+        401
+    );
+    assert_eq!(
+        publish(
+            &server,
+            r#"{"target":"broadcast","payload":"x"}"#,
+            Some("wrong")
+        )
+        .0,
+        401
+    );
+    assert_eq!(
+        publish(&server, r#"{"target":"nowhere","payload":"x"}"#, secret).0,
+        400
+    );
+    assert_eq!(
+        publish(&server, r#"{"target":"topic","payload":"x"}"#, secret).0,
+        400
+    );
+    assert_eq!(publish(&server, "not json", secret).0, 400);
+    let big = "x".repeat(2000);
+    assert_eq!(
+        publish(
+            &server,
+            &format!(r#"{{"target":"broadcast","payload":"{big}"}}"#),
+            secret
+        )
+        .0,
+        413
+    );
+    assert_eq!(
+        publish(&server, r#"{"target":"broadcast","payload":"ok"}"#, secret).0,
+        202
+    );
+}
+
+/// Sends `count` events with the ack flag in one write; returns (acks, limit errors) in id order.
+fn flood_events(client: &mut Client, count: u64) -> (Vec<u64>, Vec<u64>) {
+    let mut batch = Vec::new();
+    for id in 1..=count {
+        batch.extend_from_slice(&event_frame(id, "item", true));
+    }
+    client.send_raw(&batch);
+    let (mut acks, mut errors) = (Vec::new(), Vec::new());
+    while (acks.len() + errors.len()) < count as usize {
+        let frame = client.recv();
+        match (frame.kind, frame.error_code()) {
+            (Kind::Ack, _) => acks.push(frame.id),
+            (Kind::Error, Some(ErrorCode::LimitExceeded)) => errors.push(frame.id),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    (acks, errors)
+}
+
+#[test]
+fn drop_policy_answers_every_event_with_ack_or_error_and_drops_some() {
+    let server = Server::start(
+        "shards = 1\nevent_pipeline_capacity = 1\nevent_overflow_policy = \"drop\"\n",
+    );
+    let mut client = server.connect();
+    client.hello();
+    let (acks, errors) = flood_events(&mut client, 2000);
+    assert_eq!(acks.len() + errors.len(), 2000, "each event answered once");
+    assert!(
+        !errors.is_empty(),
+        "a one-slot pipeline drops under a 2,000-event burst"
+    );
+    assert!(!acks.is_empty());
+}
+
+#[test]
+fn backpressure_policy_accepts_every_event_in_order() {
+    let server = Server::start(
+        "shards = 1\nevent_pipeline_capacity = 1\nevent_overflow_policy = \"backpressure\"\n",
+    );
+    let mut client = server.connect();
+    client.hello();
+    let (acks, errors) = flood_events(&mut client, 2000);
+    assert!(
+        errors.is_empty(),
+        "nothing dropped: {} errors",
+        errors.len()
+    );
+    assert_eq!(
+        acks,
+        (1..=2000).collect::<Vec<u64>>(),
+        "every event acked, in order"
+    );
+    let mut other = server.connect();
+    other.hello();
+    nothing_pending(&mut other);
+}
+
+#[test]
+fn trending_processor_pushes_top_items_to_its_topic() {
+    let server = Server::start("shards = 2\ntrending_interval_ms = 100\ntrending_top_k = 2\n");
+    let mut watcher = server.connect();
+    watcher.hello();
+    subscribe(&mut watcher, 1, &["trending"]);
+    let mut reporter = server.connect();
+    reporter.hello();
+    let mut batch = Vec::new();
+    for (i, item) in ["apple", "pear", "apple", "fig", "apple", "pear"]
+        .iter()
+        .enumerate()
+    {
+        batch.extend_from_slice(&event_frame(i as u64 + 10, item, false));
+    }
+    reporter.send_raw(&batch);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no trending push with all events counted"
+        );
+        let (topic, _, payload) = push_of(&watcher.recv());
+        assert_eq!(topic, "trending");
+        let json: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        if json["top"][0]["count"] == 3 {
+            assert_eq!(json["top"][0]["item"], "apple");
+            assert_eq!(json["top"][1]["item"], "pear");
+            assert_eq!(json["top"].as_array().unwrap().len(), 2);
+            break;
+        }
+    }
+}
