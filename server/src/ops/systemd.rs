@@ -160,7 +160,7 @@ pub fn probe_shards(inboxes: &[flume::Sender<ShardMsg>], deadline: Instant) -> R
     }
     let silent: Vec<usize> = (0..inboxes.len())
         .filter(|&i| {
-            !answered[i] && !(inboxes[i].is_disconnected() && DRAINING.load(Ordering::SeqCst))
+            !(answered[i] || inboxes[i].is_disconnected() && DRAINING.load(Ordering::SeqCst))
         })
         .collect();
     if silent.is_empty() {
