@@ -71,17 +71,17 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
         .map(|_| flume::bounded(config.event_pipeline_capacity))
         .unzip();
     for ((index, listener), events) in listeners.into_iter().enumerate().zip(pipelines_tx) {
-        let handle = shard::spawn(
+        let spec = shard::ShardSpec {
             index,
-            index % cpus,
-            config.clone(),
+            cpu: index % cpus,
+            config: config.clone(),
             listener,
             capacity,
             shards,
             events,
-            ready_tx.clone(),
-        )
-        .map_err(|e| format!("cannot start shard {index}: {e}"))?;
+        };
+        let handle = shard::spawn(spec, ready_tx.clone())
+            .map_err(|e| format!("cannot start shard {index}: {e}"))?;
         handles.push(handle);
     }
     for _ in 0..shards {

@@ -12,9 +12,12 @@ pub const KV_MAX_KEYS_PER_SESSION: usize = 64;
 pub const KV_MAX_KEY_BYTES: usize = 128;
 pub const KV_MAX_VALUE_BYTES: usize = 4096;
 
+/// One session's keys and values.
+type SessionStore = HashMap<Box<[u8]>, Box<[u8]>>;
+
 #[derive(Default)]
 pub struct KvHandler {
-    sessions: HashMap<ConnId, HashMap<Box<[u8]>, Box<[u8]>>>,
+    sessions: HashMap<ConnId, SessionStore>,
 }
 
 impl KvHandler {

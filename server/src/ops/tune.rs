@@ -289,6 +289,13 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, String> {
             unit: "conn",
         },
         MemoryRow {
+            what: "holdfast: wheel capacity kept (sim)",
+            kernel: false,
+            bytes_per_unit: WHEEL_RETAINED_BYTES_PER_CONN,
+            units: n,
+            unit: "conn",
+        },
+        MemoryRow {
             what: "holdfast: decoder + outbound of busy",
             kernel: false,
             bytes_per_unit: busy_user_bytes,
@@ -315,6 +322,13 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, String> {
             bytes_per_unit: SHARD_BASE_USER_BYTES + wheel_base,
             units: shards,
             unit: "shard",
+        },
+        MemoryRow {
+            what: "holdfast: process base",
+            kernel: false,
+            bytes_per_unit: PROCESS_BASE_USER_BYTES,
+            units: 1,
+            unit: "proc",
         },
     ];
     let total_bytes: u64 = rows.iter().map(MemoryRow::bytes).sum();
@@ -628,8 +642,10 @@ pub fn check(config: &Config, shards: usize, capacity: u32, host: &HostFacts) ->
         }
     }
     if let Some(mem_total) = host.mem_total_bytes {
-        let per_conn =
-            KERNEL_SOCKET_BYTES_PER_CONN + URING_POLL_BYTES_PER_CONN + USER_BYTES_PER_CONN_MEASURED;
+        let per_conn = KERNEL_SOCKET_BYTES_PER_CONN
+            + URING_POLL_BYTES_PER_CONN
+            + USER_BYTES_PER_CONN_MEASURED
+            + WHEEL_RETAINED_BYTES_PER_CONN;
         let need = total_slots
             * (per_conn + FIXED_FILE_BYTES_PER_SLOT + std::mem::size_of::<Conn>() as u64);
         if need > mem_total {

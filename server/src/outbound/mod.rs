@@ -61,6 +61,9 @@ impl Outbound {
 /// A shard's pool of idle outbound queues.
 #[derive(Default)]
 pub struct OutboundPool {
+    // Boxed on purpose: a queue moves between this pool and a connection slot, where
+    // `Option<Box<Outbound>>` keeps the slot at 32 bytes.
+    #[allow(clippy::vec_box)]
     idle: Vec<Box<Outbound>>,
 }
 

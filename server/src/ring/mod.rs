@@ -86,7 +86,8 @@ pub struct RingParts {
 /// Recv buffer group id (one group per ring).
 const RECV_BUFFER_GROUP: u16 = 0;
 
-impl Ring {
+impl RingParts {
+    /// Builds a shard's ring: fixed-file table, eventfd, provided-buffer ring.
     pub fn new(params: &RingParams) -> io::Result<RingParts> {
         let mut builder = IoUring::builder();
         builder.setup_cqsize(params.cq_entries).setup_submit_all();
@@ -125,7 +126,9 @@ impl Ring {
         };
         Ok(RingParts { ring, bufs })
     }
+}
 
+impl Ring {
     /// The eventfd the kernel signals on every completion; the shard awaits it when idle.
     pub fn eventfd(&self) -> RawFd {
         self.eventfd.as_raw_fd()

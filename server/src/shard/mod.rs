@@ -63,16 +63,33 @@ pub struct ShardHandle {
 }
 
 /// Starts shard `index` pinned to `cpu`. `ready` gets the shard index once it accepts.
+/// Everything a shard is started with.
+pub struct ShardSpec {
+    pub index: usize,
+    pub cpu: usize,
+    pub config: Config,
+    pub listener: Socket,
+    /// Connection slots (= fixed-file table size).
+    pub capacity: u32,
+    /// Shards in the process.
+    pub shards: usize,
+    /// This shard's end of its event pipeline.
+    pub events: flume::Sender<crate::events::OwnedEvent>,
+}
+
 pub fn spawn(
-    index: usize,
-    cpu: usize,
-    config: Config,
-    listener: Socket,
-    capacity: u32,
-    shards: usize,
-    events: flume::Sender<crate::events::OwnedEvent>,
+    spec: ShardSpec,
     ready: flume::Sender<Result<usize, String>>,
 ) -> std::io::Result<ShardHandle> {
+    let ShardSpec {
+        index,
+        cpu,
+        config,
+        listener,
+        capacity,
+        shards,
+        events,
+    } = spec;
     let (inbox, inbox_rx) = flume::bounded(SHARD_INBOX_CAPACITY);
     let join = LocalExecutorBuilder::new(Placement::Fixed(cpu))
         .name(&format!("holdfast-shard-{index}"))
