@@ -37,6 +37,8 @@ enum Command {
     /// Attach the eBPF probes to a running process (any pid) and print what they see every
     /// interval: run-queue, off/on-CPU, page faults, RSS, TCP srtt and read latency.
     Probe(holdfast_server::probe::ProbeArgs),
+    /// Publish a message through a running server's admin listener (POST /publish).
+    Publish(holdfast_server::admin::publish_cmd::PublishArgs),
 }
 
 /// Config sources: file, then HOLDFAST_* env, then these flags.
@@ -113,6 +115,14 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("holdfast: {e}");
                 ExitCode::from(EXIT_BAD_CONFIG)
+            }
+        },
+        Command::Publish(args) => match holdfast_server::admin::publish_cmd::run(&args) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(EXIT_RUNTIME_FAILURE),
+            Err(e) => {
+                eprintln!("holdfast: {e}");
+                ExitCode::from(EXIT_RUNTIME_FAILURE)
             }
         },
         Command::Probe(args) => match holdfast_server::probe::run(&args) {

@@ -331,3 +331,34 @@ fn trending_processor_pushes_top_items_to_its_topic() {
         }
     }
 }
+
+#[test]
+fn holdfast_publish_command_reaches_a_subscriber() {
+    let server = Server::start("shards = 2\n");
+    let mut client = server.connect();
+    client.hello();
+    subscribe(&mut client, 1, &["cli"]);
+    let admin = server.admin.expect("admin on").to_string();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args([
+            "publish",
+            "--admin",
+            &admin,
+            "--topic",
+            "cli",
+            "--payload",
+            "from the command line",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("202 "));
+    assert_eq!(
+        push_of(&client.recv()),
+        ("cli".into(), 1, b"from the command line".to_vec())
+    );
+}

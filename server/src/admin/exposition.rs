@@ -147,7 +147,7 @@ type Labels<'a> = Vec<(&'static str, &'a str)>;
 type ReadCounter = fn(&ShardCounters) -> u64;
 
 /// Per-shard counters: name (before `_total`), help, and how to read the value.
-const SHARD_COUNTERS: [(&str, &str, ReadCounter); 11] = [
+const SHARD_COUNTERS: [(&str, &str, ReadCounter); 16] = [
     (
         "holdfast_connections_accepted",
         "TCP connections accepted.",
@@ -196,6 +196,31 @@ const SHARD_COUNTERS: [(&str, &str, ReadCounter); 11] = [
         "holdfast_heartbeat_pings_sent",
         "Pings sent to silent sessions.",
         |c| c.heartbeat_pings_sent,
+    ),
+    (
+        "holdfast_events_accepted",
+        "Event frames taken into the event pipeline.",
+        |c| c.events_accepted,
+    ),
+    (
+        "holdfast_events_dropped",
+        "Event frames dropped or refused because the pipeline was full.",
+        |c| c.events_dropped,
+    ),
+    (
+        "holdfast_events_parked",
+        "Event frames parked under the backpressure policy.",
+        |c| c.events_parked,
+    ),
+    (
+        "holdfast_pushes_delivered",
+        "Push frames queued to local sessions.",
+        |c| c.pushes_delivered,
+    ),
+    (
+        "holdfast_cross_shard_dropped",
+        "Messages to another shard dropped because its inbox was full.",
+        |c| c.cross_shard_dropped,
     ),
 ];
 

@@ -17,6 +17,7 @@
 pub mod exposition;
 pub mod http;
 pub mod publish;
+pub mod publish_cmd;
 mod routes;
 pub mod stats;
 

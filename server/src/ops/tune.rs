@@ -431,12 +431,12 @@ pub fn render_plan(plan: &Plan) -> String {
     );
     let _ = writeln!(
         w,
-        "| {:<40} | {:<6} | {:>12} | {:>14} | {:>12} |",
+        "| {:<40} | {:<6} | {:>12} | {:>15} | {:>12} |",
         "what", "side", "bytes/unit", "units", "total"
     );
     let _ = writeln!(
         w,
-        "|{:-<42}|{:-<8}|{:->14}|{:->16}|{:->14}|",
+        "|{:-<42}|{:-<8}|{:->14}|{:->17}|{:->14}|",
         "", "", "", "", ""
     );
     let (mut kernel, mut user) = (0u64, 0u64);
@@ -448,7 +448,7 @@ pub fn render_plan(plan: &Plan) -> String {
         }
         let _ = writeln!(
             w,
-            "| {:<40} | {:<6} | {:>12} | {:>9} {:<5}| {:>12} |",
+            "| {:<40} | {:<6} | {:>12} | {:>9} {:<5} | {:>12} |",
             row.what,
             if row.kernel { "kernel" } else { "user" },
             row.bytes_per_unit,
