@@ -72,6 +72,8 @@ pub struct Config {
     pub trending_top_k: usize,
     /// Bearer secret for `POST /publish`; unset = publishing needs no credential.
     pub publish_secret: Option<String>,
+    /// With auth on, sessions whose verified client id starts with this may publish.
+    pub publisher_client_id_prefix: String,
 }
 
 impl Config {
@@ -115,6 +117,7 @@ impl Default for Config {
             trending_interval_ms: 1_000,
             trending_top_k: 10,
             publish_secret: None,
+            publisher_client_id_prefix: "publisher:".to_owned(),
         }
     }
 }

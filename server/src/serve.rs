@@ -67,6 +67,9 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
 
     let (ready_tx, ready_rx) = flume::unbounded();
     let mut handles: Vec<ShardHandle> = Vec::with_capacity(shards);
+    let (peers, mut inboxes_rx): (Vec<_>, Vec<_>) = (0..shards)
+        .map(|_| flume::bounded(shard::SHARD_INBOX_CAPACITY))
+        .unzip();
     let (pipelines_tx, pipelines_rx): (Vec<_>, Vec<_>) = (0..shards)
         .map(|_| flume::bounded(config.event_pipeline_capacity))
         .unzip();
@@ -79,6 +82,8 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
             capacity,
             shards,
             events,
+            inbox: inboxes_rx.remove(0),
+            peers: peers.clone(),
         };
         let handle = shard::spawn(spec, ready_tx.clone())
             .map_err(|e| format!("cannot start shard {index}: {e}"))?;
@@ -92,9 +97,6 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
         }
     }
     let inboxes: Vec<_> = handles.iter().map(|h| h.inbox.clone()).collect();
-    for inbox in &inboxes {
-        let _ = inbox.send(ShardMsg::Peers(inboxes.clone()));
-    }
     let processor = spawn_processor(&config, pipelines_rx, inboxes.clone())?;
     let probes = match config.probes {
         true => crate::probe::attach_own(local.port()),

@@ -362,3 +362,42 @@ fn holdfast_publish_command_reaches_a_subscriber() {
         ("cli".into(), 1, b"from the command line".to_vec())
     );
 }
+
+#[test]
+fn only_a_publisher_session_may_publish_from_a_connection() {
+    let secret = "test-secret-of-some-length";
+    let server = Server::start(&format!("shards = 2\nauth_secret = \"{secret}\"\n"));
+    let expiry = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 60;
+    let sign = |client: &str| holdfast_protocol::token::sign(secret.as_bytes(), client, expiry);
+    let mut reader = server.connect();
+    assert_eq!(
+        reader.hello_with("device-1", &sign("device-1")).kind,
+        Kind::Welcome
+    );
+    subscribe(&mut reader, 1, &["alerts"]);
+    let body = br#"{"target":"topic","topic":"alerts","payload":"from a session"}"#;
+    reader.request(2, "publish", body);
+    assert_eq!(
+        reader.recv().error_code(),
+        Some(ErrorCode::AuthFailed),
+        "not a publisher"
+    );
+    let mut publisher = server.connect();
+    assert_eq!(
+        publisher
+            .hello_with("publisher:backend", &sign("publisher:backend"))
+            .kind,
+        Kind::Welcome
+    );
+    publisher.request(3, "publish", body);
+    let response = publisher.recv();
+    assert_eq!((response.kind, response.id), (Kind::Response, 3));
+    assert_eq!(
+        push_of(&reader.recv()),
+        ("alerts".into(), 1, b"from a session".to_vec())
+    );
+}

@@ -7,6 +7,7 @@
 //! frames into one send per connection.
 
 pub mod directory;
+pub mod request;
 pub mod state;
 pub mod topics;
 

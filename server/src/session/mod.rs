@@ -26,6 +26,8 @@ pub struct SessionLimits {
     pub heartbeat_min_interval_ms: u32,
     pub heartbeat_timeout_ms: u32,
     pub auth_secret: Option<Vec<u8>>,
+    /// Sessions whose (token-verified) client id starts with this may publish.
+    pub publisher_client_id_prefix: String,
 }
 
 /// Everything a frame may touch besides its own connection.
@@ -300,6 +302,9 @@ fn on_request(
     body: &[u8],
 ) -> Verdict {
     cx.counters.requests += 1;
+    if method == push::PUBLISH_METHOD {
+        return push::on_publish_request(conn, cx, id, body);
+    }
     if conn.inflight_requests >= cx.limits.max_inflight_requests {
         return refuse(
             conn,

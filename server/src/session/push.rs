@@ -153,3 +153,56 @@ pub fn register_client(conn: &Conn, cx: &mut SessionCx<'_>, client_id: &str) {
         },
     ));
 }
+
+/// The request method a publisher session publishes with (body: the JSON of `POST /publish`).
+pub const PUBLISH_METHOD: &str = "publish";
+
+/// `publish` from a session: allowed when auth is on and the session's verified client id
+/// carries the publisher prefix. Handed to the owning shard; answered with `{"accepted":true}`.
+pub fn on_publish_request(
+    conn: &mut Conn,
+    cx: &mut SessionCx<'_>,
+    id: u64,
+    body: &[u8],
+) -> Verdict {
+    let is_publisher = cx.limits.auth_secret.is_some()
+        && cx
+            .push
+            .client_ids
+            .get(&cx.slot)
+            .is_some_and(|(generation, client_id)| {
+                *generation == conn.generation
+                    && client_id.starts_with(&cx.limits.publisher_client_id_prefix)
+            });
+    if !is_publisher {
+        queue_error(
+            conn,
+            cx,
+            ErrorCode::AuthFailed,
+            id,
+            "publish needs a token for a publisher client id",
+        );
+        return Verdict::Continue;
+    }
+    match crate::push::request::parse(body, cx.push.shards, cx.limits.max_frame_bytes) {
+        Ok(parsed) => {
+            let publish = crate::push::Publish {
+                target: parsed.target,
+                payload: parsed.payload,
+                reply: None,
+            };
+            cx.push
+                .outbox
+                .push((parsed.shard, ShardMsg::Publish(publish)));
+            let max_frame_bytes = cx.limits.max_frame_bytes;
+            let out = outbound(conn, cx.pool, cx.received_at);
+            let mut reply = crate::handler::Reply::new(&mut out.queued, id, max_frame_bytes);
+            reply
+                .body(br#"{"accepted":true}"#)
+                .expect("a short response fits any frame limit");
+            cx.counters.frames_out += 1;
+        }
+        Err(e) => queue_error(conn, cx, ErrorCode::HandlerFailed, id, &e.message),
+    }
+    Verdict::Continue
+}

@@ -31,8 +31,6 @@ pub enum ShardMsg {
     Drain,
     /// Reply with a copy of the shard's counters and histograms.
     Stats(flume::Sender<ShardReport>),
-    /// Every shard's inbox, indexed by shard (sent once, after all shards started).
-    Peers(Vec<flume::Sender<ShardMsg>>),
     /// A publish for the target this shard owns (topic sequence, client directory, connection).
     Publish(crate::push::Publish),
     /// An encoded Push frame for local sessions.
@@ -75,6 +73,10 @@ pub struct ShardSpec {
     pub shards: usize,
     /// This shard's end of its event pipeline.
     pub events: flume::Sender<crate::events::OwnedEvent>,
+    /// This shard's inbox.
+    pub inbox: flume::Receiver<ShardMsg>,
+    /// Every shard's inbox, indexed by shard (this one's included), known before any accept.
+    pub peers: Vec<flume::Sender<ShardMsg>>,
 }
 
 pub fn spawn(
@@ -89,14 +91,20 @@ pub fn spawn(
         capacity,
         shards,
         events,
+        inbox: inbox_rx,
+        peers,
     } = spec;
-    let (inbox, inbox_rx) = flume::bounded(SHARD_INBOX_CAPACITY);
+    assert_eq!(peers.len(), shards);
+    let inbox = peers[index].clone();
     let join = LocalExecutorBuilder::new(Placement::Fixed(cpu))
         .name(&format!("holdfast-shard-{index}"))
         .io_memory(config.glommio_io_memory_bytes)
         .spawn(move || async move {
             let shard = match Shard::new(index, config, listener, capacity, shards, events) {
-                Ok(shard) => shard,
+                Ok(mut shard) => {
+                    shard.peers = peers;
+                    shard
+                }
                 Err(e) => {
                     let message = format!("shard {index}: ring setup failed: {e} (check RLIMIT_MEMLOCK and max_connections_per_shard <= RLIMIT_NOFILE)");
                     let _ = ready.send(Err(message.clone()));

@@ -22,10 +22,6 @@ impl Shard {
             ShardMsg::Stats(reply) => {
                 let _ = reply.send(self.report());
             }
-            ShardMsg::Peers(peers) => {
-                assert_eq!(peers.len(), self.push.shards);
-                self.peers = peers;
-            }
             ShardMsg::Publish(publish) => self.on_publish(publish),
             ShardMsg::Deliver { scope, frame } => self.deliver(&scope, &frame),
             ShardMsg::ClientRegister { client_id, conn } => {

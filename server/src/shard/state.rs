@@ -88,7 +88,7 @@ pub struct Shard {
     pub(super) log_cross_shard: LogLimiter,
     /// Topics, client directory, sequences, event pipeline, messages for other shards.
     pub(super) push: PushState,
-    /// Every shard's inbox (empty until ShardMsg::Peers arrives).
+    /// Every shard's inbox, indexed by shard (given at spawn, before the first accept).
     pub(super) peers: Vec<flume::Sender<super::ShardMsg>>,
 }
 
@@ -119,6 +119,7 @@ impl Shard {
             heartbeat_min_interval_ms: config.heartbeat_min_interval_ms as u32,
             heartbeat_timeout_ms: config.heartbeat_timeout_ms as u32,
             auth_secret: config.auth_secret.as_ref().map(|s| s.as_bytes().to_vec()),
+            publisher_client_id_prefix: config.publisher_client_id_prefix.clone(),
         };
         let ticks = TickLimits {
             tick_ms: config.timer_tick_ms,
