@@ -1,38 +1,17 @@
 //! The admin listener: /metrics parsed back as Prometheus text, /healthz, /readyz across a
 //! drain, and the probe histograms under `serve --probes`.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use holdfast_protocol::Kind;
 use prometheus_parse::{Sample, Scrape, Value};
 
-use crate::support::{echo_frame, Server};
+use crate::support::{admin_request, echo_frame, Server};
 
 /// A GET on the admin listener: (status, body).
 fn get(admin: SocketAddr, path: &str) -> (u16, String) {
-    request(admin, &format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n"))
-}
-
-fn request(admin: SocketAddr, raw: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(admin).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    stream.write_all(raw.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {response:?}"));
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    admin_request(admin, &format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n"))
 }
 
 fn scrape(server: &Server) -> Scrape {
@@ -161,7 +140,7 @@ fn healthz_and_readyz_are_200_while_serving_and_unknown_routes_are_refused() {
     assert_eq!(get(admin, "/readyz"), (200, "ready\n".to_owned()));
     assert_eq!(get(admin, "/nope").0, 404);
     assert_eq!(
-        request(
+        admin_request(
             admin,
             "POST /metrics HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n"
         )

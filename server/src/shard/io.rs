@@ -6,7 +6,7 @@ use holdfast_protocol::decode::Fed;
 
 use crate::conn::{ConnFlags, SessionState};
 use crate::metrics::CloseReason;
-use crate::ring::user_data::{Op, GENERATION_MASK};
+use crate::ring::user_data::{Op, UserData, GENERATION_MASK};
 use crate::ring::Completion;
 use crate::session::{self, Verdict};
 use crate::timer::wheel::WheelEntry;
@@ -118,13 +118,10 @@ impl Shard {
     /// Issues a recv for `slot`, or queues it until a provided buffer is free. The
     /// RECV_IN_FLIGHT flag covers both, so a connection is never queued twice.
     pub(super) fn start_recv(&mut self, slot: u32) {
-        let ud = self.user_data(Op::Recv, slot);
-        let Some(conn) = self
-            .conns
-            .get_mut(slot, ud.generation_bits(), GENERATION_MASK)
-        else {
+        let Some(conn) = self.conns.get_live_mut(slot) else {
             return;
         };
+        let ud = UserData::new(Op::Recv, slot, conn.generation);
         if conn.flags.has(ConnFlags::READ_PAUSED) {
             // Backpressure: read again once its parked events are in the pipeline.
             conn.flags.set(ConnFlags::READ_AGAIN);

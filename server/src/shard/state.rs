@@ -18,7 +18,7 @@ use crate::metrics::{CloseReason, ShardCounters};
 use crate::outbound::OutboundPool;
 use crate::push::state::PushState;
 use crate::ring::buf_ring::BufRing;
-use crate::ring::user_data::{Op, UserData, GENERATION_MASK};
+use crate::ring::user_data::{Op, UserData};
 use crate::ring::{Completion, Ring, RingParams, RingParts};
 use crate::session::{SessionCx, SessionLimits};
 use crate::timer::wheel::{TimerWheel, WheelEntry};
@@ -220,13 +220,10 @@ impl Shard {
     /// Sends whatever the connection has queued, if no send is in flight. Returns an idle
     /// queue to the pool.
     pub(super) fn flush(&mut self, slot: u32) {
-        let ud = self.user_data(Op::Send, slot);
-        let Some(conn) = self
-            .conns
-            .get_mut(slot, ud.generation_bits(), GENERATION_MASK)
-        else {
+        let Some(conn) = self.conns.get_live_mut(slot) else {
             return;
         };
+        let ud = UserData::new(Op::Send, slot, conn.generation);
         if conn.flags.has(ConnFlags::SEND_IN_FLIGHT) {
             return;
         }
@@ -251,13 +248,10 @@ impl Shard {
     /// A closing connection has nothing left to send: shut the write side so the peer sees
     /// EOF after our last bytes; close at once if the peer already sent its EOF.
     fn after_final_flush(&mut self, slot: u32) {
-        let ud = self.user_data(Op::Shutdown, slot);
-        let Some(conn) = self
-            .conns
-            .get_mut(slot, ud.generation_bits(), GENERATION_MASK)
-        else {
+        let Some(conn) = self.conns.get_live_mut(slot) else {
             return;
         };
+        let ud = UserData::new(Op::Shutdown, slot, conn.generation);
         if conn.flags.has(ConnFlags::PEER_EOF) {
             self.close_now(slot, None);
             return;
