@@ -30,6 +30,9 @@ pub enum Command {
     Request(RunArgs),
     /// Hold N sessions, drop them all at once (or wait for Goodbye), time until all are back.
     Storm(RunArgs),
+    /// Subscribe N sessions to --topic and publish over the admin HTTP listener (--rate-per-s
+    /// publishes per second, or --broadcast-burst K): delivery latency, gaps, duplicates.
+    Push(RunArgs),
     /// Draw latency-by-percentile (.hgrm) and latency-over-time (.hlog) charts, SVG and PNG.
     Plot(PlotArgs),
     /// Run the same echo workload against Holdfast and each baseline; print the ratio table.
@@ -81,10 +84,11 @@ pub struct RunArgs {
     /// Requests in flight per session (echo: closed loop window; rate/request: at most).
     #[arg(long, default_value_t = 1)]
     pub inflight: u32,
-    /// Payload bytes per Echo frame or Request body (48 gives 64-byte Echo frames).
+    /// Payload bytes per Echo frame or Request body (48 gives 64-byte Echo frames); push: bytes
+    /// of each published payload (at least 8: the publish timestamp).
     #[arg(long, default_value_t = 48)]
     pub payload_bytes: u32,
-    /// rate/request: frames per second in total, over all sessions.
+    /// rate/request: frames per second in total, over all sessions; push: publishes per second.
     #[arg(long, default_value_t = 10_000)]
     pub rate_per_s: u64,
     /// request: handler method.
@@ -113,6 +117,27 @@ pub struct RunArgs {
     /// storm: retry delay after a refused or failed reconnect.
     #[arg(long, default_value_t = 100)]
     pub retry_backoff_ms: u64,
+    /// push: the server's admin HTTP listener, where `POST /publish` goes (loopback only).
+    #[arg(long, default_value = "127.0.0.1:9878", help_heading = "push")]
+    pub admin: SocketAddr,
+    /// push: topic every session subscribes to (and the publisher publishes on).
+    #[arg(long, default_value = "bench", help_heading = "push")]
+    pub topic: String,
+    /// push: instead of publishing on --topic at --rate-per-s, send K broadcasts as fast as one
+    /// HTTP client can at the start of the window (latency and deliveries/s of a fan-out).
+    #[arg(long, help_heading = "push")]
+    pub broadcast_burst: Option<u64>,
+    /// push: bearer secret for `POST /publish` (the server's publish_secret).
+    #[arg(
+        long,
+        env = "HOLDFAST_BENCH_PUBLISH_SECRET",
+        hide_env_values = true,
+        help_heading = "push"
+    )]
+    pub publish_secret: Option<String>,
+    /// push: one publish (HTTP request and reply) that takes longer fails with cause timeout.
+    #[arg(long, default_value_t = 5_000, help_heading = "push")]
+    pub publish_timeout_ms: u64,
     /// Server process to measure: CPU per round trip (/proc/PID/stat), memory per session (connect).
     #[arg(long)]
     pub server_pid: Option<u32>,

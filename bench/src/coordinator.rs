@@ -17,6 +17,7 @@ use crate::clock::{mono_ns, sleep_until_ns, NS_PER_MS, NS_PER_S};
 use crate::hist::{self, Hist};
 use crate::msg::{AuthPlan, Command, Counters, Final, Phases, Report, WorkerPlan, Workload};
 use crate::procfs;
+use crate::push;
 use crate::report::{RunReport, ServerCpu};
 use crate::sockets;
 use crate::worker::SESSIONS_PER_WORKER_MAX;
@@ -81,6 +82,12 @@ pub fn plan_workers(workload: Workload, args: &RunArgs) -> Result<Vec<WorkerPlan
             drain_ms: args.drain_ms,
             storm_mode: args.storm_mode,
             retry_backoff_ms: args.retry_backoff_ms,
+            push_topic: args.topic.clone(),
+            push_stream: if args.broadcast_burst.is_some() {
+                crate::push::BROADCAST_TOPIC.to_owned()
+            } else {
+                args.topic.clone()
+            },
         });
         first += u64::from(sessions);
     }
@@ -133,6 +140,22 @@ fn send_command(worker: &mut WorkerProc, command: &Command) {
 /// Runs one workload end to end and returns its report (files are written by the caller).
 pub fn run(workload: Workload, args: &RunArgs) -> Result<RunReport> {
     let plans = plan_workers(workload, args)?;
+    let publish_plan = (workload == Workload::Push).then(|| push::PublishPlan {
+        admin: args.admin,
+        topic: args.topic.clone(),
+        broadcast_burst: args.broadcast_burst,
+        rate_per_s: args.rate_per_s.max(1),
+        payload_bytes: args.payload_bytes as usize,
+        secret: args.publish_secret.clone(),
+        timeout_ms: args.publish_timeout_ms,
+    });
+    if let Some(plan) = &publish_plan {
+        anyhow::ensure!(
+            !args.raw,
+            "push needs sessions (Hello, Subscribe): drop --raw"
+        );
+        push::preflight(plan)?;
+    }
     let memory_before = match (workload, args.server_pid) {
         (Workload::Connect, Some(pid)) => Some(procfs::memory_snapshot(pid)?),
         _ => None,
@@ -161,10 +184,27 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunReport> {
         _ => None,
     };
     let phases = phases_for(workload, args);
+    if publish_plan.is_some() && run.setup_counters().push_subscribed == 0 {
+        for w in &mut workers {
+            let _ = w.child.kill();
+            let _ = w.child.wait();
+        }
+        bail!("push: no session is subscribed (Subscribe answered by Ack): nothing to measure");
+    }
     for w in &mut workers {
         send_command(w, &Command::Go(phases));
     }
-    run.measure(&rx, &mut workers, phases)?;
+    let publisher = publish_plan.map(|plan| push::spawn_publisher(plan, phases));
+    let measured = run.measure(&rx, &mut workers, phases);
+    run.publisher = match publisher {
+        Some(handle) => Some(
+            handle
+                .join()
+                .map_err(|_| anyhow::anyhow!("the publisher thread panicked"))?,
+        ),
+        None => None,
+    };
+    measured?;
     for w in &mut workers {
         let _ = w.child.wait();
     }
@@ -217,6 +257,7 @@ struct ParentRun<'a> {
     server_cpu_us: (Option<u64>, Option<u64>),
     setup_ms: u64,
     setup_timed_out: bool,
+    publisher: Option<push::PublisherResult>,
 }
 
 impl<'a> ParentRun<'a> {
@@ -235,6 +276,7 @@ impl<'a> ParentRun<'a> {
             server_cpu_us: (None, None),
             setup_ms: 0,
             setup_timed_out: false,
+            publisher: None,
         }
     }
 
@@ -415,15 +457,20 @@ impl<'a> ParentRun<'a> {
             tick_start_ns >= phases.measure_start_ns && tick_start_ns < phases.measure_end_ns;
         let c = &agg.counters;
         let p = &self.previous_tick_counters;
-        let replies = (c.replies_ok + c.replies_mismatched)
-            .saturating_sub(p.replies_ok + p.replies_mismatched);
+        let replies = (c.replies_ok + c.replies_mismatched + c.push_delivered)
+            .saturating_sub(p.replies_ok + p.replies_mismatched + p.push_delivered);
         let errors = c.errors_total().saturating_sub(p.errors_total());
         eprintln!(
-            "[{:>3}s {}] sessions {:>7} | {:>9} replies/s | errors {:>5} | p50 {:>8} us | p99 {:>8} us",
+            "[{:>3}s {}] sessions {:>7} | {:>9} {}/s | errors {:>5} | p50 {:>8} us | p99 {:>8} us",
             index + 1,
             if measured { "measure" } else { "warm-up" },
             c.sessions_open,
             replies,
+            if self.workload == Workload::Push {
+                "deliveries"
+            } else {
+                "replies"
+            },
             errors,
             hist::quantile_us(&agg.hist, 0.5),
             hist::quantile_us(&agg.hist, 0.99),
@@ -463,6 +510,14 @@ impl<'a> ParentRun<'a> {
             )),
             _ => None,
         };
+        let push = self.publisher.map(|publisher| {
+            let stream = match self.args.broadcast_burst {
+                Some(_) => "broadcast".to_owned(),
+                None => format!("topic {}", self.args.topic),
+            };
+            let stop_ns = phases.measure_end_ns + self.args.drain_ms * NS_PER_MS;
+            push::PushSummary::new(stream, publisher, &counters, stop_ns)
+        });
         let window_s = (phases.measure_end_ns - phases.measure_start_ns) as f64 / NS_PER_S as f64;
         let interval_start_s = (phases.measure_start_ns - phases.warmup_start_ns) / NS_PER_S;
         Ok(RunReport::new(crate::report::RunInputs {
@@ -478,6 +533,7 @@ impl<'a> ParentRun<'a> {
             client_cpu_ns,
             server_cpu,
             memory,
+            push,
             interval_ticks: self.measured_ticks,
             interval_start_s,
             window_start_wall: std::time::SystemTime::now()

@@ -8,6 +8,7 @@
 //!   [`schedule`] gives open-loop intended send times.
 //! - [`msg`]: the plan, commands and reports exchanged between parent and workers.
 //! - [`hist`]: HdrHistogram setup, merging, `.hgrm` writing and parsing; [`report`]: the summary.
+//! - [`push`]: the `push` workload's publisher (admin HTTP `POST /publish`) and delivery accounting.
 //! - [`plot`]: charts from `.hgrm` and interval logs; [`compare`]: Holdfast against the baselines.
 //! - [`echo_server`]: frame logic of the baseline servers (bench/baselines/).
 //!
@@ -22,6 +23,7 @@ pub mod hist;
 pub mod msg;
 pub mod plot;
 pub mod procfs;
+pub mod push;
 pub mod report;
 pub mod schedule;
 pub mod sockets;

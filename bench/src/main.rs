@@ -10,14 +10,17 @@ use holdfast_bench::{compare, coordinator, plot, worker};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Exit codes: 0 success, 1 the run failed (an error above says why), 2 usage (clap),
-/// 3 the run finished but requests are unaccounted for or replies mismatched.
+/// 3 the run finished but requests are unaccounted for or replies mismatched (push: deliveries
+/// differ from expected, or gaps, duplicates, failed publishes).
 const EXIT_COUNTS_DO_NOT_ADD_UP: i32 = 3;
 
 fn run_workload(workload: Workload, args: &RunArgs) -> Result<i32> {
     let mut report = coordinator::run(workload, args)?;
     report.write_files(&args.out)?;
     report.print_table();
-    let broken = report.requests_unaccounted != 0 || report.counters.replies_mismatched > 0;
+    let broken = report.requests_unaccounted != 0
+        || report.counters.replies_mismatched > 0
+        || report.push.as_ref().is_some_and(|p| !p.clean);
     Ok(if broken { EXIT_COUNTS_DO_NOT_ADD_UP } else { 0 })
 }
 
@@ -33,6 +36,7 @@ fn main() {
         Command::Rate(args) => run_workload(Workload::Rate, &args),
         Command::Request(args) => run_workload(Workload::Request, &args),
         Command::Storm(args) => run_workload(Workload::Storm, &args),
+        Command::Push(args) => run_workload(Workload::Push, &args),
         Command::Plot(args) => plot::run(&args).map(|()| 0),
         Command::Compare(args) => compare::run(&args).map(|()| 0),
     };

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-/// The workloads. `push` (server-pushed messages) will join these.
+/// The workloads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Workload {
@@ -21,6 +21,10 @@ pub enum Workload {
     Request,
     /// Hold sessions, drop them all at once (or wait for the server's Goodbye), time the return.
     Storm,
+    /// Subscribe N sessions to a topic; a publisher (the parent, over the server's admin HTTP
+    /// `POST /publish`) publishes at a rate or in a broadcast burst; delivery latency from the
+    /// timestamp in each payload, gaps and duplicates from the Push frames' sequence numbers.
+    Push,
 }
 
 impl Workload {
@@ -31,12 +35,18 @@ impl Workload {
             Workload::Rate => "rate",
             Workload::Request => "request",
             Workload::Storm => "storm",
+            Workload::Push => "push",
         }
     }
 
     /// Whether the workload sends frames during the measured window.
     pub fn sends_traffic(self) -> bool {
         matches!(self, Workload::Echo | Workload::Rate | Workload::Request)
+    }
+
+    /// Whether the report gives per-reply (or per-delivery) throughput and CPU figures.
+    pub fn measures_throughput(self) -> bool {
+        self.sends_traffic() || self == Workload::Push
     }
 
     /// The histogram that the report, the `.hgrm` file and the interval log carry.
@@ -108,6 +118,10 @@ pub struct WorkerPlan {
     pub drain_ms: u64,
     pub storm_mode: StormMode,
     pub retry_backoff_ms: u64,
+    /// push: the topic each session subscribes to.
+    pub push_topic: String,
+    /// push: the topic the counted Push frames carry (the subscribed topic, or "*" for broadcast).
+    pub push_stream: String,
 }
 
 /// The measured window, in CLOCK_MONOTONIC ns, the same for every worker.
@@ -177,6 +191,28 @@ pub struct Counters {
     pub storm_dropped: u64,
     pub storm_back: u64,
     pub storm_all_back_ms: Option<u64>,
+    /// push: Subscribes sent, Acked, and answered by an Error.
+    pub push_subscribes_sent: u64,
+    pub push_subscribed: u64,
+    pub push_subscribe_failed: u64,
+    /// push: Push frames of the run's stream received (every one, in the window or not).
+    pub push_delivered: u64,
+    /// push: deliveries whose payload is not what the publisher sent (length or pattern).
+    pub push_payload_mismatched: u64,
+    /// push: sequence numbers skipped between two deliveries of one session.
+    pub push_gaps_between: u64,
+    /// push: deliveries whose seq is not above the session's previous one (duplicate or reordered).
+    pub push_duplicates: u64,
+    /// push, at the end: subscribed sessions that received at least one Push of the stream, and
+    /// the sums of their first and last seq (the parent turns these into gaps at the start and
+    /// the end against the seqs the publisher got back).
+    pub push_sessions_receiving: u64,
+    pub push_first_seq_sum: u64,
+    pub push_last_seq_sum: u64,
+    /// push, at the end: subscribed sessions that received nothing.
+    pub push_sessions_silent: u64,
+    /// push: CLOCK_MONOTONIC ns of the last delivery.
+    pub push_last_delivery_ns: Option<u64>,
 }
 
 impl Counters {
@@ -215,6 +251,18 @@ impl Counters {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
+        self.push_subscribes_sent += other.push_subscribes_sent;
+        self.push_subscribed += other.push_subscribed;
+        self.push_subscribe_failed += other.push_subscribe_failed;
+        self.push_delivered += other.push_delivered;
+        self.push_payload_mismatched += other.push_payload_mismatched;
+        self.push_gaps_between += other.push_gaps_between;
+        self.push_duplicates += other.push_duplicates;
+        self.push_sessions_receiving += other.push_sessions_receiving;
+        self.push_first_seq_sum += other.push_first_seq_sum;
+        self.push_last_seq_sum += other.push_last_seq_sum;
+        self.push_sessions_silent += other.push_sessions_silent;
+        self.push_last_delivery_ns = self.push_last_delivery_ns.max(other.push_last_delivery_ns);
     }
 
     /// Errors of every kind: failed connects, mismatches, error replies, unexpected frames,
@@ -224,6 +272,8 @@ impl Counters {
         sum(&self.connect_failed)
             + self.replies_mismatched
             + sum(&self.replies_error)
+            + self.push_subscribe_failed
+            + self.push_payload_mismatched
             + sum(&self.frames_unexpected)
             + sum(&self.errors_unsolicited)
             + self.decode_errors

@@ -14,6 +14,7 @@ use crate::cli::RunArgs;
 use crate::hist::{self, Hist};
 use crate::msg::{Counters, Workload};
 use crate::procfs::MemoryPerSession;
+use crate::push::PushSummary;
 
 /// Server CPU over the measured window.
 #[derive(Clone, Debug, Serialize)]
@@ -86,6 +87,7 @@ pub struct RunInputs {
     pub client_cpu_ns: u64,
     pub server_cpu: Option<ServerCpu>,
     pub memory: Option<MemoryPerSession>,
+    pub push: Option<PushSummary>,
     /// (second index from warm-up start, histogram) of each measured second.
     pub interval_ticks: Vec<(u64, Hist)>,
     pub interval_start_s: u64,
@@ -119,6 +121,8 @@ pub struct RunReport {
     pub replies_per_client_cpu_s: f64,
     pub server_cpu: Option<ServerCpu>,
     pub server_memory: Option<MemoryPerSession>,
+    /// push: publisher, deliveries against expected, gaps, duplicates.
+    pub push: Option<PushSummary>,
     pub files: Vec<PathBuf>,
     #[serde(skip)]
     main_hist: Hist,
@@ -151,6 +155,7 @@ impl RunReport {
             }
             Workload::Connect => "client-observed session setup latency: connect start to Welcome (raw: to TCP connected)",
             Workload::Storm => "client-observed reconnect latency: drop (or Goodbye) to Welcome",
+            Workload::Push => "delivery latency: publish timestamp in the payload (open loop: intended publish time; burst: request start) to the Push frame decoded by a subscriber, every delivery of a publish made in the window; throughput and server CPU count deliveries received in the window",
         };
         let label = args.label.clone().unwrap_or_else(|| {
             let t = std::time::SystemTime::now()
@@ -170,7 +175,7 @@ impl RunReport {
             raw: args.raw,
             sessions_planned: inputs.sessions_planned,
             workers: inputs.workers,
-            warmup_s: if workload.sends_traffic() {
+            warmup_s: if workload.sends_traffic() || workload == Workload::Push {
                 args.warmup_s
             } else {
                 0
@@ -199,6 +204,7 @@ impl RunReport {
             },
             server_cpu: inputs.server_cpu,
             server_memory: inputs.memory,
+            push: inputs.push,
             files: Vec::new(),
             counters,
             main_hist,
@@ -321,16 +327,35 @@ impl RunReport {
                 c.storm_dropped, c.storm_back, c.storm_all_back_ms
             );
         }
-        if self.client_cpu_s > 0.0 && self.workload.sends_traffic() {
+        if let Some(push) = &self.push {
+            push.print();
             println!(
-                "client: {:.2} CPU-s in the window = {:.0} replies per client CPU-second ({:.2} us CPU per reply)",
+                "throughput: {:.0} deliveries/s in the window ({} deliveries)",
+                self.replies_per_s, c.replies_measured
+            );
+        }
+        let (per, pers) = if self.workload == Workload::Push {
+            ("delivery", "deliveries")
+        } else {
+            ("reply", "replies")
+        };
+        if self.client_cpu_s > 0.0 && self.workload.measures_throughput() {
+            println!(
+                "client: {:.2} CPU-s in the window = {:.0} {pers} per client CPU-second ({:.2} us CPU per {per})",
                 self.client_cpu_s,
                 self.replies_per_client_cpu_s,
                 if c.replies_measured > 0 { self.client_cpu_s * 1e6 / c.replies_measured as f64 } else { 0.0 }
             );
         }
         if let Some(s) = &self.server_cpu {
-            if self.workload.sends_traffic() {
+            if self.workload == Workload::Push {
+                println!(
+                    "server: {:.3} CPU-s in the window = {:.2} us CPU per delivery = {:.0} deliveries per server CPU-second",
+                    s.cpu_us as f64 / 1e6,
+                    s.cpu_us_per_round_trip,
+                    s.round_trips_per_cpu_s
+                );
+            } else if self.workload.sends_traffic() {
                 println!(
                     "server: {:.3} CPU-s in the window = {:.2} us CPU per round trip = {:.0} round trips per server CPU-second",
                     s.cpu_us as f64 / 1e6,

@@ -123,6 +123,13 @@ impl Worker {
             plan.payload_bytes as usize,
             plan.max_frame_bytes,
         );
+        if plan.workload == Workload::Push {
+            anyhow::ensure!(
+                !plan.raw,
+                "push needs sessions (Hello, Subscribe): not --raw"
+            );
+            template = template.with_push_stream(&plan.push_stream);
+        }
         anyhow::ensure!(
             template.request_bytes() <= plan.max_frame_bytes as usize,
             "a request frame of {} bytes exceeds max_frame_bytes {}",
@@ -252,7 +259,12 @@ impl Worker {
             self.cpu_at_measure_end_ns
                 .get_or_insert_with(process_cpu_ns);
             let since = *self.stopping_since_ns.get_or_insert(now);
-            let drained = self.inflight_total == 0 || now >= since + self.plan.drain_ms * NS_PER_MS;
+            let drain_over = now >= since + self.plan.drain_ms * NS_PER_MS;
+            if self.plan.workload == Workload::Push {
+                // Pushes published just before the end are still on their way: wait them out.
+                return Ok(drain_over);
+            }
+            let drained = self.inflight_total == 0 || drain_over;
             return Ok(drained || !self.plan.workload.sends_traffic());
         }
         Ok(false)
@@ -483,11 +495,50 @@ impl Worker {
             }
         }
         self.counters.samples_clamped += u64::from(clamped);
-        if self.phases.is_none() {
+        if self.plan.workload == Workload::Push {
+            // Setup of this session ends with the Subscribe's Ack (or Error).
+            self.subscribe(idx);
+        } else if self.phases.is_none() {
             self.setup_resolved += 1;
         }
         if self.traffic_started {
             self.top_up(idx, now);
+        }
+    }
+
+    /// push: subscribes session `idx` to the plan's topic.
+    fn subscribe(&mut self, idx: usize) {
+        let link = &mut self.sessions[idx].link;
+        let id = link.take_id();
+        link.subscribe_id = Some(id);
+        self.frame_scratch.clear();
+        let topics = [payload::TopicName {
+            name: &self.plan.push_topic,
+        }];
+        encode_frame(
+            &mut self.frame_scratch,
+            Kind::Subscribe,
+            0,
+            id,
+            &payload::Topics { topics: &topics },
+            self.plan.max_frame_bytes,
+        )
+        .expect("a Subscribe to one topic fits max_frame_bytes");
+        link.out.extend_from_slice(&self.frame_scratch);
+        self.counters.push_subscribes_sent += 1;
+        self.mark_dirty(idx);
+    }
+
+    /// push: the Subscribe of session `idx` was answered.
+    fn on_subscribed(&mut self, idx: usize, acked: bool) {
+        if acked {
+            self.counters.push_subscribed += 1;
+            self.sessions[idx].link.subscribed = true;
+        } else {
+            self.counters.push_subscribe_failed += 1;
+        }
+        if self.phases.is_none() {
+            self.setup_resolved += 1;
         }
     }
 
@@ -532,7 +583,7 @@ impl Worker {
             Workload::Storm => {
                 self.storm_expected = self.counters.sessions_open;
             }
-            Workload::Connect => {}
+            Workload::Connect | Workload::Push => {}
         }
     }
 
@@ -605,6 +656,31 @@ impl Worker {
 
     fn record_completed(&mut self, now: u64) {
         let phases = self.phases;
+        let push = self.plan.workload == Workload::Push;
+        if push && !self.completed.is_empty() {
+            // Deliveries: measured at the moment they are decoded, not at the epoll wake-up
+            // (one wake-up can carry thousands of sessions' deliveries).
+            let now = mono_ns();
+            self.counters.push_last_delivery_ns = Some(now);
+            for delivery in self.completed.drain(..) {
+                let latency_us = now.saturating_sub(delivery.origin_ns) / NS_PER_US;
+                let mut clamped = hist::record_clamped(&mut self.hists.interval, latency_us);
+                if let Some(p) = phases {
+                    if now >= p.measure_start_ns && now < p.measure_end_ns {
+                        self.counters.replies_measured += 1;
+                    }
+                    // The histogram holds every delivery of a publish stamped inside the window,
+                    // those arriving during the drain too.
+                    if delivery.origin_ns >= p.measure_start_ns
+                        && delivery.origin_ns < p.measure_end_ns
+                    {
+                        clamped |= hist::record_clamped(&mut self.hists.latency, latency_us);
+                    }
+                }
+                self.counters.samples_clamped += u64::from(clamped);
+            }
+            return;
+        }
         for request in self.completed.drain(..) {
             self.inflight_total -= 1;
             let latency_us = now.saturating_sub(request.origin_ns) / NS_PER_US;
@@ -734,7 +810,11 @@ impl Worker {
                 (&self.template, &mut self.counters, &mut self.completed);
             let fed = decoder.feed(&self.scratch[..n], |frame| {
                 link.on_frame(frame, state, template, counters, completed, &mut outcome);
-                if outcome.opened || outcome.close || outcome.goodbye_reconnect_after_ms.is_some() {
+                if outcome.opened
+                    || outcome.close
+                    || outcome.goodbye_reconnect_after_ms.is_some()
+                    || outcome.subscribed.is_some()
+                {
                     std::ops::ControlFlow::Break(())
                 } else {
                     std::ops::ControlFlow::Continue(())
@@ -783,7 +863,11 @@ impl Worker {
                 (&self.template, &mut self.counters, &mut self.completed);
             let fed = decoder.feed(&rest[offset..], |frame| {
                 link.on_frame(frame, state, template, counters, completed, &mut outcome);
-                if outcome.opened || outcome.close || outcome.goodbye_reconnect_after_ms.is_some() {
+                if outcome.opened
+                    || outcome.close
+                    || outcome.goodbye_reconnect_after_ms.is_some()
+                    || outcome.subscribed.is_some()
+                {
                     std::ops::ControlFlow::Break(())
                 } else {
                     std::ops::ControlFlow::Continue(())
@@ -815,6 +899,9 @@ impl Worker {
         }
         if std::mem::take(&mut outcome.opened) {
             self.on_opened(idx, now);
+        }
+        if let Some(acked) = outcome.subscribed.take() {
+            self.on_subscribed(idx, acked);
         }
         if let Some(after_ms) = outcome.goodbye_reconnect_after_ms.take() {
             let reconnect = self.plan.workload == Workload::Storm;
@@ -873,6 +960,9 @@ impl Worker {
                 }
             }
             State::Idle | State::Closed => {}
+        }
+        if session.link.subscribe_id.take().is_some() && self.phases.is_none() {
+            self.setup_resolved += 1; // its Subscribe will never be answered
         }
         let lost = session.link.inflight.len() as u64;
         self.counters.requests_lost += lost;
@@ -986,6 +1076,16 @@ impl Worker {
             inflight += session.link.inflight.len() as u64;
         }
         self.counters.requests_unsent_at_end = unsent;
+        for session in self.sessions.iter().filter(|s| s.link.subscribed) {
+            match session.link.first_seq {
+                Some(first) => {
+                    self.counters.push_sessions_receiving += 1;
+                    self.counters.push_first_seq_sum += first;
+                    self.counters.push_last_seq_sum += session.link.last_seq;
+                }
+                None => self.counters.push_sessions_silent += 1,
+            }
+        }
         self.counters.requests_inflight_at_end = inflight;
         let cpu_ns_measured = match (self.cpu_at_measure_start_ns, self.cpu_at_measure_end_ns) {
             (Some(a), Some(b)) => b.saturating_sub(a),

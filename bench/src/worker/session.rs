@@ -39,6 +39,8 @@ pub struct FrameOutcome {
     pub close: bool,
     /// The Welcome's heartbeat interval.
     pub heartbeat_ms: Option<u64>,
+    /// push: the Subscribe was answered (true: Ack, false: Error).
+    pub subscribed: Option<bool>,
 }
 
 pub struct Session {
@@ -68,6 +70,12 @@ pub struct Link {
     pub dirty: bool,
     /// Pong ids owed to the server's Pings.
     pub pongs_owed: Vec<u64>,
+    /// push: the id of the Subscribe awaiting its Ack.
+    pub subscribe_id: Option<u64>,
+    pub subscribed: bool,
+    /// push: seq of the first and the latest Push of the run's stream.
+    pub first_seq: Option<u64>,
+    pub last_seq: u64,
 }
 
 impl Session {
@@ -89,6 +97,10 @@ impl Session {
                 last_tx_ns: 0,
                 dirty: false,
                 pongs_owed: Vec::new(),
+                subscribe_id: None,
+                subscribed: false,
+                first_seq: None,
+                last_seq: 0,
             },
         }
     }
@@ -132,6 +144,33 @@ impl Link {
                 self.dirty = true;
             }
             Payload::Pong => counters.pongs_received += 1,
+            Payload::Ack if id != 0 && self.subscribe_id == Some(id) => {
+                self.subscribe_id = None;
+                outcome.subscribed = Some(true);
+            }
+            Payload::Error(_) if id != 0 && self.subscribe_id == Some(id) => {
+                self.subscribe_id = None;
+                outcome.subscribed = Some(false);
+            }
+            Payload::Push(push) if template.push_stream() == Some(&*push.topic) => {
+                let seq = push.seq.to_native();
+                counters.push_delivered += 1;
+                if self.first_seq.is_none() {
+                    self.first_seq = Some(seq);
+                } else if seq <= self.last_seq {
+                    counters.push_duplicates += 1;
+                } else {
+                    counters.push_gaps_between += seq - self.last_seq - 1;
+                }
+                self.last_seq = self.last_seq.max(seq);
+                match template.push_timestamp(&push.payload) {
+                    Some(sent_ns) => completed.push(Inflight {
+                        id: seq,
+                        origin_ns: sent_ns,
+                    }),
+                    None => counters.push_payload_mismatched += 1,
+                }
+            }
             Payload::Echo(_) if template.kind() == Kind::Echo => match self.take_inflight(id) {
                 Some(request) if template.echo_matches(id, frame.bytes) => {
                     counters.replies_ok += 1;

@@ -16,17 +16,35 @@ pub struct Template {
     /// Whether a Response body must equal the request body (method "echo").
     check_response_body: bool,
     scratch: BytesMut,
+    /// push: the topic of the counted Push frames ("*" for broadcast).
+    push_stream: Option<String>,
 }
 
 const ID_BYTES: usize = 8;
+
+/// push: bytes of the publish timestamp (CLOCK_MONOTONIC ns, u64 LE) at the start of a payload.
+pub const PUSH_TIMESTAMP_BYTES: usize = 8;
+
+/// The fixed byte pattern of request bodies and push payloads (`payload_bytes` long).
+pub fn pattern(payload_bytes: usize) -> Vec<u8> {
+    (0..payload_bytes)
+        .map(|i| (i as u8).wrapping_mul(37).wrapping_add(11))
+        .collect()
+}
+
+/// push: the payload the publisher sends at `timestamp_ns`: the timestamp, then the pattern.
+pub fn push_payload(payload_bytes: usize, timestamp_ns: u64) -> Vec<u8> {
+    assert!(payload_bytes >= PUSH_TIMESTAMP_BYTES);
+    let mut payload = pattern(payload_bytes);
+    payload[..PUSH_TIMESTAMP_BYTES].copy_from_slice(&timestamp_ns.to_le_bytes());
+    payload
+}
 
 impl Template {
     /// Echo frames (`kind` Echo) or Request frames to `method` (`kind` Request).
     pub fn new(kind: Kind, method: &str, payload_bytes: usize, max_frame_bytes: u32) -> Template {
         assert!(matches!(kind, Kind::Echo | Kind::Request));
-        let pattern = (0..payload_bytes)
-            .map(|i| (i as u8).wrapping_mul(37).wrapping_add(11))
-            .collect();
+        let pattern = pattern(payload_bytes);
         Template {
             kind,
             method: method.to_owned(),
@@ -34,7 +52,31 @@ impl Template {
             max_frame_bytes,
             check_response_body: method == "echo",
             scratch: BytesMut::with_capacity(HEADER_BYTES + payload_bytes + 256),
+            push_stream: None,
         }
+    }
+
+    /// push: count Push frames of topic `stream` (payloads of `payload_bytes`, see [`push_payload`]).
+    pub fn with_push_stream(mut self, stream: &str) -> Template {
+        self.push_stream = Some(stream.to_owned());
+        self
+    }
+
+    pub fn push_stream(&self) -> Option<&str> {
+        self.push_stream.as_deref()
+    }
+
+    /// push: the publish timestamp of a payload made by [`push_payload`], or None if the payload
+    /// is not one (wrong length or pattern).
+    pub fn push_timestamp(&self, payload: &[u8]) -> Option<u64> {
+        let ok = payload.len() == self.pattern.len()
+            && payload.len() >= PUSH_TIMESTAMP_BYTES
+            && payload[PUSH_TIMESTAMP_BYTES..] == self.pattern[PUSH_TIMESTAMP_BYTES..];
+        ok.then(|| {
+            let mut ts = [0u8; PUSH_TIMESTAMP_BYTES];
+            ts.copy_from_slice(&payload[..PUSH_TIMESTAMP_BYTES]);
+            u64::from_le_bytes(ts)
+        })
     }
 
     pub fn kind(&self) -> Kind {
@@ -144,5 +186,17 @@ mod tests {
         assert_eq!(request.method.as_ref(), "echo");
         assert!(t.body_matches(9, &request.body));
         assert!(!t.body_matches(10, &request.body));
+    }
+
+    #[test]
+    fn push_payload_carries_its_timestamp_and_is_checked() {
+        let t =
+            Template::new(Kind::Echo, "echo", 64, MAX_FRAME_BYTES_DEFAULT).with_push_stream("*");
+        let mut p = push_payload(64, 123_456_789);
+        assert_eq!(p.len(), 64);
+        assert_eq!(t.push_timestamp(&p), Some(123_456_789));
+        p[40] ^= 1;
+        assert_eq!(t.push_timestamp(&p), None);
+        assert_eq!(t.push_timestamp(&push_payload(63, 1)), None);
     }
 }
