@@ -17,7 +17,7 @@ use crate::push::{Publish, PublishOutcome};
 use crate::shard::ShardMsg;
 
 /// How long a publish waits for the owning shard's inbox and its answer.
-pub const ADMIN_PUBLISH_TIMEOUT_MS: u64 = 2_000;
+pub const ADMIN_PUBLISH_TIMEOUT_MS: u64 = 5_000;
 
 fn json(status: u16, value: serde_json::Value) -> Response {
     Response {
@@ -72,6 +72,7 @@ pub fn publish(state: &AdminState, request: &Request) -> Response {
         Ok(PublishOutcome::NoSuchTarget) => {
             error(404, "no such connection or client (stale id or no session)")
         }
-        Err(_) => error(503, "the owning shard did not answer in time"),
+        // The publish is queued in the shard's inbox: it may still go out (and take its seq).
+        Err(_) => error(503, "the owning shard did not answer in time; the publish may still be delivered"),
     }
 }
