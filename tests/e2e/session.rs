@@ -63,3 +63,23 @@ fn sessions_on_both_shards_get_distinct_ids() {
     let ids: std::collections::HashSet<u64> = (0..20).map(|_| server.connect().hello()).collect();
     assert_eq!(ids.len(), 20);
 }
+
+#[test]
+fn client_goodbye_is_answered_by_a_prompt_close() {
+    let server = Server::start("shards = 1\nclose_linger_ms = 10000\n");
+    let mut client = server.connect();
+    client.hello();
+    let mut out = bytes::BytesMut::new();
+    let goodbye = holdfast_protocol::payload::Goodbye {
+        reason: "bye",
+        reconnect_after_ms: 0,
+    };
+    holdfast_protocol::encode_frame(&mut out, Kind::Goodbye, 0, 3, &goodbye, 65_536).unwrap();
+    client.send_raw(&out);
+    let start = std::time::Instant::now();
+    assert!(client.closed_by_server());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "the server shut its side at once, not after close_linger_ms"
+    );
+}

@@ -167,6 +167,13 @@ impl Shard {
         };
         conn.flags.clear(ConnFlags::RECV_IN_FLIGHT);
         let generation = conn.generation;
+        if completion.result <= 0 {
+            // The kernel does not consume a buffer for an empty or failed recv; if it ever
+            // names one, it still goes back.
+            if let Some(buffer_id) = buffer_id {
+                self.bufs.recycle(buffer_id);
+            }
+        }
         match completion.result {
             n if n > 0 => {
                 let buffer_id = buffer_id.expect("a recv with data names its buffer");

@@ -227,21 +227,21 @@ impl Shard {
         if conn.flags.has(ConnFlags::SEND_IN_FLIGHT) {
             return;
         }
-        let Some(out) = conn.outbound.as_mut() else {
-            return;
-        };
-        if let Some(batch) = out.take_batch() {
-            conn.flags.set(ConnFlags::SEND_IN_FLIGHT);
-            self.ring.send(slot, ud, batch);
-            return;
-        }
-        if out.is_idle() {
-            conn.inflight_requests = 0;
-            let idle = conn.outbound.take().expect("checked above");
-            self.outbound_pool.give(idle);
-            if conn.state == SessionState::Closing {
-                self.after_final_flush(slot);
+        if let Some(out) = conn.outbound.as_mut() {
+            if let Some(batch) = out.take_batch() {
+                conn.flags.set(ConnFlags::SEND_IN_FLIGHT);
+                self.ring.send(slot, ud, batch);
+                return;
             }
+            if out.is_idle() {
+                conn.inflight_requests = 0;
+                let idle = conn.outbound.take().expect("checked above");
+                self.outbound_pool.give(idle);
+            }
+        }
+        // Nothing left to send (or nothing was queued, e.g. after the peer's Goodbye).
+        if conn.outbound.is_none() && conn.state == SessionState::Closing {
+            self.after_final_flush(slot);
         }
     }
 
