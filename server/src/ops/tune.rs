@@ -40,11 +40,10 @@ pub const URING_POLL_BYTES_PER_CONN: u64 = 288;
 /// Holdfast's user memory per session beyond its preallocated slot while sessions are new
 /// (first fill of the timer wheel, allocator slack): slope of the RSS fit, 44.3 B.
 pub const USER_BYTES_PER_CONN_MEASURED: u64 = 44;
-/// Timer wheel capacity retained per connection once the wheel has turned a full rotation
-/// (each of the 4,096 bucket vectors keeps its high-water capacity, rounded up to a power of
-/// two), beyond slot and first fill: capacity_sim at 10M after 15 heartbeat sweeps,
-/// 248.0 - 32.1 - 16.4 B.
-pub const WHEEL_RETAINED_BYTES_PER_CONN: u64 = 200;
+/// Timer wheel capacity retained per connection once the wheel has turned a full rotation,
+/// beyond slot and first fill: capacity_sim at 10M after 15 heartbeat sweeps, 49.1 - 32.1 -
+/// 16.4 = 0.6 B (drained bucket vectors are reused; it was 200 B before, docs/CAPACITY.md).
+pub const WHEEL_RETAINED_BYTES_PER_CONN: u64 = 1;
 /// Kernel fixed-file table, per slot of capacity (`struct io_fixed_file`, 8 B, plus one bit of
 /// the allocation bitmap), allocated at ring setup.
 pub const FIXED_FILE_BYTES_PER_SLOT: u64 = 8;
