@@ -10,7 +10,8 @@ cd "$(dirname "$0")"
 #   clang libelf-dev zlib1g-dev pkg-config make: libbpf-sys (vendored libbpf) and the BPF programs
 #   fonts-dejavu-core: holdfast-bench plot renders text in PNGs
 #   systemd: systemd-analyze verify on the units in systemd/
-DEBIAN_PACKAGES=(clang libelf-dev zlib1g-dev pkg-config make fonts-dejavu-core systemd)
+#   file, binutils, libc6-dev: .ci/static-build (file(1), strip, libc.a for the static binary)
+DEBIAN_PACKAGES=(clang libelf-dev zlib1g-dev pkg-config make fonts-dejavu-core systemd file binutils libc6-dev nats-server)
 
 deps() {
     local missing=()

@@ -73,6 +73,9 @@ pub fn publish(state: &AdminState, request: &Request) -> Response {
             error(404, "no such connection or client (stale id or no session)")
         }
         // The publish is queued in the shard's inbox: it may still go out (and take its seq).
-        Err(_) => error(503, "the owning shard did not answer in time; the publish may still be delivered"),
+        Err(_) => error(
+            503,
+            "the owning shard did not answer in time; the publish may still be delivered",
+        ),
     }
 }
