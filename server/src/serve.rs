@@ -39,6 +39,10 @@ pub fn capacity_per_shard(config: &Config) -> u32 {
 /// Runs the server until SIGTERM/SIGINT and a completed drain. Returns an error message if
 /// startup failed or a shard died.
 pub fn serve(config: Config) -> Result<ShardCounters, String> {
+    // Handlers first: a SIGTERM that arrives while shards start (or right after the listening
+    // line) is held and starts the drain, instead of killing the process.
+    let mut signals = Signals::new([SIGTERM, SIGINT])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let shards = shard_count(&config);
     let capacity = capacity_per_shard(&config);
     crate::ops::tune::warn_host_shortfalls(&config, shards, capacity);
@@ -111,8 +115,6 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
     println!("holdfast listening on {local} shards={shards}");
 
     let drain_notice = admin.as_ref().map(|admin| admin.drain_notice());
-    let mut signals = Signals::new([SIGTERM, SIGINT])
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     std::thread::Builder::new()
         .name("holdfast-signals".into())
         .spawn(move || {

@@ -52,6 +52,8 @@ pub enum ShardMsg {
 /// Inbox depth per shard: control, publishes and cross-shard deliveries. A shard never blocks
 /// on a full peer inbox: the message is counted (`cross_shard_dropped`) and logged.
 pub const SHARD_INBOX_CAPACITY: usize = 16_384;
+/// Inbox messages handled per ring turn.
+pub const INBOX_BATCH_MAX: usize = 256;
 
 /// A running shard as the main thread sees it.
 pub struct ShardHandle {
@@ -158,6 +160,11 @@ async fn run(
             while let Ok(msg) = inbox.recv_async().await {
                 let mut shard = shard.borrow_mut();
                 shard.on_message(msg);
+                // Take what else is waiting (a broadcast is one message per shard, a busy
+                // topic many): one ring turn sends the replies of the whole batch.
+                for msg in inbox.try_iter().take(INBOX_BATCH_MAX) {
+                    shard.on_message(msg);
+                }
                 if let Err(e) = shard.turn() {
                     tracing::error!(shard = shard.index, "ring submit failed in inbox: {e}");
                 }
@@ -191,7 +198,17 @@ async fn run(
     }
     ticker.cancel();
     inbox_task.cancel();
-    let shard = shard.borrow();
+    let mut shard = shard.borrow_mut();
+    let parked = shard.push.events.parked_len() as u64;
+    if parked > 0 {
+        // Parked events were never acked, so the clients know; still, say it.
+        shard.counters.events_dropped += parked;
+        tracing::warn!(
+            shard = shard.index,
+            parked,
+            "events still parked at exit were not accepted"
+        );
+    }
     let counters = shard.counters();
     tracing::info!(
         shard = shard.index,
