@@ -7,10 +7,14 @@ use std::path::Path;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
-use holdfast_protocol::header::{HEADER_BYTES, MAX_FRAME_BYTES_CEILING};
+use holdfast_protocol::header::MAX_FRAME_BYTES_CEILING;
 use serde::{Deserialize, Serialize};
 
 use crate::conn::id::{MAX_SHARDS, MAX_SLOTS_PER_SHARD};
+
+/// Smallest `max_frame_bytes` allowed: every frame the server writes itself (Welcome, Error with
+/// a reason of at most MAX_ERROR_REASON_BYTES, Goodbye, Pong, Ack) must fit.
+pub const MIN_MAX_FRAME_BYTES: u32 = 512;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -171,10 +175,10 @@ impl Config {
                 format!("below {MAX_SLOTS_PER_SHARD}"),
             ));
         }
-        if !(HEADER_BYTES as u32..=MAX_FRAME_BYTES_CEILING).contains(&self.max_frame_bytes) {
+        if !(MIN_MAX_FRAME_BYTES..=MAX_FRAME_BYTES_CEILING).contains(&self.max_frame_bytes) {
             return Err(invalid(
                 "max_frame_bytes",
-                format!("between {HEADER_BYTES} and {MAX_FRAME_BYTES_CEILING}"),
+                format!("between {MIN_MAX_FRAME_BYTES} and {MAX_FRAME_BYTES_CEILING}"),
             ));
         }
         if self.max_outbound_bytes < 2 * self.max_frame_bytes {

@@ -401,3 +401,40 @@ fn only_a_publisher_session_may_publish_from_a_connection() {
         ("alerts".into(), 1, b"from a session".to_vec())
     );
 }
+
+#[test]
+fn a_publish_error_quoting_huge_client_input_is_cut_not_fatal() {
+    let secret = "test-secret-of-some-length";
+    let server = Server::start(&format!("shards = 1\nauth_secret = \"{secret}\"\n"));
+    let expiry = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 60;
+    let token = holdfast_protocol::token::sign(secret.as_bytes(), "publisher:x", expiry);
+    let mut publisher = server.connect();
+    assert_eq!(
+        publisher.hello_with("publisher:x", &token).kind,
+        Kind::Welcome
+    );
+    // serde_json's error names the unknown field: 65,400 bytes of it (an uncut reason would
+    // not fit in the 65,536-byte Error frame).
+    let body = format!(r#"{{"{}":1}}"#, "f".repeat(65_400));
+    publisher.request(9, "publish", body.as_bytes());
+    let error = publisher.recv();
+    assert_eq!(
+        (error.error_code(), error.id),
+        (Some(ErrorCode::HandlerFailed), 9)
+    );
+    assert!(
+        error.bytes.len() < 512,
+        "reason cut to a bound: {} bytes",
+        error.bytes.len()
+    );
+    publisher.send(Kind::Ping, 10, &[]);
+    assert_eq!(
+        publisher.recv().kind,
+        Kind::Pong,
+        "the server and the session live on"
+    );
+}

@@ -72,7 +72,12 @@ pub(crate) fn outbound<'c>(
     out
 }
 
-/// Queues an Error frame. Never fails: the reason is short and fixed.
+/// Longest reason an Error frame carries; longer ones (some quote client input, e.g. a JSON
+/// parse error) are cut at a character boundary.
+pub const MAX_ERROR_REASON_BYTES: usize = 256;
+
+/// Queues an Error frame. Never fails: the reason is cut to MAX_ERROR_REASON_BYTES, so the frame
+/// fits in any max_frame_bytes config validation allows (>= 512).
 pub fn queue_error(
     conn: &mut Conn,
     cx: &mut SessionCx<'_>,
@@ -80,9 +85,13 @@ pub fn queue_error(
     id: u64,
     reason: &str,
 ) {
+    let mut end = reason.len().min(MAX_ERROR_REASON_BYTES);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
     let body = ErrorBody {
         code: code as u16,
-        reason,
+        reason: &reason[..end],
     };
     let out = outbound(conn, cx.pool, cx.received_at);
     encode_frame(
