@@ -78,6 +78,11 @@ pub struct Config {
     pub publish_secret: Option<String>,
     /// With auth on, sessions whose verified client id starts with this may publish.
     pub publisher_client_id_prefix: String,
+    /// Cluster mode: the NATS server, an IP literal (`nats://127.0.0.1:4222`); unset = this
+    /// host runs alone.
+    pub nats_url: Option<String>,
+    /// This host's id on NATS (the origin of what it publishes); unset = random per process.
+    pub cluster_host_id: Option<String>,
 }
 
 impl Config {
@@ -122,6 +127,8 @@ impl Default for Config {
             trending_top_k: 10,
             publish_secret: None,
             publisher_client_id_prefix: "publisher:".to_owned(),
+            nats_url: None,
+            cluster_host_id: None,
         }
     }
 }
@@ -271,6 +278,18 @@ impl Config {
         if matches!(&self.publish_secret, Some(secret) if secret.len() < 16) {
             return Err(invalid("publish_secret", "at least 16 bytes"));
         }
+        if let Some(url) = &self.nats_url {
+            let addr = url.strip_prefix("nats://").unwrap_or(url);
+            if addr.parse::<SocketAddr>().is_err() {
+                return Err(invalid(
+                    "nats_url",
+                    "nats://IP:PORT with an IP literal, e.g. nats://127.0.0.1:4222",
+                ));
+            }
+        }
+        if matches!(&self.cluster_host_id, Some(id) if id.is_empty() || id.len() > 64) {
+            return Err(invalid("cluster_host_id", "1..=64 bytes"));
+        }
         Ok(())
     }
 
@@ -309,6 +328,21 @@ mod tests {
         };
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("max_outbound_bytes"), "{err}");
+    }
+
+    #[test]
+    fn nats_url_must_be_an_ip_literal() {
+        let config = Config {
+            nats_url: Some("nats://127.0.0.1:4222".to_owned()),
+            ..Config::default()
+        };
+        config.validate().unwrap();
+        let named = Config {
+            nats_url: Some("nats://localhost:4222".to_owned()),
+            ..Config::default()
+        };
+        let err = named.validate().unwrap_err().to_string();
+        assert!(err.contains("nats_url"), "{err}");
     }
 
     #[test]

@@ -25,6 +25,7 @@
 //! probes (`serve --probes`, `holdfast probe`).
 
 pub mod admin;
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod events;

@@ -74,6 +74,8 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
     let (peers, mut inboxes_rx): (Vec<_>, Vec<_>) = (0..shards)
         .map(|_| flume::bounded(shard::SHARD_INBOX_CAPACITY))
         .unzip();
+    // Cluster mode: the NATS bridge gets every inbox; the shards get its link.
+    let cluster = crate::cluster::start(&config, peers.clone())?;
     let (pipelines_tx, pipelines_rx): (Vec<_>, Vec<_>) = (0..shards)
         .map(|_| flume::bounded(config.event_pipeline_capacity))
         .unzip();
@@ -88,6 +90,7 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
             events,
             inbox: inboxes_rx.remove(0),
             peers: peers.clone(),
+            cluster: cluster.clone(),
         };
         let handle = shard::spawn(spec, ready_tx.clone())
             .map_err(|e| format!("cannot start shard {index}: {e}"))?;

@@ -246,6 +246,7 @@ impl Collector for Scrape {
         if let Some(Some(snapshot)) = &self.probes {
             encode_probes(&mut encoder, snapshot)?;
         }
+        encode_cluster(&mut encoder)?;
         Ok(())
     }
 }
@@ -440,6 +441,39 @@ fn encode_probes(encoder: &mut DescriptorEncoder, s: &Snapshot) -> fmt::Result {
             .iter()
             .map(|t| (vec![("from", t.from), ("to", t.to)], t.count)),
     )
+}
+
+/// Cluster mode's counters (process-wide, kept by the bridge); absent when standalone.
+fn encode_cluster(encoder: &mut DescriptorEncoder) -> fmt::Result {
+    use std::sync::atomic::Ordering::Relaxed;
+    if !crate::cluster::ENABLED.load(Relaxed) {
+        return Ok(());
+    }
+    for (name, help, value) in [
+        (
+            "holdfast_cluster_publish_failed",
+            "Local publishes that did not reach NATS (disconnected, send error, bridge queue full).",
+            &crate::cluster::PUBLISH_FAILED,
+        ),
+        (
+            "holdfast_cluster_published",
+            "Local publishes handed to NATS.",
+            &crate::cluster::PUBLISHED,
+        ),
+        (
+            "holdfast_cluster_received",
+            "Messages from other hosts (or straight from NATS) handed to a local shard.",
+            &crate::cluster::RECEIVED,
+        ),
+        (
+            "holdfast_cluster_receive_dropped",
+            "Messages from NATS dropped because the owner shard's inbox was full.",
+            &crate::cluster::RECEIVE_DROPPED,
+        ),
+    ] {
+        counter(encoder, name, help, [(vec![], value.load(Relaxed))])?;
+    }
+    Ok(())
 }
 
 fn counter<'a>(

@@ -22,6 +22,8 @@ pub struct PushState {
     pub outbox: Vec<(usize, ShardMsg)>,
     pub shards: usize,
     pub max_topics_per_session: usize,
+    /// Cluster mode: the way to the NATS bridge (`None` when standalone).
+    pub cluster: Option<crate::cluster::Link>,
 }
 
 impl PushState {
@@ -35,6 +37,7 @@ impl PushState {
             outbox: Vec::new(),
             shards,
             max_topics_per_session,
+            cluster: None,
         }
     }
 

@@ -16,6 +16,9 @@ pub enum SubscribeError {
 pub struct TopicIndex {
     subscribers: HashMap<Arc<str>, Vec<WheelEntry>>,
     by_slot: HashMap<u32, (u32, Vec<Arc<str>>)>,
+    /// Cluster mode: topics that gained their first (`true`) or lost their last local
+    /// subscriber since the last [`TopicIndex::take_changes`]; `None` = not tracked.
+    changes: Option<Vec<(Arc<str>, bool)>>,
 }
 
 impl TopicIndex {
@@ -42,7 +45,13 @@ impl TopicIndex {
         }
         let name: Arc<str> = match self.subscribers.get_key_value(topic) {
             Some((name, _)) => name.clone(),
-            None => Arc::from(topic),
+            None => {
+                let name: Arc<str> = Arc::from(topic);
+                if let Some(changes) = &mut self.changes {
+                    changes.push((name.clone(), true));
+                }
+                name
+            }
         };
         topics.push(name.clone());
         self.subscribers.entry(name).or_default().push(conn);
@@ -76,8 +85,25 @@ impl TopicIndex {
             subscribers.swap_remove(at);
         }
         if subscribers.is_empty() {
-            self.subscribers.remove(topic);
+            if let Some((name, _)) = self.subscribers.remove_entry(topic) {
+                if let Some(changes) = &mut self.changes {
+                    changes.push((name, false));
+                }
+            }
         }
+    }
+
+    /// Starts recording first-subscriber / last-subscriber changes (cluster mode).
+    pub fn track_changes(&mut self) {
+        self.changes.get_or_insert_with(Vec::new);
+    }
+
+    /// The changes recorded since the last call, oldest first.
+    pub fn take_changes(&mut self) -> Vec<(Arc<str>, bool)> {
+        self.changes
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// The local subscribers of `topic`.
@@ -119,6 +145,32 @@ mod tests {
         index.remove_conn(conn(1));
         assert!(index.subscribers("a").is_empty() && index.subscribers("b").is_empty());
         assert_eq!(index.topic_count(), 0);
+    }
+
+    #[test]
+    fn first_and_last_subscriber_changes_are_recorded_when_tracked() {
+        let mut index = TopicIndex::default();
+        index.subscribe(conn(1), "a", 4).unwrap();
+        assert!(index.take_changes().is_empty(), "untracked by default");
+        index.track_changes();
+        index.subscribe(conn(2), "a", 4).unwrap();
+        index.subscribe(conn(2), "b", 4).unwrap();
+        index.unsubscribe(conn(1), "a");
+        index.remove_conn(conn(2));
+        let changes: Vec<(String, bool)> = index
+            .take_changes()
+            .into_iter()
+            .map(|(t, on)| (t.to_string(), on))
+            .collect();
+        assert_eq!(
+            changes,
+            [
+                ("b".to_owned(), true),
+                ("a".to_owned(), false),
+                ("b".to_owned(), false)
+            ]
+        );
+        assert!(index.take_changes().is_empty());
     }
 
     #[test]

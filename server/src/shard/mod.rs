@@ -47,6 +47,9 @@ pub enum ShardMsg {
         client_id: Box<str>,
         conn: crate::conn::ConnId,
     },
+    /// Cluster mode: a publish from another host (or straight from NATS), for the target this
+    /// shard owns; sequenced and delivered here like `Publish`, never forwarded to NATS again.
+    ClusterPublish(crate::push::Publish),
 }
 
 /// Inbox depth per shard: control, publishes and cross-shard deliveries. A shard never blocks
@@ -79,6 +82,8 @@ pub struct ShardSpec {
     pub inbox: flume::Receiver<ShardMsg>,
     /// Every shard's inbox, indexed by shard (this one's included), known before any accept.
     pub peers: Vec<flume::Sender<ShardMsg>>,
+    /// Cluster mode: the way to the NATS bridge (`None` when standalone).
+    pub cluster: Option<crate::cluster::Link>,
 }
 
 pub fn spawn(
@@ -95,6 +100,7 @@ pub fn spawn(
         events,
         inbox: inbox_rx,
         peers,
+        cluster,
     } = spec;
     assert_eq!(peers.len(), shards);
     let inbox = peers[index].clone();
@@ -105,6 +111,7 @@ pub fn spawn(
             let shard = match Shard::new(index, config, listener, capacity, shards, events) {
                 Ok(mut shard) => {
                     shard.peers = peers;
+                    shard.attach_cluster(cluster);
                     shard
                 }
                 Err(e) => {

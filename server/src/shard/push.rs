@@ -22,13 +22,23 @@ impl Shard {
             ShardMsg::Stats(reply) => {
                 let _ = reply.send(self.report());
             }
-            ShardMsg::Publish(publish) => self.on_publish(publish),
+            ShardMsg::Publish(publish) => self.on_publish(publish, true),
+            ShardMsg::ClusterPublish(publish) => self.on_publish(publish, false),
             ShardMsg::Deliver { scope, frame } => self.deliver(&scope, &frame),
             ShardMsg::ClientRegister { client_id, conn } => {
-                self.push.directory.register(&client_id, conn)
+                let first = self.push.directory.lookup(&client_id).is_empty();
+                self.push.directory.register(&client_id, conn);
+                if let (true, Some(link)) = (first, &self.push.cluster) {
+                    link.interest(crate::cluster::Interest::Client(client_id), true);
+                }
             }
             ShardMsg::ClientUnregister { client_id, conn } => {
-                self.push.directory.unregister(&client_id, conn)
+                let had = !self.push.directory.lookup(&client_id).is_empty();
+                self.push.directory.unregister(&client_id, conn);
+                let last = had && self.push.directory.lookup(&client_id).is_empty();
+                if let (true, Some(link)) = (last, &self.push.cluster) {
+                    link.interest(crate::cluster::Interest::Client(client_id), false);
+                }
             }
         }
         self.flush_outbox();
@@ -54,12 +64,28 @@ impl Shard {
         Some(out.freeze())
     }
 
-    fn on_publish(&mut self, publish: Publish) {
+    /// Cluster mode: keep the bridge told of this shard's topic interest from now on.
+    pub(super) fn attach_cluster(&mut self, link: Option<crate::cluster::Link>) {
+        if link.is_some() {
+            self.push.topics.track_changes();
+        }
+        self.push.cluster = link;
+    }
+
+    /// A publish for a target this shard owns. `forward`: it entered this host (not from the
+    /// cluster), so in cluster mode it also goes to NATS (topic, broadcast, client targets).
+    fn on_publish(&mut self, publish: Publish, forward: bool) {
         let Publish {
             target,
             payload,
             reply,
         } = publish;
+        let forwarded = forward
+            && self
+                .push
+                .cluster
+                .as_ref()
+                .is_some_and(|link| link.publish(&target, &payload));
         let outcome = match target {
             Target::Topic(topic) => {
                 self.publish_sequenced(&topic, Scope::Topic(topic.as_str().into()), &payload)
@@ -100,6 +126,14 @@ impl Shard {
                 }
             }
         };
+        // A client may have sessions on other hosts: forwarded is not "no such target" (the
+        // count is of this host's connections).
+        let outcome = match outcome {
+            PublishOutcome::NoSuchTarget if forwarded => {
+                PublishOutcome::Delivered { connections: 0 }
+            }
+            outcome => outcome,
+        };
         if let Some(reply) = reply {
             let _ = reply.send(outcome);
         }
@@ -132,6 +166,11 @@ impl Shard {
     /// Sends what the session layer and publishes queued for other shards. Never blocks: a
     /// full inbox drops the message, counted and logged.
     pub(super) fn flush_outbox(&mut self) {
+        if let Some(link) = &self.push.cluster {
+            for (topic, on) in self.push.topics.take_changes() {
+                link.interest(crate::cluster::Interest::Topic(topic), on);
+            }
+        }
         while !self.push.outbox.is_empty() {
             let outbox = std::mem::take(&mut self.push.outbox);
             for (shard, msg) in outbox {

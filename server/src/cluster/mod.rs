@@ -1,0 +1,238 @@
+//! Cluster mode over NATS: a bridge thread (async-nats on a current-thread tokio runtime) that
+//! forwards this host's publishes to NATS and delivers other hosts' publishes to local shards.
+//!
+//! - **Interest-based.** The bridge subscribes only to `holdfast.topic.<topic>` for topics a
+//!   local session holds, `holdfast.client.<client_id>` for client ids with a local session, and
+//!   `holdfast.broadcast`. Shards tell it when a topic gains its first or loses its last
+//!   subscriber on that shard, and when a client id gains its first or loses its last session
+//!   (the directory's owner shard); the bridge counts shards per subject.
+//! - **Messages only.** Shards reach the bridge through a [`Link`] (two channels); the bridge
+//!   reaches shards through their inboxes (`ShardMsg::ClusterPublish` to the owner shard).
+//! - **Origin.** A forwarded publish carries `Holdfast-Origin: <host id>`; the bridge connects
+//!   with `no_echo` and also ignores its own origin. A message with any other origin, or none
+//!   (published straight on NATS), is delivered locally and never forwarded again.
+//! - **Sequence numbers are per host.** The owner shard of a topic on each host sequences
+//!   everything delivered on that host (local and remote publishes alike), so a session sees
+//!   gapless, increasing sequence numbers whoever published; the origin's number is not carried.
+//!   What NATS loses (an outage) is not a sequence gap: the bridge counts and logs it.
+//! - **Subjects.** A topic or client id that is not a plain NATS subject (empty token, space,
+//!   `*`, `>`) goes as `holdfast.topic_hex.<hex>` / `holdfast.client_hex.<hex>`.
+
+mod bridge;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::push::Target;
+use crate::shard::ShardMsg;
+
+pub const SUBJECT_BROADCAST: &str = "holdfast.broadcast";
+const TOPIC_PREFIX: &str = "holdfast.topic.";
+const TOPIC_HEX_PREFIX: &str = "holdfast.topic_hex.";
+const CLIENT_PREFIX: &str = "holdfast.client.";
+const CLIENT_HEX_PREFIX: &str = "holdfast.client_hex.";
+/// The header naming the host a message was first published on.
+pub const ORIGIN_HEADER: &str = "Holdfast-Origin";
+/// Publishes queued from the shards to the bridge; beyond this they are dropped and counted.
+pub const OUTGOING_CAPACITY: usize = 65_536;
+
+/// Process-wide cluster counters, read by the admin exposition (`/metrics`).
+pub static ENABLED: AtomicBool = AtomicBool::new(false);
+/// Local publishes that did not reach NATS (disconnected, send error, bridge queue full).
+pub static PUBLISH_FAILED: AtomicU64 = AtomicU64::new(0);
+/// Local publishes handed to NATS.
+pub static PUBLISHED: AtomicU64 = AtomicU64::new(0);
+/// Messages from NATS handed to a local shard.
+pub static RECEIVED: AtomicU64 = AtomicU64::new(0);
+/// Messages from NATS dropped because the owner shard's inbox was full.
+pub static RECEIVE_DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// What a subscription is for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Interest {
+    Topic(Arc<str>),
+    Client(Box<str>),
+}
+
+impl Interest {
+    pub fn subject(&self) -> String {
+        match self {
+            Interest::Topic(topic) => subject(TOPIC_PREFIX, TOPIC_HEX_PREFIX, topic),
+            Interest::Client(client) => subject(CLIENT_PREFIX, CLIENT_HEX_PREFIX, client),
+        }
+    }
+}
+
+/// Shard -> bridge: interest changes (never dropped: unbounded, and they happen only when a
+/// shard's first subscriber of a topic arrives or its last leaves).
+#[derive(Debug)]
+enum Control {
+    Interest { interest: Interest, on: bool },
+}
+
+/// Shard -> bridge: a local publish to forward.
+#[derive(Debug)]
+struct Outgoing {
+    subject: String,
+    payload: Bytes,
+}
+
+/// A shard's way to the bridge. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Link {
+    control: flume::Sender<Control>,
+    outgoing: flume::Sender<Outgoing>,
+}
+
+impl Link {
+    /// A topic gained its first (`on`) or lost its last local subscriber on this shard, or a
+    /// client id its first or last session (on its directory owner shard).
+    pub fn interest(&self, interest: Interest, on: bool) {
+        let _ = self.control.send(Control::Interest { interest, on });
+    }
+
+    /// Forwards a publish that entered this host. Returns whether the target is one the
+    /// cluster forwards (connection ids are host-local and are not).
+    pub fn publish(&self, target: &Target, payload: &Bytes) -> bool {
+        let subject = match target {
+            Target::Topic(topic) => subject(TOPIC_PREFIX, TOPIC_HEX_PREFIX, topic),
+            Target::Broadcast => SUBJECT_BROADCAST.to_owned(),
+            Target::Client(client) => subject(CLIENT_PREFIX, CLIENT_HEX_PREFIX, client),
+            Target::Conn(_) => return false,
+        };
+        let message = Outgoing {
+            subject,
+            payload: payload.clone(),
+        };
+        if self.outgoing.try_send(message).is_err() {
+            PUBLISH_FAILED.fetch_add(1, Ordering::Relaxed);
+        }
+        true
+    }
+}
+
+/// A NATS subject for `name` under `plain` (or `hex` when `name` is not a plain token list).
+fn subject(plain: &str, hex: &str, name: &str) -> String {
+    let is_plain = !name.is_empty()
+        && name.split('.').all(|token| {
+            !token.is_empty()
+                && token
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'*' && b != b'>')
+        });
+    if is_plain {
+        return format!("{plain}{name}");
+    }
+    let mut out = String::with_capacity(hex.len() + 2 * name.len());
+    out.push_str(hex);
+    for byte in name.bytes() {
+        out.push_str(&format!("{byte:02x}"));
+    }
+    out
+}
+
+/// The target a subject from NATS stands for, if it is one of ours.
+pub fn target_of(subject: &str) -> Option<Target> {
+    fn unhex(hex: &str) -> Option<String> {
+        if !hex.len().is_multiple_of(2) {
+            return None;
+        }
+        let bytes: Option<Vec<u8>> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+            .collect();
+        String::from_utf8(bytes?).ok()
+    }
+    if subject == SUBJECT_BROADCAST {
+        return Some(Target::Broadcast);
+    }
+    let topic = match (
+        subject.strip_prefix(TOPIC_PREFIX),
+        subject.strip_prefix(TOPIC_HEX_PREFIX),
+    ) {
+        (Some(topic), _) => Some(topic.to_owned()),
+        (None, Some(hex)) => Some(unhex(hex)?),
+        _ => None,
+    };
+    if let Some(topic) = topic {
+        return crate::push::valid_topic(&topic).then_some(Target::Topic(topic));
+    }
+    let client = match (
+        subject.strip_prefix(CLIENT_PREFIX),
+        subject.strip_prefix(CLIENT_HEX_PREFIX),
+    ) {
+        (Some(client), _) => client.to_owned(),
+        (None, Some(hex)) => unhex(hex)?,
+        _ => return None,
+    };
+    (!client.is_empty()).then_some(Target::Client(client))
+}
+
+/// A random host id (16 hex digits) when `cluster_host_id` is not set.
+pub fn host_id(config: &Config) -> String {
+    match &config.cluster_host_id {
+        Some(id) => id.clone(),
+        None => format!("{:016x}", rand::random::<u64>()),
+    }
+}
+
+/// Starts the bridge thread when `nats_url` is set; returns the link shards are given.
+pub fn start(config: &Config, peers: Vec<flume::Sender<ShardMsg>>) -> Result<Option<Link>, String> {
+    let Some(url) = config.nats_url.clone() else {
+        return Ok(None);
+    };
+    let host = host_id(config);
+    let (control_tx, control_rx) = flume::unbounded();
+    let (outgoing_tx, outgoing_rx) = flume::bounded(OUTGOING_CAPACITY);
+    let bridge = bridge::Bridge {
+        url: url.clone(),
+        host: host.clone(),
+        peers,
+        control: control_rx,
+        outgoing: outgoing_rx,
+    };
+    std::thread::Builder::new()
+        .name("holdfast-cluster".into())
+        .spawn(move || bridge.run())
+        .map_err(|e| format!("cannot start the cluster bridge thread: {e}"))?;
+    ENABLED.store(true, Ordering::Relaxed);
+    tracing::info!(nats_url = %url, host_id = %host, "cluster mode: NATS bridge started");
+    Ok(Some(Link {
+        control: control_tx,
+        outgoing: outgoing_tx,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_round_trip_plain_and_hex() {
+        for topic in ["news", "a.b", "with space", "a..b", "x*", ".lead", "ünï"] {
+            let subject = Interest::Topic(topic.into()).subject();
+            assert_eq!(
+                target_of(&subject),
+                Some(Target::Topic(topic.to_owned())),
+                "{subject}"
+            );
+        }
+        assert_eq!(
+            Interest::Topic("news.eu".into()).subject(),
+            "holdfast.topic.news.eu"
+        );
+        assert_eq!(
+            Interest::Topic("a b".into()).subject(),
+            "holdfast.topic_hex.612062"
+        );
+        let client = Interest::Client("alice".into()).subject();
+        assert_eq!(client, "holdfast.client.alice");
+        assert_eq!(target_of(&client), Some(Target::Client("alice".into())));
+        assert_eq!(target_of(SUBJECT_BROADCAST), Some(Target::Broadcast));
+        assert_eq!(target_of("other.subject"), None);
+        assert_eq!(target_of("holdfast.topic_hex.zz"), None);
+    }
+}
