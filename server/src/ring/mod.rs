@@ -134,6 +134,11 @@ impl Ring {
         self.eventfd.as_raw_fd()
     }
 
+    /// Whether SQEs are queued and not yet handed to the kernel.
+    pub fn has_unsubmitted(&mut self) -> bool {
+        !self.uring.submission().is_empty()
+    }
+
     /// Submits queued SQEs without waiting.
     pub fn submit(&mut self) -> io::Result<usize> {
         let result = self.uring.submit();

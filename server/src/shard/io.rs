@@ -38,7 +38,11 @@ impl Shard {
             }
             handled += reaped;
         }
-        self.ring.submit()?;
+        // The last round reaped nothing right after entering the kernel: enter again only if
+        // that round's handling (outbox, unparked events) queued something.
+        if self.ring.has_unsubmitted() {
+            self.ring.submit()?;
+        }
         Ok(handled)
     }
 
