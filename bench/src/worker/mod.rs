@@ -810,11 +810,7 @@ impl Worker {
                 (&self.template, &mut self.counters, &mut self.completed);
             let fed = decoder.feed(&self.scratch[..n], |frame| {
                 link.on_frame(frame, state, template, counters, completed, &mut outcome);
-                if outcome.opened
-                    || outcome.close
-                    || outcome.goodbye_reconnect_after_ms.is_some()
-                    || outcome.subscribed.is_some()
-                {
+                if outcome.changes_state() {
                     std::ops::ControlFlow::Break(())
                 } else {
                     std::ops::ControlFlow::Continue(())
@@ -863,11 +859,7 @@ impl Worker {
                 (&self.template, &mut self.counters, &mut self.completed);
             let fed = decoder.feed(&rest[offset..], |frame| {
                 link.on_frame(frame, state, template, counters, completed, &mut outcome);
-                if outcome.opened
-                    || outcome.close
-                    || outcome.goodbye_reconnect_after_ms.is_some()
-                    || outcome.subscribed.is_some()
-                {
+                if outcome.changes_state() {
                     std::ops::ControlFlow::Break(())
                 } else {
                     std::ops::ControlFlow::Continue(())

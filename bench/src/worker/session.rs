@@ -43,6 +43,16 @@ pub struct FrameOutcome {
     pub subscribed: Option<bool>,
 }
 
+impl FrameOutcome {
+    /// The frame changed the session's state: stop feeding and apply it before the next frame.
+    pub fn changes_state(&self) -> bool {
+        self.opened
+            || self.close
+            || self.goodbye_reconnect_after_ms.is_some()
+            || self.subscribed.is_some()
+    }
+}
+
 pub struct Session {
     pub stream: Option<mio::net::TcpStream>,
     pub state: State,
