@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const BENCH: &str = env!("CARGO_BIN_EXE_holdfast-bench");
+mod common;
+
+use common::{holdfast_bin, run_bench, BENCH};
 const SERVER_START_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Server {
@@ -70,17 +72,8 @@ fn baseline(name: &str) -> Server {
 
 /// Runs `holdfast-bench <workload> <args>` and returns its JSON summary.
 fn bench(workload: &str, server: &Server, extra: &[&str]) -> Value {
-    let out = tempfile::tempdir().unwrap();
     let target = server.addr.to_string();
-    let mut args = vec![
-        workload,
-        "--target",
-        &target,
-        "--out",
-        out.path().to_str().unwrap(),
-        "--label",
-        "run",
-    ];
+    let mut args = vec![workload, "--target", &target];
     args.extend([
         "--warmup-s",
         "0",
@@ -92,24 +85,7 @@ fn bench(workload: &str, server: &Server, extra: &[&str]) -> Value {
         "20",
     ]);
     args.extend(extra);
-    let output = Command::new(BENCH)
-        .args(&args)
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "holdfast-bench {args:?} failed: {:?}\n{stdout}",
-        output.status
-    );
-    for ext in ["hgrm", "hlog"] {
-        assert!(
-            out.path().join(format!("run.{ext}")).exists(),
-            "run.{ext} missing"
-        );
-    }
-    serde_json::from_slice(&std::fs::read(out.path().join("run.json")).unwrap()).unwrap()
+    run_bench(&args, &["hgrm", "hlog"], "")
 }
 
 fn count(summary: &Value, key: &str) -> u64 {
@@ -282,14 +258,6 @@ fn plot_draws_svg_and_png_from_a_run() {
         let bytes = std::fs::read(out.path().join(name)).unwrap();
         assert!(bytes.len() > 1_000, "{name} has {} bytes", bytes.len());
     }
-}
-
-fn holdfast_bin() -> Option<PathBuf> {
-    if let Ok(path) = std::env::var("HOLDFAST_BIN") {
-        return Some(PathBuf::from(path));
-    }
-    let beside = PathBuf::from(BENCH).with_file_name("holdfast");
-    beside.exists().then_some(beside)
 }
 
 #[test]

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-const BENCH: &str = env!("CARGO_BIN_EXE_holdfast-bench");
+mod common;
+
+use common::{run_bench, BENCH};
 const SERVER_START_TIMEOUT: Duration = Duration::from_secs(15);
 const SESSIONS: u64 = 20;
 
@@ -32,17 +34,12 @@ impl Drop for Server {
 }
 
 fn holdfast_bin() -> PathBuf {
-    if let Ok(path) = std::env::var("HOLDFAST_BIN") {
-        return PathBuf::from(path);
-    }
-    let beside = PathBuf::from(BENCH).with_file_name("holdfast");
-    assert!(
-        beside.exists(),
-        "push e2e needs the holdfast binary: cargo build -p holdfast-server (or set HOLDFAST_BIN); \
-         looked for {}",
-        beside.display()
-    );
-    beside
+    common::holdfast_bin().unwrap_or_else(|| {
+        panic!(
+            "push e2e needs the holdfast binary: cargo build -p holdfast-server (or set \
+             HOLDFAST_BIN); looked beside {BENCH}"
+        )
+    })
 }
 
 /// Starts `holdfast serve` on port 0 for sessions and admin; reads both real addresses from the
@@ -98,7 +95,6 @@ fn start_holdfast() -> Server {
 
 /// Runs `holdfast-bench push` and returns its JSON summary; fails with its output if it fails.
 fn push(server: &Server, extra: &[&str]) -> Value {
-    let out = tempfile::tempdir().unwrap();
     let sessions = SESSIONS.to_string();
     let mut args = vec![
         "push",
@@ -118,30 +114,13 @@ fn push(server: &Server, extra: &[&str]) -> Value {
         "1000",
         "--setup-timeout-s",
         "20",
-        "--out",
-        out.path().to_str().unwrap(),
-        "--label",
-        "run",
     ];
     args.extend(extra);
-    let output = Command::new(BENCH)
-        .args(&args)
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "holdfast-bench {args:?} failed ({:?}); a server without POST /publish fails here\n{stdout}",
-        output.status
-    );
-    for ext in ["hgrm", "hlog", "json"] {
-        assert!(
-            out.path().join(format!("run.{ext}")).exists(),
-            "run.{ext} missing"
-        );
-    }
-    serde_json::from_slice(&std::fs::read(out.path().join("run.json")).unwrap()).unwrap()
+    run_bench(
+        &args,
+        &["hgrm", "hlog", "json"],
+        "; a server without POST /publish fails here",
+    )
 }
 
 fn u(v: &Value) -> u64 {
