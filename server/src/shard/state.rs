@@ -298,6 +298,20 @@ impl Shard {
         };
         let cancel_ud = UserData::new(Op::Cancel, slot, conn.generation);
         let close_ud = UserData::new(Op::Close, slot, conn.generation);
+        // The multishot poll is armed for as long as the connection is open; a recv or send
+        // is pending only while its flag is set. Naming each exactly keeps the cancel a hashed
+        // lookup; one that already completed fails with ENOENT, which is harmless.
+        let mut targets = [UserData::new(Op::Poll, slot, conn.generation); 3];
+        let mut target_count = 1;
+        for (flag, op) in [
+            (ConnFlags::RECV_IN_FLIGHT, Op::Recv),
+            (ConnFlags::SEND_IN_FLIGHT, Op::Send),
+        ] {
+            if conn.flags.has(flag) {
+                targets[target_count] = UserData::new(op, slot, conn.generation);
+                target_count += 1;
+            }
+        }
         if let Some(reason) = reason {
             debug_assert_ne!(conn.state, SessionState::Closing);
             self.counters.closed(reason);
@@ -325,7 +339,8 @@ impl Shard {
                 self.outbound_pool.give(outbound);
             }
         }
-        self.ring.cancel_and_close(slot, cancel_ud, close_ud);
+        self.ring
+            .cancel_and_close(slot, &targets[..target_count], cancel_ud, close_ud);
         self.handler.on_close(session);
         self.arm_accept();
     }
