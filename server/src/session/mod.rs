@@ -168,7 +168,7 @@ fn check_outbound(conn: &mut Conn, cx: &mut SessionCx<'_>) -> Verdict {
     if out.total_bytes() <= cx.limits.max_outbound_bytes {
         return Verdict::Continue;
     }
-    out.queued.clear();
+    out.discard_queued();
     cx.counters.slow_consumers += 1;
     queue_error(
         conn,

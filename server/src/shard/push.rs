@@ -198,8 +198,12 @@ impl Shard {
         }
     }
 
-    /// Copies an encoded Push frame into every local session in `scope`.
+    /// Queues an encoded Push frame for every local session in `scope`, by reference: the
+    /// shard takes one copy of the frame (so the reference count every subscriber's queue
+    /// touches lives on this core's cache, not on a line shared with the encoding shard) and
+    /// every subscriber's send points at that copy.
     fn deliver(&mut self, scope: &Scope, frame: &Bytes) {
+        let frame = &Bytes::copy_from_slice(frame);
         match scope {
             Scope::Topic(topic) => {
                 let subscribers: Vec<WheelEntry> = self.push.topics.subscribers(topic).to_vec();
@@ -250,7 +254,7 @@ impl Shard {
         }
         let out = session::outbound(conn, cx.pool, cx.received_at);
         if out.total_bytes() + frame.len() > max_outbound_bytes {
-            out.queued.clear();
+            out.discard_queued();
             cx.counters.slow_consumers += 1;
             session::queue_error(
                 conn,
@@ -262,7 +266,7 @@ impl Shard {
             self.begin_close(entry.slot, CloseReason::SlowConsumer);
             return false;
         }
-        out.queued.extend_from_slice(frame);
+        out.push_shared(frame.clone());
         cx.counters.frames_out += 1;
         cx.counters.pushes_delivered += 1;
         self.flush(entry.slot);
