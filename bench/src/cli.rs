@@ -1,11 +1,15 @@
 //! Command-line surface. Every limit is a flag with its unit in the name.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::msg::StormMode;
+
+/// push: the admin listener when `--admin` is not given (holdfast's default `admin_listen`).
+pub const PUSH_ADMIN_DEFAULT: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 9878));
 
 #[derive(Parser, Debug)]
 #[command(
@@ -33,6 +37,10 @@ pub enum Command {
     /// Subscribe N sessions to --topic and publish over the admin HTTP listener (--rate-per-s
     /// publishes per second, or --broadcast-burst K): delivery latency, gaps, duplicates.
     Push(RunArgs),
+    /// Send Event frames as fast as the server takes them: closed loop with --ack
+    /// (--inflight-events awaiting their Ack per session), else streaming: events accepted per
+    /// second and per server CPU-second, drops (scraped from --admin /metrics).
+    Events(RunArgs),
     /// Draw latency-by-percentile (.hgrm) and latency-over-time (.hlog) charts, SVG and PNG.
     Plot(PlotArgs),
     /// Run the same echo workload against Holdfast and each baseline; print the ratio table.
@@ -85,7 +93,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 1)]
     pub inflight: u32,
     /// Payload bytes per Echo frame or Request body (48 gives 64-byte Echo frames); push: bytes
-    /// of each published payload (at least 8: the publish timestamp).
+    /// of each published payload (at least 8: the publish timestamp); events: of each Event's payload.
     #[arg(long, default_value_t = 48)]
     pub payload_bytes: u32,
     /// rate/request: frames per second in total, over all sessions; push: publishes per second.
@@ -117,9 +125,11 @@ pub struct RunArgs {
     /// storm: retry delay after a refused or failed reconnect.
     #[arg(long, default_value_t = 100)]
     pub retry_backoff_ms: u64,
-    /// push: the server's admin HTTP listener, where `POST /publish` goes (loopback only).
-    #[arg(long, default_value = "127.0.0.1:9878", help_heading = "push")]
-    pub admin: SocketAddr,
+    /// The server's admin HTTP listener (loopback only). push: where `POST /publish` goes
+    /// (default 127.0.0.1:9878); events: where `GET /metrics` is scraped for the server's
+    /// accepted and dropped event counts (default: not scraped).
+    #[arg(long)]
+    pub admin: Option<SocketAddr>,
     /// push: topic every session subscribes to (and the publisher publishes on).
     #[arg(long, default_value = "bench", help_heading = "push")]
     pub topic: String,
@@ -138,6 +148,17 @@ pub struct RunArgs {
     /// push: one publish (HTTP request and reply) that takes longer fails with cause timeout.
     #[arg(long, default_value_t = 5_000, help_heading = "push")]
     pub publish_timeout_ms: u64,
+    /// events: ask for an Ack on every Event and keep --inflight-events awaiting their Ack per
+    /// session (closed loop; latency = send to Ack). Without it, stream with no Ack.
+    #[arg(long, help_heading = "events")]
+    pub ack: bool,
+    /// events: Events per session awaiting their Ack (--ack), or queued in the session's write
+    /// buffer at most (streaming; each write carries up to this many).
+    #[arg(long, default_value_t = 16, help_heading = "events")]
+    pub inflight_events: u32,
+    /// events: the Event frames' topic (the item the server's trending processor counts).
+    #[arg(long, default_value = "bench", help_heading = "events")]
+    pub event_topic: String,
     /// Server process to measure: CPU per round trip (/proc/PID/stat), memory per session (connect).
     #[arg(long)]
     pub server_pid: Option<u32>,

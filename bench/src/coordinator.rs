@@ -14,6 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::RunArgs;
 use crate::clock::{mono_ns, sleep_until_ns, NS_PER_MS, NS_PER_S};
+use crate::events;
 use crate::hist::{self, Hist};
 use crate::msg::{AuthPlan, Command, Counters, Final, Phases, Report, WorkerPlan, Workload};
 use crate::procfs;
@@ -73,7 +74,11 @@ pub fn plan_workers(workload: Workload, args: &RunArgs) -> Result<Vec<WorkerPlan
             connect_rate_per_s: share(args.connect_rate_per_s),
             connect_concurrency_max: args.connect_concurrency.max(1),
             handshake_timeout_ms: args.handshake_timeout_ms,
-            inflight_per_session: args.inflight.max(1),
+            inflight_per_session: if workload == Workload::Events {
+                args.inflight_events
+            } else {
+                args.inflight.max(1)
+            },
             payload_bytes: args.payload_bytes,
             rate_per_s: share(args.rate_per_s).max(1),
             method: args.method.clone(),
@@ -88,6 +93,8 @@ pub fn plan_workers(workload: Workload, args: &RunArgs) -> Result<Vec<WorkerPlan
             } else {
                 args.topic.clone()
             },
+            event_topic: args.event_topic.clone(),
+            event_ack: args.ack,
         });
         first += u64::from(sessions);
     }
@@ -141,7 +148,7 @@ fn send_command(worker: &mut WorkerProc, command: &Command) {
 pub fn run(workload: Workload, args: &RunArgs) -> Result<RunReport> {
     let plans = plan_workers(workload, args)?;
     let publish_plan = (workload == Workload::Push).then(|| push::PublishPlan {
-        admin: args.admin,
+        admin: args.admin.unwrap_or(crate::cli::PUSH_ADMIN_DEFAULT),
         topic: args.topic.clone(),
         broadcast_burst: args.broadcast_burst,
         rate_per_s: args.rate_per_s.max(1),
@@ -156,6 +163,13 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunReport> {
         );
         push::preflight(plan)?;
     }
+    let events_before = if workload == Workload::Events {
+        anyhow::ensure!(!args.raw, "events needs sessions (Hello): drop --raw");
+        events::check_args(args.inflight_events, &args.event_topic)?;
+        args.admin.map(events::preflight).transpose()?
+    } else {
+        None
+    };
     let memory_before = match (workload, args.server_pid) {
         (Workload::Connect, Some(pid)) => Some(procfs::memory_snapshot(pid)?),
         _ => None,
@@ -195,6 +209,14 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunReport> {
         send_command(w, &Command::Go(phases));
     }
     let publisher = publish_plan.map(|plan| push::spawn_publisher(plan, phases));
+    let sampler = (workload == Workload::Events).then(|| {
+        let plan = events::SamplerPlan {
+            admin: args.admin,
+            server_pid: args.server_pid,
+            drain_ms: args.drain_ms,
+        };
+        events::spawn_sampler(plan, phases)
+    });
     let measured = run.measure(&rx, &mut workers, phases);
     run.publisher = match publisher {
         Some(handle) => Some(
@@ -204,6 +226,12 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunReport> {
         ),
         None => None,
     };
+    if let Some(handle) = sampler {
+        let samples = handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("the events sampler thread panicked"))?;
+        run.events = Some((events_before, samples));
+    }
     measured?;
     for w in &mut workers {
         let _ = w.child.wait();
@@ -258,6 +286,8 @@ struct ParentRun<'a> {
     setup_ms: u64,
     setup_timed_out: bool,
     publisher: Option<push::PublisherResult>,
+    /// events: the server's counters before the run, and the sampler's samples.
+    events: Option<(Option<events::ServerEvents>, events::Samples)>,
 }
 
 impl<'a> ParentRun<'a> {
@@ -277,6 +307,7 @@ impl<'a> ParentRun<'a> {
             setup_ms: 0,
             setup_timed_out: false,
             publisher: None,
+            events: None,
         }
     }
 
@@ -457,8 +488,10 @@ impl<'a> ParentRun<'a> {
             tick_start_ns >= phases.measure_start_ns && tick_start_ns < phases.measure_end_ns;
         let c = &agg.counters;
         let p = &self.previous_tick_counters;
-        let replies = (c.replies_ok + c.replies_mismatched + c.push_delivered)
-            .saturating_sub(p.replies_ok + p.replies_mismatched + p.push_delivered);
+        let replies = (c.replies_ok + c.replies_mismatched + c.push_delivered + c.events_streamed)
+            .saturating_sub(
+                p.replies_ok + p.replies_mismatched + p.push_delivered + p.events_streamed,
+            );
         let errors = c.errors_total().saturating_sub(p.errors_total());
         eprintln!(
             "[{:>3}s {}] sessions {:>7} | {:>9} {}/s | errors {:>5} | p50 {:>8} us | p99 {:>8} us",
@@ -468,6 +501,8 @@ impl<'a> ParentRun<'a> {
             replies,
             if self.workload == Workload::Push {
                 "deliveries"
+            } else if self.workload == Workload::Events {
+                "events"
             } else {
                 "replies"
             },
@@ -503,13 +538,44 @@ impl<'a> ParentRun<'a> {
                 );
             }
         }
-        let server_cpu = match self.server_cpu_us {
-            (Some(a), Some(b)) => Some(ServerCpu::new(
-                b.saturating_sub(a),
-                counters.replies_measured,
-            )),
+        let window_s = (phases.measure_end_ns - phases.measure_start_ns) as f64 / NS_PER_S as f64;
+        let server_cpu_us = match self.server_cpu_us {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
             _ => None,
         };
+        let events = self.events.map(|(before_run, samples)| {
+            let ack_latency = (self.args.ack)
+                .then(|| histograms.get(crate::msg::HIST_LATENCY))
+                .flatten()
+                .filter(|h| !h.is_empty())
+                .map(crate::report::Percentiles::of);
+            events::EventsSummary::new(events::EventsInputs {
+                ack: self.args.ack,
+                inflight_events: self.args.inflight_events,
+                topic: self.args.event_topic.clone(),
+                frame_bytes: events::event_frame(
+                    &self.args.event_topic,
+                    self.args.payload_bytes as usize,
+                    self.args.ack,
+                    self.args.max_frame_bytes,
+                )
+                .map_or(0, |f| f.len() as u64),
+                counters: &counters,
+                window_s,
+                server_cpu_us,
+                client_cpu_ns,
+                before_run,
+                samples,
+                ack_latency,
+            })
+        });
+        // events: the server's CPU is set against events accepted, not replies.
+        let server_cpu = server_cpu_us.map(|cpu_us| {
+            let count = events.as_ref().map_or(counters.replies_measured, |e| {
+                (e.accepted_per_s * window_s).round() as u64
+            });
+            ServerCpu::new(cpu_us, count)
+        });
         let push = self.publisher.map(|publisher| {
             let stream = match self.args.broadcast_burst {
                 Some(_) => "broadcast".to_owned(),
@@ -518,7 +584,6 @@ impl<'a> ParentRun<'a> {
             let stop_ns = phases.measure_end_ns + self.args.drain_ms * NS_PER_MS;
             push::PushSummary::new(stream, publisher, &counters, stop_ns)
         });
-        let window_s = (phases.measure_end_ns - phases.measure_start_ns) as f64 / NS_PER_S as f64;
         let interval_start_s = (phases.measure_start_ns - phases.warmup_start_ns) / NS_PER_S;
         Ok(RunReport::new(crate::report::RunInputs {
             workload: self.workload,
@@ -534,6 +599,7 @@ impl<'a> ParentRun<'a> {
             server_cpu,
             memory,
             push,
+            events,
             interval_ticks: self.measured_ticks,
             interval_start_s,
             window_start_wall: std::time::SystemTime::now()

@@ -9,6 +9,7 @@
 //! - [`msg`]: the plan, commands and reports exchanged between parent and workers.
 //! - [`hist`]: HdrHistogram setup, merging, `.hgrm` writing and parsing; [`report`]: the summary.
 //! - [`push`]: the `push` workload's publisher (admin HTTP `POST /publish`) and delivery accounting.
+//! - [`events`]: the `events` workload's Event frame, `/metrics` and per-thread CPU sampler, summary.
 //! - [`plot`]: charts from `.hgrm` and interval logs; [`compare`]: Holdfast against the baselines.
 //! - [`echo_server`]: frame logic of the baseline servers (bench/baselines/).
 //!
@@ -19,6 +20,7 @@ pub mod clock;
 pub mod compare;
 pub mod coordinator;
 pub mod echo_server;
+pub mod events;
 pub mod hist;
 pub mod msg;
 pub mod plot;

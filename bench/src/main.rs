@@ -37,6 +37,7 @@ fn main() {
         Command::Request(args) => run_workload(Workload::Request, &args),
         Command::Storm(args) => run_workload(Workload::Storm, &args),
         Command::Push(args) => run_workload(Workload::Push, &args),
+        Command::Events(args) => run_workload(Workload::Events, &args),
         Command::Plot(args) => plot::run(&args).map(|()| 0),
         Command::Compare(args) => compare::run(&args).map(|()| 0),
     };

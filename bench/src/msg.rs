@@ -25,6 +25,9 @@ pub enum Workload {
     /// `POST /publish`) publishes at a rate or in a broadcast burst; delivery latency from the
     /// timestamp in each payload, gaps and duplicates from the Push frames' sequence numbers.
     Push,
+    /// Event frames as fast as the server takes them: closed loop with Acks (`--ack`) or
+    /// streaming; events accepted per second and per server CPU-second, drops.
+    Events,
 }
 
 impl Workload {
@@ -36,12 +39,16 @@ impl Workload {
             Workload::Request => "request",
             Workload::Storm => "storm",
             Workload::Push => "push",
+            Workload::Events => "events",
         }
     }
 
     /// Whether the workload sends frames during the measured window.
     pub fn sends_traffic(self) -> bool {
-        matches!(self, Workload::Echo | Workload::Rate | Workload::Request)
+        matches!(
+            self,
+            Workload::Echo | Workload::Rate | Workload::Request | Workload::Events
+        )
     }
 
     /// Whether the report gives per-reply (or per-delivery) throughput and CPU figures.
@@ -122,6 +129,9 @@ pub struct WorkerPlan {
     pub push_topic: String,
     /// push: the topic the counted Push frames carry (the subscribed topic, or "*" for broadcast).
     pub push_stream: String,
+    /// events: the Event frames' topic, and whether each asks for an Ack (closed loop).
+    pub event_topic: String,
+    pub event_ack: bool,
 }
 
 /// The measured window, in CLOCK_MONOTONIC ns, the same for every worker.
@@ -213,6 +223,16 @@ pub struct Counters {
     pub push_sessions_silent: u64,
     /// push: CLOCK_MONOTONIC ns of the last delivery.
     pub push_last_delivery_ns: Option<u64>,
+    /// events, stream mode (no Ack): Event frames queued for writing. With `--ack` Events are
+    /// requests (`requests_sent`, Acks in `replies_ok`) and this stays 0.
+    pub events_streamed: u64,
+    /// events, stream mode: queued Event frames still unwritten when the worker stopped.
+    pub events_unsent_at_end: u64,
+    /// events: Event frames queued inside the measured window (both modes).
+    pub events_sent_measured: u64,
+    /// events: Error frames naming an Event that awaits no Ack (stream mode: the server
+    /// refused it), by code name. Not in `errors_total`: a refusal is a measured outcome.
+    pub events_refused: BTreeMap<String, u64>,
 }
 
 impl Counters {
@@ -263,6 +283,10 @@ impl Counters {
         self.push_last_seq_sum += other.push_last_seq_sum;
         self.push_sessions_silent += other.push_sessions_silent;
         self.push_last_delivery_ns = self.push_last_delivery_ns.max(other.push_last_delivery_ns);
+        self.events_streamed += other.events_streamed;
+        self.events_unsent_at_end += other.events_unsent_at_end;
+        self.events_sent_measured += other.events_sent_measured;
+        add_map(&mut self.events_refused, &other.events_refused);
     }
 
     /// Errors of every kind: failed connects, mismatches, error replies, unexpected frames,

@@ -41,6 +41,29 @@ pub fn parse_stat_cpu_ticks(stat: &str) -> Result<u64> {
     Ok(utime + stime)
 }
 
+/// CPU time (user + system) of each thread of `pid` in microseconds, keyed by thread name
+/// (/proc/PID/task/TID/stat; threads of one name, e.g. the shards' truncated
+/// `holdfast-shard-`, are summed). Threads that exit between listing and reading are skipped.
+pub fn thread_cpu_us(pid: u32) -> Result<BTreeMap<String, u64>> {
+    let dir = format!("/proc/{pid}/task");
+    let mut by_name = BTreeMap::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("read {dir}"))? {
+        let Ok(entry) = entry else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let name = stat_comm(&stat).unwrap_or("?").to_owned();
+        let ticks = parse_stat_cpu_ticks(&stat)?;
+        *by_name.entry(name).or_default() += ticks * 1_000_000 / clock_ticks_per_s();
+    }
+    Ok(by_name)
+}
+
+/// The command name (field 2, between the first '(' and the last ')') of a stat line.
+fn stat_comm(stat: &str) -> Option<&str> {
+    stat.get(stat.find('(')? + 1..stat.rfind(')')?)
+}
+
 /// VmRSS of `pid` in bytes.
 pub fn rss_bytes(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -204,6 +227,13 @@ pub fn memory_per_session(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thread_cpu_is_read_per_thread_name() {
+        assert_eq!(stat_comm("7 (holdfast (x) y) S 1"), Some("holdfast (x) y"));
+        let threads = thread_cpu_us(std::process::id()).unwrap();
+        assert!(!threads.is_empty());
+    }
 
     #[test]
     fn stat_cpu_fields_are_found_after_a_command_name_with_spaces() {

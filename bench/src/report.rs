@@ -11,6 +11,7 @@ use hdrhistogram::serialization::V2DeflateSerializer;
 use serde::Serialize;
 
 use crate::cli::RunArgs;
+use crate::events::EventsSummary;
 use crate::hist::{self, Hist};
 use crate::msg::{Counters, Workload};
 use crate::procfs::MemoryPerSession;
@@ -88,6 +89,7 @@ pub struct RunInputs {
     pub server_cpu: Option<ServerCpu>,
     pub memory: Option<MemoryPerSession>,
     pub push: Option<PushSummary>,
+    pub events: Option<EventsSummary>,
     /// (second index from warm-up start, histogram) of each measured second.
     pub interval_ticks: Vec<(u64, Hist)>,
     pub interval_start_s: u64,
@@ -123,6 +125,8 @@ pub struct RunReport {
     pub server_memory: Option<MemoryPerSession>,
     /// push: publisher, deliveries against expected, gaps, duplicates.
     pub push: Option<PushSummary>,
+    /// events: sent, acked, accepted per second and per server CPU-second, drops.
+    pub events: Option<EventsSummary>,
     pub files: Vec<PathBuf>,
     #[serde(skip)]
     main_hist: Hist,
@@ -155,6 +159,7 @@ impl RunReport {
             }
             Workload::Connect => "client-observed session setup latency: connect start to Welcome (raw: to TCP connected)",
             Workload::Storm => "client-observed reconnect latency: drop (or Goodbye) to Welcome",
+            Workload::Events => "events: latency (with --ack) from an Event's send to its Ack; accepted per second from the server's /metrics (--admin), else from Acks or the client's writes; server CPU set against events accepted",
             Workload::Push => "delivery latency: publish timestamp in the payload (open loop: intended publish time; burst: request start) to the Push frame decoded by a subscriber, every delivery of a publish made in the window; throughput and server CPU count deliveries received in the window",
         };
         let label = args.label.clone().unwrap_or_else(|| {
@@ -205,6 +210,7 @@ impl RunReport {
             server_cpu: inputs.server_cpu,
             server_memory: inputs.memory,
             push: inputs.push,
+            events: inputs.events,
             files: Vec::new(),
             counters,
             main_hist,
@@ -288,7 +294,7 @@ impl RunReport {
             "window: {:.1} s after {} s warm-up (excluded)",
             self.window_s, self.warmup_s
         );
-        if self.workload.sends_traffic() {
+        if self.workload.sends_traffic() && (self.events.is_none() || c.requests_sent > 0) {
             println!(
                 "requests: sent {} | ok {} | mismatched {} | error replies {} | lost {} | in flight at end {} | unsent {} | unaccounted {}",
                 c.requests_sent,
@@ -300,10 +306,12 @@ impl RunReport {
                 c.requests_unsent_at_end,
                 self.requests_unaccounted
             );
-            println!(
-                "throughput: {:.0} replies/s in the window ({} replies)",
-                self.replies_per_s, c.replies_measured
-            );
+            if self.events.is_none() {
+                println!(
+                    "throughput: {:.0} replies/s in the window ({} replies)",
+                    self.replies_per_s, c.replies_measured
+                );
+            }
         }
         println!(
             "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10}",
@@ -339,7 +347,9 @@ impl RunReport {
         } else {
             ("reply", "replies")
         };
-        if self.client_cpu_s > 0.0 && self.workload.measures_throughput() {
+        if let Some(events) = &self.events {
+            events.print(); // its own throughput, client and server lines
+        } else if self.client_cpu_s > 0.0 && self.workload.measures_throughput() {
             println!(
                 "client: {:.2} CPU-s in the window = {:.0} {pers} per client CPU-second ({:.2} us CPU per {per})",
                 self.client_cpu_s,
@@ -347,7 +357,7 @@ impl RunReport {
                 if c.replies_measured > 0 { self.client_cpu_s * 1e6 / c.replies_measured as f64 } else { 0.0 }
             );
         }
-        if let Some(s) = &self.server_cpu {
+        if let Some(s) = self.server_cpu.as_ref().filter(|_| self.events.is_none()) {
             if self.workload == Workload::Push {
                 println!(
                     "server: {:.3} CPU-s in the window = {:.2} us CPU per delivery = {:.0} deliveries per server CPU-second",

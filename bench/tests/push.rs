@@ -6,92 +6,12 @@
 //! directory (`cargo test --workspace` builds it). It fails, never skips, when the binary is
 //! missing or the server has no `POST /publish`.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
-
 use serde_json::Value;
 
 mod common;
 
-use common::{run_bench, BENCH};
-const SERVER_START_TIMEOUT: Duration = Duration::from_secs(15);
+use common::{run_bench, start_holdfast, Holdfast as Server};
 const SESSIONS: u64 = 20;
-
-struct Server {
-    child: Child,
-    listen: String,
-    admin: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn holdfast_bin() -> PathBuf {
-    common::holdfast_bin().unwrap_or_else(|| {
-        panic!(
-            "push e2e needs the holdfast binary: cargo build -p holdfast-server (or set \
-             HOLDFAST_BIN); looked beside {BENCH}"
-        )
-    })
-}
-
-/// Starts `holdfast serve` on port 0 for sessions and admin; reads both real addresses from the
-/// start-up lines `holdfast listening on ADDR shards=N` and `holdfast admin on ADDR`.
-fn start_holdfast() -> Server {
-    let bin = holdfast_bin();
-    let mut child = Command::new(&bin)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--shards",
-            "2",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        // Keeps reading after the test has its two lines, so the server never writes to a
-        // closed pipe.
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            let _ = tx.send(line);
-        }
-    });
-    let (mut listen, mut admin) = (None, None);
-    while listen.is_none() || admin.is_none() {
-        let line = rx.recv_timeout(SERVER_START_TIMEOUT).unwrap_or_else(|_| {
-            panic!(
-                "{} printed no `holdfast listening on` and `holdfast admin on` lines within {:?} \
-                 (listen {listen:?}, admin {admin:?})",
-                bin.display(),
-                SERVER_START_TIMEOUT
-            )
-        });
-        if let Some(rest) = line.strip_prefix("holdfast listening on ") {
-            listen = rest.split_whitespace().next().map(str::to_owned);
-        } else if let Some(rest) = line.strip_prefix("holdfast admin on ") {
-            admin = rest.split_whitespace().next().map(str::to_owned);
-        }
-    }
-    Server {
-        child,
-        listen: listen.unwrap(),
-        admin: admin.unwrap(),
-    }
-}
 
 /// Runs `holdfast-bench push` and returns its JSON summary; fails with its output if it fails.
 fn push(server: &Server, extra: &[&str]) -> Value {
@@ -158,7 +78,7 @@ fn assert_every_delivery(s: &Value, publishes_at_least: u64) {
 
 #[test]
 fn push_delivers_every_publish_to_every_subscriber_once() {
-    let server = start_holdfast();
+    let server = start_holdfast("push e2e", 2, &[]);
     // Topic: 200 publishes per second for a second.
     let s = push(&server, &["--topic", "bench-e2e", "--rate-per-s", "200"]);
     assert_every_delivery(&s, 100);

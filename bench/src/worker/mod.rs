@@ -130,6 +130,16 @@ impl Worker {
             );
             template = template.with_push_stream(&plan.push_stream);
         }
+        if plan.workload == Workload::Events {
+            anyhow::ensure!(!plan.raw, "events needs sessions (Hello): not --raw");
+            let frame = crate::events::event_frame(
+                &plan.event_topic,
+                plan.payload_bytes as usize,
+                plan.event_ack,
+                plan.max_frame_bytes,
+            )?;
+            template = Template::events(frame, plan.max_frame_bytes);
+        }
         anyhow::ensure!(
             template.request_bytes() <= plan.max_frame_bytes as usize,
             "a request frame of {} bytes exceeds max_frame_bytes {}",
@@ -272,6 +282,9 @@ impl Worker {
 
     /// The earliest time something is due: a connect, a deadline, a tick, a scheduled request.
     fn next_wake_ns(&self, now: u64) -> u64 {
+        if !self.dirty.is_empty() {
+            return now; // events stream: sessions that took everything want more at once
+        }
         let mut wake = now + POLL_TIMEOUT_MAX_MS * NS_PER_MS;
         if let Some(Reverse((at, _))) = self.to_open.peek() {
             if self.connecting < self.plan.connect_concurrency_max {
@@ -570,7 +583,7 @@ impl Worker {
         self.tick_index = 0;
         self.hists.interval.reset();
         match self.plan.workload {
-            Workload::Echo => {
+            Workload::Echo | Workload::Events => {
                 for idx in 0..self.sessions.len() {
                     self.top_up(idx, now);
                 }
@@ -599,11 +612,33 @@ impl Worker {
         }
         let k = self.plan.inflight_per_session as usize;
         let open_loop = self.open_loop;
+        let measuring = self.phases.is_some_and(|p| now >= p.measure_start_ns);
         let session = &mut self.sessions[idx];
         let link = &mut session.link;
         let mut sent = 0u64;
         match (self.plan.workload, open_loop) {
-            (Workload::Echo, _) => {
+            (Workload::Events, _) if !self.plan.event_ack => {
+                // Streaming: keep at most K Event frames queued in the write buffer.
+                let frame_bytes = self.template.event_frame_bytes();
+                if frame_bytes == 0 {
+                    return; // not an Event template (Worker::new always makes one for events)
+                }
+                let mut queued = 0u64;
+                while link.out.len() + frame_bytes <= k * frame_bytes {
+                    let id = link.take_id();
+                    self.template.write_request(id, &mut link.out);
+                    queued += 1;
+                }
+                if queued > 0 {
+                    self.counters.events_streamed += queued;
+                    if measuring {
+                        self.counters.events_sent_measured += queued;
+                    }
+                    self.mark_dirty(idx);
+                }
+                return;
+            }
+            (Workload::Echo | Workload::Events, _) => {
                 while link.inflight.len() < k {
                     let id = link.take_id();
                     self.template.write_request(id, &mut link.out);
@@ -631,6 +666,9 @@ impl Worker {
             _ => {}
         }
         if sent > 0 {
+            if measuring && self.plan.workload == Workload::Events {
+                self.counters.events_sent_measured += sent;
+            }
             self.counters.requests_sent += sent;
             self.inflight_total += sent;
             self.mark_dirty(idx);
@@ -1032,6 +1070,12 @@ impl Worker {
             link.out.drain(..written);
             link.last_tx_ns = now;
         }
+        let streaming = self.plan.workload == Workload::Events && !self.plan.event_ack;
+        if streaming && link.out.is_empty() {
+            // The socket took everything: queue the next K (marks the session dirty again, so
+            // it is written after the next poll, which then does not wait).
+            self.top_up(idx, now);
+        }
     }
 
     // ---- parent link -----------------------------------------------------------------------
@@ -1068,6 +1112,15 @@ impl Worker {
             inflight += session.link.inflight.len() as u64;
         }
         self.counters.requests_unsent_at_end = unsent;
+        if self.plan.workload == Workload::Events && !self.plan.event_ack {
+            let frame_bytes = self.template.event_frame_bytes().max(1);
+            self.counters.events_unsent_at_end = self
+                .sessions
+                .iter()
+                // A frame cut by a partial write never reaches the server whole: unsent.
+                .map(|s| s.link.out.len().div_ceil(frame_bytes) as u64)
+                .sum();
+        }
         for session in self.sessions.iter().filter(|s| s.link.subscribed) {
             match session.link.first_seq {
                 Some(first) => {

@@ -181,6 +181,13 @@ impl Link {
                     None => counters.push_payload_mismatched += 1,
                 }
             }
+            Payload::Ack if template.kind() == Kind::Event => match self.take_inflight(id) {
+                Some(event) => {
+                    counters.replies_ok += 1;
+                    completed.push(event);
+                }
+                None => unexpected(counters, frame.header.kind),
+            },
             Payload::Echo(_) if template.kind() == Kind::Echo => match self.take_inflight(id) {
                 Some(request) if template.echo_matches(id, frame.bytes) => {
                     counters.replies_ok += 1;
@@ -208,6 +215,9 @@ impl Link {
                     .map_or_else(|| format!("code_{code}"), |c| c.name().to_owned());
                 if self.take_inflight(id).is_some() {
                     *counters.replies_error.entry(name).or_default() += 1;
+                } else if template.kind() == Kind::Event && id != 0 && state == State::Open {
+                    // An Event refused without an Ack asked for: the connection stays open.
+                    *counters.events_refused.entry(name).or_default() += 1;
                 } else {
                     *counters.errors_unsolicited.entry(name).or_default() += 1;
                     // An Error outside a request precedes the server's close.

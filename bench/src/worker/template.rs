@@ -18,6 +18,8 @@ pub struct Template {
     scratch: BytesMut,
     /// push: the topic of the counted Push frames ("*" for broadcast).
     push_stream: Option<String>,
+    /// events: the Event frame with id 0 (see [`crate::events::event_frame`]).
+    event_frame: Vec<u8>,
 }
 
 const ID_BYTES: usize = 8;
@@ -53,6 +55,21 @@ impl Template {
             check_response_body: method == "echo",
             scratch: BytesMut::with_capacity(HEADER_BYTES + payload_bytes + 256),
             push_stream: None,
+            event_frame: Vec::new(),
+        }
+    }
+
+    /// events: Event frames made from `frame` (id 0), each with its own id.
+    pub fn events(frame: Vec<u8>, max_frame_bytes: u32) -> Template {
+        Template {
+            kind: Kind::Event,
+            method: String::new(),
+            pattern: Vec::new(),
+            max_frame_bytes,
+            check_response_body: false,
+            scratch: BytesMut::new(),
+            push_stream: None,
+            event_frame: frame,
         }
     }
 
@@ -100,6 +117,7 @@ impl Template {
                 out.extend_from_slice(&id_bytes[..prefix]);
                 out.extend_from_slice(&self.pattern[prefix..]);
             }
+            Kind::Event => crate::events::write_event(&self.event_frame, id, out),
             _ => {
                 let mut body = self.pattern.clone(); // Request frames: one small copy per request.
                 body[..prefix].copy_from_slice(&id_bytes[..prefix]);
@@ -120,6 +138,11 @@ impl Template {
                 out.extend_from_slice(&self.scratch);
             }
         }
+    }
+
+    /// events: bytes of one Event frame (0 for other kinds).
+    pub fn event_frame_bytes(&self) -> usize {
+        self.event_frame.len()
     }
 
     /// Whether `body` is the request body of `id`.
