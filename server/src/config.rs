@@ -54,6 +54,12 @@ pub struct Config {
     /// Provided receive buffers per shard (power of two, <= 32,768).
     pub recv_buffers_per_shard: u16,
     pub recv_buffer_bytes: u32,
+    /// Busy connections read through a multishot recv (one ring operation per arrival
+    /// instead of poll + recv) up to this many per shard, at most half of
+    /// recv_buffers_per_shard (each may hold a provided buffer at any moment; one-shot recvs
+    /// get the rest). Each costs ~600 bytes more kernel memory than a poll; a connection
+    /// silent for heartbeat_interval_ms goes back to a poll. 0 = poll + recv only.
+    pub multishot_recv_max_per_shard: u32,
     /// io_memory glommio registers on each of its rings per executor (it is locked memory).
     pub glommio_io_memory_bytes: usize,
     /// Admin HTTP listener (`/metrics`, `/healthz`, `/readyz`); keep it on loopback or a
@@ -114,6 +120,7 @@ impl Default for Config {
             ring_cq_entries: 32_768,
             recv_buffers_per_shard: 256,
             recv_buffer_bytes: 16 * 1024,
+            multishot_recv_max_per_shard: 128,
             glommio_io_memory_bytes: 1024 * 1024,
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9878)),
             admin_enabled: true,
@@ -227,6 +234,12 @@ impl Config {
             return Err(invalid(
                 "recv_buffers_per_shard",
                 "a power of two up to 32768",
+            ));
+        }
+        if self.multishot_recv_max_per_shard > u32::from(self.recv_buffers_per_shard) / 2 {
+            return Err(invalid(
+                "multishot_recv_max_per_shard",
+                "at most half of recv_buffers_per_shard (each may hold a buffer at any time)",
             ));
         }
         if !(1024..=1024 * 1024).contains(&self.recv_buffer_bytes) {

@@ -9,6 +9,7 @@ mod cluster;
 mod drain;
 mod metrics;
 mod push;
+mod reads;
 mod requests;
 mod scale;
 mod session;

@@ -14,7 +14,7 @@ fn get(admin: SocketAddr, path: &str) -> (u16, String) {
     admin_request(admin, &format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n"))
 }
 
-fn scrape(server: &Server) -> Scrape {
+pub(crate) fn scrape(server: &Server) -> Scrape {
     let (status, body) = get(server.admin.expect("admin listener"), "/metrics");
     assert_eq!(status, 200, "{body}");
     Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).unwrap()
@@ -29,7 +29,7 @@ fn samples<'a>(scrape: &'a Scrape, metric: &str) -> Vec<&'a Sample> {
 }
 
 /// Sum of a counter over all its series.
-fn counter_sum(scrape: &Scrape, metric: &str) -> f64 {
+pub(crate) fn counter_sum(scrape: &Scrape, metric: &str) -> f64 {
     samples(scrape, metric)
         .iter()
         .map(|s| match s.value {

@@ -147,7 +147,7 @@ type Labels<'a> = Vec<(&'static str, &'a str)>;
 type ReadCounter = fn(&ShardCounters) -> u64;
 
 /// Per-shard counters: name (before `_total`), help, and how to read the value.
-const SHARD_COUNTERS: [(&str, &str, ReadCounter); 16] = [
+const SHARD_COUNTERS: [(&str, &str, ReadCounter); 17] = [
     (
         "holdfast_connections_accepted",
         "TCP connections accepted.",
@@ -191,6 +191,11 @@ const SHARD_COUNTERS: [(&str, &str, ReadCounter); 16] = [
         "holdfast_recv_no_buffers",
         "Receives that found no provided buffer and were retried.",
         |c| c.recv_no_buffers,
+    ),
+    (
+        "holdfast_multishot_recvs_started",
+        "Busy connections whose readiness poll was swapped for a multishot recv.",
+        |c| c.multishot_recvs_started,
     ),
     (
         "holdfast_heartbeat_pings_sent",

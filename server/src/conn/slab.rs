@@ -44,6 +44,8 @@ impl ConnFlags {
     pub const PEER_EOF: u8 = 1 << 5;
     /// Events of this connection are parked (backpressure): no recv until they are taken.
     pub const READ_PAUSED: u8 = 1 << 6;
+    /// Reads come from a multishot recv (a busy connection) instead of poll readiness + recv.
+    pub const MULTISHOT_RECV: u8 = 1 << 7;
 
     pub fn has(self, flag: u8) -> bool {
         self.0 & flag != 0

@@ -60,6 +60,8 @@ pub struct ShardCounters {
     pub accept_table_full: u64,
     /// Recvs that found the provided-buffer ring empty and were retried.
     pub recv_no_buffers: u64,
+    /// Busy connections whose poll was swapped for a multishot recv.
+    pub multishot_recvs_started: u64,
     /// Bytes still queued when the drain deadline closed their connection.
     pub drain_unflushed_bytes: u64,
     pub heartbeat_pings_sent: u64,
@@ -115,6 +117,7 @@ impl ShardCounters {
         self.slow_consumers += other.slow_consumers;
         self.accept_table_full += other.accept_table_full;
         self.recv_no_buffers += other.recv_no_buffers;
+        self.multishot_recvs_started += other.multishot_recvs_started;
         self.drain_unflushed_bytes += other.drain_unflushed_bytes;
         self.heartbeat_pings_sent += other.heartbeat_pings_sent;
         self.events_accepted += other.events_accepted;

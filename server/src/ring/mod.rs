@@ -246,6 +246,19 @@ impl Ring {
         self.push(entry);
     }
 
+    /// Arms a multishot recv on a direct descriptor: each arrival of bytes completes with a
+    /// provided buffer and IORING_CQE_F_MORE, until it is cancelled, the buffer ring runs dry
+    /// (ENOBUFS), or the peer closes. Costs ~600 bytes more kernel memory than a poll while
+    /// armed (FACTS.md), so only busy connections hold one. No `len` cap: with one, each
+    /// completion went back through the kernel's poll machinery and a 1,000-connection echo
+    /// lost ~10% (PERFORMANCE.md).
+    pub fn recv_multishot(&mut self, slot: u32, user_data: UserData) {
+        let entry = opcode::RecvMulti::new(types::Fixed(slot), self.recv_buffer_group)
+            .build()
+            .user_data(user_data.0);
+        self.push(entry);
+    }
+
     /// Sends `bytes` on a direct descriptor. The ring keeps `bytes` alive until the completion
     /// is reaped; get them back with [`Ring::take_sent`]. One send per connection at a time.
     pub fn send(&mut self, slot: u32, user_data: UserData, bytes: Bytes) {

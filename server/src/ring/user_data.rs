@@ -13,6 +13,8 @@ pub enum Op {
     Cancel = 5,
     Close = 6,
     Shutdown = 7,
+    /// A multishot recv on a provided-buffer ring (a busy connection's reads).
+    RecvMulti = 8,
 }
 
 impl Op {
@@ -25,6 +27,7 @@ impl Op {
             5 => Op::Cancel,
             6 => Op::Close,
             7 => Op::Shutdown,
+            8 => Op::RecvMulti,
             _ => return None,
         })
     }

@@ -1,6 +1,13 @@
 //! Completions, in data-path order: accept -> poll -> recv (bytes -> frames -> session) ->
 //! send. Each handler checks the completion's generation against its slot first: a completion
 //! of a closed connection is dropped (its receive buffer still goes back to the ring).
+//!
+//! Reads come one of two ways. An idle connection holds a multishot poll (~256 bytes of
+//! kernel memory); readiness issues a one-shot recv with a provided buffer. A connection that
+//! sends again within a timer tick of its last frame swaps the poll for a multishot recv
+//! (one ring operation per arrival instead of three), up to multishot_recv_max_per_shard per
+//! shard, and swaps back once silent for heartbeat_interval_ms, when the buffer ring runs
+//! dry, or when its events are parked (backpressure).
 
 use holdfast_protocol::decode::Fed;
 
@@ -51,6 +58,7 @@ impl Shard {
             Some(Op::Accept) => self.on_accept(completion),
             Some(Op::Poll) => self.on_poll(completion),
             Some(Op::Recv) => self.on_recv(completion),
+            Some(Op::RecvMulti) => self.on_recv_multi(completion),
             Some(Op::Send) => self.on_send(completion),
             // Cancel, close and shutdown results need no action: the slot is already freed or
             // closing, and a failure there cannot be retried usefully.
@@ -108,6 +116,10 @@ impl Shard {
             }
             return;
         }
+        if conn.flags.has(ConnFlags::MULTISHOT_RECV) {
+            // Readiness posted before the poll was swapped for a multishot recv, which reads.
+            return;
+        }
         if conn.flags.has(ConnFlags::RECV_IN_FLIGHT) {
             conn.flags.set(ConnFlags::READ_AGAIN);
         } else {
@@ -133,7 +145,10 @@ impl Shard {
         }
         conn.flags.set(ConnFlags::RECV_IN_FLIGHT);
         conn.flags.clear(ConnFlags::READ_AGAIN);
-        if self.recvs_in_flight >= u32::from(self.config.recv_buffers_per_shard) {
+        // Each multishot recv may hold a buffer at any moment: one-shot recvs get the rest.
+        let buffers_free_for_recvs =
+            u32::from(self.config.recv_buffers_per_shard) - self.multishot_recvs;
+        if self.recvs_in_flight >= buffers_free_for_recvs {
             let generation = conn.generation;
             self.recv_waiters.push_back(WheelEntry { slot, generation });
             return;
@@ -182,12 +197,23 @@ impl Shard {
             n if n > 0 => {
                 let buffer_id = buffer_id.expect("a recv with data names its buffer");
                 self.counters.bytes_in += n as u64;
+                let busy = self.sent_within_a_tick(slot);
                 self.on_bytes(slot, buffer_id, n as usize);
                 self.bufs.recycle(buffer_id);
                 let Some(conn) = self.conns.get_mut(slot, generation, u32::MAX) else {
                     return;
                 };
-                if completion.socket_nonempty() || conn.flags.has(ConnFlags::READ_AGAIN) {
+                let read_again =
+                    completion.socket_nonempty() || conn.flags.has(ConnFlags::READ_AGAIN);
+                // Request/response traffic (the recv drained the socket, the replies go out
+                // as fast as they come) gains from a multishot recv; a bulk stream does not.
+                let upgrade = busy
+                    && !completion.socket_nonempty()
+                    && !replies_queued(conn, self.config.recv_buffer_bytes);
+                if upgrade && self.start_multishot_recv(slot) {
+                    return;
+                }
+                if read_again {
                     self.start_recv(slot);
                 }
             }
@@ -197,6 +223,128 @@ impl Shard {
                 self.counters.recv_no_buffers += 1;
                 self.start_recv(slot);
             }
+            n if n == -libc::ECANCELED => {}
+            n => self.on_socket_error(slot, -n),
+        }
+    }
+
+    /// Whether an open session's previous frame came less than a timer tick ago (checked
+    /// before the bytes at hand move its activity tick).
+    fn sent_within_a_tick(&mut self, slot: u32) -> bool {
+        let now = self.now_tick();
+        self.conns.get_live_mut(slot).is_some_and(|conn| {
+            conn.state == SessionState::Open && now <= conn.last_activity_tick + 1
+        })
+    }
+
+    /// Swaps a busy connection's poll for a multishot recv, if the shard has room for one
+    /// more and nothing else is reading. Returns whether it did.
+    fn start_multishot_recv(&mut self, slot: u32) -> bool {
+        if self.multishot_recvs >= self.config.multishot_recv_max_per_shard {
+            return false;
+        }
+        let Some(conn) = self.conns.get_live_mut(slot) else {
+            return false;
+        };
+        let blocked = ConnFlags::MULTISHOT_RECV
+            | ConnFlags::RECV_IN_FLIGHT
+            | ConnFlags::READ_PAUSED
+            | ConnFlags::PEER_EOF;
+        if conn.state != SessionState::Open || conn.flags.has(blocked) {
+            return false;
+        }
+        // The multishot recv reads whatever is pending when it is armed.
+        conn.flags.clear(ConnFlags::READ_AGAIN);
+        conn.flags.set(ConnFlags::MULTISHOT_RECV);
+        let generation = conn.generation;
+        self.multishot_recvs += 1;
+        self.counters.multishot_recvs_started += 1;
+        self.ring.cancel(
+            UserData::new(Op::Poll, slot, generation),
+            UserData::new(Op::Cancel, slot, generation),
+        );
+        self.ring
+            .recv_multishot(slot, UserData::new(Op::RecvMulti, slot, generation));
+        true
+    }
+
+    /// Goes back to a poll: after the multishot recv ended by itself (`cancel` false), or to
+    /// stop it (silent connection, parked events).
+    pub(super) fn end_multishot_recv(&mut self, slot: u32, cancel: bool) {
+        let Some(conn) = self.conns.get_live_mut(slot) else {
+            return;
+        };
+        if !conn.flags.has(ConnFlags::MULTISHOT_RECV) {
+            return;
+        }
+        conn.flags.clear(ConnFlags::MULTISHOT_RECV);
+        let generation = conn.generation;
+        self.multishot_recvs -= 1;
+        if cancel {
+            self.ring.cancel(
+                UserData::new(Op::RecvMulti, slot, generation),
+                UserData::new(Op::Cancel, slot, generation),
+            );
+        }
+        // Armed after the cancel: bytes the recv already took complete before it, and bytes
+        // still in the socket make the new poll fire at once.
+        self.ring
+            .poll_multishot(slot, UserData::new(Op::Poll, slot, generation));
+    }
+
+    fn on_recv_multi(&mut self, completion: Completion) {
+        let ud = completion.user_data;
+        let slot = ud.slot();
+        let buffer_id = completion.buffer_id();
+        let Some(conn) = self
+            .conns
+            .get_mut(slot, ud.generation_bits(), GENERATION_MASK)
+        else {
+            if let Some(buffer_id) = buffer_id {
+                self.bufs.recycle(buffer_id);
+            }
+            return;
+        };
+        let generation = conn.generation;
+        let ended = !completion.more();
+        if completion.result <= 0 {
+            if let Some(buffer_id) = buffer_id {
+                self.bufs.recycle(buffer_id);
+            }
+        }
+        match completion.result {
+            // Bytes are handled even after a swap back to a poll was asked for: they were
+            // taken from the socket before the cancel, so they come before anything else.
+            n if n > 0 => {
+                let buffer_id = buffer_id.expect("a recv with data names its buffer");
+                self.counters.bytes_in += n as u64;
+                self.on_bytes(slot, buffer_id, n as usize);
+                self.bufs.recycle(buffer_id);
+                let Some(conn) = self.conns.get_mut(slot, generation, u32::MAX) else {
+                    return;
+                };
+                // A full buffer means a bulk sender, and replies piling up a peer not keeping
+                // up: both go back to poll + recv (one buffer per read, through the FIFO).
+                let bulk = n as u32 >= self.config.recv_buffer_bytes;
+                let backed_up = replies_queued(conn, self.config.recv_buffer_bytes);
+                if ended || bulk || backed_up || conn.flags.has(ConnFlags::READ_PAUSED) {
+                    self.end_multishot_recv(slot, !ended);
+                }
+            }
+            0 => {
+                // EOF ends the recv; nothing more to read, so no poll either.
+                if conn.flags.has(ConnFlags::MULTISHOT_RECV) {
+                    conn.flags.clear(ConnFlags::MULTISHOT_RECV);
+                    self.multishot_recvs -= 1;
+                }
+                self.on_peer_eof(slot);
+            }
+            n if n == -libc::ENOBUFS => {
+                // The buffer ring ran dry: poll + recv waits its turn in the FIFO instead.
+                self.counters.recv_no_buffers += 1;
+                self.end_multishot_recv(slot, false);
+            }
+            // Cancelled by a swap back to a poll (the flag is already clear) or by a close.
             n if n == -libc::ECANCELED => {}
             n => self.on_socket_error(slot, -n),
         }
@@ -331,4 +479,11 @@ impl Shard {
         }
         self.flush(slot);
     }
+}
+
+/// Whether a receive buffer's worth of replies or more waits for the peer.
+fn replies_queued(conn: &crate::conn::Conn, recv_buffer_bytes: u32) -> bool {
+    conn.outbound
+        .as_ref()
+        .is_some_and(|out| out.total_bytes() >= recv_buffer_bytes as usize)
 }

@@ -78,6 +78,8 @@ pub struct Shard {
     pub(super) recv_waiters: VecDeque<WheelEntry>,
     /// Recvs submitted and not yet completed (<= recv_buffers_per_shard).
     pub(super) recvs_in_flight: u32,
+    /// Connections reading through a multishot recv (<= multishot_recv_max_per_shard).
+    pub(super) multishot_recvs: u32,
     /// Set when draining: the tick by which every connection is closed.
     pub(super) drain_deadline_tick: Option<u32>,
     pub(super) started_at: Instant,
@@ -149,6 +151,7 @@ impl Shard {
             completions: Vec::with_capacity(1024),
             recv_waiters: VecDeque::new(),
             recvs_in_flight: 0,
+            multishot_recvs: 0,
             drain_deadline_tick: None,
             started_at: Instant::now(),
             rng: SmallRng::seed_from_u64(index as u64 ^ 0x9e37_79b9_7f4a_7c15),
@@ -298,10 +301,17 @@ impl Shard {
         };
         let cancel_ud = UserData::new(Op::Cancel, slot, conn.generation);
         let close_ud = UserData::new(Op::Close, slot, conn.generation);
-        // The multishot poll is armed for as long as the connection is open; a recv or send
-        // is pending only while its flag is set. Naming each exactly keeps the cancel a hashed
-        // lookup; one that already completed fails with ENOENT, which is harmless.
-        let mut targets = [UserData::new(Op::Poll, slot, conn.generation); 3];
+        // Reads are armed for as long as the connection is open: a multishot poll, or a
+        // multishot recv in its place on a busy connection. A recv or send is pending only
+        // while its flag is set. Naming each exactly keeps the cancel a hashed lookup; one
+        // that already completed fails with ENOENT, which is harmless.
+        let reads = if conn.flags.has(ConnFlags::MULTISHOT_RECV) {
+            self.multishot_recvs -= 1;
+            Op::RecvMulti
+        } else {
+            Op::Poll
+        };
+        let mut targets = [UserData::new(reads, slot, conn.generation); 3];
         let mut target_count = 1;
         for (flag, op) in [
             (ConnFlags::RECV_IN_FLIGHT, Op::Recv),

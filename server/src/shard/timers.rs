@@ -70,6 +70,8 @@ impl Shard {
         }
         match due {
             Due::Ping => {
+                // Silent for heartbeat_interval_ms: no longer busy enough for a multishot recv.
+                self.end_multishot_recv(entry.slot, true);
                 let deadline = last_activity_tick + self.ticks.heartbeat_timeout;
                 let (conns, mut cx) = self.session_parts(entry.slot);
                 let conn = conns.get_live_mut(entry.slot).expect("checked above");
