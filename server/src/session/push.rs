@@ -1,8 +1,6 @@
 //! Frames that feed push and events: Subscribe / Unsubscribe (answered with Ack) and Event
 //! (offered to the shard's event pipeline; Ack only once accepted).
 
-use std::time::Instant;
-
 use bytes::Bytes;
 use holdfast_protocol::payload::{EventView, TopicsView};
 use holdfast_protocol::{encode_raw, ErrorCode, Kind};
@@ -95,7 +93,7 @@ pub fn on_event(
         conn: ConnId::new(cx.shard, cx.slot, conn.generation),
         topic: topic.into(),
         payload: Bytes::copy_from_slice(&event.payload),
-        received_at: Instant::now(),
+        received_at: cx.received_at,
     };
     let ack_id = ack_requested.then_some(id);
     match cx.push.events.offer(owned, ack_id) {
@@ -122,14 +120,18 @@ pub fn on_event(
             conn.flags.set(ConnFlags::READ_PAUSED);
         }
         Offer::Refused => {
+            // Like a drop: counted always, told only to a client that asked for an Ack (an
+            // Error per unacked event would flood a client that streams).
             cx.counters.events_dropped += 1;
-            queue_error(
-                conn,
-                cx,
-                ErrorCode::LimitExceeded,
-                id,
-                "event refused: pipeline full or closed",
-            );
+            if ack_requested {
+                queue_error(
+                    conn,
+                    cx,
+                    ErrorCode::LimitExceeded,
+                    id,
+                    "event refused: pipeline full or closed",
+                );
+            }
         }
     }
     Verdict::Continue
