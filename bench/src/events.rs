@@ -104,17 +104,18 @@ pub struct ServerEvents {
 /// Reads [`ServerEvents`] from Prometheus text. An error if the accepted counter is absent (a
 /// server without events, or not Holdfast's `/metrics`).
 pub fn parse_metrics(text: &str) -> Result<ServerEvents> {
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|line| Ok(line.to_owned())))
+        .context("/metrics is not Prometheus text")?;
     let mut events = ServerEvents::default();
     let mut seen_accepted = false;
-    for line in text.lines().map(str::trim) {
-        if line.starts_with('#') {
-            continue;
-        }
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
+    for sample in &scrape.samples {
+        let value = match sample.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => continue,
         };
-        let name = series.split('{').next().unwrap_or(series);
-        let field = match name {
+        let field = match sample.metric.as_str() {
             METRIC_ACCEPTED => {
                 seen_accepted = true;
                 &mut events.accepted
@@ -122,16 +123,13 @@ pub fn parse_metrics(text: &str) -> Result<ServerEvents> {
             METRIC_DROPPED => &mut events.dropped,
             METRIC_PARKED => &mut events.parked,
             METRIC_SHARD_UP => {
-                if value.parse::<f64>().is_ok_and(|v| v == 0.0) {
+                if value == 0.0 {
                     events.shards_down += 1;
                 }
                 continue;
             }
             _ => continue,
         };
-        let value: f64 = value
-            .parse()
-            .with_context(|| format!("bad value in metrics line {line:?}"))?;
         *field += value.max(0.0) as u64;
     }
     anyhow::ensure!(
