@@ -103,35 +103,21 @@ pub fn on_event(
                 queue_ack(conn, cx, id);
             }
         }
-        Offer::Dropped => {
+        offer @ (Offer::Dropped | Offer::Refused) => {
+            // Counted always, told only to a client that asked for an Ack (an Error per
+            // unacked event would flood a client that streams).
             cx.counters.events_dropped += 1;
             if ack_requested {
-                queue_error(
-                    conn,
-                    cx,
-                    ErrorCode::LimitExceeded,
-                    id,
-                    "event dropped: pipeline full",
-                );
+                let reason = match offer {
+                    Offer::Dropped => "event dropped: pipeline full",
+                    _ => "event refused: pipeline full or closed",
+                };
+                queue_error(conn, cx, ErrorCode::LimitExceeded, id, reason);
             }
         }
         Offer::Parked => {
             cx.counters.events_parked += 1;
             conn.flags.set(ConnFlags::READ_PAUSED);
-        }
-        Offer::Refused => {
-            // Like a drop: counted always, told only to a client that asked for an Ack (an
-            // Error per unacked event would flood a client that streams).
-            cx.counters.events_dropped += 1;
-            if ack_requested {
-                queue_error(
-                    conn,
-                    cx,
-                    ErrorCode::LimitExceeded,
-                    id,
-                    "event refused: pipeline full or closed",
-                );
-            }
         }
     }
     Verdict::Continue

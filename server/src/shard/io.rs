@@ -170,28 +170,32 @@ impl Shard {
         }
     }
 
-    fn on_recv(&mut self, completion: Completion) {
+    /// The live connection a recv completion (one-shot or multishot) belongs to: its slot,
+    /// generation and the buffer the kernel filled. A completion of a closed connection, or one
+    /// that carries no bytes, gives back any buffer it names at once (the kernel does not
+    /// consume a buffer for an empty or failed recv; if it ever names one, it still goes back).
+    fn recv_owner(&mut self, completion: Completion) -> Option<(u32, u32, Option<u16>)> {
         let ud = completion.user_data;
-        let slot = ud.slot();
         let buffer_id = completion.buffer_id();
-        self.recv_slot_freed();
-        let Some(conn) = self
+        let generation = self
             .conns
-            .get_mut(slot, ud.generation_bits(), GENERATION_MASK)
-        else {
+            .get_mut(ud.slot(), ud.generation_bits(), GENERATION_MASK)
+            .map(|conn| conn.generation);
+        if generation.is_none() || completion.result <= 0 {
             if let Some(buffer_id) = buffer_id {
                 self.bufs.recycle(buffer_id);
             }
+        }
+        Some((ud.slot(), generation?, buffer_id))
+    }
+
+    fn on_recv(&mut self, completion: Completion) {
+        self.recv_slot_freed();
+        let Some((slot, generation, buffer_id)) = self.recv_owner(completion) else {
             return;
         };
-        conn.flags.clear(ConnFlags::RECV_IN_FLIGHT);
-        let generation = conn.generation;
-        if completion.result <= 0 {
-            // The kernel does not consume a buffer for an empty or failed recv; if it ever
-            // names one, it still goes back.
-            if let Some(buffer_id) = buffer_id {
-                self.bufs.recycle(buffer_id);
-            }
+        if let Some(conn) = self.conns.get_mut(slot, generation, u32::MAX) {
+            conn.flags.clear(ConnFlags::RECV_IN_FLIGHT);
         }
         match completion.result {
             n if n > 0 => {
@@ -293,25 +297,10 @@ impl Shard {
     }
 
     fn on_recv_multi(&mut self, completion: Completion) {
-        let ud = completion.user_data;
-        let slot = ud.slot();
-        let buffer_id = completion.buffer_id();
-        let Some(conn) = self
-            .conns
-            .get_mut(slot, ud.generation_bits(), GENERATION_MASK)
-        else {
-            if let Some(buffer_id) = buffer_id {
-                self.bufs.recycle(buffer_id);
-            }
+        let Some((slot, generation, buffer_id)) = self.recv_owner(completion) else {
             return;
         };
-        let generation = conn.generation;
         let ended = !completion.more();
-        if completion.result <= 0 {
-            if let Some(buffer_id) = buffer_id {
-                self.bufs.recycle(buffer_id);
-            }
-        }
         match completion.result {
             // Bytes are handled even after a swap back to a poll was asked for: they were
             // taken from the socket before the cancel, so they come before anything else.
@@ -333,9 +322,11 @@ impl Shard {
             }
             0 => {
                 // EOF ends the recv; nothing more to read, so no poll either.
-                if conn.flags.has(ConnFlags::MULTISHOT_RECV) {
-                    conn.flags.clear(ConnFlags::MULTISHOT_RECV);
-                    self.multishot_recvs -= 1;
+                if let Some(conn) = self.conns.get_mut(slot, generation, u32::MAX) {
+                    if conn.flags.has(ConnFlags::MULTISHOT_RECV) {
+                        conn.flags.clear(ConnFlags::MULTISHOT_RECV);
+                        self.multishot_recvs -= 1;
+                    }
                 }
                 self.on_peer_eof(slot);
             }
