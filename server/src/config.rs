@@ -73,6 +73,9 @@ pub struct Config {
     pub max_topics_per_session: usize,
     /// Events queued per shard between the shards and the processor.
     pub event_pipeline_capacity: usize,
+    /// Events parked per shard under the `backpressure` policy (each paused connection parks
+    /// the one event that found the pipeline full); beyond this, events are refused.
+    pub event_parked_max: usize,
     /// `drop` (drop the newest, count it, tell the client) or `backpressure` (stop reading).
     pub event_overflow_policy: crate::events::OverflowPolicy,
     /// The trending processor's output topic, window and cadence.
@@ -127,6 +130,7 @@ impl Default for Config {
             probes: false,
             max_topics_per_session: 32,
             event_pipeline_capacity: 4_096,
+            event_parked_max: 65_536,
             event_overflow_policy: crate::events::OverflowPolicy::Drop,
             trending_topic: Config::DEFAULT_TRENDING_TOPIC.to_owned(),
             trending_window_s: 60,
@@ -275,6 +279,9 @@ impl Config {
         }
         if !(1..=1_048_576).contains(&self.event_pipeline_capacity) {
             return Err(invalid("event_pipeline_capacity", "between 1 and 1048576"));
+        }
+        if !(1..=1_048_576).contains(&self.event_parked_max) {
+            return Err(invalid("event_parked_max", "between 1 and 1048576"));
         }
         if !crate::push::valid_topic(&self.trending_topic) {
             return Err(invalid("trending_topic", "1..=128 bytes, not \"*\""));

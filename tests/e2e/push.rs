@@ -299,6 +299,34 @@ fn backpressure_policy_accepts_every_event_in_order() {
 }
 
 #[test]
+fn backpressure_parks_one_event_per_paused_connection_and_holds_the_rest_unread() {
+    // A 16-slot pipeline and room for only 4 parked events: 4 connections flooding at once
+    // pause again and again. Each pause parks the one event that found the pipeline full and
+    // keeps the rest of what was read as bytes, so the parking area never overflows and no
+    // event is refused.
+    let server = Server::start(
+        "shards = 1\nevent_pipeline_capacity = 16\nevent_overflow_policy = \"backpressure\"\n\
+         event_parked_max = 4\n",
+    );
+    let floods: Vec<_> = (0..4)
+        .map(|_| {
+            let mut client = server.connect();
+            client.hello();
+            std::thread::spawn(move || flood_events(&mut client, 2000))
+        })
+        .collect();
+    for flood in floods {
+        let (acks, errors) = flood.join().unwrap();
+        assert!(errors.is_empty(), "{} events refused", errors.len());
+        assert_eq!(
+            acks,
+            (1..=2000).collect::<Vec<u64>>(),
+            "all acked, in order"
+        );
+    }
+}
+
+#[test]
 fn trending_processor_pushes_top_items_to_its_topic() {
     let server = Server::start("shards = 2\ntrending_interval_ms = 100\ntrending_top_k = 2\n");
     let mut watcher = server.connect();

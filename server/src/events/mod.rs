@@ -1,9 +1,9 @@
 //! Events in: Event frames go into a bounded pipeline per shard (a flume channel of
 //! `event_pipeline_capacity`) to one processing thread behind the [`Processor`] trait. When a
 //! shard's pipeline is full, `event_overflow_policy` decides: `drop` (drop the newest, count it,
-//! and tell the client with an Error if it asked for an Ack) or `backpressure` (park the event
-//! and stop reading from that connection until there is room; the kernel's receive window then
-//! slows the client). An Ack is sent only once the event is in the pipeline. On drain the
+//! and tell the client with an Error if it asked for an Ack) or `backpressure` (park the event,
+//! hold the rest of what was read undecoded, and stop reading from that connection until the
+//! event is taken; the kernel's receive window then slows the client). An Ack is sent only once the event is in the pipeline. On drain the
 //! processor consumes everything still queued before the process exits.
 
 pub mod sink;
@@ -18,8 +18,6 @@ use crate::conn::ConnId;
 use crate::push::{owner_shard, Publish, Target, BROADCAST_TOPIC};
 use crate::shard::ShardMsg;
 
-/// Events parked per shard under the backpressure policy before further events are refused.
-pub const EVENTS_PARKED_MAX: usize = 65_536;
 /// Events the processor takes from one shard's pipeline before turning to the next.
 pub const PROCESSOR_BATCH_MAX_EVENTS: usize = 1_024;
 /// How long the processor waits to hand a publish to a shard's inbox.

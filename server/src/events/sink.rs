@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use super::{OverflowPolicy, OwnedEvent, EVENTS_PARKED_MAX};
+use super::{OverflowPolicy, OwnedEvent};
 
 /// An event waiting for room in the pipeline; `ack_id` is set if the client asked for an Ack.
 #[derive(Debug)]
@@ -28,15 +28,23 @@ pub enum Offer {
 pub struct EventSink {
     sender: flume::Sender<OwnedEvent>,
     policy: OverflowPolicy,
+    /// Events parked at most (event_parked_max); more are refused.
+    parked_max: usize,
     parked: VecDeque<Parked>,
     parked_per_slot: HashMap<u32, u32>,
 }
 
 impl EventSink {
-    pub fn new(sender: flume::Sender<OwnedEvent>, policy: OverflowPolicy) -> EventSink {
+    pub fn new(
+        sender: flume::Sender<OwnedEvent>,
+        policy: OverflowPolicy,
+        parked_max: usize,
+    ) -> EventSink {
+        assert!(parked_max > 0, "validated by Config");
         EventSink {
             sender,
             policy,
+            parked_max,
             parked: VecDeque::new(),
             parked_per_slot: HashMap::new(),
         }
@@ -60,7 +68,7 @@ impl EventSink {
     }
 
     fn park(&mut self, event: OwnedEvent, ack_id: Option<u64>) -> Offer {
-        if self.parked.len() >= EVENTS_PARKED_MAX {
+        if self.parked.len() >= self.parked_max {
             return Offer::Refused;
         }
         *self.parked_per_slot.entry(event.conn.slot()).or_default() += 1;

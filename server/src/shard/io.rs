@@ -202,7 +202,13 @@ impl Shard {
                 let buffer_id = buffer_id.expect("a recv with data names its buffer");
                 self.counters.bytes_in += n as u64;
                 let busy = self.sent_within_a_tick(slot);
-                self.on_bytes(slot, buffer_id, n as usize);
+                self.on_bytes(
+                    slot,
+                    Input::Buffer {
+                        buffer_id,
+                        len: n as usize,
+                    },
+                );
                 self.bufs.recycle(buffer_id);
                 let Some(conn) = self.conns.get_mut(slot, generation, u32::MAX) else {
                     return;
@@ -307,7 +313,13 @@ impl Shard {
             n if n > 0 => {
                 let buffer_id = buffer_id.expect("a recv with data names its buffer");
                 self.counters.bytes_in += n as u64;
-                self.on_bytes(slot, buffer_id, n as usize);
+                self.on_bytes(
+                    slot,
+                    Input::Buffer {
+                        buffer_id,
+                        len: n as usize,
+                    },
+                );
                 self.bufs.recycle(buffer_id);
                 let Some(conn) = self.conns.get_mut(slot, generation, u32::MAX) else {
                     return;
@@ -344,17 +356,50 @@ impl Shard {
     /// Bytes from the socket -> frames -> session. Complete frames are read in place from the
     /// receive buffer; only an incomplete tail is copied into a pooled decoder the connection
     /// keeps until the frame completes.
-    fn on_bytes(&mut self, slot: u32, buffer_id: u16, len: usize) {
+    ///
+    /// Under the `backpressure` policy an Event that finds the pipeline full is parked and
+    /// the connection paused: decoding stops right after it, and the rest of the input (and
+    /// anything read before the pause took effect) is held as bytes in `held_input` until
+    /// `unpark_events` feeds it back. So a paused connection parks one event, not a buffer of
+    /// them.
+    pub(super) fn on_bytes(&mut self, slot: u32, input: Input) {
         let now = self.now_tick();
-        let state = self.conns.get_live_mut(slot).map(|c| c.state);
-        if state == Some(SessionState::Closing) {
+        let Some(conn) = self.conns.get_live_mut(slot) else {
+            return;
+        };
+        if conn.state == SessionState::Closing {
+            return;
+        }
+        let generation = conn.generation;
+        if conn.flags.has(ConnFlags::READ_PAUSED) {
+            let held = self
+                .held_input
+                .entry(slot)
+                .or_insert_with(|| (generation, Vec::new()));
+            debug_assert_eq!(held.0, generation, "held input is dropped on close");
+            match input {
+                Input::Buffer { buffer_id, len } => {
+                    held.1.extend_from_slice(self.bufs.filled(buffer_id, len));
+                }
+                Input::Held(mut bytes) => {
+                    bytes.extend_from_slice(&held.1);
+                    held.1 = bytes;
+                }
+            }
             return;
         }
         let mut decoder = match self.conns.get_live_mut(slot).and_then(|c| c.decoder.take()) {
             Some(decoder) => decoder,
             None => self.take_decoder(),
         };
-        let bytes = self.bufs.filled(buffer_id, len);
+        let held_bytes;
+        let bytes: &[u8] = match input {
+            Input::Buffer { buffer_id, len } => self.bufs.filled(buffer_id, len),
+            Input::Held(bytes) => {
+                held_bytes = bytes;
+                &held_bytes
+            }
+        };
         let (conns, mut cx) = super::state::split_for_session(
             &mut self.conns,
             &mut self.handler,
@@ -365,13 +410,17 @@ impl Shard {
             self.index,
             slot,
         );
-        let conn = conns.get_live_mut(slot).expect("checked by on_recv");
+        let conn = conns.get_live_mut(slot).expect("checked above");
         let mut verdict = Verdict::Continue;
         let fed = decoder.feed(bytes, |frame| {
             verdict = session::on_frame(conn, &mut cx, frame, now);
+            if verdict == Verdict::Continue && conn.flags.has(ConnFlags::READ_PAUSED) {
+                // Its event was parked: nothing more is decoded until it is taken.
+                return std::ops::ControlFlow::Break(());
+            }
             verdict.flow()
         });
-        if let Err(error) = fed {
+        if let Err(error) = &fed {
             let reason = error.to_string();
             session::queue_error(conn, &mut cx, error.code(), 0, &reason);
             verdict = Verdict::Close(CloseReason::ProtocolError);
@@ -385,7 +434,21 @@ impl Shard {
                 );
             }
         }
-        debug_assert!(matches!(fed, Err(_) | Ok(Fed::All)) || verdict != Verdict::Continue);
+        let paused_at = match fed {
+            Ok(Fed::Stopped { consumed }) if verdict == Verdict::Continue => Some(consumed),
+            _ => None,
+        };
+        debug_assert!(
+            matches!(fed, Err(_) | Ok(Fed::All))
+                || verdict != Verdict::Continue
+                || paused_at.is_some()
+        );
+        if let Some(consumed) = paused_at {
+            if consumed < bytes.len() {
+                self.held_input
+                    .insert(slot, (generation, bytes[consumed..].to_vec()));
+            }
+        }
         let conn = self.conns.get_live_mut(slot).expect("still live");
         if verdict == Verdict::Continue && decoder.buffered_bytes() > 0 {
             conn.decoder = Some(decoder);
@@ -477,4 +540,12 @@ fn replies_queued(conn: &crate::conn::Conn, recv_buffer_bytes: u32) -> bool {
     conn.outbound
         .as_ref()
         .is_some_and(|out| out.total_bytes() >= recv_buffer_bytes as usize)
+}
+
+/// Where the bytes [`Shard::on_bytes`] handles come from.
+pub(super) enum Input {
+    /// `len` bytes the kernel put in a provided buffer.
+    Buffer { buffer_id: u16, len: usize },
+    /// Bytes read earlier and held while the connection's events were parked.
+    Held(Vec<u8>),
 }

@@ -294,8 +294,18 @@ impl Shard {
             }
             if last {
                 conn.flags.clear(ConnFlags::READ_PAUSED);
+                // Bytes held since the pause come first; they may pause it again.
+                if let Some((generation, bytes)) = self.held_input.remove(&id.slot()) {
+                    debug_assert_eq!(generation, id.generation());
+                    self.on_bytes(id.slot(), super::io::Input::Held(bytes));
+                }
+                let Some(conn) = self.conns.get_mut(id.slot(), id.generation(), u32::MAX) else {
+                    continue;
+                };
                 if conn.flags.has(ConnFlags::READ_AGAIN)
-                    && !conn.flags.has(ConnFlags::RECV_IN_FLIGHT)
+                    && !conn
+                        .flags
+                        .has(ConnFlags::RECV_IN_FLIGHT | ConnFlags::READ_PAUSED)
                 {
                     self.start_recv(id.slot());
                 }

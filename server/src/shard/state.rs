@@ -80,6 +80,10 @@ pub struct Shard {
     pub(super) recvs_in_flight: u32,
     /// Connections reading through a multishot recv (<= multishot_recv_max_per_shard).
     pub(super) multishot_recvs: u32,
+    /// Bytes read from connections whose events are parked, not yet decoded, by slot (with
+    /// the connection's generation). At most one receive buffer's worth per paused
+    /// connection, plus what a multishot recv read before its cancel landed.
+    pub(super) held_input: std::collections::HashMap<u32, (u32, Vec<u8>)>,
     /// Set when draining: the tick by which every connection is closed.
     pub(super) drain_deadline_tick: Option<u32>,
     pub(super) started_at: Instant,
@@ -112,6 +116,7 @@ impl Shard {
         };
         let config_policy = config.event_overflow_policy;
         let config_max_topics = config.max_topics_per_session;
+        let config_parked_max = config.event_parked_max;
         let RingParts { ring, bufs } = RingParts::new(&params)?;
         let limits = SessionLimits {
             max_frame_bytes: config.max_frame_bytes,
@@ -152,6 +157,7 @@ impl Shard {
             recv_waiters: VecDeque::new(),
             recvs_in_flight: 0,
             multishot_recvs: 0,
+            held_input: std::collections::HashMap::new(),
             drain_deadline_tick: None,
             started_at: Instant::now(),
             rng: SmallRng::seed_from_u64(index as u64 ^ 0x9e37_79b9_7f4a_7c15),
@@ -160,7 +166,7 @@ impl Shard {
             log_accept_errors: LogLimiter::default(),
             log_cross_shard: LogLimiter::default(),
             push: PushState::new(
-                EventSink::new(events, config_policy),
+                EventSink::new(events, config_policy, config_parked_max),
                 shards,
                 config_max_topics,
             ),
@@ -331,6 +337,7 @@ impl Shard {
             generation: conn.generation,
         };
         self.push.topics.remove_conn(entry);
+        self.held_input.remove(&slot);
         if let Some((generation, client_id)) = self.push.client_ids.remove(&slot) {
             debug_assert_eq!(generation, entry.generation);
             let owner = crate::push::owner_shard(&client_id, self.push.shards);
