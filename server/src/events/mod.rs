@@ -57,7 +57,9 @@ pub fn run_processor(
     inboxes: Vec<flume::Sender<ShardMsg>>,
 ) -> u64 {
     let mut processed = 0u64;
-    let mut open = pipelines;
+    // (shard index, pipeline): a pipeline leaves the list when its shard is gone.
+    let mut open: Vec<(usize, flume::Receiver<OwnedEvent>)> =
+        pipelines.into_iter().enumerate().collect();
     let mut next_tick = Instant::now() + processor.tick_interval();
     let mut publish = |target: Target, payload: Bytes| {
         let key = match &target {
@@ -93,12 +95,15 @@ pub fn run_processor(
         let mut drained = 0usize;
         let mut i = 0;
         while i < open.len() {
+            let (shard, pipeline) = &open[i];
+            // A full pipeline may have parked events behind it (backpressure policy).
+            let was_full = pipeline.is_full();
             let mut taken = 0;
             let disconnected = loop {
                 if taken == PROCESSOR_BATCH_MAX_EVENTS {
                     break false;
                 }
-                match open[i].try_recv() {
+                match pipeline.try_recv() {
                     Ok(event) => {
                         processor.process(event);
                         taken += 1;
@@ -109,6 +114,9 @@ pub fn run_processor(
                 }
             };
             drained += taken;
+            if was_full && taken > 0 {
+                tell_events_taken(&inboxes, *shard);
+            }
             if disconnected {
                 open.swap_remove(i);
             } else {
@@ -119,11 +127,16 @@ pub fn run_processor(
         if drained == 0 && !open.is_empty() {
             let wait = next_tick.saturating_duration_since(Instant::now());
             let mut selector = flume::Selector::new();
-            for (i, pipeline) in open.iter().enumerate() {
+            for (i, (_, pipeline)) in open.iter().enumerate() {
                 selector = selector.recv(pipeline, move |result| (i, result.ok()));
             }
             match selector.wait_timeout(wait) {
-                Ok((_, Some(event))) => {
+                Ok((i, Some(event))) => {
+                    let (shard, pipeline) = &open[i];
+                    // Full until this one was taken: the shard may have parked events.
+                    if pipeline.len() + 1 >= pipeline.capacity().unwrap_or(usize::MAX) {
+                        tell_events_taken(&inboxes, *shard);
+                    }
                     processor.process(event);
                     processed += 1;
                 }
@@ -140,6 +153,14 @@ pub fn run_processor(
         }
     }
     processed
+}
+
+/// Tells a shard that its full pipeline has room again, so parked events move now rather
+/// than at its next tick. Best effort: a full inbox means the shard turns soon anyway.
+fn tell_events_taken(inboxes: &[flume::Sender<ShardMsg>], shard: usize) {
+    if let Some(inbox) = inboxes.get(shard) {
+        let _ = inbox.try_send(ShardMsg::EventsTaken);
+    }
 }
 
 #[cfg(test)]
@@ -190,5 +211,30 @@ mod tests {
         let first_b = seen.iter().position(|t| &**t == "b").unwrap();
         assert_eq!(first_b, PROCESSOR_BATCH_MAX_EVENTS);
         assert_eq!(&*seen[2 * PROCESSOR_BATCH_MAX_EVENTS], "a");
+    }
+
+    #[test]
+    fn processor_tells_a_shard_only_when_it_takes_from_that_shards_full_pipeline() {
+        let (full_tx, full_rx) = flume::bounded(1);
+        let (roomy_tx, roomy_rx) = flume::bounded(4);
+        full_tx.send(event("full")).unwrap();
+        roomy_tx.send(event("roomy")).unwrap();
+        drop((full_tx, roomy_tx));
+        let (inbox0_tx, inbox0_rx) = flume::bounded(8);
+        let (inbox1_tx, inbox1_rx) = flume::bounded(8);
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let processor = Box::new(Record { seen: seen.clone() });
+        let processed = run_processor(
+            vec![full_rx, roomy_rx],
+            processor,
+            vec![inbox0_tx, inbox1_tx],
+        );
+        assert_eq!(processed, 2);
+        assert!(matches!(inbox0_rx.try_recv(), Ok(ShardMsg::EventsTaken)));
+        assert!(inbox0_rx.try_recv().is_err(), "one message per batch");
+        assert!(
+            inbox1_rx.try_recv().is_err(),
+            "that pipeline was never full"
+        );
     }
 }

@@ -50,6 +50,10 @@ pub enum ShardMsg {
     /// Cluster mode: a publish from another host (or straight from NATS), for the target this
     /// shard owns; sequenced and delivered here like `Publish`, never forwarded to NATS again.
     ClusterPublish(crate::push::Publish),
+    /// The event processor took events from this shard's pipeline while it was full: parked
+    /// events may move now, without waiting for the next tick (best effort: the tick remains
+    /// the fallback).
+    EventsTaken,
 }
 
 /// Inbox depth per shard: control, publishes and cross-shard deliveries. A shard never blocks

@@ -24,6 +24,7 @@ impl Shard {
             }
             ShardMsg::Publish(publish) => self.on_publish(publish, true),
             ShardMsg::ClusterPublish(publish) => self.on_publish(publish, false),
+            ShardMsg::EventsTaken => self.unpark_events(),
             ShardMsg::Deliver { scope, frame } => self.deliver(&scope, &frame),
             ShardMsg::ClientRegister { client_id, conn } => {
                 let first = self.push.directory.lookup(&client_id).is_empty();
