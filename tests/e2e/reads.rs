@@ -52,9 +52,9 @@ fn a_busy_session_reads_through_a_multishot_recv_and_goes_back_to_poll_when_sile
         after_second_burst, 2.0,
         "busy again after going back to a poll: a second swap"
     );
-    // A pipelined burst (a full read sends it back to poll + recv mid-stream): every reply
-    // still byte-exact and in order.
-    echo_burst(&mut client, 2_000, 0, 500);
+    // A pipelined burst of ~60 KB (a full-buffer read sends it back to poll + recv
+    // mid-stream): every reply still byte-exact and in order.
+    echo_burst(&mut client, 2_000, 0, 2_000);
 }
 
 #[test]
