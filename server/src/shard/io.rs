@@ -199,17 +199,8 @@ impl Shard {
         }
         match completion.result {
             n if n > 0 => {
-                let buffer_id = buffer_id.expect("a recv with data names its buffer");
-                self.counters.bytes_in += n as u64;
                 let busy = self.sent_within_a_tick(slot);
-                self.on_bytes(
-                    slot,
-                    Input::Buffer {
-                        buffer_id,
-                        len: n as usize,
-                    },
-                );
-                self.bufs.recycle(buffer_id);
+                self.on_received(slot, buffer_id, n as usize);
                 let Some(conn) = self.conns.get_mut(slot, generation, u32::MAX) else {
                     return;
                 };
@@ -236,6 +227,15 @@ impl Shard {
             n if n == -libc::ECANCELED => {}
             n => self.on_socket_error(slot, -n),
         }
+    }
+
+    /// A recv (one-shot or multishot) filled `len` bytes of a provided buffer: count them,
+    /// hand them to the session, and give the buffer back to the ring.
+    fn on_received(&mut self, slot: u32, buffer_id: Option<u16>, len: usize) {
+        let buffer_id = buffer_id.expect("a recv with data names its buffer");
+        self.counters.bytes_in += len as u64;
+        self.on_bytes(slot, Input::Buffer { buffer_id, len });
+        self.bufs.recycle(buffer_id);
     }
 
     /// Whether an open session's previous frame came less than a timer tick ago (checked
@@ -311,16 +311,7 @@ impl Shard {
             // Bytes are handled even after a swap back to a poll was asked for: they were
             // taken from the socket before the cancel, so they come before anything else.
             n if n > 0 => {
-                let buffer_id = buffer_id.expect("a recv with data names its buffer");
-                self.counters.bytes_in += n as u64;
-                self.on_bytes(
-                    slot,
-                    Input::Buffer {
-                        buffer_id,
-                        len: n as usize,
-                    },
-                );
-                self.bufs.recycle(buffer_id);
+                self.on_received(slot, buffer_id, n as usize);
                 let Some(conn) = self.conns.get_mut(slot, generation, u32::MAX) else {
                     return;
                 };
