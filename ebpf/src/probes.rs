@@ -22,12 +22,19 @@ use crate::{ProbeConfig, ProbeError};
 /// Name of the shared entry for threads beyond the kernel map's bound.
 const OTHER_THREADS_COMM: &str = "[other threads]";
 
+/// `struct probe_counters` of probes.bpf.c.
+struct Counters {
+    threads_used: u64,
+    cpu_events_missed: u64,
+}
+
 /// The attached probes of one process. Dropping it detaches every program.
 pub struct Probes {
     cfg: ProbeConfig,
     page_bytes: u64,
     threads: MapHandle,
-    /// .bss of probes.bpf.c: `threads_used`, the only global the programs write.
+    /// .bss of probes.bpf.c: `struct probe_counters`, the only globals the
+    /// programs write.
     bss: MapHandle,
     other_threads: MapHandle,
     mem: MapHandle,
@@ -172,7 +179,9 @@ impl Probes {
     }
 
     fn read_threads(&self, snap: &mut Snapshot) -> Result<(), ProbeError> {
-        let used = self.threads_used()?.min(THREADS_MAX);
+        let counters = self.counters()?;
+        snap.cpu_events_missed = counters.cpu_events_missed;
+        let used = u32::try_from(counters.threads_used).map_or(THREADS_MAX, |n| n.min(THREADS_MAX));
         for slot in 0..used {
             let Some(value) = self
                 .threads
@@ -263,17 +272,23 @@ impl Probes {
         Ok(())
     }
 
-    /// Thread slots handed out so far: `threads_used` at the start of .bss.
-    fn threads_used(&self) -> Result<u32, ProbeError> {
+    /// `struct probe_counters`, the whole of .bss.
+    fn counters(&self) -> Result<Counters, ProbeError> {
         let bss = self
             .bss
             .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
             .map_err(|e| read_err("bss", e))?
             .ok_or_else(|| read_err("bss", ".bss has no entry 0"))?;
-        let word = bss
-            .get(..4)
-            .ok_or_else(|| read_err("bss", ".bss is shorter than a u32"))?;
-        Ok(u32::from_ne_bytes(word.try_into().expect("4 bytes")))
+        let word = |at: usize| -> Result<u64, ProbeError> {
+            let bytes = bss
+                .get(at..at + 8)
+                .ok_or_else(|| read_err("bss", "shorter than struct probe_counters"))?;
+            Ok(u64::from_ne_bytes(bytes.try_into().expect("8 bytes")))
+        };
+        Ok(Counters {
+            threads_used: word(0)?,
+            cpu_events_missed: word(8)?,
+        })
     }
 
     /// The per-CPU copies of entry 0 of a one-entry per-CPU array.

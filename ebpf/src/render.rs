@@ -29,6 +29,14 @@ impl Snapshot {
         );
         render_hist(&mut out, "off-CPU time", "usecs", &self.offcpu_us);
         render_hist(&mut out, "on-CPU time", "usecs", &self.oncpu_us);
+        if self.cpu_events_missed > 0 {
+            writeln!(
+                out,
+                "scheduler events not recorded: {} (the histograms undercount)",
+                self.cpu_events_missed
+            )
+            .unwrap();
+        }
         self.render_threads(&mut out);
 
         out.push_str("\n== Memory ==\n");

@@ -24,6 +24,11 @@ pub struct Snapshot {
     /// Per thread, sorted by tid. Threads beyond the kernel map's bound share one
     /// entry with `tid` 0 and `comm` `[other threads]`.
     pub threads: Vec<ThreadStats>,
+    /// Scheduler events of the process's threads the kernel did not let the
+    /// probes record (the task storage helper refuses while another BPF
+    /// program holds task storage on that CPU). Non-zero means the CPU
+    /// histograms undercount by about this many samples.
+    pub cpu_events_missed: u64,
 
     // Memory.
     /// User-mode page faults (exceptions:page_fault_user), all threads.
@@ -114,6 +119,9 @@ impl Snapshot {
             offcpu_us: self.offcpu_us.delta(&earlier.offcpu_us),
             oncpu_us: self.oncpu_us.delta(&earlier.oncpu_us),
             threads,
+            cpu_events_missed: self
+                .cpu_events_missed
+                .saturating_sub(earlier.cpu_events_missed),
             page_faults: self.page_faults.saturating_sub(earlier.page_faults),
             rss_bytes: self.rss_bytes,
             rss_changes: self.rss_changes.delta(&earlier.rss_changes),

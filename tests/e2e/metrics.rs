@@ -211,6 +211,10 @@ fn serve_with_probes_exports_cpu_memory_and_tcp_probe_metrics() {
         );
     }
     assert!(samples(&scraped, "holdfast_page_faults_total").len() == 1);
+    assert_eq!(
+        samples(&scraped, "holdfast_sched_events_missed_total").len(),
+        1
+    );
     assert!(samples(&scraped, "holdfast_rss_bytes")
         .iter()
         .any(|s| s.labels.get("kind") == Some("anon") && s.value != Value::Gauge(0.0)));

@@ -56,8 +56,17 @@ struct {
 	__type(value, struct thread_stats);
 } threads SEC(".maps");
 
-/* Slots handed out so far (may pass THREADS_MAX; userspace clamps). */
-__u32 threads_used = 0;
+/* The programs' only writable globals, in one struct so userspace reads
+ * them at fixed offsets of .bss. */
+struct probe_counters {
+	/* Slots handed out so far (may pass THREADS_MAX; userspace clamps). */
+	__u64 threads_used;
+	/* Scheduler events of target threads that were not recorded: the task
+	 * storage helper refused (it returns NULL when another BPF program holds
+	 * task storage on this CPU, or on allocation failure). */
+	__u64 cpu_events_missed;
+};
+struct probe_counters counters = {};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -137,7 +146,7 @@ static __always_inline struct thread_stats *thread_stats_of(struct task_struct *
 	struct thread_stats *s;
 
 	if (!tt->has_slot) {
-		slot = __sync_fetch_and_add(&threads_used, 1);
+		slot = __sync_fetch_and_add(&counters.threads_used, 1);
 		tt->slot = slot < THREADS_MAX ? slot : THREADS_MAX;
 		tt->has_slot = 1;
 		s = bpf_map_lookup_elem(&threads, &tt->slot);
@@ -163,6 +172,8 @@ static __always_inline void mark_enqueued(struct task_struct *p)
 	tt = task_times_of(p);
 	if (tt)
 		tt->enqueued_ns = bpf_ktime_get_ns();
+	else
+		__sync_fetch_and_add(&counters.cpu_events_missed, 1);
 }
 
 SEC("tp_btf/sched_wakeup")
@@ -184,8 +195,10 @@ static __always_inline void switch_out(struct task_struct *prev, bool still_runn
 	struct task_times *tt = task_times_of(prev);
 	struct thread_stats *s;
 
-	if (!tt)
+	if (!tt) {
+		__sync_fetch_and_add(&counters.cpu_events_missed, 1);
 		return;
+	}
 	if (tt->switch_in_ns) {
 		s = thread_stats_of(prev, tt);
 		if (s)
@@ -202,8 +215,10 @@ static __always_inline void switch_in(struct task_struct *next, __u64 now)
 	struct task_times *tt = task_times_of(next);
 	struct thread_stats *s;
 
-	if (!tt)
+	if (!tt) {
+		__sync_fetch_and_add(&counters.cpu_events_missed, 1);
 		return;
+	}
 	s = thread_stats_of(next, tt);
 	if (s && tt->enqueued_ns)
 		hist_add(s->runqueue_latency_us, (now - tt->enqueued_ns) / 1000);

@@ -399,6 +399,12 @@ fn encode_probes(encoder: &mut DescriptorEncoder, s: &Snapshot) -> fmt::Result {
     }
     counter(
         encoder,
+        "holdfast_sched_events_missed",
+        "Scheduler events of the server's threads the CPU probes could not record (the kernel refused task storage); the CPU histograms undercount by this much (eBPF).",
+        [(vec![], s.cpu_events_missed)],
+    )?;
+    counter(
+        encoder,
         "holdfast_page_faults",
         "User-mode page faults of the server's threads since the probes attached (eBPF).",
         [(vec![], s.page_faults)],
@@ -648,6 +654,7 @@ mod tests {
         snapshot.runqueue_latency_us.record(3);
         snapshot.data_ready_to_read_ns.record(5_000);
         snapshot.page_faults = 7;
+        snapshot.cpu_events_missed = 3;
         snapshot.rss_bytes.anon = 4096;
         snapshot
             .tcp_state_transitions
@@ -686,6 +693,10 @@ mod tests {
             );
         }
         assert_eq!(value("holdfast_page_faults_total"), Value::Counter(7.0));
+        assert_eq!(
+            value("holdfast_sched_events_missed_total"),
+            Value::Counter(3.0)
+        );
         assert_eq!(value("holdfast_probes_attached"), Value::Gauge(1.0));
         assert!(
             text.contains("holdfast_rss_bytes{kind=\"anon\"} 4096"),
