@@ -12,6 +12,14 @@ pub struct Admitted {
     pub requested_heartbeat_ms: u32,
 }
 
+/// Seconds since the Unix epoch, the clock tokens expire by (read per Hello only).
+pub fn now_unix_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 /// Checks a Hello; `secret` None means auth is off.
 pub fn admit(
     hello: Option<&HelloView>,

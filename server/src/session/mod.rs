@@ -38,7 +38,6 @@ pub struct SessionCx<'a> {
     pub pool: &'a mut OutboundPool,
     pub shard: usize,
     pub slot: u32,
-    pub now_unix_s: u64,
     /// When the bytes being handled were received.
     pub received_at: Instant,
     /// Topics, client directory and the event pipeline of this shard.
@@ -212,7 +211,7 @@ fn on_hello(
     id: u64,
     hello: Option<&holdfast_protocol::payload::HelloView>,
 ) -> Verdict {
-    let admitted = match auth::admit(hello, cx.limits.auth_secret.as_deref(), cx.now_unix_s) {
+    let admitted = match auth::admit(hello, cx.limits.auth_secret.as_deref(), auth::now_unix_s()) {
         Ok(admitted) => admitted,
         Err((code, reason)) => return refuse(conn, cx, code, id, reason),
     };

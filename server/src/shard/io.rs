@@ -32,6 +32,9 @@ impl Shard {
             self.ring.submit()?;
             let mut completions = std::mem::take(&mut self.completions);
             self.ring.reap(&mut completions);
+            if !completions.is_empty() {
+                self.reaped_at = std::time::Instant::now();
+            }
             for completion in &completions {
                 self.on_completion(*completion);
             }
@@ -384,11 +387,13 @@ impl Shard {
             None => self.take_decoder(),
         };
         let held_bytes;
-        let bytes: &[u8] = match input {
-            Input::Buffer { buffer_id, len } => self.bufs.filled(buffer_id, len),
+        // A buffer was filled by a completion of this round; held bytes are fed later, from
+        // any turn, so they read the clock.
+        let (bytes, received_at): (&[u8], _) = match input {
+            Input::Buffer { buffer_id, len } => (self.bufs.filled(buffer_id, len), self.reaped_at),
             Input::Held(bytes) => {
                 held_bytes = bytes;
-                &held_bytes
+                (&held_bytes, std::time::Instant::now())
             }
         };
         let (conns, mut cx) = super::state::split_for_session(
@@ -400,6 +405,7 @@ impl Shard {
             &mut self.push,
             self.index,
             slot,
+            received_at,
         );
         let conn = conns.get_live_mut(slot).expect("checked above");
         let mut verdict = Verdict::Continue;
@@ -519,7 +525,7 @@ impl Shard {
             return;
         }
         if let Some(since) = out.in_flight_since.take() {
-            let latency_us = since.elapsed().as_micros() as u64;
+            let latency_us = self.reaped_at.saturating_duration_since(since).as_micros() as u64;
             self.reply_latency_us.saturating_record(latency_us.max(1));
         }
         self.flush(slot);

@@ -73,6 +73,9 @@ pub struct Shard {
     /// From receiving the bytes that caused a reply to the kernel taking the reply, in us.
     pub(super) reply_latency_us: Histogram<u64>,
     pub(super) completions: Vec<Completion>,
+    /// When the current round of completions was reaped: the receive time of the bytes and
+    /// the completion time of the sends in it (one clock read per round, not per completion).
+    pub(super) reaped_at: Instant,
     /// Connections waiting to issue a recv, FIFO: at most one recv per provided buffer is in
     /// flight, so a burst of readiness never turns into a storm of ENOBUFS completions.
     pub(super) recv_waiters: VecDeque<WheelEntry>,
@@ -154,6 +157,7 @@ impl Shard {
             reply_latency_us: Histogram::new_with_bounds(1, HISTOGRAM_MAX_US, 3)
                 .expect("static bounds"),
             completions: Vec::with_capacity(1024),
+            reaped_at: Instant::now(),
             recv_waiters: VecDeque::new(),
             recvs_in_flight: 0,
             multishot_recvs: 0,
@@ -178,13 +182,6 @@ impl Shard {
         self.wheel.now_tick()
     }
 
-    pub fn now_unix_s() -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-    }
-
     pub(super) fn user_data(&self, op: Op, slot: u32) -> UserData {
         let generation = self.conns_generation(slot);
         UserData::new(op, slot, generation)
@@ -205,6 +202,7 @@ impl Shard {
             &mut self.push,
             self.index,
             slot,
+            Instant::now(),
         )
     }
 
@@ -407,6 +405,7 @@ pub(super) fn split_for_session<'a>(
     push: &'a mut PushState,
     shard: usize,
     slot: u32,
+    received_at: Instant,
 ) -> (&'a mut ConnSlab, SessionCx<'a>) {
     let cx = SessionCx {
         limits,
@@ -415,8 +414,7 @@ pub(super) fn split_for_session<'a>(
         pool,
         shard,
         slot,
-        now_unix_s: Shard::now_unix_s(),
-        received_at: Instant::now(),
+        received_at,
         push,
     };
     (conns, cx)
