@@ -24,10 +24,10 @@ pub struct Snapshot {
     /// Per thread, sorted by tid. Threads beyond the kernel map's bound share one
     /// entry with `tid` 0 and `comm` `[other threads]`.
     pub threads: Vec<ThreadStats>,
-    /// Scheduler events of the process's threads the kernel did not let the
-    /// probes record (the task storage helper refuses while another BPF
-    /// program holds task storage on that CPU). Non-zero means the CPU
-    /// histograms undercount by about this many samples.
+    /// Scheduler events of the process's threads the probes could not record:
+    /// the kernel would not create the thread's task storage (busy on that
+    /// CPU, or no memory). Non-zero means the CPU histograms undercount by
+    /// about this many samples.
     pub cpu_events_missed: u64,
 
     // Memory.

@@ -61,9 +61,9 @@ struct {
 struct probe_counters {
 	/* Slots handed out so far (may pass THREADS_MAX; userspace clamps). */
 	__u64 threads_used;
-	/* Scheduler events of target threads that were not recorded: the task
-	 * storage helper refused (it returns NULL when another BPF program holds
-	 * task storage on this CPU, or on allocation failure). */
+	/* Scheduler events of target threads that were not recorded because
+	 * bpf_task_storage_get returned NULL: it will not create a thread's
+	 * storage while task storage is busy on this CPU, or without memory. */
 	__u64 cpu_events_missed;
 };
 struct probe_counters counters = {};

@@ -400,7 +400,7 @@ fn encode_probes(encoder: &mut DescriptorEncoder, s: &Snapshot) -> fmt::Result {
     counter(
         encoder,
         "holdfast_sched_events_missed",
-        "Scheduler events of the server's threads the CPU probes could not record (the kernel refused task storage); the CPU histograms undercount by this much (eBPF).",
+        "Scheduler events of the server's threads the CPU probes could not record (the kernel refused to create a thread's task storage); the CPU histograms undercount by this much (eBPF).",
         [(vec![], s.cpu_events_missed)],
     )?;
     counter(

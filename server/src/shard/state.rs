@@ -393,8 +393,9 @@ impl Shard {
 }
 
 /// Borrows the pieces of a shard that the session layer touches, leaving the ring and the
-/// receive buffers free for the caller. One parameter per disjoint field borrow: that is the
-/// point of this function, so the argument count is allowed.
+/// receive buffers free for the caller. One parameter per disjoint field borrow (plus the
+/// session's address and when its bytes were received): that is the point of this function,
+/// so the argument count is allowed.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn split_for_session<'a>(
     conns: &'a mut ConnSlab,
