@@ -284,15 +284,9 @@ impl Shard {
     /// Goes back to a poll: after the multishot recv ended by itself (`cancel` false), or to
     /// stop it (silent connection, parked events).
     pub(super) fn end_multishot_recv(&mut self, slot: u32, cancel: bool) {
-        let Some(conn) = self.conns.get_live_mut(slot) else {
+        let Some(generation) = self.release_multishot_recv(slot) else {
             return;
         };
-        if !conn.flags.has(ConnFlags::MULTISHOT_RECV) {
-            return;
-        }
-        conn.flags.clear(ConnFlags::MULTISHOT_RECV);
-        let generation = conn.generation;
-        self.multishot_recvs -= 1;
         if cancel {
             self.ring.cancel(
                 UserData::new(Op::RecvMulti, slot, generation),
@@ -303,6 +297,19 @@ impl Shard {
         // still in the socket make the new poll fire at once.
         self.ring
             .poll_multishot(slot, UserData::new(Op::Poll, slot, generation));
+    }
+
+    /// Clears a live connection's multishot-recv mark and frees its place under
+    /// multishot_recv_max_per_shard. Returns its generation, or None if it held no multishot
+    /// recv.
+    fn release_multishot_recv(&mut self, slot: u32) -> Option<u32> {
+        let conn = self.conns.get_live_mut(slot)?;
+        if !conn.flags.has(ConnFlags::MULTISHOT_RECV) {
+            return None;
+        }
+        conn.flags.clear(ConnFlags::MULTISHOT_RECV);
+        self.multishot_recvs -= 1;
+        Some(conn.generation)
     }
 
     fn on_recv_multi(&mut self, completion: Completion) {
@@ -328,12 +335,7 @@ impl Shard {
             }
             0 => {
                 // EOF ends the recv; nothing more to read, so no poll either.
-                if let Some(conn) = self.conns.get_mut(slot, generation, u32::MAX) {
-                    if conn.flags.has(ConnFlags::MULTISHOT_RECV) {
-                        conn.flags.clear(ConnFlags::MULTISHOT_RECV);
-                        self.multishot_recvs -= 1;
-                    }
-                }
+                self.release_multishot_recv(slot);
                 self.on_peer_eof(slot);
             }
             n if n == -libc::ENOBUFS => {
