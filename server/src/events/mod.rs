@@ -3,8 +3,9 @@
 //! shard's pipeline is full, `event_overflow_policy` decides: `drop` (drop the newest, count it,
 //! and tell the client with an Error if it asked for an Ack) or `backpressure` (park the event,
 //! hold the rest of what was read undecoded, and stop reading from that connection until the
-//! event is taken; the kernel's receive window then slows the client). An Ack is sent only once the event is in the pipeline. On drain the
-//! processor consumes everything still queued before the process exits.
+//! event is taken; the kernel's receive window then slows the client). An Ack is sent only
+//! once the event is in the pipeline. On drain the processor consumes everything still queued
+//! before the process exits.
 
 pub mod sink;
 pub mod trending;
