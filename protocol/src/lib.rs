@@ -13,6 +13,9 @@
 //!
 //! This crate knows nothing about sockets, rings or sessions.
 
+#![forbid(unsafe_code)]
+
+mod codes;
 pub mod decode;
 pub mod encode;
 pub mod error;

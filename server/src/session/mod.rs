@@ -93,15 +93,8 @@ pub fn queue_error(
         reason: &reason[..end],
     };
     let out = outbound(conn, cx.pool, cx.received_at);
-    encode_frame(
-        &mut out.queued,
-        Kind::Error,
-        0,
-        id,
-        &body,
-        cx.limits.max_frame_bytes,
-    )
-    .expect("error frames are small");
+    encode_frame(&mut out.queued, 0, id, &body, cx.limits.max_frame_bytes)
+        .expect("error frames are small");
     cx.counters.error_sent(code);
     cx.counters.frames_out += 1;
 }
@@ -118,15 +111,8 @@ pub fn queue_goodbye(
         reconnect_after_ms,
     };
     let out = outbound(conn, cx.pool, cx.received_at);
-    encode_frame(
-        &mut out.queued,
-        Kind::Goodbye,
-        0,
-        0,
-        &body,
-        cx.limits.max_frame_bytes,
-    )
-    .expect("goodbye frames are small");
+    encode_frame(&mut out.queued, 0, 0, &body, cx.limits.max_frame_bytes)
+        .expect("goodbye frames are small");
     cx.counters.frames_out += 1;
 }
 
@@ -231,15 +217,8 @@ fn on_hello(
         max_inflight_requests: u32::from(limits.max_inflight_requests),
     };
     let out = outbound(conn, cx.pool, cx.received_at);
-    encode_frame(
-        &mut out.queued,
-        Kind::Welcome,
-        0,
-        id,
-        &welcome,
-        limits.max_frame_bytes,
-    )
-    .expect("welcome is small");
+    encode_frame(&mut out.queued, 0, id, &welcome, limits.max_frame_bytes)
+        .expect("welcome is small");
     cx.counters.frames_out += 1;
     cx.counters.sessions_opened += 1;
     conn.state = SessionState::Open;

@@ -4,7 +4,7 @@
 
 use bytes::{Bytes, BytesMut};
 use holdfast_protocol::payload::Push;
-use holdfast_protocol::{encode_frame, ErrorCode, Kind};
+use holdfast_protocol::{encode_frame, ErrorCode};
 
 use super::state::Shard;
 use super::ShardMsg;
@@ -53,15 +53,7 @@ impl Shard {
             seq,
             payload,
         };
-        encode_frame(
-            &mut out,
-            Kind::Push,
-            0,
-            0,
-            &push,
-            self.limits.max_frame_bytes,
-        )
-        .ok()?;
+        encode_frame(&mut out, 0, 0, &push, self.limits.max_frame_bytes).ok()?;
         Some(out.freeze())
     }
 
