@@ -25,8 +25,8 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::stats::ShardPoll;
+use crate::mesh::ShardReport;
 use crate::metrics::{ShardCounters, CLOSE_REASONS};
-use crate::shard::ShardReport;
 
 /// `Content-Type` of what [`render`] returns.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;

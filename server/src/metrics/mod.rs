@@ -1,5 +1,5 @@
 //! Per-shard counters. Each shard owns its counters as plain integers; other threads read them
-//! only as a copy sent by message ([`crate::shard::ShardMsg::Stats`]), merged on read.
+//! only as a copy sent by message ([`crate::mesh::ShardMsg::Stats`]), merged on read.
 
 pub mod log_limit;
 

@@ -117,8 +117,8 @@ pub fn run(args: &TuneArgs) -> Result<u8, String> {
         Config::load(args.config.as_deref(), &NoOverrides {}).map_err(|e| e.to_string())?;
     let host = HostFacts::read();
     if args.check {
-        let shards = crate::serve::shard_count(&config);
-        let capacity = crate::serve::capacity_per_shard(&config);
+        let shards = config.shard_count();
+        let capacity = config.capacity_per_shard();
         let shortfalls = check(&config, shards, capacity, &host);
         println!(
             "holdfast tune --check: shards={shards} max_connections_per_shard={capacity} listen_backlog={}",

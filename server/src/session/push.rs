@@ -9,8 +9,8 @@ use super::{outbound, queue_error, SessionCx, Verdict};
 use crate::conn::{Conn, ConnFlags, ConnId};
 use crate::events::sink::Offer;
 use crate::events::OwnedEvent;
-use crate::push::{owner_shard, valid_topic};
-use crate::shard::ShardMsg;
+use crate::mesh::ShardMsg;
+use crate::mesh::{owner_shard, valid_topic};
 use crate::timer::wheel::WheelEntry;
 
 /// Queues an Ack for frame `id`.
@@ -79,7 +79,7 @@ pub fn on_event(
     event: &EventView,
 ) -> Verdict {
     let topic: &str = &event.topic;
-    if topic.is_empty() || topic.len() > crate::push::MAX_TOPIC_BYTES {
+    if topic.is_empty() || topic.len() > crate::mesh::MAX_TOPIC_BYTES {
         queue_error(
             conn,
             cx,
@@ -174,7 +174,7 @@ pub fn on_publish_request(
     }
     match crate::push::request::parse(body, cx.push.shards, cx.limits.max_frame_bytes) {
         Ok(parsed) => {
-            let publish = crate::push::Publish {
+            let publish = crate::mesh::Publish {
                 target: parsed.target,
                 payload: parsed.payload,
                 reply: None,

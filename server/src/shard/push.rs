@@ -7,10 +7,10 @@ use holdfast_protocol::payload::Push;
 use holdfast_protocol::{encode_frame, ErrorCode};
 
 use super::state::Shard;
-use super::ShardMsg;
 use crate::conn::{ConnFlags, ConnId, SessionState};
+use crate::mesh::ShardMsg;
+use crate::mesh::{owner_shard, Publish, PublishOutcome, Scope, Target, BROADCAST_TOPIC};
 use crate::metrics::CloseReason;
-use crate::push::{owner_shard, Publish, PublishOutcome, Scope, Target, BROADCAST_TOPIC};
 use crate::session;
 use crate::timer::wheel::WheelEntry;
 
@@ -157,7 +157,7 @@ impl Shard {
     }
 
     /// Sends what the session layer and publishes queued for other shards. Never blocks: a
-    /// full inbox drops the message, counted and logged.
+    /// full inbox drops the message, counted (by the mesh) and logged.
     pub(super) fn flush_outbox(&mut self) {
         if let Some(link) = &self.push.cluster {
             for (topic, on) in self.push.topics.take_changes() {
@@ -171,12 +171,8 @@ impl Shard {
                     self.on_message(msg);
                     continue;
                 }
-                let Some(peer) = self.peers.get(shard) else {
-                    self.counters.cross_shard_dropped += 1;
-                    continue;
-                };
-                if peer.try_send(msg).is_err() {
-                    self.counters.cross_shard_dropped += 1;
+                // Counted by the mesh (cross_shard_dropped in this shard's counters).
+                if self.mesh.try_send(shard, msg).is_err() {
                     if let Some(suppressed) = self.log_cross_shard.allow(std::time::Instant::now())
                     {
                         tracing::warn!(

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::conn::{ConnFlags, ConnId, ConnSlab, SessionState};
 use crate::events::sink::EventSink;
 use crate::handler::{Handler, Router, Session};
+use crate::mesh::{Mesh, ShardReport};
 use crate::metrics::log_limit::LogLimiter;
 use crate::metrics::{CloseReason, ShardCounters};
 use crate::outbound::OutboundPool;
@@ -39,15 +40,6 @@ pub struct TickLimits {
     pub heartbeat_timeout: u32,
     pub linger: u32,
     pub drain: u32,
-}
-
-/// A copy of one shard's metrics (the reply to [`super::ShardMsg::Stats`]).
-#[derive(Clone, Debug)]
-pub struct ShardReport {
-    pub index: usize,
-    pub counters: ShardCounters,
-    pub reply_latency_us: Histogram<u64>,
-    pub draining: bool,
 }
 
 pub struct Shard {
@@ -97,8 +89,9 @@ pub struct Shard {
     pub(super) log_cross_shard: LogLimiter,
     /// Topics, client directory, sequences, event pipeline, messages for other shards.
     pub(super) push: PushState,
-    /// Every shard's inbox, indexed by shard (given at spawn, before the first accept).
-    pub(super) peers: Vec<flume::Sender<super::ShardMsg>>,
+    /// Every shard's inbox (given at spawn, before the first accept); counts what full
+    /// inboxes refused.
+    pub(super) mesh: Mesh,
 }
 
 impl Shard {
@@ -107,7 +100,7 @@ impl Shard {
         config: Config,
         listener: Socket,
         capacity: u32,
-        shards: usize,
+        mesh: Mesh,
         events: flume::Sender<crate::events::OwnedEvent>,
     ) -> std::io::Result<Shard> {
         let params = RingParams {
@@ -117,6 +110,7 @@ impl Shard {
             recv_buffers: config.recv_buffers_per_shard,
             recv_buffer_bytes: config.recv_buffer_bytes,
         };
+        let shards = mesh.shards();
         let config_policy = config.event_overflow_policy;
         let config_max_topics = config.max_topics_per_session;
         let config_parked_max = config.event_parked_max;
@@ -174,7 +168,7 @@ impl Shard {
                 shards,
                 config_max_topics,
             ),
-            peers: Vec::new(),
+            mesh,
         })
     }
 
@@ -338,8 +332,8 @@ impl Shard {
         self.held_input.remove(&slot);
         if let Some((generation, client_id)) = self.push.client_ids.remove(&slot) {
             debug_assert_eq!(generation, entry.generation);
-            let owner = crate::push::owner_shard(&client_id, self.push.shards);
-            let message = super::ShardMsg::ClientUnregister {
+            let owner = crate::mesh::owner_shard(&client_id, self.push.shards);
+            let message = crate::mesh::ShardMsg::ClientUnregister {
                 client_id,
                 conn: session.id,
             };
@@ -378,6 +372,7 @@ impl Shard {
     pub fn counters(&self) -> ShardCounters {
         let mut counters = self.counters.clone();
         counters.open = self.conns.open_count() as u64;
+        counters.cross_shard_dropped = self.mesh.dropped_count();
         counters
     }
 
