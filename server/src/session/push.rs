@@ -6,12 +6,11 @@ use holdfast_protocol::payload::{EventView, TopicsView};
 use holdfast_protocol::{encode_raw, ErrorCode, Kind};
 
 use super::{outbound, queue_error, SessionCx, Verdict};
-use crate::conn::{Conn, ConnFlags, ConnId};
+use crate::conn::{Conn, ConnFlags, ConnId, ConnKey};
 use crate::events::sink::Offer;
 use crate::events::OwnedEvent;
 use crate::mesh::ShardMsg;
 use crate::mesh::{owner_shard, valid_topic};
-use crate::timer::wheel::WheelEntry;
 
 /// Queues an Ack for frame `id`.
 pub fn queue_ack(conn: &mut Conn, cx: &mut SessionCx<'_>, id: u64) {
@@ -35,7 +34,7 @@ pub fn on_topics(
     topics: &TopicsView,
     subscribe: bool,
 ) -> Verdict {
-    let entry = WheelEntry {
+    let entry = ConnKey {
         slot: cx.slot,
         generation: conn.generation,
     };

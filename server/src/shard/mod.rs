@@ -13,7 +13,7 @@ pub mod state;
 mod timers;
 
 use std::cell::RefCell;
-use std::os::fd::FromRawFd;
+use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -99,14 +99,10 @@ async fn run(
 ) -> std::io::Result<ShardCounters> {
     let tick = Duration::from_millis(shard.ticks.tick_ms);
     // glommio reads the eventfd through its own ring; it closes what it owns, so give it a dup.
-    // SAFETY: dup(2) of a descriptor we own; the result is checked and then owned by glommio.
-    let eventfd = unsafe {
-        let fd = libc::dup(shard.ring.eventfd());
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        BufferedFile::from_raw_fd(fd)
-    };
+    let eventfd = shard.ring.eventfd_dup()?.into_raw_fd();
+    // SAFETY: `eventfd` is a fresh descriptor (dup'd above) that nothing else owns; glommio
+    // takes ownership and closes it.
+    let eventfd = unsafe { BufferedFile::from_raw_fd(eventfd) };
     let index = shard.index;
     let shard = Rc::new(RefCell::new(shard));
     shard.borrow_mut().arm_accept();

@@ -7,12 +7,11 @@ use holdfast_protocol::payload::Push;
 use holdfast_protocol::{encode_frame, ErrorCode};
 
 use super::state::Shard;
-use crate::conn::{ConnFlags, ConnId, SessionState};
+use crate::conn::{ConnFlags, ConnId, ConnKey, SessionState};
 use crate::mesh::ShardMsg;
 use crate::mesh::{owner_shard, Publish, PublishOutcome, Scope, Target, BROADCAST_TOPIC};
 use crate::metrics::CloseReason;
 use crate::session;
-use crate::timer::wheel::WheelEntry;
 
 impl Shard {
     /// Handles one message from another thread.
@@ -195,13 +194,13 @@ impl Shard {
         let frame = &Bytes::copy_from_slice(frame);
         match scope {
             Scope::Topic(topic) => {
-                let subscribers: Vec<WheelEntry> = self.push.topics.subscribers(topic).to_vec();
+                let subscribers: Vec<ConnKey> = self.push.topics.subscribers(topic).to_vec();
                 for entry in subscribers {
                     self.enqueue_push(entry, frame);
                 }
             }
             Scope::Broadcast => {
-                let open: Vec<WheelEntry> = self.conns.open_sessions().collect();
+                let open: Vec<ConnKey> = self.conns.open_sessions().collect();
                 for entry in open {
                     self.enqueue_push(entry, frame);
                 }
@@ -213,16 +212,11 @@ impl Shard {
     }
 
     fn deliver_to_conn(&mut self, id: ConnId, frame: &Bytes) -> bool {
-        if id.shard() != self.index
-            || self
-                .conns
-                .get_mut(id.slot(), id.generation(), u32::MAX)
-                .is_none()
-        {
+        if id.shard() != self.index || self.conns.get_mut(id.key()).is_none() {
             return false;
         }
         self.enqueue_push(
-            WheelEntry {
+            ConnKey {
                 slot: id.slot(),
                 generation: id.generation(),
             },
@@ -232,10 +226,10 @@ impl Shard {
 
     /// Queues `frame` for one open session, enforcing the outbound bound (a slow consumer is
     /// cut off and counted), then flushes.
-    fn enqueue_push(&mut self, entry: WheelEntry, frame: &Bytes) -> bool {
+    fn enqueue_push(&mut self, entry: ConnKey, frame: &Bytes) -> bool {
         let max_outbound_bytes = self.limits.max_outbound_bytes;
         let (conns, mut cx) = self.session_parts(entry.slot);
-        let Some(conn) = conns.get_mut(entry.slot, entry.generation, u32::MAX) else {
+        let Some(conn) = conns.get_mut(entry) else {
             return false;
         };
         if conn.state != SessionState::Open {
@@ -275,7 +269,7 @@ impl Shard {
         for (id, ack_id, last) in moved {
             self.counters.events_accepted += 1;
             let (conns, mut cx) = self.session_parts(id.slot());
-            let Some(conn) = conns.get_mut(id.slot(), id.generation(), u32::MAX) else {
+            let Some(conn) = conns.get_mut(id.key()) else {
                 continue;
             };
             if let Some(ack_id) = ack_id {
@@ -288,7 +282,7 @@ impl Shard {
                     debug_assert_eq!(generation, id.generation());
                     self.on_bytes(id.slot(), super::io::Input::Held(bytes));
                 }
-                let Some(conn) = self.conns.get_mut(id.slot(), id.generation(), u32::MAX) else {
+                let Some(conn) = self.conns.get_mut(id.key()) else {
                     continue;
                 };
                 if conn.flags.has(ConnFlags::READ_AGAIN)
