@@ -3,10 +3,12 @@
 //! generated, so adding a code is one line and the four can never disagree (quinn-proto keeps
 //! its transport error codes and frame types the same way).
 
-/// Declares a `#[repr($repr)]` enum of wire codes with:
+/// Declares a `#[repr($repr)]` enum of codes with (exported: the server keeps its own code
+/// lists, ring operations and close reasons, the same way):
 /// - `COUNT` and `ALL`: how many codes, and every code in declaration order;
 /// - `$from(value) -> Option<Self>`: the code with that wire value;
 /// - `name(self) -> &'static str`: a short, stable snake_case name (logs, metric labels).
+#[macro_export]
 macro_rules! wire_codes {
     (
         $(#[$enum_meta:meta])*
@@ -21,6 +23,7 @@ macro_rules! wire_codes {
             $( $(#[$meta])* $variant = $value, )+
         }
 
+        #[allow(dead_code)]
         impl $name {
             /// How many codes there are.
             pub const COUNT: usize = [$( stringify!($variant) ),+].len();
@@ -45,5 +48,3 @@ macro_rules! wire_codes {
         }
     };
 }
-
-pub(crate) use wire_codes;

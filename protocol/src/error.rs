@@ -1,6 +1,6 @@
 //! Stable error codes carried in Error frames. Codes never change meaning; new ones are appended.
 
-use crate::codes::wire_codes;
+use crate::wire_codes;
 
 wire_codes! {
     /// A protocol error code (u16 on the wire, inside the Error payload).

@@ -8,8 +8,8 @@
 //! | 6      | u16  | flags   | bit 0 = ack requested, other bits reserved (0)
 //! | 8      | u64  | id      | correlation id
 
-use crate::codes::wire_codes;
 use crate::decode::DecodeError;
+use crate::wire_codes;
 
 /// Bytes in a frame header; also the smallest legal `len`.
 pub const HEADER_BYTES: usize = 16;
