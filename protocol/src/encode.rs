@@ -34,6 +34,19 @@ pub enum EncodeError {
     NotRaw { kind: Kind },
 }
 
+/// A payload [`encode_frame`] can write: it names its kind ([`FramePayload`]) and serializes
+/// through the append writer. Implemented for every payload type; callers use it as a bound.
+pub trait EncodeFrame:
+    FramePayload + for<'a, 'b> Serialize<LowSerializer<AppendWriter<'a>, SubAllocator<'b>, Failure>>
+{
+}
+
+impl<T> EncodeFrame for T where
+    T: FramePayload
+        + for<'a, 'b> Serialize<LowSerializer<AppendWriter<'a>, SubAllocator<'b>, Failure>>
+{
+}
+
 /// The rkyv writer behind [`encode_frame`]: appends to a `BytesMut`, reporting positions relative to the payload start (rkyv's relative
 /// pointers are offsets inside the archive).
 pub struct AppendWriter<'a> {
@@ -86,8 +99,7 @@ pub fn encode_frame<T>(
     max_frame_bytes: u32,
 ) -> Result<usize, EncodeError>
 where
-    T: FramePayload
-        + for<'a, 'b> Serialize<LowSerializer<AppendWriter<'a>, SubAllocator<'b>, Failure>>,
+    T: EncodeFrame,
 {
     let kind = T::KIND;
     let frame_start = out.len();

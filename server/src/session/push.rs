@@ -2,10 +2,10 @@
 //! (offered to the shard's event pipeline; Ack only once accepted).
 
 use bytes::Bytes;
-use holdfast_protocol::payload::{EventView, TopicsView};
-use holdfast_protocol::{encode_raw, ErrorCode, Kind};
+use holdfast_protocol::payload::{EventView, Response, TopicsView};
+use holdfast_protocol::{ErrorCode, Kind};
 
-use super::{outbound, queue_error, SessionCx, Verdict};
+use super::{queue_error, SessionCx, Verdict};
 use crate::conn::{Conn, ConnFlags, ConnId, ConnKey};
 use crate::events::sink::Offer;
 use crate::events::OwnedEvent;
@@ -14,17 +14,7 @@ use crate::mesh::{owner_shard, valid_topic};
 
 /// Queues an Ack for frame `id`.
 pub fn queue_ack(conn: &mut Conn, cx: &mut SessionCx<'_>, id: u64) {
-    let out = outbound(conn, cx.pool, cx.received_at);
-    encode_raw(
-        &mut out.queued,
-        Kind::Ack,
-        0,
-        id,
-        &[],
-        cx.limits.max_frame_bytes,
-    )
-    .expect("ack is a header");
-    cx.counters.frames_out += 1;
+    cx.queue_empty(conn, Kind::Ack, id);
 }
 
 pub fn on_topics(
@@ -181,13 +171,10 @@ pub fn on_publish_request(
             cx.push
                 .outbox
                 .push((parsed.shard, ShardMsg::Publish(publish)));
-            let max_frame_bytes = cx.limits.max_frame_bytes;
-            let out = outbound(conn, cx.pool, cx.received_at);
-            let mut reply = crate::handler::Reply::new(&mut out.queued, id, max_frame_bytes);
-            reply
-                .body(br#"{"accepted":true}"#)
-                .expect("a short response fits any frame limit");
-            cx.counters.frames_out += 1;
+            let payload = &Response {
+                body: br#"{"accepted":true}"#,
+            };
+            cx.queue_frame(conn, id, payload);
         }
         Err(e) => queue_error(conn, cx, ErrorCode::HandlerFailed, id, &e.message),
     }

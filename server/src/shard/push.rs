@@ -3,15 +3,14 @@
 //! and moving parked events into the pipeline when it has room.
 
 use bytes::{Bytes, BytesMut};
+use holdfast_protocol::encode_frame;
 use holdfast_protocol::payload::Push;
-use holdfast_protocol::{encode_frame, ErrorCode};
 
 use super::state::Shard;
 use crate::conn::{ConnFlags, ConnId, ConnKey, SessionState};
 use crate::mesh::ShardMsg;
 use crate::mesh::{owner_shard, Publish, PublishOutcome, Scope, Target, BROADCAST_TOPIC};
-use crate::metrics::CloseReason;
-use crate::session;
+use crate::session::{self, Verdict};
 
 impl Shard {
     /// Handles one message from another thread.
@@ -235,22 +234,16 @@ impl Shard {
         if conn.state != SessionState::Open {
             return false;
         }
-        let out = session::outbound(conn, cx.pool, cx.received_at);
-        if out.total_bytes() + frame.len() > max_outbound_bytes {
-            out.discard_queued();
-            cx.counters.slow_consumers += 1;
-            session::queue_error(
-                conn,
-                &mut cx,
-                ErrorCode::SlowConsumer,
-                0,
-                "outbound queue full: read your pushes",
-            );
-            self.begin_close(entry.slot, CloseReason::SlowConsumer);
+        let queued_bytes = conn.outbound.as_ref().map_or(0, |out| out.total_bytes());
+        if queued_bytes + frame.len() > max_outbound_bytes {
+            let verdict =
+                session::cut_slow_consumer(conn, &mut cx, "outbound queue full: read your pushes");
+            if let Verdict::Close(reason) = verdict {
+                self.begin_close(entry.slot, reason);
+            }
             return false;
         }
-        out.push_shared(frame.clone());
-        cx.counters.frames_out += 1;
+        cx.queue_shared(conn, frame.clone());
         cx.counters.pushes_delivered += 1;
         self.flush(entry.slot);
         true
