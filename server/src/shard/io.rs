@@ -104,7 +104,11 @@ impl Shard {
         let now = self.now_tick();
         let key = self.conns.open(slot, now);
         self.counters.accepted += 1;
-        self.wheel.insert(key, now + self.ticks.hello);
+        // Due at the hello deadline, or sooner if Hello may agree a shorter heartbeat: the
+        // wheel's one entry must never be later than the connection's deadline (when it comes
+        // due early, it is re-inserted at the real one).
+        let first_due = self.ticks.hello.min(self.ticks.heartbeat_min_interval);
+        self.wheel.insert(key, now + first_due);
         self.ring.poll_multishot(slot, key.user_data(Op::Poll));
         if self.drain_deadline_tick.is_some() {
             self.drain_one(slot);

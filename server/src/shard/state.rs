@@ -37,6 +37,9 @@ pub struct TickLimits {
     pub tick_ms: u64,
     pub hello: u32,
     pub heartbeat_interval: u32,
+    /// The shortest interval a Hello may agree: the first timer entry of a connection is due
+    /// no later than this, so it is never late for a session that agrees a short interval.
+    pub heartbeat_min_interval: u32,
     pub heartbeat_timeout: u32,
     pub linger: u32,
     pub drain: u32,
@@ -122,6 +125,7 @@ impl Shard {
             heartbeat_interval_ms: config.heartbeat_interval_ms as u32,
             heartbeat_min_interval_ms: config.heartbeat_min_interval_ms as u32,
             heartbeat_timeout_ms: config.heartbeat_timeout_ms as u32,
+            timer_tick_ms: config.timer_tick_ms as u32,
             auth_secret: config.auth_secret.as_ref().map(|s| s.as_bytes().to_vec()),
             publisher_client_id_prefix: config.publisher_client_id_prefix.clone(),
         };
@@ -129,6 +133,7 @@ impl Shard {
             tick_ms: config.timer_tick_ms,
             hello: config.heartbeat_ticks(config.hello_timeout_ms),
             heartbeat_interval: config.heartbeat_ticks(config.heartbeat_interval_ms),
+            heartbeat_min_interval: config.heartbeat_ticks(config.heartbeat_min_interval_ms),
             heartbeat_timeout: config.heartbeat_ticks(config.heartbeat_timeout_ms),
             linger: config.heartbeat_ticks(config.close_linger_ms),
             drain: config.heartbeat_ticks(config.drain_timeout_ms),
