@@ -56,7 +56,10 @@ pub struct Shard {
     pub(super) ticks: TickLimits,
     pub(super) listener: Option<Socket>,
     pub(super) accept_armed: bool,
+    /// Slots for sessions (max_connections_per_shard) and, beyond them, refusal slots.
     pub(super) conns: ConnSlab,
+    /// max_connections_per_shard: a connection accepted beyond it is refused (server_full).
+    pub(super) max_sessions: u32,
     pub(super) wheel: TimerWheel<ConnKey>,
     // Boxed on purpose: a decoder moves between this pool and a connection slot, where
     // `Option<Box<Decoder>>` keeps the slot at 32 bytes.
@@ -106,10 +109,12 @@ impl Shard {
         mesh: Mesh,
         events: flume::Sender<crate::events::OwnedEvent>,
     ) -> std::io::Result<Shard> {
+        // Sessions up to `capacity`, plus the slots that refuse connections over it.
+        let slots = capacity + config.refusal_slots_per_shard();
         let params = RingParams {
             sq_entries: config.ring_sq_entries,
             cq_entries: config.ring_cq_entries,
-            fixed_files: capacity,
+            fixed_files: slots,
             recv_buffers: config.recv_buffers_per_shard,
             recv_buffer_bytes: config.recv_buffer_bytes,
         };
@@ -147,7 +152,8 @@ impl Shard {
             ticks,
             listener: Some(listener),
             accept_armed: false,
-            conns: ConnSlab::new(capacity),
+            conns: ConnSlab::new(slots),
+            max_sessions: capacity,
             wheel: TimerWheel::new(),
             decoders: Vec::new(),
             outbound_pool: OutboundPool::default(),
@@ -201,9 +207,8 @@ impl Shard {
         if self.accept_armed || self.drain_deadline_tick.is_some() {
             return;
         }
-        if self.conns.open_count() >= self.conns.capacity() as usize {
-            return;
-        }
+        // Armed even when every slot is taken: a connection over the cap is refused (told in a
+        // refusal slot, or closed by the kernel at accept with ENFILE), never left waiting.
         let Some(listener) = self.listener.as_ref() else {
             return;
         };
