@@ -23,10 +23,15 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Shards (pinned executors); 0 = one per available CPU.
     pub shards: usize,
-    /// Connections one shard holds; also its ring's fixed-file table size. 0 = RLIMIT_NOFILE
-    /// (the kernel caps a ring's table there), at most 16,777,215.
+    /// Sessions one shard holds (its ring's fixed-file table has up to 64 refusal slots more,
+    /// SERVER_FULL_REFUSAL_SLOTS). 0 = RLIMIT_NOFILE less those slots (the kernel caps a
+    /// ring's table at RLIMIT_NOFILE), at most 16,777,215.
     pub max_connections_per_shard: u32,
     pub listen_backlog: u32,
+    /// SO_SNDBUF of every accepted connection (the kernel doubles it for bookkeeping): the most
+    /// kernel memory a client that never reads can pin beyond `max_outbound_bytes`. 0 = the
+    /// kernel's autotuning (up to net.ipv4.tcp_wmem's maximum, 4 MB by default).
+    pub socket_send_buffer_bytes: u32,
     pub max_frame_bytes: u32,
     /// Bytes queued for one connection (sent and unsent) before it is cut off as a slow consumer.
     pub max_outbound_bytes: u32,
@@ -106,6 +111,7 @@ impl Default for Config {
             shards: 0,
             max_connections_per_shard: 0,
             listen_backlog: 4096,
+            socket_send_buffer_bytes: 131_072,
             max_frame_bytes: holdfast_protocol::MAX_FRAME_BYTES_DEFAULT,
             max_outbound_bytes: 256 * 1024,
             max_inflight_requests: 64,
@@ -159,6 +165,10 @@ fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
         problem: problem.into(),
     }
 }
+
+/// Bounds of a non-zero `socket_send_buffer_bytes`.
+pub const MIN_SOCKET_SEND_BUFFER_BYTES: u32 = 4_096;
+pub const MAX_SOCKET_SEND_BUFFER_BYTES: u32 = 64 * 1024 * 1024;
 
 /// Connection slots per shard beyond `max_connections_per_shard`, in which a connection over
 /// the cap is accepted just long enough to get Error(server_full) with a reconnect hint.
@@ -236,6 +246,18 @@ impl Config {
             return Err(invalid(
                 "max_connections_per_shard",
                 format!("below {MAX_SLOTS_PER_SHARD}"),
+            ));
+        }
+        if self.socket_send_buffer_bytes != 0
+            && !(MIN_SOCKET_SEND_BUFFER_BYTES..=MAX_SOCKET_SEND_BUFFER_BYTES)
+                .contains(&self.socket_send_buffer_bytes)
+        {
+            return Err(invalid(
+                "socket_send_buffer_bytes",
+                format!(
+                    "0 (kernel autotuning) or {MIN_SOCKET_SEND_BUFFER_BYTES} ..= \
+                     {MAX_SOCKET_SEND_BUFFER_BYTES}"
+                ),
             ));
         }
         if !(MIN_MAX_FRAME_BYTES..=MAX_FRAME_BYTES_CEILING).contains(&self.max_frame_bytes) {

@@ -113,3 +113,89 @@ fn a_client_over_the_connection_cap_gets_server_full_at_once_and_is_counted() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// PROTOCOL.md: the Error's id is the offending frame's id once its header parsed.
+#[test]
+fn an_invalid_payload_gets_an_error_naming_its_frame_id() {
+    let server = Server::start("");
+    let mut client = server.connect();
+    client.hello();
+    let mut frame = vec![0u8; 16];
+    frame[0..4].copy_from_slice(&(16u32 + 40).to_le_bytes());
+    frame[4] = 1;
+    frame[5] = Kind::Request as u8;
+    frame[8..16].copy_from_slice(&77u64.to_le_bytes());
+    frame.extend_from_slice(&[0xff; 40]);
+    client.send_raw(&frame);
+    let error = client.recv();
+    assert_eq!(
+        error.error_code(),
+        Some(holdfast_protocol::ErrorCode::InvalidArchive)
+    );
+    assert_eq!(error.id, 77, "the Error names frame 77");
+    assert!(client.closed_by_server());
+}
+
+/// The kernel send queue (bytes) of the server's socket for the connection from `client_port`,
+/// read from /proc/net/tcp (tx_queue).
+fn server_send_queue_bytes(server_port: u16, client_port: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let port_of = |address: &str| u16::from_str_radix(address.split(':').nth(1)?, 16).ok();
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (local, remote, queues) = (fields.get(1)?, fields.get(2)?, fields.get(4)?);
+        if port_of(local)? != server_port || port_of(remote)? != client_port {
+            return None;
+        }
+        u64::from_str_radix(queues.split(':').next()?, 16).ok()
+    })
+}
+
+/// A client that never reads pins at most about twice socket_send_buffer_bytes of kernel
+/// memory in its send queue (before: up to net.ipv4.tcp_wmem's 4 MB, while max_outbound_bytes
+/// bounded only the user-space queue), and is cut as a slow consumer.
+#[test]
+fn a_never_reading_client_pins_a_bounded_kernel_send_queue() {
+    const SEND_BUFFER_BYTES: u64 = 65_536;
+    let server = Server::start(&format!(
+        "shards = 1\nsocket_send_buffer_bytes = {SEND_BUFFER_BYTES}\nclose_linger_ms = 10000\n"
+    ));
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    // A small receive window, so what the client does not read piles up on the server's side.
+    socket.set_recv_buffer_size(4_096).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    let mut client = Client::from_stream(socket.into());
+    client.hello();
+    let client_port = client.stream.local_addr().unwrap().port();
+    let payload = "x".repeat(50_000);
+    let mut peak = 0;
+    for _ in 0..24 {
+        let (status, body) = crate::support::publish(
+            &server,
+            &format!(r#"{{"target":"broadcast","payload":"{payload}"}}"#),
+            None,
+        );
+        assert_eq!(status, 202, "{body}");
+        if let Some(queued) = server_send_queue_bytes(server.addr.port(), client_port) {
+            peak = peak.max(queued);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    if let Some(queued) = server_send_queue_bytes(server.addr.port(), client_port) {
+        peak = peak.max(queued);
+    }
+    assert!(peak > 0, "the server's send queue was seen");
+    assert!(
+        peak <= 2 * SEND_BUFFER_BYTES + 65_536,
+        "{peak} bytes queued in the kernel for a client that never reads"
+    );
+    let metrics = crate::support::admin_request(
+        server.admin.unwrap(),
+        "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .1;
+    assert!(
+        metrics.contains("holdfast_slow_consumers_total{shard=\"0\"} 1"),
+        "{metrics}"
+    );
+}

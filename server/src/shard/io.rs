@@ -441,7 +441,7 @@ impl Shard {
         });
         if let Err(error) = &fed {
             let reason = error.to_string();
-            session::queue_error(conn, &mut cx, error.code(), 0, &reason);
+            session::queue_error(conn, &mut cx, error.code(), error.frame_id(), &reason);
             verdict = Verdict::Close(CloseReason::ProtocolError);
             if let Some(suppressed) = self.log_protocol_errors.allow(std::time::Instant::now()) {
                 tracing::info!(
