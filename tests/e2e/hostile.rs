@@ -199,3 +199,55 @@ fn a_never_reading_client_pins_a_bounded_kernel_send_queue() {
         "{metrics}"
     );
 }
+
+fn subscribe_frame(id: u64, names: &[&str]) -> Vec<u8> {
+    use holdfast_protocol::payload::{Subscribe, TopicName};
+    let topics: Vec<TopicName<'_>> = names.iter().map(|name| TopicName { name }).collect();
+    let mut out = BytesMut::new();
+    encode_frame(&mut out, 0, id, &Subscribe { topics: &topics }, 65_536).unwrap();
+    out.to_vec()
+}
+
+/// After a publish to `topic`, the next frame the client gets is its own echo: no push came.
+fn no_push_for(server: &Server, client: &mut Client, topic: &str) {
+    let (status, body) = crate::support::publish(
+        server,
+        &format!(r#"{{"target":"topic","topic":"{topic}","payload":"p"}}"#),
+        None,
+    );
+    assert_eq!(status, 202, "{body}");
+    client.send_raw(&crate::support::echo_frame(99, b"after"));
+    let next = client.recv();
+    assert_eq!((next.kind, next.id), (Kind::Echo, 99), "got {next:?}");
+}
+
+/// A Subscribe that fails on one topic (too many, or a bad name third in the list) leaves no
+/// topic of it subscribed; one that fits subscribes them all.
+#[test]
+fn a_subscribe_that_fails_on_any_topic_subscribes_none() {
+    let server = Server::start("shards = 1\nmax_topics_per_session = 2\n");
+    let mut client = server.connect();
+    client.hello();
+    client.send_raw(&subscribe_frame(5, &["a", "b", "c"]));
+    assert_eq!(
+        client.recv().error_code(),
+        Some(holdfast_protocol::ErrorCode::LimitExceeded)
+    );
+    no_push_for(&server, &mut client, "a");
+    client.send_raw(&subscribe_frame(6, &["x", "y", "*"]));
+    assert_eq!(
+        client.recv().error_code(),
+        Some(holdfast_protocol::ErrorCode::LimitExceeded)
+    );
+    no_push_for(&server, &mut client, "x");
+    client.send_raw(&subscribe_frame(7, &["a", "b", "a"]));
+    let ack = client.recv();
+    assert_eq!((ack.kind, ack.id), (Kind::Ack, 7), "got {ack:?}");
+    let (status, _) = crate::support::publish(
+        &server,
+        r#"{"target":"topic","topic":"b","payload":"p"}"#,
+        None,
+    );
+    assert_eq!(status, 202);
+    assert_eq!(client.recv().kind, Kind::Push);
+}
