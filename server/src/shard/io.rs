@@ -9,6 +9,7 @@
 //! shard, and swaps back once silent for heartbeat_interval_ms, when the buffer ring runs
 //! dry, or when its events are parked (backpressure).
 
+use bytes::{Buf, BytesMut};
 use holdfast_protocol::decode::Fed;
 
 use crate::conn::{ConnFlags, ConnKey, SessionState};
@@ -391,13 +392,14 @@ impl Shard {
             let held = self
                 .held_input
                 .entry(slot)
-                .or_insert_with(|| (generation, Vec::new()));
+                .or_insert_with(|| (generation, BytesMut::new()));
             debug_assert_eq!(held.0, generation, "held input is dropped on close");
             match input {
                 Input::Buffer { buffer_id, len } => {
                     held.1.extend_from_slice(self.bufs.filled(buffer_id, len));
                 }
                 Input::Held(mut bytes) => {
+                    // Fed back and paused again before reading on: it comes first.
                     bytes.extend_from_slice(&held.1);
                     held.1 = bytes;
                 }
@@ -408,15 +410,16 @@ impl Shard {
             Some(decoder) => decoder,
             None => self.take_decoder(),
         };
-        let held_bytes;
         // A buffer was filled by a completion of this round; held bytes are fed later, from
         // any turn, so they read the clock.
-        let (bytes, received_at): (&[u8], _) = match input {
-            Input::Buffer { buffer_id, len } => (self.bufs.filled(buffer_id, len), self.reaped_at),
-            Input::Held(bytes) => {
-                held_bytes = bytes;
-                (&held_bytes, std::time::Instant::now())
-            }
+        let (mut held_bytes, buffer, received_at) = match input {
+            Input::Buffer { buffer_id, len } => (None, Some((buffer_id, len)), self.reaped_at),
+            Input::Held(bytes) => (Some(bytes), None, std::time::Instant::now()),
+        };
+        let bytes: &[u8] = match (&held_bytes, buffer) {
+            (Some(held), _) => held,
+            (None, Some((buffer_id, len))) => self.bufs.filled(buffer_id, len),
+            (None, None) => unreachable!("input is a buffer or held bytes"),
         };
         let (conns, mut cx) = super::state::split_for_session(
             &mut self.conns,
@@ -462,11 +465,19 @@ impl Shard {
                 || verdict != Verdict::Continue
                 || paused_at.is_some()
         );
-        if let Some(consumed) = paused_at {
-            if consumed < bytes.len() {
-                self.held_input
-                    .insert(slot, (generation, bytes[consumed..].to_vec()));
-            }
+        if let Some(consumed) = paused_at.filter(|&consumed| consumed < bytes.len()) {
+            // Read from a buffer: its rest is copied once. Already held: the rest stays where
+            // it is (advancing is O(1)), so a burst that pauses at every event is fed in
+            // linear time, not re-copied at each pause.
+            let copied = held_bytes
+                .is_none()
+                .then(|| BytesMut::from(&bytes[consumed..]));
+            let rest = copied.unwrap_or_else(|| {
+                let mut held = held_bytes.take().expect("held input was fed");
+                held.advance(consumed);
+                held
+            });
+            self.held_input.insert(slot, (generation, rest));
         }
         let conn = self.conns.get_live_mut(slot).expect("still live");
         if verdict == Verdict::Continue && decoder.buffered_bytes() > 0 {
@@ -567,5 +578,5 @@ pub(super) enum Input {
     /// `len` bytes the kernel put in a provided buffer.
     Buffer { buffer_id: u16, len: usize },
     /// Bytes read earlier and held while the connection's events were parked.
-    Held(Vec<u8>),
+    Held(BytesMut),
 }

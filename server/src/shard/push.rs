@@ -258,7 +258,7 @@ impl Shard {
         let mut moved: Vec<(ConnId, Option<u64>, bool)> = Vec::new();
         self.push
             .events
-            .unpark(|parked, last| moved.push((parked.event.conn, parked.ack_id, last)));
+            .unpark(|conn, ack_id, last| moved.push((conn, ack_id, last)));
         for (id, ack_id, last) in moved {
             self.counters.events_accepted += 1;
             let (conns, mut cx) = self.session_parts(id.slot());

@@ -84,7 +84,7 @@ pub struct Shard {
     /// Bytes read from connections whose events are parked, not yet decoded, by slot (with
     /// the connection's generation). At most one receive buffer's worth per paused
     /// connection, plus what a multishot recv read before its cancel landed.
-    pub(super) held_input: std::collections::HashMap<u32, (u32, Vec<u8>)>,
+    pub(super) held_input: std::collections::HashMap<u32, (u32, bytes::BytesMut)>,
     /// Set when draining: the tick by which every connection is closed.
     pub(super) drain_deadline_tick: Option<u32>,
     pub(super) started_at: Instant,
@@ -325,6 +325,8 @@ impl Shard {
         }
         self.push.topics.remove_conn(key);
         self.held_input.remove(&slot);
+        // Never acked, so not accepted: dropped with their connection (counted).
+        self.counters.events_dropped += u64::from(self.push.events.drop_conn(session.id));
         if let Some((generation, client_id)) = self.push.client_ids.remove(&slot) {
             debug_assert_eq!(generation, key.generation);
             let owner = crate::mesh::owner_shard(&client_id, self.push.shards);
