@@ -66,6 +66,21 @@ pub struct Config {
     /// private network: it has no authentication.
     pub admin_listen: SocketAddr,
     pub admin_enabled: bool,
+    /// Admin connections served at once (idle keep-alive ones included); one more is answered
+    /// 503 and closed at once, so a flood of idle connections cannot hold the listener. Each
+    /// open connection costs a descriptor and ~9 KiB (hyper's read buffer and task).
+    pub admin_max_connections: u32,
+    /// Time a client has to send a whole request head, counted from the moment the admin
+    /// listener starts waiting for it: a connection that sends no complete head in this time
+    /// (slowloris, or an idle keep-alive connection) is closed.
+    pub admin_header_timeout_ms: u64,
+    /// Time a client has to send a request body once its head is in; later is 408 and close.
+    pub admin_body_timeout_ms: u64,
+    /// Largest request body (`POST /publish` JSON) accepted; larger is 413 and close.
+    pub admin_max_body_bytes: u32,
+    /// Keep admin connections open between requests (HTTP/1.1 keep-alive); false = one request
+    /// per connection.
+    pub admin_keep_alive: bool,
     /// Attach the eBPF probes to this process at start (`serve --probes`); without eBPF the
     /// server runs without them and logs why.
     pub probes: bool,
@@ -127,6 +142,12 @@ impl Default for Config {
             glommio_io_memory_bytes: 1024 * 1024,
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9878)),
             admin_enabled: true,
+            admin_max_connections: 4_096,
+            admin_header_timeout_ms: 5_000,
+            admin_body_timeout_ms: 10_000,
+            // Fits a max_frame_bytes payload (64 KiB by default) base64-encoded in its JSON.
+            admin_max_body_bytes: 256 * 1024,
+            admin_keep_alive: true,
             probes: false,
             max_topics_per_session: 32,
             event_pipeline_capacity: 4_096,
@@ -273,6 +294,20 @@ impl Config {
                 "admin_listen",
                 "a port other than listen's (or admin_enabled = false)",
             ));
+        }
+        if !(1..=65_536).contains(&self.admin_max_connections) {
+            return Err(invalid("admin_max_connections", "between 1 and 65536"));
+        }
+        for (key, value) in [
+            ("admin_header_timeout_ms", self.admin_header_timeout_ms),
+            ("admin_body_timeout_ms", self.admin_body_timeout_ms),
+        ] {
+            if !(100..=600_000).contains(&value) {
+                return Err(invalid(key, "between 100 and 600000"));
+            }
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.admin_max_body_bytes) {
+            return Err(invalid("admin_max_body_bytes", "between 1024 and 67108864"));
         }
         if !(1..=1024).contains(&self.max_topics_per_session) {
             return Err(invalid("max_topics_per_session", "between 1 and 1024"));

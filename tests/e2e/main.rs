@@ -2,6 +2,7 @@
 
 mod support;
 
+mod admin_flood;
 mod auth;
 mod bad_input;
 mod cleanup;
