@@ -1,6 +1,10 @@
 //! Configuration: embedded defaults, overridden by a TOML file (`--config`), then by
 //! `HOLDFAST_*` environment variables, then by CLI flags (figment merges them in that order).
 //! Every limit is a key whose name carries its unit.
+//!
+//! An unknown key in the file is an error (a typo must not silently run the default); an
+//! unknown `HOLDFAST_*` environment variable is not (a deploy tool's `HOLDFAST_VERSION` must
+//! not stop the server): it is left out and [`unknown_env_vars`] names it for one warning.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -11,6 +15,12 @@ use holdfast_protocol::header::MAX_FRAME_BYTES_CEILING;
 use serde::{Deserialize, Serialize};
 
 use crate::conn::id::{MAX_SHARDS, MAX_SLOTS_PER_SHARD};
+
+/// Prefix of the environment variables that set config keys (`HOLDFAST_SHARDS=2`).
+pub const ENV_PREFIX: &str = "HOLDFAST_";
+/// `HOLDFAST_*` variables holdfast reads that are not config keys: `HOLDFAST_LOG` (the log
+/// filter).
+const ENV_NOT_KEYS: &[&str] = &["log"];
 
 /// Smallest `max_frame_bytes` allowed: every frame the server writes itself (Welcome, Error with
 /// a reason of at most MAX_ERROR_REASON_BYTES, Goodbye, Pong, Ack) must fit.
@@ -194,8 +204,11 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
+        let keys = config_keys();
         let config: Config = figment
-            .merge(Env::prefixed("HOLDFAST_").ignore(&["log"]))
+            .merge(
+                Env::prefixed(ENV_PREFIX).filter(move |key| keys.iter().any(|k| key == k.as_str())),
+            )
             .merge(Serialized::defaults(overrides))
             .extract()
             .map_err(Box::new)?;
@@ -366,6 +379,37 @@ impl Config {
     }
 }
 
+/// Every config key (the fields of [`Config`]).
+pub fn config_keys() -> Vec<String> {
+    match serde_json::to_value(Config::default()) {
+        Ok(serde_json::Value::Object(fields)) => fields.keys().cloned().collect(),
+        _ => unreachable!("Config serializes to a JSON object"),
+    }
+}
+
+/// The `HOLDFAST_*` variables in `vars` that name no config key (and are not `HOLDFAST_LOG`),
+/// sorted: what `serve` leaves out and warns about once.
+pub fn unknown_env_vars(vars: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
+    let keys = config_keys();
+    let mut unknown: Vec<String> = vars
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| {
+            let Some(key) = name
+                .get(..ENV_PREFIX.len())
+                .filter(|prefix| prefix.eq_ignore_ascii_case(ENV_PREFIX))
+                .and_then(|_| name.get(ENV_PREFIX.len()..))
+            else {
+                return false;
+            };
+            let known = |k: &str| k.eq_ignore_ascii_case(key);
+            !keys.iter().any(|k| known(k)) && !ENV_NOT_KEYS.iter().any(|k| known(k))
+        })
+        .collect();
+    unknown.sort();
+    unknown
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,6 +417,26 @@ mod tests {
     #[test]
     fn defaults_validate() {
         Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_holdfast_env_vars_are_named_and_keys_log_and_other_vars_are_not() {
+        let vars = [
+            ("HOLDFAST_VERSION", "1"),
+            ("HOLDFAST_SHARDS", "2"),
+            ("HOLDFAST_LOG", "debug"),
+            ("HOLDFAST_ADMIN_MAX_CONNECTIONS", "10"),
+            ("HOLDFAST_BIN", "/x"),
+            ("PATH", "/bin"),
+            ("HOLDFAST", "x"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        assert_eq!(unknown_env_vars(vars), ["HOLDFAST_BIN", "HOLDFAST_VERSION"]);
+        assert!(config_keys().iter().any(|k| k == "admin_max_connections"));
+        assert!(
+            config_keys().iter().any(|k| k == "nats_url"),
+            "None keys count too"
+        );
     }
 
     #[test]

@@ -92,6 +92,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_BAD_CONFIG);
                 }
             };
+            warn_unknown_env();
             match holdfast_server::serve::serve(config) {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(message) => {
@@ -109,6 +110,7 @@ fn main() -> ExitCode {
         },
         Command::CheckConfig(args) => match Config::load(args.config.as_deref(), &args) {
             Ok(config) => {
+                warn_unknown_env();
                 print!("{}", config.to_toml());
                 ExitCode::SUCCESS
             }
@@ -132,5 +134,24 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_RUNTIME_FAILURE)
             }
         },
+    }
+}
+
+/// One warning naming every `HOLDFAST_*` environment variable that is not a config key (they
+/// are ignored, not fatal: deploy tools set their own).
+fn warn_unknown_env() {
+    let vars = std::env::vars_os().map(|(name, value)| {
+        (
+            name.to_string_lossy().into_owned(),
+            value.to_string_lossy().into_owned(),
+        )
+    });
+    let unknown = holdfast_server::config::unknown_env_vars(vars);
+    if !unknown.is_empty() {
+        tracing::warn!(
+            "ignoring environment variables that are not config keys: {} (key KEY is set as {}KEY)",
+            unknown.join(", "),
+            holdfast_server::config::ENV_PREFIX
+        );
     }
 }
