@@ -117,6 +117,18 @@ pub struct Config {
     pub nats_url: Option<String>,
     /// This host's id on NATS (the origin of what it publishes); unset = random per process.
     pub cluster_host_id: Option<String>,
+    /// Log lines on stderr: `text` (human; ANSI colour only when stderr is a terminal) or
+    /// `json` (one JSON object per line, for log shippers). `HOLDFAST_LOG` sets the filter.
+    pub log_format: LogFormat,
+}
+
+/// How `serve` writes its log lines (`log_format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 impl Config {
@@ -171,6 +183,7 @@ impl Default for Config {
             publisher_client_id_prefix: "publisher:".to_owned(),
             nats_url: None,
             cluster_host_id: None,
+            log_format: LogFormat::Text,
         }
     }
 }

@@ -143,3 +143,52 @@ fn unknown_key_in_the_toml_file_exits_2_naming_it() {
         run.stderr
     );
 }
+
+#[test]
+fn serve_logging_to_a_file_writes_no_ansi_escape_bytes() {
+    let run = run_serve("", &[("HOLDFAST_VERSION", "1")]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    // Info and warning lines are there (a terminal would colour their levels).
+    assert!(run.stderr.contains("holdfast started"), "{}", run.stderr);
+    assert!(run.stderr.contains("WARN"), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains('\x1b'),
+        "escape bytes in a log file: {:?}",
+        run.stderr
+    );
+}
+
+#[test]
+fn json_log_format_writes_one_parseable_object_per_line() {
+    let run = run_serve("log_format = \"json\"\n", &[("HOLDFAST_VERSION", "1")]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let lines: Vec<serde_json::Value> = run
+        .stderr
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"))
+        })
+        .collect();
+    for line in &lines {
+        for field in ["timestamp", "level", "message", "target"] {
+            assert!(line.get(field).is_some(), "{field} missing in {line}");
+        }
+    }
+    let said = |level: &str, text: &str| {
+        lines
+            .iter()
+            .any(|l| l["level"] == level && l["message"].as_str().unwrap().contains(text))
+    };
+    assert!(said("INFO", "holdfast started"), "{}", run.stderr);
+    assert!(said("WARN", "HOLDFAST_VERSION"), "{}", run.stderr);
+    assert!(said("INFO", "holdfast stopped"), "{}", run.stderr);
+    assert!(!run.stderr.contains('\x1b'), "{:?}", run.stderr);
+}
+
+#[test]
+fn unknown_log_format_exits_2_naming_the_key() {
+    let run = run_serve("log_format = \"xml\"\n", &[]);
+    assert!(!run.started);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("log_format"), "{}", run.stderr);
+}
