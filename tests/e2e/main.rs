@@ -12,6 +12,7 @@ mod drain;
 mod metrics;
 mod push;
 mod reads;
+mod reconnect_jitter;
 mod requests;
 mod scale;
 mod session;
