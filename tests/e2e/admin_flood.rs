@@ -318,3 +318,16 @@ fn slow_body_gets_408_and_a_body_over_admin_max_body_bytes_gets_413_unread() {
         431
     );
 }
+
+#[test]
+fn admin_keep_alive_false_closes_after_each_response() {
+    let server = Server::start("shards = 1\nadmin_keep_alive = false\n");
+    let mut stream = connect(server.admin.unwrap());
+    let response = exchange(&mut stream, "GET", "/healthz", "").unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("connection"), Some("close"));
+    assert!(
+        read_http_response(&mut stream).is_none(),
+        "closed after one response"
+    );
+}

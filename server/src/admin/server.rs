@@ -44,8 +44,10 @@ pub const ADMIN_REFUSALS_MAX: usize = 64;
 pub const ADMIN_REFUSAL_TIMEOUT_MS: u64 = 1_000;
 /// `Retry-After` on the 503 for a connection over the limit.
 pub const ADMIN_REFUSAL_RETRY_AFTER_S: u32 = 1;
-/// Threads that run handlers waiting on shards (/metrics, /healthz, /readyz, /publish).
-pub const ADMIN_BLOCKING_THREADS_MAX: usize = 4;
+/// Threads that run handlers waiting on shards (/metrics, /healthz, /readyz, /publish); made on
+/// demand, gone after 10 s idle. Enough that a few scrapes stuck on a silent shard (1 s each)
+/// do not queue the health checks behind them.
+pub const ADMIN_BLOCKING_THREADS_MAX: usize = 16;
 /// Pause after a failed accept (e.g. EMFILE) so the thread does not spin.
 pub const ADMIN_ACCEPT_ERROR_BACKOFF_MS: u64 = 100;
 /// At most one "listener full" warning per this interval.
