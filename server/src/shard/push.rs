@@ -161,6 +161,7 @@ impl Shard {
             for (topic, on) in self.push.topics.take_changes() {
                 link.interest(crate::cluster::Interest::Topic(topic), on);
             }
+            link.flush();
         }
         while !self.push.outbox.is_empty() {
             let outbox = std::mem::take(&mut self.push.outbox);

@@ -169,7 +169,7 @@ impl Shard {
             held_input: std::collections::HashMap::new(),
             drain_deadline_tick: None,
             started_at: Instant::now(),
-            rng: SmallRng::seed_from_u64(index as u64 ^ 0x9e37_79b9_7f4a_7c15),
+            rng: SmallRng::from_entropy(),
             log_socket_errors: LogLimiter::default(),
             log_protocol_errors: LogLimiter::default(),
             log_accept_errors: LogLimiter::default(),
