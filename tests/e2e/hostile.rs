@@ -251,3 +251,63 @@ fn a_subscribe_that_fails_on_any_topic_subscribes_none() {
     assert_eq!(status, 202);
     assert_eq!(client.recv().kind, Kind::Push);
 }
+
+/// Drain loses no request: sessions keep 4 echoes in flight until they see Goodbye, then wait
+/// for the answers to what they already sent and close. Every request gets its answer (before,
+/// the requests that arrived after the Goodbye was queued were dropped unanswered).
+#[test]
+fn drain_answers_every_request_a_session_sent_before_it_saw_goodbye() {
+    const SESSIONS: usize = 16;
+    const IN_FLIGHT: u64 = 4;
+    let mut server =
+        Server::start("shards = 2\nclose_linger_ms = 2000\ndrain_timeout_ms = 10000\n");
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let workers: Vec<_> = (0..SESSIONS)
+        .map(|_| {
+            let mut client = server.connect();
+            let started = started_tx.clone();
+            std::thread::spawn(move || {
+                client.hello();
+                let (mut sent, mut answered, mut goodbye) = (0u64, 0u64, false);
+                for _ in 0..IN_FLIGHT {
+                    sent += 1;
+                    client.send_raw(&crate::support::echo_frame(sent, b"in flight"));
+                }
+                started.send(()).unwrap();
+                while !goodbye || answered < sent {
+                    let frame = client.recv();
+                    match frame.kind {
+                        Kind::Echo => {
+                            answered += 1;
+                            assert_eq!(frame.id, answered, "answers come in request order");
+                            if !goodbye {
+                                sent += 1;
+                                client.send_raw(&crate::support::echo_frame(sent, b"in flight"));
+                            }
+                        }
+                        Kind::Goodbye => goodbye = true,
+                        Kind::Ping => {}
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+                (sent, answered)
+            })
+        })
+        .collect();
+    for _ in 0..SESSIONS {
+        started_rx.recv().unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    server.signal(libc::SIGTERM);
+    let mut total = 0;
+    for worker in workers {
+        let (sent, answered) = worker.join().expect("every request answered");
+        assert_eq!(sent, answered);
+        total += sent;
+    }
+    assert!(
+        total > SESSIONS as u64 * IN_FLIGHT,
+        "traffic flowed: {total} requests"
+    );
+    assert!(server.wait_exit(Duration::from_secs(15)).success());
+}

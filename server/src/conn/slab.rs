@@ -24,6 +24,9 @@ pub enum SessionState {
     AwaitHello,
     /// Welcome sent; frames flow.
     Open,
+    /// The server is shutting down and sent Goodbye: requests still get their answers until
+    /// the client closes, or is quiet for close_linger_ms, or the drain deadline passes.
+    Draining,
     /// Last bytes queued; waiting for them to flush, then for the peer's EOF (bounded by
     /// close_linger_ms).
     Closing,

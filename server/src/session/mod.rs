@@ -211,7 +211,9 @@ pub fn on_frame(
         (SessionState::AwaitHello, _) => {
             refuse(conn, cx, ErrorCode::UnexpectedFrame, id, "send Hello first")
         }
-        (SessionState::Open, payload) => on_open_frame(conn, cx, frame, payload),
+        (SessionState::Open | SessionState::Draining, payload) => {
+            on_open_frame(conn, cx, frame, payload)
+        }
     };
     match verdict {
         Verdict::Continue => check_outbound(conn, cx),

@@ -497,6 +497,7 @@ impl Shard {
         };
         conn.flags.set(ConnFlags::PEER_EOF);
         let closing = conn.state == SessionState::Closing;
+        let draining = conn.state == SessionState::Draining;
         let mid_frame = conn
             .decoder
             .as_ref()
@@ -506,15 +507,22 @@ impl Shard {
             (true, true) => self.close_now(slot, None),
             (true, false) => {}
             (false, true) => {
-                let reason = if mid_frame {
-                    CloseReason::PeerEofMidFrame
-                } else {
-                    CloseReason::PeerEof
+                let reason = match (draining, mid_frame) {
+                    (true, _) => CloseReason::Drain,
+                    (false, true) => CloseReason::PeerEofMidFrame,
+                    (false, false) => CloseReason::PeerEof,
                 };
                 self.close_now(slot, Some(reason));
             }
             // The peer half-closed but may still read: flush our replies, then close.
-            (false, false) => self.begin_close(slot, CloseReason::PeerEof),
+            (false, false) => {
+                let reason = if draining {
+                    CloseReason::Drain
+                } else {
+                    CloseReason::PeerEof
+                };
+                self.begin_close(slot, reason);
+            }
         }
     }
 
