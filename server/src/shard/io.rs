@@ -571,6 +571,24 @@ impl Shard {
             self.reply_latency_us.saturating_record(latency_us.max(1));
         }
         self.flush(slot);
+        self.resume_if_replies_drained(slot);
+    }
+}
+
+impl Shard {
+    /// A session paused for its backed-up replies reads again once they drained.
+    fn resume_if_replies_drained(&mut self, slot: u32) {
+        let Some(conn) = self.conns.get_live_mut(slot) else {
+            return;
+        };
+        if !conn.flags.has(ConnFlags::REPLIES_PAUSED)
+            || !session::replies_drained(conn, &self.limits)
+        {
+            return;
+        }
+        conn.flags.clear(ConnFlags::REPLIES_PAUSED);
+        let key = self.conns.key(slot);
+        self.resume_reading(key);
     }
 }
 
