@@ -12,6 +12,8 @@
 use bytes::{Buf, BytesMut};
 use holdfast_protocol::decode::Fed;
 
+use holdfast_protocol::ErrorCode;
+
 use crate::conn::{ConnFlags, ConnKey, SessionState};
 use crate::metrics::CloseReason;
 use crate::ring::user_data::Op;
@@ -410,6 +412,8 @@ impl Shard {
             Some(decoder) => decoder,
             None => self.take_decoder(),
         };
+        // Counted again below if the connection keeps a partial frame.
+        self.partial_frame_bytes -= decoder.buffered_bytes() as u64;
         // A buffer was filled by a completion of this round; held bytes are fed later, from
         // any turn, so they read the clock.
         let (mut held_bytes, buffer, received_at) = match input {
@@ -479,8 +483,22 @@ impl Shard {
             });
             self.held_input.insert(slot, (generation, rest));
         }
+        let partial_bytes = decoder.buffered_bytes() as u64;
+        if verdict == Verdict::Continue
+            && self.partial_frame_bytes + partial_bytes
+                > self.config.max_partial_frame_bytes_per_shard
+        {
+            let (conns, mut cx) = self.session_parts(slot);
+            let conn = conns.get_live_mut(slot).expect("still live");
+            let reason =
+                "incomplete frames on this server are over their memory budget: send whole frames";
+            session::queue_error(conn, &mut cx, ErrorCode::LimitExceeded, 0, reason);
+            self.counters.partial_frame_budget_refusals += 1;
+            verdict = Verdict::Close(CloseReason::ProtocolError);
+        }
         let conn = self.conns.get_live_mut(slot).expect("still live");
-        if verdict == Verdict::Continue && decoder.buffered_bytes() > 0 {
+        if verdict == Verdict::Continue && partial_bytes > 0 {
+            self.partial_frame_bytes += partial_bytes;
             conn.decoder = Some(decoder);
         } else {
             self.give_decoder(decoder);
