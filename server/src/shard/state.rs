@@ -187,8 +187,13 @@ impl Shard {
         })
     }
 
+    /// The current tick: the wheel's, or the clock's at the last reap if the ticker lags
+    /// behind it (a loaded host). Deadlines are counted from here, so a late ticker never
+    /// makes a new deadline early (a hello_timeout_ms of 300 fired after ~100 ms under load).
     pub fn now_tick(&self) -> u32 {
-        self.wheel.now_tick()
+        let since_start = self.reaped_at.saturating_duration_since(self.started_at);
+        let clock_tick = (since_start.as_millis() as u64 / self.ticks.tick_ms) as u32;
+        self.wheel.now_tick().max(clock_tick)
     }
 
     /// The connection slab and what the session layer may touch besides it.
