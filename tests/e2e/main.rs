@@ -8,6 +8,8 @@ mod cleanup;
 mod cluster;
 mod drain;
 mod ending;
+mod fault_proxy;
+mod faults;
 mod metrics;
 mod push;
 mod reads;

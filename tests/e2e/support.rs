@@ -35,11 +35,22 @@ impl Server {
 
     /// As [`Server::start_with`], with extra `holdfast serve` flags (e.g. `--probes`).
     pub fn start_with_args(toml: &str, env: &[(&str, &str)], args: &[&str]) -> Server {
+        Server::start_listening("127.0.0.1:0".parse().unwrap(), toml, env, args)
+    }
+
+    /// As [`Server::start_with_args`], listening on `listen` (e.g. a restart on the port a
+    /// killed server had).
+    pub fn start_listening(
+        listen: SocketAddr,
+        toml: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("holdfast.toml");
         std::fs::write(
             &path,
-            format!("listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{toml}"),
+            format!("listen = \"{listen}\"\nadmin_listen = \"127.0.0.1:0\"\n{toml}"),
         )
         .unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_holdfast"));
