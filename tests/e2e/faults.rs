@@ -5,6 +5,7 @@
 //! docs/PROTOCOL.md promises) and asserts it within a bounded time, with small timeouts set in
 //! the config. docs/TESTING.md lists them.
 
+use std::io::ErrorKind;
 use std::time::{Duration, Instant};
 
 use holdfast_protocol::{next_frame, ErrorCode, Kind, Payload};
@@ -15,7 +16,7 @@ use crate::support::{admin_request, echo_frame, publish, Client, Ending, Receive
 
 /// Heartbeats short enough that a timeout is seen in well under a second. The Hello timeout is
 /// as short: today a session's first heartbeat check happens when its Hello timeout would have
-/// (see `first_ping_comes_after_the_heartbeat_interval_not_the_hello_timeout`).
+/// (see `blackholed_session_is_closed_at_the_heartbeat_timeout_not_the_hello_timeout`).
 const FAST_HEARTBEAT: &str = "hello_timeout_ms = 300\nheartbeat_interval_ms = 200\nheartbeat_min_interval_ms = 100\nheartbeat_timeout_ms = 600\ntimer_tick_ms = 10\n";
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(600);
 
@@ -552,4 +553,315 @@ fn a_trickle_of_bytes_is_not_liveness() {
         Some(&Kind::Error),
         "an Error before the close: {frames:?}"
     );
+}
+
+/// A session that survives its server: every failure is an `Err`, never a panic, so its owner
+/// can reconnect.
+struct Reconnecting {
+    stream: Option<std::net::TcpStream>,
+    buf: Vec<u8>,
+    welcomes: u32,
+}
+
+impl Reconnecting {
+    /// Connect and Hello/Welcome.
+    fn open(&mut self, addr: std::net::SocketAddr) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut stream = std::net::TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.set_nodelay(true)?;
+        let mut hello = bytes::BytesMut::new();
+        holdfast_protocol::encode_raw(&mut hello, Kind::Hello, 0, 1, &[], 65_536).unwrap();
+        stream.write_all(&hello)?;
+        self.stream = Some(stream);
+        self.buf.clear();
+        let welcome = self.next()?;
+        if welcome.kind != Kind::Welcome {
+            return Err(std::io::Error::other(format!("got {welcome:?}")));
+        }
+        self.welcomes += 1;
+        Ok(())
+    }
+
+    fn echo(&mut self, id: u64) -> std::io::Result<()> {
+        use std::io::Write;
+        let frame = echo_frame(id, b"under load");
+        let stream = self.stream.as_mut().ok_or(ErrorKind::NotConnected)?;
+        stream.write_all(&frame)?;
+        let reply = self.next()?;
+        if reply.bytes != frame {
+            return Err(std::io::Error::other(format!("got {reply:?}")));
+        }
+        Ok(())
+    }
+
+    fn next(&mut self) -> std::io::Result<Received> {
+        use std::io::Read;
+        let stream = self.stream.as_mut().ok_or(ErrorKind::NotConnected)?;
+        loop {
+            if let Some(frame) = next_frame(&self.buf, 1 << 24).map_err(std::io::Error::other)? {
+                let received = Received {
+                    kind: frame.header.kind,
+                    id: frame.header.id,
+                    bytes: frame.bytes.to_vec(),
+                };
+                self.buf.drain(..received.bytes.len());
+                return Ok(received);
+            }
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk)? {
+                0 => return Err(ErrorKind::UnexpectedEof.into()),
+                n => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+}
+
+/// Fault: the server is killed with SIGKILL (no Goodbye, no drain, sockets torn down by the
+/// kernel) while 1,000 sessions echo, then started again on the same port.
+/// The server must come back on the same port at once (its listeners bind with SO_REUSEADDR
+/// and SO_REUSEPORT despite the dead process's connections) and take every session back: each
+/// client sees its connection end, reconnects (refused connects retried every 20 ms), gets a
+/// Welcome and a byte-exact echo. All must be back within 10 s of the restart; the test prints
+/// the measured times.
+#[test]
+fn kill_9_under_load_then_restart_on_the_same_port_brings_every_session_back() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    const SESSIONS: usize = 1_000;
+    const THREADS: usize = 4;
+    const RETRY: Duration = Duration::from_millis(20);
+    const BACK_LIMIT: Duration = Duration::from_secs(10);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", crate::cluster::free_port())
+        .parse()
+        .unwrap();
+    let mut server = Server::start_listening(addr, "shards = 2\n", &[], &[]);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let open = Arc::new(AtomicUsize::new(0)); // sessions that have had their first Welcome
+    let back = Arc::new(AtomicUsize::new(0)); // sessions welcomed again and echoing after
+    let echoes = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let (stop, open, back, echoes) =
+                (stop.clone(), open.clone(), back.clone(), echoes.clone());
+            std::thread::spawn(move || {
+                let mut sessions: Vec<Reconnecting> = (0..SESSIONS / THREADS)
+                    .map(|_| Reconnecting {
+                        stream: None,
+                        buf: Vec::new(),
+                        welcomes: 0,
+                    })
+                    .collect();
+                let mut lost = 0usize;
+                let mut id = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let mut refused = false;
+                    for session in &mut sessions {
+                        if session.stream.is_none() {
+                            if refused || session.open(addr).is_err() {
+                                refused = true; // the server is down: retry after RETRY
+                                session.stream = None;
+                                continue;
+                            }
+                            match session.welcomes {
+                                1 => open.fetch_add(1, Ordering::Relaxed),
+                                2 => back.fetch_add(1, Ordering::Relaxed),
+                                _ => 0,
+                            };
+                        }
+                        id += 1;
+                        match session.echo(id) {
+                            Ok(()) => {
+                                echoes.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(_) => {
+                                lost += 1;
+                                session.stream = None;
+                            }
+                        }
+                    }
+                    if refused {
+                        std::thread::sleep(RETRY);
+                    }
+                }
+                let all_back = sessions.iter().all(|s| s.welcomes == 2);
+                (lost, all_back)
+            })
+        })
+        .collect();
+
+    let start = Instant::now();
+    while open.load(Ordering::Relaxed) < SESSIONS {
+        assert!(
+            start.elapsed() < BACK_LIMIT,
+            "only {} of {SESSIONS} sessions opened",
+            open.load(Ordering::Relaxed)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let echoes_before = echoes.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        echoes.load(Ordering::Relaxed) > echoes_before + SESSIONS,
+        "the sessions are echoing (under load) when the kill comes"
+    );
+
+    let killed_at = Instant::now();
+    server.signal(libc::SIGKILL);
+    let status = server.wait_exit(Duration::from_secs(5));
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
+    let restart_at = Instant::now();
+    let server = Server::start_listening(addr, "shards = 2\n", &[], &[]);
+    let listening_after = restart_at.elapsed();
+    assert_eq!(server.addr, addr, "back on the same port");
+    while back.load(Ordering::Relaxed) < SESSIONS {
+        assert!(
+            restart_at.elapsed() < BACK_LIMIT,
+            "only {} of {SESSIONS} sessions came back within {BACK_LIMIT:?} of the restart",
+            back.load(Ordering::Relaxed)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let all_back_after_restart = restart_at.elapsed();
+    let all_back_after_kill = killed_at.elapsed();
+    let echoes_at_back = echoes.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        sum(&scrape(&server), "holdfast_connections_open", None),
+        SESSIONS as f64,
+        "the restarted server holds every session"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let mut lost = 0;
+    for worker in workers {
+        let (worker_lost, all_back) = worker.join().unwrap();
+        assert!(all_back, "every session welcomed exactly twice");
+        lost += worker_lost;
+    }
+    assert!(
+        echoes.load(Ordering::Relaxed) > echoes_at_back,
+        "echoing again"
+    );
+    assert_eq!(
+        lost, SESSIONS,
+        "each session lost its connection once, to the kill"
+    );
+    println!(
+        "kill -9 with {SESSIONS} sessions echoing: restarted server listening {listening_after:?} after its start; all sessions back (Welcome + echo) {all_back_after_restart:?} after the restart, {all_back_after_kill:?} after the kill"
+    );
+}
+
+/// Fault: in cluster mode, NATS is killed while host A publishes to a topic every 20 ms, then
+/// restarted on the same port.
+/// The server must keep serving its local sessions through the outage (A's own subscriber gets
+/// every one of A's publishes, in gapless sequence; sessions on A and B keep echoing; every
+/// publish request is answered 2xx), count the publishes it could not forward
+/// (`holdfast_cluster_publish_failed_total` rises), and rejoin when NATS is back: B's subscriber
+/// receives A's publishes again.
+#[test]
+fn nats_killed_under_publishes_local_sessions_keep_serving_and_the_host_rejoins() {
+    use crate::cluster::{self, Nats};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    const PUBLISH_EVERY: Duration = Duration::from_millis(20);
+    const OUTAGE: Duration = Duration::from_millis(800);
+    let port = cluster::free_port();
+    let mut nats = Nats::start(port);
+    let a = Arc::new(cluster::host(&nats, "host-a"));
+    let b = cluster::host(&nats, "host-b");
+    let mut local = cluster::session(&a, "alice", &["news"]);
+    let mut remote = cluster::session(&b, "bob", &["news"]);
+    // B's NATS subscription is in place once one of A's publishes reaches bob.
+    let (_, publishes_before) = cluster::until_received(&mut remote, "before", |payload| {
+        cluster::publish_ok(
+            &a,
+            &format!(r#"{{"target":"topic","topic":"news","payload":"{payload}"}}"#),
+        );
+    });
+    let failed_before = cluster::metric(&a, "holdfast_cluster_publish_failed_total");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = {
+        let (a, stop) = (a.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let (status, body) = publish(
+                    &a,
+                    &format!(r#"{{"target":"topic","topic":"news","payload":"flow {sent}"}}"#),
+                    None,
+                );
+                assert!(
+                    (200..300).contains(&status),
+                    "publish {sent}: {status} {body}"
+                );
+                sent += 1;
+                std::thread::sleep(PUBLISH_EVERY);
+            }
+            sent
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    nats.kill();
+    let killed_at = Instant::now();
+    let mut local_echo = cluster::session(&a, "carol", &[]);
+    let mut remote_echo = cluster::session(&b, "dave", &[]);
+    let mut id = 0;
+    while killed_at.elapsed() < OUTAGE {
+        id += 1;
+        echo(&mut local_echo, id, b"A without NATS");
+        echo(&mut remote_echo, id, b"B without NATS");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let start = Instant::now();
+    while cluster::metric(&a, "holdfast_cluster_publish_failed_total") <= failed_before {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "publishes while NATS is down were not counted as not forwarded"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let nats = Nats::start(port);
+    let rejoin_start = Instant::now();
+    cluster::until_received(&mut remote, "after restart", |payload| {
+        cluster::publish_ok(
+            &a,
+            &format!(r#"{{"target":"topic","topic":"news","payload":"{payload}"}}"#),
+        );
+    });
+    let rejoined_after = rejoin_start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let flow = publisher.join().expect("every publish answered 2xx");
+
+    // Everything A published reached A's own subscriber, in gapless sequence, outage or not.
+    let got = cluster::pushes(&mut local, 9_000);
+    let seqs: Vec<u64> = got.iter().map(|(_, seq, _)| *seq).collect();
+    let first = seqs[0];
+    assert_eq!(
+        seqs,
+        (first..first + seqs.len() as u64).collect::<Vec<_>>(),
+        "gapless"
+    );
+    for n in 0..flow {
+        let payload = format!("flow {n}");
+        assert!(
+            got.iter().any(|(_, _, p)| *p == payload),
+            "{payload} of {flow} missing on A's own subscriber"
+        );
+    }
+    assert!(
+        got.len() as u64 >= flow + publishes_before as u64,
+        "{} pushes",
+        got.len()
+    );
+    println!(
+        "NATS killed under {flow} publishes: outage {OUTAGE:?}, {} not forwarded, B received again {rejoined_after:?} after NATS restarted",
+        cluster::metric(&a, "holdfast_cluster_publish_failed_total") - failed_before
+    );
+    drop(nats);
 }
