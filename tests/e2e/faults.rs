@@ -174,9 +174,13 @@ fn blackholed_session_is_closed_by_heartbeat_timeout_while_others_keep_echoing()
         );
         std::thread::sleep(Duration::from_millis(50));
     };
+    // Not before the timeout, give or take the server's clock: it stamps a frame's arrival with
+    // its timer wheel's current tick, which lags real time while the shard thread waits to be
+    // scheduled (555 ms was seen for 600 under a load average of 8 on 2 cores). A quarter of the
+    // timeout still tells "closed for silence" from "closed at the first Ping" (200 ms).
     let silent_for = ended_at - last_frame_at;
     assert!(
-        silent_for >= HEARTBEAT_TIMEOUT - Duration::from_millis(20),
+        silent_for >= HEARTBEAT_TIMEOUT * 3 / 4,
         "closed at the heartbeat timeout, not before: after {silent_for:?} of silence"
     );
     assert_eq!(end, SourceEnd::Eof, "a graceful close (FIN), not a reset");
