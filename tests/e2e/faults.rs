@@ -231,6 +231,41 @@ fn blackholed_session_is_closed_by_heartbeat_timeout_while_others_keep_echoing()
     );
 }
 
+/// Fault: a half-open path (blackhole) right after Welcome, with the default 5 s Hello timeout
+/// and a 200 ms heartbeat interval, 600 ms heartbeat timeout.
+/// The server must Ping after 200 ms of silence and close after 600 ms (PROTOCOL.md, Session 4:
+/// "A client silent for heartbeat_timeout_ms gets Error HeartbeatTimeout"), whatever
+/// `hello_timeout_ms` is. Today the connection's timer-wheel entry keeps its Hello deadline
+/// after Welcome, so the first heartbeat check (Ping and, already overdue, the timeout) comes
+/// at `hello_timeout_ms`: 5 s instead of 0.6 s.
+#[test]
+fn blackholed_session_is_closed_at_the_heartbeat_timeout_not_the_hello_timeout() {
+    let server = Server::start(
+        "shards = 1\nheartbeat_interval_ms = 200\nheartbeat_min_interval_ms = 100\nheartbeat_timeout_ms = 600\ntimer_tick_ms = 10\n",
+    );
+    let proxy = FaultProxy::start(server.addr);
+    let (mut victim, link) = proxy.connect();
+    victim.hello();
+    let last_frame_at = Instant::now();
+    link.blackhole();
+    let ended = link.wait_server_ended(HEARTBEAT_TIMEOUT * 3);
+    let sent: Vec<(Kind, Option<ErrorCode>)> = frames_in(&link.swallowed(Direction::ToClient))
+        .iter()
+        .map(|f| (f.kind, f.error_code()))
+        .collect();
+    let Some((ended_at, _)) = ended else {
+        panic!(
+            "still open {:?} after its last frame with heartbeat_timeout_ms = 600; the server sent {sent:?}",
+            last_frame_at.elapsed()
+        );
+    };
+    assert!(ended_at - last_frame_at >= HEARTBEAT_TIMEOUT * 3 / 4);
+    assert_eq!(
+        sent.last(),
+        Some(&(Kind::Error, Some(ErrorCode::HeartbeatTimeout)))
+    );
+}
+
 /// Fault: every byte, both ways, is delivered by its own write (own segment, TCP_NODELAY),
 /// 100 us apart, so every frame and every header is split at every possible point.
 /// The server must reassemble frames from any split and answer each exactly once, byte for
