@@ -330,6 +330,12 @@ fn byte_at_a_time_delivery_still_yields_correct_frames() {
         client.ending_within(Duration::from_millis(100)),
         Ending::Open(vec![])
     );
+    // A bad header, dribbled in too, is still refused with its own Error, then a graceful close.
+    let mut bad_version = echo_frame(60, b"v2");
+    bad_version[4] = 2;
+    client.send_raw(&bad_version);
+    assert_eq!(client.recv().error_code(), Some(ErrorCode::BadVersion));
+    assert_eq!(client.ending(), Ending::Eof(vec![]));
 }
 
 /// Fault: the connection is reset (RST) 700 bytes into a 2,016-byte frame.
@@ -449,6 +455,26 @@ fn latency_and_bandwidth_capped_session_completes_hello_and_requests() {
         "no Error sent"
     );
     assert_eq!(sum(&after, "holdfast_connections_open", None), 1.0);
+    // A Goodbye over the slow path is answered by a prompt close.
+    let mut goodbye = bytes::BytesMut::new();
+    holdfast_protocol::encode_frame(
+        &mut goodbye,
+        Kind::Goodbye,
+        0,
+        10,
+        &holdfast_protocol::payload::Goodbye {
+            reason: "done",
+            reconnect_after_ms: 0,
+        },
+        65_536,
+    )
+    .unwrap();
+    client.send_raw(&goodbye);
+    let ending = client.ending();
+    assert!(
+        matches!(&ending, Ending::Eof(frames) if frames.iter().all(|k| *k == Kind::Ping)),
+        "a prompt graceful close (a Ping sent before the Goodbye arrived may precede it): {ending:?}"
+    );
 }
 
 /// Fault: one subscriber's path stalls (nothing forwarded to it; the proxy's small socket
