@@ -1,6 +1,10 @@
 //! Configuration: embedded defaults, overridden by a TOML file (`--config`), then by
 //! `HOLDFAST_*` environment variables, then by CLI flags (figment merges them in that order).
 //! Every limit is a key whose name carries its unit.
+//!
+//! An unknown key in the file is an error (a typo must not silently run the default); an
+//! unknown `HOLDFAST_*` environment variable is not (a deploy tool's `HOLDFAST_VERSION` must
+//! not stop the server): it is left out and [`unknown_env_vars`] names it for one warning.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -11,6 +15,12 @@ use holdfast_protocol::header::MAX_FRAME_BYTES_CEILING;
 use serde::{Deserialize, Serialize};
 
 use crate::conn::id::{MAX_SHARDS, MAX_SLOTS_PER_SHARD};
+
+/// Prefix of the environment variables that set config keys (`HOLDFAST_SHARDS=2`).
+pub const ENV_PREFIX: &str = "HOLDFAST_";
+/// `HOLDFAST_*` variables holdfast reads that are not config keys: `HOLDFAST_LOG` (the log
+/// filter).
+const ENV_NOT_KEYS: &[&str] = &["log"];
 
 /// Smallest `max_frame_bytes` allowed: every frame the server writes itself (Welcome, Error with
 /// a reason of at most MAX_ERROR_REASON_BYTES, Goodbye, Pong, Ack) must fit.
@@ -23,10 +33,15 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Shards (pinned executors); 0 = one per available CPU.
     pub shards: usize,
-    /// Connections one shard holds; also its ring's fixed-file table size. 0 = RLIMIT_NOFILE
-    /// (the kernel caps a ring's table there), at most 16,777,215.
+    /// Sessions one shard holds (its ring's fixed-file table has up to 64 refusal slots more,
+    /// SERVER_FULL_REFUSAL_SLOTS). 0 = RLIMIT_NOFILE less those slots (the kernel caps a
+    /// ring's table at RLIMIT_NOFILE), at most 16,777,215.
     pub max_connections_per_shard: u32,
     pub listen_backlog: u32,
+    /// SO_SNDBUF of every accepted connection (the kernel doubles it for bookkeeping): the most
+    /// kernel memory a client that never reads can pin beyond `max_outbound_bytes`. 0 = the
+    /// kernel's autotuning (up to net.ipv4.tcp_wmem's maximum, 4 MB by default).
+    pub socket_send_buffer_bytes: u32,
     pub max_frame_bytes: u32,
     /// Bytes queued for one connection (sent and unsent) before it is cut off as a slow consumer.
     pub max_outbound_bytes: u32,
@@ -66,6 +81,21 @@ pub struct Config {
     /// private network: it has no authentication.
     pub admin_listen: SocketAddr,
     pub admin_enabled: bool,
+    /// Admin connections served at once (idle keep-alive ones included); one more is answered
+    /// 503 and closed at once, so a flood of idle connections cannot hold the listener. Each
+    /// open connection costs a descriptor and ~9 KiB (hyper's read buffer and task).
+    pub admin_max_connections: u32,
+    /// Time a client has to send a whole request head, counted from the moment the admin
+    /// listener starts waiting for it: a connection that sends no complete head in this time
+    /// (slowloris, or an idle keep-alive connection) is closed.
+    pub admin_header_timeout_ms: u64,
+    /// Time a client has to send a request body once its head is in; later is 408 and close.
+    pub admin_body_timeout_ms: u64,
+    /// Largest request body (`POST /publish` JSON) accepted; larger is 413 and close.
+    pub admin_max_body_bytes: u32,
+    /// Keep admin connections open between requests (HTTP/1.1 keep-alive); false = one request
+    /// per connection.
+    pub admin_keep_alive: bool,
     /// Attach the eBPF probes to this process at start (`serve --probes`); without eBPF the
     /// server runs without them and logs why.
     pub probes: bool,
@@ -92,6 +122,18 @@ pub struct Config {
     pub nats_url: Option<String>,
     /// This host's id on NATS (the origin of what it publishes); unset = random per process.
     pub cluster_host_id: Option<String>,
+    /// Log lines on stderr: `text` (human; ANSI colour only when stderr is a terminal) or
+    /// `json` (one JSON object per line, for log shippers). `HOLDFAST_LOG` sets the filter.
+    pub log_format: LogFormat,
+}
+
+/// How `serve` writes its log lines (`log_format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 impl Config {
@@ -106,6 +148,7 @@ impl Default for Config {
             shards: 0,
             max_connections_per_shard: 0,
             listen_backlog: 4096,
+            socket_send_buffer_bytes: 131_072,
             max_frame_bytes: holdfast_protocol::MAX_FRAME_BYTES_DEFAULT,
             max_outbound_bytes: 256 * 1024,
             max_inflight_requests: 64,
@@ -127,6 +170,12 @@ impl Default for Config {
             glommio_io_memory_bytes: 1024 * 1024,
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9878)),
             admin_enabled: true,
+            admin_max_connections: 4_096,
+            admin_header_timeout_ms: 5_000,
+            admin_body_timeout_ms: 10_000,
+            // Fits a max_frame_bytes payload (64 KiB by default) base64-encoded in its JSON.
+            admin_max_body_bytes: 256 * 1024,
+            admin_keep_alive: true,
             probes: false,
             max_topics_per_session: 32,
             event_pipeline_capacity: 4_096,
@@ -140,6 +189,7 @@ impl Default for Config {
             publisher_client_id_prefix: "publisher:".to_owned(),
             nats_url: None,
             cluster_host_id: None,
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -160,6 +210,55 @@ fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
     }
 }
 
+/// Bounds of a non-zero `socket_send_buffer_bytes`.
+pub const MIN_SOCKET_SEND_BUFFER_BYTES: u32 = 4_096;
+pub const MAX_SOCKET_SEND_BUFFER_BYTES: u32 = 64 * 1024 * 1024;
+
+/// Connection slots per shard beyond `max_connections_per_shard`, in which a connection over
+/// the cap is accepted just long enough to get Error(server_full) with a reconnect hint.
+pub const SERVER_FULL_REFUSAL_SLOTS: u32 = 64;
+
+/// RLIMIT_NOFILE (soft), capped at the most slots a connection id can name: the largest
+/// fixed-file table a ring may register.
+fn nofile_limit() -> u32 {
+    let (soft, _hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 1024));
+    u32::try_from(soft)
+        .unwrap_or(u32::MAX)
+        .min(crate::conn::id::MAX_SLOTS_PER_SHARD - 1)
+}
+
+impl Config {
+    /// Shards to run: the configured count, or one per available CPU.
+    pub fn shard_count(&self) -> usize {
+        match self.shards {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            n => n,
+        }
+    }
+
+    /// Connections per shard: the configured value, or RLIMIT_NOFILE less the refusal slots
+    /// (a ring's fixed-file table may not exceed RLIMIT_NOFILE).
+    pub fn capacity_per_shard(&self) -> u32 {
+        match self.max_connections_per_shard {
+            0 => nofile_limit()
+                .saturating_sub(SERVER_FULL_REFUSAL_SLOTS)
+                .max(1),
+            n => n,
+        }
+    }
+
+    /// Slots beyond `capacity_per_shard` in which connections over the cap are told
+    /// Error(server_full): [`SERVER_FULL_REFUSAL_SLOTS`], or fewer if RLIMIT_NOFILE leaves no
+    /// room (then the kernel closes over-cap connections at accept instead).
+    pub fn refusal_slots_per_shard(&self) -> u32 {
+        nofile_limit()
+            .saturating_sub(self.capacity_per_shard())
+            .min(SERVER_FULL_REFUSAL_SLOTS)
+    }
+}
+
 impl Config {
     /// Defaults, then `file` (if any), then HOLDFAST_* env, then `overrides` (CLI flags).
     pub fn load(file: Option<&Path>, overrides: &impl Serialize) -> Result<Config, ConfigError> {
@@ -173,8 +272,11 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
+        let keys = config_keys();
         let config: Config = figment
-            .merge(Env::prefixed("HOLDFAST_").ignore(&["log"]))
+            .merge(
+                Env::prefixed(ENV_PREFIX).filter(move |key| keys.iter().any(|k| key == k.as_str())),
+            )
             .merge(Serialized::defaults(overrides))
             .extract()
             .map_err(Box::new)?;
@@ -191,6 +293,18 @@ impl Config {
             return Err(invalid(
                 "max_connections_per_shard",
                 format!("below {MAX_SLOTS_PER_SHARD}"),
+            ));
+        }
+        if self.socket_send_buffer_bytes != 0
+            && !(MIN_SOCKET_SEND_BUFFER_BYTES..=MAX_SOCKET_SEND_BUFFER_BYTES)
+                .contains(&self.socket_send_buffer_bytes)
+        {
+            return Err(invalid(
+                "socket_send_buffer_bytes",
+                format!(
+                    "0 (kernel autotuning) or {MIN_SOCKET_SEND_BUFFER_BYTES} ..= \
+                     {MAX_SOCKET_SEND_BUFFER_BYTES}"
+                ),
             ));
         }
         if !(MIN_MAX_FRAME_BYTES..=MAX_FRAME_BYTES_CEILING).contains(&self.max_frame_bytes) {
@@ -274,6 +388,20 @@ impl Config {
                 "a port other than listen's (or admin_enabled = false)",
             ));
         }
+        if !(1..=65_536).contains(&self.admin_max_connections) {
+            return Err(invalid("admin_max_connections", "between 1 and 65536"));
+        }
+        for (key, value) in [
+            ("admin_header_timeout_ms", self.admin_header_timeout_ms),
+            ("admin_body_timeout_ms", self.admin_body_timeout_ms),
+        ] {
+            if !(100..=600_000).contains(&value) {
+                return Err(invalid(key, "between 100 and 600000"));
+            }
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.admin_max_body_bytes) {
+            return Err(invalid("admin_max_body_bytes", "between 1024 and 67108864"));
+        }
         if !(1..=1024).contains(&self.max_topics_per_session) {
             return Err(invalid("max_topics_per_session", "between 1 and 1024"));
         }
@@ -283,7 +411,7 @@ impl Config {
         if !(1..=1_048_576).contains(&self.event_parked_max) {
             return Err(invalid("event_parked_max", "between 1 and 1048576"));
         }
-        if !crate::push::valid_topic(&self.trending_topic) {
+        if !crate::mesh::valid_topic(&self.trending_topic) {
             return Err(invalid("trending_topic", "1..=128 bytes, not \"*\""));
         }
         if !(1..=3_600).contains(&self.trending_window_s) {
@@ -331,6 +459,37 @@ impl Config {
     }
 }
 
+/// Every config key (the fields of [`Config`]).
+pub fn config_keys() -> Vec<String> {
+    match serde_json::to_value(Config::default()) {
+        Ok(serde_json::Value::Object(fields)) => fields.keys().cloned().collect(),
+        _ => unreachable!("Config serializes to a JSON object"),
+    }
+}
+
+/// The `HOLDFAST_*` variables in `vars` that name no config key (and are not `HOLDFAST_LOG`),
+/// sorted: what `serve` leaves out and warns about once.
+pub fn unknown_env_vars(vars: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
+    let keys = config_keys();
+    let mut unknown: Vec<String> = vars
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| {
+            let Some(key) = name
+                .get(..ENV_PREFIX.len())
+                .filter(|prefix| prefix.eq_ignore_ascii_case(ENV_PREFIX))
+                .and_then(|_| name.get(ENV_PREFIX.len()..))
+            else {
+                return false;
+            };
+            let known = |k: &str| k.eq_ignore_ascii_case(key);
+            !keys.iter().any(|k| known(k)) && !ENV_NOT_KEYS.iter().any(|k| known(k))
+        })
+        .collect();
+    unknown.sort();
+    unknown
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,6 +497,26 @@ mod tests {
     #[test]
     fn defaults_validate() {
         Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_holdfast_env_vars_are_named_and_keys_log_and_other_vars_are_not() {
+        let vars = [
+            ("HOLDFAST_VERSION", "1"),
+            ("HOLDFAST_SHARDS", "2"),
+            ("HOLDFAST_LOG", "debug"),
+            ("HOLDFAST_ADMIN_MAX_CONNECTIONS", "10"),
+            ("HOLDFAST_BIN", "/x"),
+            ("PATH", "/bin"),
+            ("HOLDFAST", "x"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        assert_eq!(unknown_env_vars(vars), ["HOLDFAST_BIN", "HOLDFAST_VERSION"]);
+        assert!(config_keys().iter().any(|k| k == "admin_max_connections"));
+        assert!(
+            config_keys().iter().any(|k| k == "nats_url"),
+            "None keys count too"
+        );
     }
 
     #[test]

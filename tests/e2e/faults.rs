@@ -104,7 +104,7 @@ fn frames_in(mut bytes: &[u8]) -> Vec<Received> {
 fn request_frame(id: u64, method: &str, body: &[u8]) -> Vec<u8> {
     let mut out = bytes::BytesMut::new();
     let request = holdfast_protocol::payload::Request { method, body };
-    holdfast_protocol::encode_frame(&mut out, Kind::Request, 0, id, &request, 65_536).unwrap();
+    holdfast_protocol::encode_frame(&mut out, 0, id, &request, 65_536).unwrap();
     out.to_vec()
 }
 
@@ -113,10 +113,9 @@ fn subscribe(client: &mut Client, id: u64, topic: &str) {
     let mut out = bytes::BytesMut::new();
     holdfast_protocol::encode_frame(
         &mut out,
-        Kind::Subscribe,
         holdfast_protocol::FLAG_ACK_REQUESTED,
         id,
-        &holdfast_protocol::payload::Topics { topics: &names },
+        &holdfast_protocol::payload::Subscribe { topics: &names },
         65_536,
     )
     .unwrap();
@@ -459,7 +458,6 @@ fn latency_and_bandwidth_capped_session_completes_hello_and_requests() {
     let mut goodbye = bytes::BytesMut::new();
     holdfast_protocol::encode_frame(
         &mut goodbye,
-        Kind::Goodbye,
         0,
         10,
         &holdfast_protocol::payload::Goodbye {

@@ -163,6 +163,13 @@ impl Received {
         }
     }
 
+    pub fn welcome_heartbeat_ms(&self) -> Option<u32> {
+        match self.payload() {
+            Payload::Welcome(w) => Some(w.heartbeat_ms.to_native()),
+            _ => None,
+        }
+    }
+
     pub fn goodbye_reconnect_after_ms(&self) -> Option<u32> {
         match self.payload() {
             Payload::Goodbye(g) => Some(g.reconnect_after_ms.to_native()),
@@ -226,7 +233,7 @@ impl Client {
             versions: &[1],
             heartbeat_ms: 0,
         };
-        encode_frame(&mut out, Kind::Hello, 0, 1, &hello, MAX_FRAME_BYTES_DEFAULT).unwrap();
+        encode_frame(&mut out, 0, 1, &hello, MAX_FRAME_BYTES_DEFAULT).unwrap();
         self.send_raw(&out);
         self.recv()
     }
@@ -234,15 +241,7 @@ impl Client {
     pub fn request(&mut self, id: u64, method: &str, body: &[u8]) {
         let mut out = BytesMut::new();
         let request = holdfast_protocol::payload::Request { method, body };
-        encode_frame(
-            &mut out,
-            Kind::Request,
-            0,
-            id,
-            &request,
-            MAX_FRAME_BYTES_DEFAULT,
-        )
-        .unwrap();
+        encode_frame(&mut out, 0, id, &request, MAX_FRAME_BYTES_DEFAULT).unwrap();
         self.send_raw(&out);
     }
 
@@ -360,25 +359,70 @@ pub fn echo_frame(id: u64, payload: &[u8]) -> Vec<u8> {
     out.to_vec()
 }
 
-/// One raw HTTP request to the admin listener: (status, body).
+/// One raw HTTP request to the admin listener on a new connection: (status, body).
 pub fn admin_request(admin: SocketAddr, raw: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(admin).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     stream.write_all(raw.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split_whitespace()
-        .nth(1)
+    let response =
+        read_http_response(&mut stream).unwrap_or_else(|| panic!("no response to {raw:?}"));
+    (response.status, response.body)
+}
+
+/// One HTTP/1.1 response as read off the wire.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header lines, names lowercased: ("content-length", "12").
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one response (head, then `Content-Length` bytes of body) without waiting for the
+/// connection to close, so it works on keep-alive connections. None if the connection closed
+/// (or failed) before a whole response.
+pub fn read_http_response(stream: &mut TcpStream) -> Option<HttpResponse> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    let head = String::from_utf8(head).expect("response head is UTF-8");
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {response:?}"));
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+        .unwrap_or_else(|| panic!("no status line in {head:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .map_or(0, |(_, v)| v.parse().expect("numeric Content-Length"));
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).ok()?;
+    Some(HttpResponse {
+        status,
+        headers,
+        body: String::from_utf8(body).expect("response body is UTF-8"),
+    })
 }
 
 /// `POST /publish` with a JSON body (and a bearer secret if given).

@@ -10,9 +10,10 @@ use rand::SeedableRng;
 use socket2::Socket;
 
 use crate::config::Config;
-use crate::conn::{ConnFlags, ConnId, ConnSlab, SessionState};
+use crate::conn::{ConnFlags, ConnKey, ConnSlab, SessionState};
 use crate::events::sink::EventSink;
 use crate::handler::{Handler, Router, Session};
+use crate::mesh::{Mesh, ShardReport};
 use crate::metrics::log_limit::LogLimiter;
 use crate::metrics::{CloseReason, ShardCounters};
 use crate::outbound::OutboundPool;
@@ -21,7 +22,7 @@ use crate::ring::buf_ring::BufRing;
 use crate::ring::user_data::{Op, UserData};
 use crate::ring::{Completion, Ring, RingParams, RingParts};
 use crate::session::{SessionCx, SessionLimits};
-use crate::timer::wheel::{TimerWheel, WheelEntry};
+use crate::timer::wheel::TimerWheel;
 
 /// Upper bound of latency histograms: 60 s in us.
 pub const HISTOGRAM_MAX_US: u64 = 60_000_000;
@@ -36,18 +37,12 @@ pub struct TickLimits {
     pub tick_ms: u64,
     pub hello: u32,
     pub heartbeat_interval: u32,
+    /// The shortest interval a Hello may agree: the first timer entry of a connection is due
+    /// no later than this, so it is never late for a session that agrees a short interval.
+    pub heartbeat_min_interval: u32,
     pub heartbeat_timeout: u32,
     pub linger: u32,
     pub drain: u32,
-}
-
-/// A copy of one shard's metrics (the reply to [`super::ShardMsg::Stats`]).
-#[derive(Clone, Debug)]
-pub struct ShardReport {
-    pub index: usize,
-    pub counters: ShardCounters,
-    pub reply_latency_us: Histogram<u64>,
-    pub draining: bool,
 }
 
 pub struct Shard {
@@ -61,8 +56,11 @@ pub struct Shard {
     pub(super) ticks: TickLimits,
     pub(super) listener: Option<Socket>,
     pub(super) accept_armed: bool,
+    /// Slots for sessions (max_connections_per_shard) and, beyond them, refusal slots.
     pub(super) conns: ConnSlab,
-    pub(super) wheel: TimerWheel,
+    /// max_connections_per_shard: a connection accepted beyond it is refused (server_full).
+    pub(super) max_sessions: u32,
+    pub(super) wheel: TimerWheel<ConnKey>,
     // Boxed on purpose: a decoder moves between this pool and a connection slot, where
     // `Option<Box<Decoder>>` keeps the slot at 32 bytes.
     #[allow(clippy::vec_box)]
@@ -78,7 +76,7 @@ pub struct Shard {
     pub(super) reaped_at: Instant,
     /// Connections waiting to issue a recv, FIFO: at most one recv per provided buffer is in
     /// flight, so a burst of readiness never turns into a storm of ENOBUFS completions.
-    pub(super) recv_waiters: VecDeque<WheelEntry>,
+    pub(super) recv_waiters: VecDeque<ConnKey>,
     /// Recvs submitted and not yet completed (<= recv_buffers_per_shard).
     pub(super) recvs_in_flight: u32,
     /// Connections reading through a multishot recv (<= multishot_recv_max_per_shard).
@@ -86,7 +84,7 @@ pub struct Shard {
     /// Bytes read from connections whose events are parked, not yet decoded, by slot (with
     /// the connection's generation). At most one receive buffer's worth per paused
     /// connection, plus what a multishot recv read before its cancel landed.
-    pub(super) held_input: std::collections::HashMap<u32, (u32, Vec<u8>)>,
+    pub(super) held_input: std::collections::HashMap<u32, (u32, bytes::BytesMut)>,
     /// Set when draining: the tick by which every connection is closed.
     pub(super) drain_deadline_tick: Option<u32>,
     pub(super) started_at: Instant,
@@ -97,8 +95,9 @@ pub struct Shard {
     pub(super) log_cross_shard: LogLimiter,
     /// Topics, client directory, sequences, event pipeline, messages for other shards.
     pub(super) push: PushState,
-    /// Every shard's inbox, indexed by shard (given at spawn, before the first accept).
-    pub(super) peers: Vec<flume::Sender<super::ShardMsg>>,
+    /// Every shard's inbox (given at spawn, before the first accept); counts what full
+    /// inboxes refused.
+    pub(super) mesh: Mesh,
 }
 
 impl Shard {
@@ -107,16 +106,19 @@ impl Shard {
         config: Config,
         listener: Socket,
         capacity: u32,
-        shards: usize,
+        mesh: Mesh,
         events: flume::Sender<crate::events::OwnedEvent>,
     ) -> std::io::Result<Shard> {
+        // Sessions up to `capacity`, plus the slots that refuse connections over it.
+        let slots = capacity + config.refusal_slots_per_shard();
         let params = RingParams {
             sq_entries: config.ring_sq_entries,
             cq_entries: config.ring_cq_entries,
-            fixed_files: capacity,
+            fixed_files: slots,
             recv_buffers: config.recv_buffers_per_shard,
             recv_buffer_bytes: config.recv_buffer_bytes,
         };
+        let shards = mesh.shards();
         let config_policy = config.event_overflow_policy;
         let config_max_topics = config.max_topics_per_session;
         let config_parked_max = config.event_parked_max;
@@ -128,6 +130,7 @@ impl Shard {
             heartbeat_interval_ms: config.heartbeat_interval_ms as u32,
             heartbeat_min_interval_ms: config.heartbeat_min_interval_ms as u32,
             heartbeat_timeout_ms: config.heartbeat_timeout_ms as u32,
+            timer_tick_ms: config.timer_tick_ms as u32,
             auth_secret: config.auth_secret.as_ref().map(|s| s.as_bytes().to_vec()),
             publisher_client_id_prefix: config.publisher_client_id_prefix.clone(),
         };
@@ -135,6 +138,7 @@ impl Shard {
             tick_ms: config.timer_tick_ms,
             hello: config.heartbeat_ticks(config.hello_timeout_ms),
             heartbeat_interval: config.heartbeat_ticks(config.heartbeat_interval_ms),
+            heartbeat_min_interval: config.heartbeat_ticks(config.heartbeat_min_interval_ms),
             heartbeat_timeout: config.heartbeat_ticks(config.heartbeat_timeout_ms),
             linger: config.heartbeat_ticks(config.close_linger_ms),
             drain: config.heartbeat_ticks(config.drain_timeout_ms),
@@ -148,7 +152,8 @@ impl Shard {
             ticks,
             listener: Some(listener),
             accept_armed: false,
-            conns: ConnSlab::new(capacity),
+            conns: ConnSlab::new(slots),
+            max_sessions: capacity,
             wheel: TimerWheel::new(),
             decoders: Vec::new(),
             outbound_pool: OutboundPool::default(),
@@ -164,7 +169,7 @@ impl Shard {
             held_input: std::collections::HashMap::new(),
             drain_deadline_tick: None,
             started_at: Instant::now(),
-            rng: SmallRng::seed_from_u64(index as u64 ^ 0x9e37_79b9_7f4a_7c15),
+            rng: SmallRng::from_entropy(),
             log_socket_errors: LogLimiter::default(),
             log_protocol_errors: LogLimiter::default(),
             log_accept_errors: LogLimiter::default(),
@@ -174,21 +179,12 @@ impl Shard {
                 shards,
                 config_max_topics,
             ),
-            peers: Vec::new(),
+            mesh,
         })
     }
 
     pub fn now_tick(&self) -> u32 {
         self.wheel.now_tick()
-    }
-
-    pub(super) fn user_data(&self, op: Op, slot: u32) -> UserData {
-        let generation = self.conns_generation(slot);
-        UserData::new(op, slot, generation)
-    }
-
-    fn conns_generation(&self, slot: u32) -> u32 {
-        self.conns.generation(slot)
     }
 
     /// The connection slab and what the session layer may touch besides it.
@@ -211,9 +207,8 @@ impl Shard {
         if self.accept_armed || self.drain_deadline_tick.is_some() {
             return;
         }
-        if self.conns.open_count() >= self.conns.capacity() as usize {
-            return;
-        }
+        // Armed even when every slot is taken: a connection over the cap is refused (told in a
+        // refusal slot, or closed by the kernel at accept with ENFILE), never left waiting.
         let Some(listener) = self.listener.as_ref() else {
             return;
         };
@@ -282,15 +277,11 @@ impl Shard {
         }
         conn.state = SessionState::Closing;
         conn.last_activity_tick = now;
-        let entry = WheelEntry {
-            slot,
-            generation: conn.generation,
-        };
         if let Some(decoder) = conn.decoder.take() {
             self.give_decoder(decoder);
         }
         self.counters.closed(reason);
-        self.wheel.insert(entry, now + linger);
+        self.wheel.insert(self.conns.key(slot), now + linger);
         self.flush(slot);
     }
 
@@ -300,11 +291,13 @@ impl Shard {
         let Some(conn) = self.conns.get_live_mut(slot) else {
             return;
         };
-        let session = Session {
-            id: ConnId::new(self.index, slot, conn.generation),
+        let key = ConnKey {
+            slot,
+            generation: conn.generation,
         };
-        let cancel_ud = UserData::new(Op::Cancel, slot, conn.generation);
-        let close_ud = UserData::new(Op::Close, slot, conn.generation);
+        let session = Session {
+            id: key.id(self.index),
+        };
         // Reads are armed for as long as the connection is open: a multishot poll, or a
         // multishot recv in its place on a busy connection. A recv or send is pending only
         // while its flag is set. Naming each exactly keeps the cancel a hashed lookup; one
@@ -315,14 +308,14 @@ impl Shard {
         } else {
             Op::Poll
         };
-        let mut targets = [UserData::new(reads, slot, conn.generation); 3];
+        let mut targets = [key.user_data(reads); 3];
         let mut target_count = 1;
         for (flag, op) in [
             (ConnFlags::RECV_IN_FLIGHT, Op::Recv),
             (ConnFlags::SEND_IN_FLIGHT, Op::Send),
         ] {
             if conn.flags.has(flag) {
-                targets[target_count] = UserData::new(op, slot, conn.generation);
+                targets[target_count] = key.user_data(op);
                 target_count += 1;
             }
         }
@@ -330,16 +323,14 @@ impl Shard {
             debug_assert_ne!(conn.state, SessionState::Closing);
             self.counters.closed(reason);
         }
-        let entry = WheelEntry {
-            slot,
-            generation: conn.generation,
-        };
-        self.push.topics.remove_conn(entry);
+        self.push.topics.remove_conn(key);
         self.held_input.remove(&slot);
+        // Never acked, so not accepted: dropped with their connection (counted).
+        self.counters.events_dropped += u64::from(self.push.events.drop_conn(session.id));
         if let Some((generation, client_id)) = self.push.client_ids.remove(&slot) {
-            debug_assert_eq!(generation, entry.generation);
-            let owner = crate::push::owner_shard(&client_id, self.push.shards);
-            let message = super::ShardMsg::ClientUnregister {
+            debug_assert_eq!(generation, key.generation);
+            let owner = crate::mesh::owner_shard(&client_id, self.push.shards);
+            let message = crate::mesh::ShardMsg::ClientUnregister {
                 client_id,
                 conn: session.id,
             };
@@ -354,8 +345,12 @@ impl Shard {
                 self.outbound_pool.give(outbound);
             }
         }
-        self.ring
-            .cancel_and_close(slot, &targets[..target_count], cancel_ud, close_ud);
+        self.ring.cancel_and_close(
+            slot,
+            &targets[..target_count],
+            key.user_data(Op::Cancel),
+            key.user_data(Op::Close),
+        );
         self.handler.on_close(session);
         self.arm_accept();
     }
@@ -378,6 +373,7 @@ impl Shard {
     pub fn counters(&self) -> ShardCounters {
         let mut counters = self.counters.clone();
         counters.open = self.conns.open_count() as u64;
+        counters.cross_shard_dropped = self.mesh.dropped_count();
         counters
     }
 
