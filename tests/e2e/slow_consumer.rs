@@ -4,7 +4,7 @@ use std::time::Duration;
 use holdfast_protocol::{ErrorCode, Kind};
 use socket2::{Domain, Socket, Type};
 
-use crate::support::{echo_frame, Client, Server};
+use crate::support::{echo_frame, Client, Ending, Server};
 
 /// A client whose receive buffer is tiny, so the server's replies back up quickly.
 pub fn small_window_client(server: &Server) -> Client {
@@ -86,6 +86,8 @@ fn a_client_that_does_not_read_its_pushes_is_cut_off_as_slow_consumer() {
         }
     };
     assert_eq!(error.error_code(), Some(ErrorCode::SlowConsumer));
+    assert_eq!(client.ending(), Ending::Eof(vec![]));
+
     let probe = echo_frame(2, b"shard not stalled");
     bystander.send_raw(&probe);
     assert_eq!(bystander.recv().bytes, probe);
