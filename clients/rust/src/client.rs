@@ -13,7 +13,7 @@ use crate::config::ClientConfig;
 use crate::driver::{self, AckReply, Command, Driver, Shared};
 use crate::error::Error;
 use crate::pushes::PushStream;
-use crate::state::{ConnectionState, SessionInfo, Stats};
+use crate::state::{ConnectionState, Counters, SessionInfo, Stats};
 
 /// A connection to a Holdfast server that stays connected: it reconnects with backoff,
 /// honours the server's Goodbye, resubscribes, and keeps the session alive with heartbeats.
@@ -53,6 +53,7 @@ impl Client {
         let (state_tx, state_rx) = watch::channel(ConnectionState::Connected(connection.info()));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared::default());
+        Counters::bump(&shared.counters.sessions_opened);
         let driver = Driver {
             config: config.clone(),
             shared: shared.clone(),

@@ -26,6 +26,9 @@ use crate::transport::{self, Reader, Writer};
 /// Bytes queued for the socket above which the task stops taking new calls until the
 /// socket drains (the calls wait in the command channel, which is bounded too).
 pub const WRITE_BUFFER_MAX_BYTES: usize = 256 * 1024;
+/// Calls taken from the command channel per wake-up of the task (then it reads and writes
+/// again, so a flood of calls cannot starve reading).
+pub const COMMANDS_PER_WAKE_MAX: usize = 64;
 /// Bytes reserved in the receive buffer before each read.
 pub const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Floor on the heartbeat interval, whatever a Welcome says: a broken Welcome must not turn
@@ -363,6 +366,7 @@ impl Driver {
             };
             match result {
                 Ok(connection) => {
+                    Counters::bump(&self.shared.counters.sessions_opened);
                     self.backoff.reset();
                     return Some(connection);
                 }
@@ -393,7 +397,6 @@ impl Driver {
             mut frames,
             info,
         } = connection;
-        Counters::bump(&self.shared.counters.sessions_opened);
         self.state.send_replace(ConnectionState::Connected(info));
         let mut session = Session {
             info,
@@ -441,7 +444,19 @@ impl Driver {
                     }
                 }
                 command = self.commands.recv(), if out_open => match command {
-                    Some(command) => self.on_command(command, &mut session),
+                    Some(command) => {
+                        self.on_command(command, &mut session);
+                        // Take what else is already waiting, so a burst goes out in one write.
+                        for _ in 1..COMMANDS_PER_WAKE_MAX {
+                            if session.out.len() >= WRITE_BUFFER_MAX_BYTES {
+                                break;
+                            }
+                            match self.commands.try_recv() {
+                                Ok(command) => self.on_command(command, &mut session),
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     None => break None,
                 },
                 _ = sleep_until(last_sent + heartbeat), if session.out.is_empty() => {
@@ -761,9 +776,11 @@ impl Driver {
         let items = 1 + usize::from(gap.is_some());
         match self.pushes.try_reserve_many(items) {
             Ok(mut permits) => {
-                if let (Some(gap), Some(permit)) = (gap, permits.next()) {
-                    permit.send(Incoming::Gap(gap));
-                    Counters::bump(&counters.gaps_reported);
+                if let Some(gap) = gap {
+                    if let Some(permit) = permits.next() {
+                        permit.send(Incoming::Gap(gap));
+                        Counters::bump(&counters.gaps_reported);
+                    }
                 }
                 topics.delivered(&push.topic, push.seq);
                 if let Some(permit) = permits.next() {

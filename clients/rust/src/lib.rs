@@ -74,8 +74,8 @@
 //! # Limits
 //!
 //! Every limit is a [`ClientConfig`] field with its unit in its name, defaulting to a named
-//! constant (`*_DEFAULT`); [`WRITE_BUFFER_MAX_BYTES`], [`READ_CHUNK_BYTES`] and
-//! [`HEARTBEAT_MIN_MS`] are fixed.
+//! constant (`*_DEFAULT`); [`WRITE_BUFFER_MAX_BYTES`], [`READ_CHUNK_BYTES`],
+//! [`COMMANDS_PER_WAKE_MAX`] and [`HEARTBEAT_MIN_MS`] are fixed.
 
 #![warn(missing_docs)]
 
@@ -100,7 +100,9 @@ pub use config::{
     PUSH_BUFFER_MAX_ITEMS_DEFAULT, RECONNECT_BASE_DELAY_MS_DEFAULT, RECONNECT_MAX_DELAY_MS_DEFAULT,
     REQUEST_TIMEOUT_MS_DEFAULT,
 };
-pub use driver::{HEARTBEAT_MIN_MS, READ_CHUNK_BYTES, WRITE_BUFFER_MAX_BYTES};
+pub use driver::{
+    COMMANDS_PER_WAKE_MAX, HEARTBEAT_MIN_MS, READ_CHUNK_BYTES, WRITE_BUFFER_MAX_BYTES,
+};
 pub use error::{Error, ServerError};
 pub use holdfast_protocol::ErrorCode;
 pub use pushes::{Incoming, Push, PushStream};
