@@ -5,6 +5,7 @@ mod support;
 mod auth;
 mod bad_input;
 mod cleanup;
+mod client;
 mod cluster;
 mod drain;
 mod metrics;
