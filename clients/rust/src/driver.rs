@@ -17,7 +17,7 @@ use tokio::time::{sleep, sleep_until, Instant};
 use crate::backoff::Backoff;
 use crate::config::ClientConfig;
 use crate::error::Error;
-use crate::frames::{self, FrameReader, Inbound, TOPICS_FRAME_OVERHEAD_BYTES};
+use crate::frames::{self, FrameReader, Inbound, TopicsOp, TOPICS_FRAME_OVERHEAD_BYTES};
 use crate::pushes::{Incoming, Push};
 use crate::seq::TopicSeqs;
 use crate::state::{ConnectionState, Counters, SessionInfo};
@@ -518,7 +518,7 @@ impl Driver {
         let max_frame_bytes = session.info.max_frame_bytes;
         match frames::encode_topics(
             &mut session.out,
-            Kind::Subscribe,
+            TopicsOp::Subscribe,
             id,
             &topics,
             max_frame_bytes,
@@ -640,7 +640,7 @@ impl Driver {
                 let id = session.next_id();
                 match frames::encode_topics(
                     &mut session.out,
-                    Kind::Subscribe,
+                    TopicsOp::Subscribe,
                     id,
                     &topics,
                     max_frame_bytes,
@@ -665,7 +665,7 @@ impl Driver {
                 let id = session.next_id();
                 match frames::encode_topics(
                     &mut session.out,
-                    Kind::Unsubscribe,
+                    TopicsOp::Unsubscribe,
                     id,
                     &topics,
                     max_frame_bytes,

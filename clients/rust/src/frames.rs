@@ -5,7 +5,9 @@
 use bytes::{Bytes, BytesMut};
 use holdfast_protocol::decode::validate_payload;
 use holdfast_protocol::header::MAX_FRAME_BYTES_CEILING;
-use holdfast_protocol::payload::{Event, Goodbye, Hello, Request, TopicName, Topics};
+use holdfast_protocol::payload::{
+    Event, Goodbye, Hello, Request, Subscribe, TopicName, Unsubscribe,
+};
 use holdfast_protocol::{
     encode_frame, encode_raw, DecodeError, EncodeError, Header, Kind, Payload, FLAG_ACK_REQUESTED,
     HEADER_BYTES, VERSION,
@@ -144,7 +146,7 @@ pub(crate) fn encode_hello(
             versions: &[VERSION],
             heartbeat_ms,
         };
-        encode_frame(out, Kind::Hello, 0, id, &hello, max_frame_bytes)
+        encode_frame(out, 0, id, &hello, max_frame_bytes)
     };
     result.map(drop).map_err(too_large(max_frame_bytes))
 }
@@ -165,7 +167,7 @@ pub(crate) fn encode_request(
     max_frame_bytes: u32,
 ) -> Result<(), Error> {
     let request = Request { method, body };
-    encode_frame(out, Kind::Request, 0, id, &request, max_frame_bytes)
+    encode_frame(out, 0, id, &request, max_frame_bytes)
         .map(drop)
         .map_err(too_large(max_frame_bytes))
 }
@@ -179,30 +181,45 @@ pub(crate) fn encode_event(
     max_frame_bytes: u32,
 ) -> Result<(), Error> {
     let event = Event { topic, payload };
-    encode_frame(out, Kind::Event, flags(ack), id, &event, max_frame_bytes)
+    encode_frame(out, flags(ack), id, &event, max_frame_bytes)
         .map(drop)
         .map_err(too_large(max_frame_bytes))
+}
+
+/// Subscribe or Unsubscribe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TopicsOp {
+    Subscribe,
+    Unsubscribe,
 }
 
 /// A Subscribe or Unsubscribe for `names`, with the ack flag.
 pub(crate) fn encode_topics(
     out: &mut BytesMut,
-    kind: Kind,
+    op: TopicsOp,
     id: u64,
     names: &[String],
     max_frame_bytes: u32,
 ) -> Result<(), Error> {
     let topics: Vec<TopicName<'_>> = names.iter().map(|name| TopicName { name }).collect();
-    encode_frame(
-        out,
-        kind,
-        FLAG_ACK_REQUESTED,
-        id,
-        &Topics { topics: &topics },
-        max_frame_bytes,
-    )
-    .map(drop)
-    .map_err(too_large(max_frame_bytes))
+    let topics = &topics[..];
+    let encoded = match op {
+        TopicsOp::Subscribe => encode_frame(
+            out,
+            FLAG_ACK_REQUESTED,
+            id,
+            &Subscribe { topics },
+            max_frame_bytes,
+        ),
+        TopicsOp::Unsubscribe => encode_frame(
+            out,
+            FLAG_ACK_REQUESTED,
+            id,
+            &Unsubscribe { topics },
+            max_frame_bytes,
+        ),
+    };
+    encoded.map(drop).map_err(too_large(max_frame_bytes))
 }
 
 /// Bytes a Subscribe frame spends on one topic: its name and its 8-byte list element.
@@ -219,7 +236,7 @@ pub(crate) fn encode_goodbye(out: &mut BytesMut, reason: &str) {
         reconnect_after_ms: 0,
     };
     // A short fixed reason always fits the smallest frame limit the server may have.
-    if encode_frame(out, Kind::Goodbye, 0, 0, &goodbye, u32::from(u16::MAX)).is_err() {
+    if encode_frame(out, 0, 0, &goodbye, u32::from(u16::MAX)).is_err() {
         out.clear();
     }
 }
@@ -236,7 +253,7 @@ mod tests {
             seq,
             payload,
         };
-        encode_frame(&mut out, Kind::Push, 0, 0, &push, 65_536).unwrap();
+        encode_frame(&mut out, 0, 0, &push, 65_536).unwrap();
         out
     }
 
