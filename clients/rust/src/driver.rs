@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use holdfast_protocol::{ErrorCode, Kind, MAX_FRAME_BYTES_DEFAULT};
+use holdfast_protocol::{Kind, MAX_FRAME_BYTES_DEFAULT};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
 use tokio::time::{sleep, sleep_until, Instant};
@@ -205,7 +205,8 @@ struct Session {
     next_id: u64,
     /// Requests on the wire (answered or not by the caller's clock), at most Welcome's limit.
     wire_requests: usize,
-    /// The last Error frame that the server follows with a close: the cause of the EOF.
+    /// The last Error frame tied to no call, which the server follows with a close: the
+    /// cause of the EOF.
     fatal_error: Option<Error>,
 }
 
@@ -266,21 +267,6 @@ async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
             return;
         }
     }
-}
-
-/// Whether the server closes the connection after this Error frame (docs/PROTOCOL.md: only
-/// unknown_method, handler_failed, and limit_exceeded / unexpected_frame for events and
-/// subscriptions leave it open).
-fn closes_connection(error: &Error) -> bool {
-    !matches!(
-        error.code(),
-        Some(
-            ErrorCode::UnknownMethod
-                | ErrorCode::HandlerFailed
-                | ErrorCode::LimitExceeded
-                | ErrorCode::UnexpectedFrame
-        )
-    )
 }
 
 pub(crate) struct Driver {
@@ -707,12 +693,7 @@ impl Driver {
                     Some(Pending::Resubscribe { .. }) => {}
                     other => self.unmatched(session, id, Kind::Ack, other),
                 },
-                Inbound::Error(error) => {
-                    if closes_connection(&error) {
-                        session.fatal_error = Some(error.clone());
-                    }
-                    self.on_error(session, id, error);
-                }
+                Inbound::Error(error) => self.on_error(session, id, error),
                 Inbound::Goodbye {
                     reason,
                     reconnect_after_ms,
@@ -754,7 +735,12 @@ impl Driver {
                 Counters::bump(&self.shared.counters.resubscribe_failures);
                 tracing::warn!(%error, topics, "holdfast server refused a resubscribe");
             }
-            None => tracing::debug!(%error, id, "holdfast server error"),
+            // Tied to no call (id 0: a timeout, a slow-consumer cut, …): the server closes
+            // next, and this is why.
+            None => {
+                tracing::debug!(%error, id, "holdfast server error");
+                session.fatal_error = Some(error);
+            }
         }
     }
 
