@@ -27,7 +27,7 @@ fn config(server: &Server) -> ClientConfig {
     config
 }
 
-async fn connect(config: ClientConfig) -> (Client, PushStream) {
+pub(crate) async fn connect(config: ClientConfig) -> (Client, PushStream) {
     Client::connect(config).await.expect("client connects")
 }
 
@@ -39,7 +39,8 @@ async fn next_item(pushes: &mut PushStream) -> Incoming {
         .expect("push stream open")
 }
 
-async fn next_push(pushes: &mut PushStream) -> Push {
+/// The next item on the push stream, which must be a push.
+pub(crate) async fn next_push(pushes: &mut PushStream) -> Push {
     match next_item(pushes).await {
         Incoming::Push(push) => push,
         other => panic!("expected a push, got {other:?}"),
