@@ -383,7 +383,14 @@ impl Driver {
             mut frames,
             info,
         } = connection;
-        self.state.send_replace(ConnectionState::Connected(info));
+        // The first session is already announced by `Client::connect`: no second change.
+        self.state.send_if_modified(|state| match state {
+            ConnectionState::Connected(announced) if *announced == info => false,
+            _ => {
+                *state = ConnectionState::Connected(info);
+                true
+            }
+        });
         let mut session = Session {
             info,
             out: BytesMut::new(),
