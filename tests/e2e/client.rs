@@ -605,3 +605,75 @@ async fn client_close_fails_calls_and_ends_the_push_stream() {
     let end = tokio::time::timeout(Duration::from_secs(5), pushes.recv()).await;
     assert_eq!(end.expect("stream ends promptly"), None);
 }
+
+#[tokio::test]
+async fn client_gives_up_after_reconnect_max_attempts_and_closes() {
+    let mut server = Server::start("shards = 1\nreconnect_after_ms = 0\nreconnect_jitter_ms = 0\n");
+    let mut config = config(&server);
+    config.reconnect_max_attempts = Some(2);
+    let (client, mut pushes) = connect(config).await;
+    let mut states = client.watch_state();
+    server.signal(libc::SIGTERM);
+    assert!(wait_exit(&mut server).await.success());
+    // Nobody listens any more: two refused attempts, then the client closes for good.
+    let closed = wait_state(&mut states, "giving up", ConnectionState::is_closed).await;
+    let ConnectionState::Closed {
+        cause: Some(Error::Transport(io)),
+    } = &closed
+    else {
+        panic!("expected a transport cause, got {closed:?}")
+    };
+    assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused, "{io}");
+    assert!(matches!(
+        client.request("echo", "x").await,
+        Err(Error::Closed)
+    ));
+    let end = tokio::time::timeout(Duration::from_secs(5), pushes.recv()).await;
+    assert_eq!(end.expect("stream ends promptly"), None);
+}
+
+#[tokio::test]
+async fn client_stops_reconnecting_when_the_server_refuses_its_token() {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let env = [("HOLDFAST_LISTEN", listen.as_str())];
+    let toml = format!(
+        "shards = 1\nauth_secret = \"{SECRET}\"\nreconnect_after_ms = 0\nreconnect_jitter_ms = 0\n"
+    );
+    let mut server = Server::start_with(&toml, &env);
+    // A token source whose first token is good and every later one signed with a wrong secret
+    // (a credential revoked while the client was connected).
+    let handed_out = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counter = handed_out.clone();
+    let source = TokenSource::Callback(std::sync::Arc::new(move |client_id: &str| {
+        let secret: &[u8] = match counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+            0 => SECRET.as_bytes(),
+            _ => b"revoked",
+        };
+        mint_token(secret, client_id, 60).to_vec()
+    }));
+    let config = config(&server)
+        .with_client_id("device-1")
+        .with_token(source);
+    let (client, _pushes) = connect(config).await;
+    let mut states = client.watch_state();
+    server.signal(libc::SIGTERM);
+    assert!(wait_exit(&mut server).await.success());
+    let _server = Server::start_with(&toml, &env);
+    let closed = wait_state(&mut states, "giving up", ConnectionState::is_closed).await;
+    let ConnectionState::Closed { cause: Some(cause) } = &closed else {
+        panic!("expected a cause, got {closed:?}")
+    };
+    assert!(
+        matches!(
+            cause,
+            Error::Auth(ServerError {
+                code: ErrorCode::AuthFailed,
+                ..
+            })
+        ),
+        "{cause:?}"
+    );
+    // Refused credentials are not retried: the Hello after the restart was the last one.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(handed_out.load(std::sync::atomic::Ordering::SeqCst), 2);
+}

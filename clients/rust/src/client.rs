@@ -162,6 +162,8 @@ impl Client {
     ///
     /// [`Error::Limit`] when the server refuses (too many topics for it, or a reserved name
     /// such as `*`); [`Error::Invalid`] when it would exceed [`ClientConfig::max_topics`].
+    /// If the connection drops before the Ack, the call fails with [`Error::ConnectionLost`]
+    /// but the topics stay subscribed: the reconnect subscribes to them with the rest.
     pub async fn subscribe<I, S>(&self, topics: I) -> Result<(), Error>
     where
         I: IntoIterator<Item = S>,

@@ -143,7 +143,8 @@ pub struct ClientConfig {
     pub reconnect_base_delay_ms: u64,
     /// Largest reconnect delay ceiling.
     pub reconnect_max_delay_ms: u64,
-    /// Reconnect attempts in a row before giving up and closing; `None` retries forever.
+    /// Reconnect attempts in a row before giving up and closing; `None` retries forever,
+    /// `Some(0)` never reconnects.
     pub reconnect_max_attempts: Option<u32>,
     /// Topics subscribed at once (the server's own limit is `max_topics_per_session`).
     pub max_topics: usize,
