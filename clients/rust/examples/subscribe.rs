@@ -30,8 +30,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     push.seq,
                     String::from_utf8_lossy(&push.payload)
                 ),
-                Some(Incoming::Gap(Gap::Missed { topic, first_missed_seq, last_missed_seq, dropped_here, .. })) => {
-                    println!("gap on {topic}: #{first_missed_seq}..=#{last_missed_seq} missed ({dropped_here} dropped here)")
+                Some(Incoming::Gap(Gap::Missed {
+                    topic,
+                    first_missed_seq: first,
+                    last_missed_seq: last,
+                    dropped_here,
+                    ..
+                })) => {
+                    println!("gap on {topic}: #{first}..=#{last}, {dropped_here} dropped here")
                 }
                 Some(Incoming::Gap(gap)) => println!("{} was renumbered: {gap:?}", gap.topic()),
                 Some(other) => println!("{other:?}"),

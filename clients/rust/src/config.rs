@@ -27,6 +27,8 @@ pub const COMMAND_QUEUE_MAX_ITEMS_DEFAULT: usize = 256;
 pub const RECONNECT_BASE_DELAY_MS_DEFAULT: u64 = 100;
 /// Default for [`ClientConfig::reconnect_max_delay_ms`].
 pub const RECONNECT_MAX_DELAY_MS_DEFAULT: u64 = 30_000;
+/// Default for [`ClientConfig::reconnect_after_max_ms`]: five minutes.
+pub const RECONNECT_AFTER_MAX_MS_DEFAULT: u64 = 300_000;
 /// Default for [`ClientConfig::max_topics`]: the server's ceiling for `max_topics_per_session`.
 pub const MAX_TOPICS_DEFAULT: usize = 1_024;
 /// Default for [`ClientConfig::close_flush_timeout_ms`].
@@ -143,6 +145,9 @@ pub struct ClientConfig {
     pub reconnect_base_delay_ms: u64,
     /// Largest reconnect delay ceiling.
     pub reconnect_max_delay_ms: u64,
+    /// Longest Goodbye `reconnect_after_ms` honoured; a longer hint is cut to this, so a
+    /// misconfigured server cannot park its clients for days.
+    pub reconnect_after_max_ms: u64,
     /// Reconnect attempts in a row before giving up and closing; `None` retries forever,
     /// `Some(0)` never reconnects.
     pub reconnect_max_attempts: Option<u32>,
@@ -169,6 +174,7 @@ impl ClientConfig {
             command_queue_max_items: COMMAND_QUEUE_MAX_ITEMS_DEFAULT,
             reconnect_base_delay_ms: RECONNECT_BASE_DELAY_MS_DEFAULT,
             reconnect_max_delay_ms: RECONNECT_MAX_DELAY_MS_DEFAULT,
+            reconnect_after_max_ms: RECONNECT_AFTER_MAX_MS_DEFAULT,
             reconnect_max_attempts: None,
             max_topics: MAX_TOPICS_DEFAULT,
             close_flush_timeout_ms: CLOSE_FLUSH_TIMEOUT_MS_DEFAULT,

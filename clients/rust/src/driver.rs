@@ -325,10 +325,13 @@ impl Driver {
                     return None;
                 }
             }
-            // The server already spread its hint with jitter: honour it as given.
-            let retry_in = reconnect_after
-                .take()
-                .unwrap_or_else(|| self.backoff.next_delay());
+            // The server already spread its hint with jitter: honour it as given (up to the
+            // configured ceiling).
+            let hint_ceiling = Duration::from_millis(self.config.reconnect_after_max_ms);
+            let retry_in = match reconnect_after.take() {
+                Some(hint) => hint.min(hint_ceiling),
+                None => self.backoff.next_delay(),
+            };
             self.state.send_replace(ConnectionState::Disconnected {
                 cause: cause.clone(),
                 retry_in,
@@ -420,7 +423,8 @@ impl Driver {
                 _ = shutdown_requested(&mut self.shutdown) => break None,
                 read = reader.read_buf(frames.buf_mut()) => match read {
                     Ok(0) => {
-                        break Some(lost(session.fatal_error.take().unwrap_or_else(closed_by_server)))
+                        let cause = session.fatal_error.take();
+                        break Some(lost(cause.unwrap_or_else(closed_by_server)));
                     }
                     Ok(_) => {
                         last_received = Instant::now();

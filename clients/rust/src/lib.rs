@@ -37,7 +37,9 @@
 //!     client.subscribe(["news"]).await?;
 //!     while let Some(item) = pushes.recv().await {
 //!         match item {
-//!             Incoming::Push(push) => println!("{} #{}: {:?}", push.topic, push.seq, push.payload),
+//!             Incoming::Push(push) => {
+//!                 println!("{} #{}: {:?}", push.topic, push.seq, push.payload)
+//!             }
 //!             Incoming::Gap(Gap::Missed { topic, first_missed_seq, last_missed_seq, .. }) => {
 //!                 println!("missed {topic} #{first_missed_seq}..=#{last_missed_seq}: re-fetch it")
 //!             }
@@ -97,8 +99,8 @@ pub use config::{
     ClientConfig, Endpoint, TokenFn, TokenSource, CLOSE_FLUSH_TIMEOUT_MS_DEFAULT,
     COMMAND_QUEUE_MAX_ITEMS_DEFAULT, CONNECT_TIMEOUT_MS_DEFAULT, HELLO_TIMEOUT_MS_DEFAULT,
     MAX_INFLIGHT_ACKS_DEFAULT, MAX_INFLIGHT_REQUESTS_DEFAULT, MAX_TOPICS_DEFAULT,
-    PUSH_BUFFER_MAX_ITEMS_DEFAULT, RECONNECT_BASE_DELAY_MS_DEFAULT, RECONNECT_MAX_DELAY_MS_DEFAULT,
-    REQUEST_TIMEOUT_MS_DEFAULT,
+    PUSH_BUFFER_MAX_ITEMS_DEFAULT, RECONNECT_AFTER_MAX_MS_DEFAULT, RECONNECT_BASE_DELAY_MS_DEFAULT,
+    RECONNECT_MAX_DELAY_MS_DEFAULT, REQUEST_TIMEOUT_MS_DEFAULT,
 };
 pub use driver::{
     COMMANDS_PER_WAKE_MAX, HEARTBEAT_MIN_MS, READ_CHUNK_BYTES, WRITE_BUFFER_MAX_BYTES,

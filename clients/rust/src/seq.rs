@@ -130,7 +130,8 @@ impl TopicSeqs {
     pub(crate) fn gap_before(&mut self, topic: &str, seq: u64) -> Option<Gap> {
         let entry = *self.tracked(topic, seq)?;
         let last = entry.last_seq?;
-        if seq == last + 1 {
+        // Checked: the numbers come from the wire, and u64::MAX must not panic.
+        if last.checked_add(1) == Some(seq) {
             None
         } else if seq > last {
             let missed = seq - last - 1;
@@ -260,6 +261,20 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn numbers_at_the_top_of_the_range_do_not_overflow() {
+        let mut seqs = TopicSeqs::default();
+        seqs.subscribe(&topics(&["news"]));
+        deliver(&mut seqs, "news", u64::MAX - 1);
+        assert_eq!(deliver(&mut seqs, "news", u64::MAX), None);
+        assert!(matches!(
+            deliver(&mut seqs, "news", u64::MAX),
+            Some(Gap::Reset { .. })
+        ));
+        seqs.dropped("news", 1);
+        assert!(deliver(&mut seqs, "news", 1).is_some());
     }
 
     #[test]
