@@ -9,7 +9,8 @@
 //!   dead.
 //! - **Reconnects** when the connection is lost, with exponential backoff and full jitter
 //!   ([`Backoff`]); after a Goodbye (a server draining) it waits exactly the server's
-//!   `reconnect_after_ms` first. Watch it happen with [`Client::watch_state`].
+//!   `reconnect_after_ms` first (up to [`ClientConfig::reconnect_after_max_ms`]). Watch it
+//!   happen with [`Client::watch_state`].
 //! - **Resubscribes** to every topic after a reconnect, remembering the last sequence number
 //!   delivered per topic ([`Client::subscriptions`]).
 //! - **Requests** are futures with a timeout; no more are put on the wire than the Welcome
