@@ -23,10 +23,15 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Shards (pinned executors); 0 = one per available CPU.
     pub shards: usize,
-    /// Connections one shard holds; also its ring's fixed-file table size. 0 = RLIMIT_NOFILE
-    /// (the kernel caps a ring's table there), at most 16,777,215.
+    /// Sessions one shard holds (its ring's fixed-file table has up to 64 refusal slots more,
+    /// SERVER_FULL_REFUSAL_SLOTS). 0 = RLIMIT_NOFILE less those slots (the kernel caps a
+    /// ring's table at RLIMIT_NOFILE), at most 16,777,215.
     pub max_connections_per_shard: u32,
     pub listen_backlog: u32,
+    /// SO_SNDBUF of every accepted connection (the kernel doubles it for bookkeeping): the most
+    /// kernel memory a client that never reads can pin beyond `max_outbound_bytes`. 0 = the
+    /// kernel's autotuning (up to net.ipv4.tcp_wmem's maximum, 4 MB by default).
+    pub socket_send_buffer_bytes: u32,
     pub max_frame_bytes: u32,
     /// Bytes queued for one connection (sent and unsent) before it is cut off as a slow consumer.
     pub max_outbound_bytes: u32,
@@ -106,6 +111,7 @@ impl Default for Config {
             shards: 0,
             max_connections_per_shard: 0,
             listen_backlog: 4096,
+            socket_send_buffer_bytes: 131_072,
             max_frame_bytes: holdfast_protocol::MAX_FRAME_BYTES_DEFAULT,
             max_outbound_bytes: 256 * 1024,
             max_inflight_requests: 64,
@@ -160,6 +166,23 @@ fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
     }
 }
 
+/// Bounds of a non-zero `socket_send_buffer_bytes`.
+pub const MIN_SOCKET_SEND_BUFFER_BYTES: u32 = 4_096;
+pub const MAX_SOCKET_SEND_BUFFER_BYTES: u32 = 64 * 1024 * 1024;
+
+/// Connection slots per shard beyond `max_connections_per_shard`, in which a connection over
+/// the cap is accepted just long enough to get Error(server_full) with a reconnect hint.
+pub const SERVER_FULL_REFUSAL_SLOTS: u32 = 64;
+
+/// RLIMIT_NOFILE (soft), capped at the most slots a connection id can name: the largest
+/// fixed-file table a ring may register.
+fn nofile_limit() -> u32 {
+    let (soft, _hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 1024));
+    u32::try_from(soft)
+        .unwrap_or(u32::MAX)
+        .min(crate::conn::id::MAX_SLOTS_PER_SHARD - 1)
+}
+
 impl Config {
     /// Shards to run: the configured count, or one per available CPU.
     pub fn shard_count(&self) -> usize {
@@ -171,17 +194,24 @@ impl Config {
         }
     }
 
-    /// Connections per shard: the configured value, or RLIMIT_NOFILE (a ring's fixed-file
-    /// table may not exceed it).
+    /// Connections per shard: the configured value, or RLIMIT_NOFILE less the refusal slots
+    /// (a ring's fixed-file table may not exceed RLIMIT_NOFILE).
     pub fn capacity_per_shard(&self) -> u32 {
-        let (soft, _hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 1024));
-        let nofile = u32::try_from(soft)
-            .unwrap_or(u32::MAX)
-            .min(crate::conn::id::MAX_SLOTS_PER_SHARD - 1);
         match self.max_connections_per_shard {
-            0 => nofile,
+            0 => nofile_limit()
+                .saturating_sub(SERVER_FULL_REFUSAL_SLOTS)
+                .max(1),
             n => n,
         }
+    }
+
+    /// Slots beyond `capacity_per_shard` in which connections over the cap are told
+    /// Error(server_full): [`SERVER_FULL_REFUSAL_SLOTS`], or fewer if RLIMIT_NOFILE leaves no
+    /// room (then the kernel closes over-cap connections at accept instead).
+    pub fn refusal_slots_per_shard(&self) -> u32 {
+        nofile_limit()
+            .saturating_sub(self.capacity_per_shard())
+            .min(SERVER_FULL_REFUSAL_SLOTS)
     }
 }
 
@@ -216,6 +246,18 @@ impl Config {
             return Err(invalid(
                 "max_connections_per_shard",
                 format!("below {MAX_SLOTS_PER_SHARD}"),
+            ));
+        }
+        if self.socket_send_buffer_bytes != 0
+            && !(MIN_SOCKET_SEND_BUFFER_BYTES..=MAX_SOCKET_SEND_BUFFER_BYTES)
+                .contains(&self.socket_send_buffer_bytes)
+        {
+            return Err(invalid(
+                "socket_send_buffer_bytes",
+                format!(
+                    "0 (kernel autotuning) or {MIN_SOCKET_SEND_BUFFER_BYTES} ..= \
+                     {MAX_SOCKET_SEND_BUFFER_BYTES}"
+                ),
             ));
         }
         if !(MIN_MAX_FRAME_BYTES..=MAX_FRAME_BYTES_CEILING).contains(&self.max_frame_bytes) {

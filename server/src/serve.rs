@@ -38,6 +38,10 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
             })?
         }
     };
+    for listener in &listeners {
+        socket::limit_send_buffer(listener, config.socket_send_buffer_bytes)
+            .map_err(|e| format!("cannot set socket_send_buffer_bytes: {e}"))?;
+    }
     let local = listeners[0]
         .local_addr()
         .ok()

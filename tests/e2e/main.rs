@@ -8,6 +8,7 @@ mod cleanup;
 mod client;
 mod cluster;
 mod drain;
+mod hostile;
 mod metrics;
 mod push;
 mod reads;

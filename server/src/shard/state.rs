@@ -37,6 +37,9 @@ pub struct TickLimits {
     pub tick_ms: u64,
     pub hello: u32,
     pub heartbeat_interval: u32,
+    /// The shortest interval a Hello may agree: the first timer entry of a connection is due
+    /// no later than this, so it is never late for a session that agrees a short interval.
+    pub heartbeat_min_interval: u32,
     pub heartbeat_timeout: u32,
     pub linger: u32,
     pub drain: u32,
@@ -53,7 +56,10 @@ pub struct Shard {
     pub(super) ticks: TickLimits,
     pub(super) listener: Option<Socket>,
     pub(super) accept_armed: bool,
+    /// Slots for sessions (max_connections_per_shard) and, beyond them, refusal slots.
     pub(super) conns: ConnSlab,
+    /// max_connections_per_shard: a connection accepted beyond it is refused (server_full).
+    pub(super) max_sessions: u32,
     pub(super) wheel: TimerWheel<ConnKey>,
     // Boxed on purpose: a decoder moves between this pool and a connection slot, where
     // `Option<Box<Decoder>>` keeps the slot at 32 bytes.
@@ -103,10 +109,12 @@ impl Shard {
         mesh: Mesh,
         events: flume::Sender<crate::events::OwnedEvent>,
     ) -> std::io::Result<Shard> {
+        // Sessions up to `capacity`, plus the slots that refuse connections over it.
+        let slots = capacity + config.refusal_slots_per_shard();
         let params = RingParams {
             sq_entries: config.ring_sq_entries,
             cq_entries: config.ring_cq_entries,
-            fixed_files: capacity,
+            fixed_files: slots,
             recv_buffers: config.recv_buffers_per_shard,
             recv_buffer_bytes: config.recv_buffer_bytes,
         };
@@ -122,6 +130,7 @@ impl Shard {
             heartbeat_interval_ms: config.heartbeat_interval_ms as u32,
             heartbeat_min_interval_ms: config.heartbeat_min_interval_ms as u32,
             heartbeat_timeout_ms: config.heartbeat_timeout_ms as u32,
+            timer_tick_ms: config.timer_tick_ms as u32,
             auth_secret: config.auth_secret.as_ref().map(|s| s.as_bytes().to_vec()),
             publisher_client_id_prefix: config.publisher_client_id_prefix.clone(),
         };
@@ -129,6 +138,7 @@ impl Shard {
             tick_ms: config.timer_tick_ms,
             hello: config.heartbeat_ticks(config.hello_timeout_ms),
             heartbeat_interval: config.heartbeat_ticks(config.heartbeat_interval_ms),
+            heartbeat_min_interval: config.heartbeat_ticks(config.heartbeat_min_interval_ms),
             heartbeat_timeout: config.heartbeat_ticks(config.heartbeat_timeout_ms),
             linger: config.heartbeat_ticks(config.close_linger_ms),
             drain: config.heartbeat_ticks(config.drain_timeout_ms),
@@ -142,7 +152,8 @@ impl Shard {
             ticks,
             listener: Some(listener),
             accept_armed: false,
-            conns: ConnSlab::new(capacity),
+            conns: ConnSlab::new(slots),
+            max_sessions: capacity,
             wheel: TimerWheel::new(),
             decoders: Vec::new(),
             outbound_pool: OutboundPool::default(),
@@ -196,9 +207,8 @@ impl Shard {
         if self.accept_armed || self.drain_deadline_tick.is_some() {
             return;
         }
-        if self.conns.open_count() >= self.conns.capacity() as usize {
-            return;
-        }
+        // Armed even when every slot is taken: a connection over the cap is refused (told in a
+        // refusal slot, or closed by the kernel at accept with ENFILE), never left waiting.
         let Some(listener) = self.listener.as_ref() else {
             return;
         };

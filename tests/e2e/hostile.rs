@@ -1,0 +1,253 @@
+//! The holes a hostile client or an unlucky operator found (issue 13), each closed and proved
+//! here: the heartbeat a client asks for is the one applied, a client over the connection cap
+//! is told at once, Error frames name the offending frame, a Subscribe is all or nothing.
+
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use holdfast_protocol::payload::Hello;
+use holdfast_protocol::{encode_frame, Kind, MAX_FRAME_BYTES_DEFAULT};
+
+use crate::support::{Client, Server};
+
+fn hello_asking_heartbeat(client: &mut Client, heartbeat_ms: u32) -> crate::support::Received {
+    let mut out = BytesMut::new();
+    let hello = Hello {
+        client_id: "",
+        token: &[],
+        versions: &[1],
+        heartbeat_ms,
+    };
+    encode_frame(&mut out, 0, 1, &hello, MAX_FRAME_BYTES_DEFAULT).unwrap();
+    client.send_raw(&out);
+    client.recv()
+}
+
+/// Welcome announces the interval in force (PROTOCOL.md); the Pings must come at that interval,
+/// not at the server default (10 s here).
+#[test]
+fn heartbeat_asked_in_hello_is_the_ping_spacing_observed() {
+    let server = Server::start(
+        "heartbeat_interval_ms = 10000\nheartbeat_min_interval_ms = 500\nheartbeat_timeout_ms = 30000\n",
+    );
+    let mut client = server.connect();
+    let welcome = hello_asking_heartbeat(&mut client, 1_000);
+    assert_eq!(welcome.kind, Kind::Welcome, "got {welcome:?}");
+    assert_eq!(welcome.welcome_heartbeat_ms(), Some(1_000));
+    let mut last = Instant::now();
+    for ping in 0..3 {
+        let frame = client.recv();
+        let gap = last.elapsed();
+        last = Instant::now();
+        assert_eq!(frame.kind, Kind::Ping, "ping {ping}: got {frame:?}");
+        assert!(
+            gap >= Duration::from_millis(900) && gap <= Duration::from_millis(2_500),
+            "ping {ping} came {gap:?} after the last frame, asked for 1 s"
+        );
+        client.send(Kind::Pong, frame.id, &[]);
+    }
+}
+
+/// Over max_connections_per_shard a client is told at once: Error(server_full) with a
+/// reconnect hint, a Goodbye carrying the hint, then the close; counted on /metrics. The
+/// sessions already open are untouched, and a slot freed is a slot a new client gets.
+#[test]
+fn a_client_over_the_connection_cap_gets_server_full_at_once_and_is_counted() {
+    let server = Server::start(
+        "shards = 1\nmax_connections_per_shard = 4\nreconnect_after_ms = 500\nreconnect_jitter_ms = 100\n",
+    );
+    let mut sessions: Vec<Client> = (0..4).map(|_| server.connect()).collect();
+    for client in &mut sessions {
+        client.hello();
+    }
+    let started = Instant::now();
+    let mut over = server.connect();
+    let error = over.recv();
+    assert_eq!(
+        error.error_code(),
+        Some(holdfast_protocol::ErrorCode::ServerFull)
+    );
+    let goodbye = over.recv();
+    let hint = goodbye
+        .goodbye_reconnect_after_ms()
+        .expect("a Goodbye with the hint");
+    assert!((500..=600).contains(&hint), "hint {hint} ms");
+    assert!(over.closed_by_server());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "told in {:?}",
+        started.elapsed()
+    );
+    // The open sessions still answer.
+    for (n, client) in sessions.iter_mut().enumerate() {
+        client.send_raw(&crate::support::echo_frame(n as u64 + 10, b"still here"));
+        assert_eq!(client.recv().id, n as u64 + 10);
+    }
+    let metrics = crate::support::admin_request(
+        server.admin.unwrap(),
+        "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .1;
+    assert!(
+        metrics.contains("holdfast_connections_refused_full_total{shard=\"0\"} 1"),
+        "{metrics}"
+    );
+    // A freed slot admits a new session.
+    drop(sessions.pop());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut next = server.connect();
+        next.send(Kind::Hello, 1, &[]);
+        let reply = next.recv();
+        if reply.kind == Kind::Welcome {
+            break;
+        }
+        assert_eq!(
+            reply.error_code(),
+            Some(holdfast_protocol::ErrorCode::ServerFull)
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the freed slot was never given out"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// PROTOCOL.md: the Error's id is the offending frame's id once its header parsed.
+#[test]
+fn an_invalid_payload_gets_an_error_naming_its_frame_id() {
+    let server = Server::start("");
+    let mut client = server.connect();
+    client.hello();
+    let mut frame = vec![0u8; 16];
+    frame[0..4].copy_from_slice(&(16u32 + 40).to_le_bytes());
+    frame[4] = 1;
+    frame[5] = Kind::Request as u8;
+    frame[8..16].copy_from_slice(&77u64.to_le_bytes());
+    frame.extend_from_slice(&[0xff; 40]);
+    client.send_raw(&frame);
+    let error = client.recv();
+    assert_eq!(
+        error.error_code(),
+        Some(holdfast_protocol::ErrorCode::InvalidArchive)
+    );
+    assert_eq!(error.id, 77, "the Error names frame 77");
+    assert!(client.closed_by_server());
+}
+
+/// The kernel send queue (bytes) of the server's socket for the connection from `client_port`,
+/// read from /proc/net/tcp (tx_queue).
+fn server_send_queue_bytes(server_port: u16, client_port: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let port_of = |address: &str| u16::from_str_radix(address.split(':').nth(1)?, 16).ok();
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (local, remote, queues) = (fields.get(1)?, fields.get(2)?, fields.get(4)?);
+        if port_of(local)? != server_port || port_of(remote)? != client_port {
+            return None;
+        }
+        u64::from_str_radix(queues.split(':').next()?, 16).ok()
+    })
+}
+
+/// A client that never reads pins at most about twice socket_send_buffer_bytes of kernel
+/// memory in its send queue (before: up to net.ipv4.tcp_wmem's 4 MB, while max_outbound_bytes
+/// bounded only the user-space queue), and is cut as a slow consumer.
+#[test]
+fn a_never_reading_client_pins_a_bounded_kernel_send_queue() {
+    const SEND_BUFFER_BYTES: u64 = 65_536;
+    let server = Server::start(&format!(
+        "shards = 1\nsocket_send_buffer_bytes = {SEND_BUFFER_BYTES}\nclose_linger_ms = 10000\n"
+    ));
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    // A small receive window, so what the client does not read piles up on the server's side.
+    socket.set_recv_buffer_size(4_096).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    let mut client = Client::from_stream(socket.into());
+    client.hello();
+    let client_port = client.stream.local_addr().unwrap().port();
+    let payload = "x".repeat(50_000);
+    let mut peak = 0;
+    for _ in 0..24 {
+        let (status, body) = crate::support::publish(
+            &server,
+            &format!(r#"{{"target":"broadcast","payload":"{payload}"}}"#),
+            None,
+        );
+        assert_eq!(status, 202, "{body}");
+        if let Some(queued) = server_send_queue_bytes(server.addr.port(), client_port) {
+            peak = peak.max(queued);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    if let Some(queued) = server_send_queue_bytes(server.addr.port(), client_port) {
+        peak = peak.max(queued);
+    }
+    assert!(peak > 0, "the server's send queue was seen");
+    assert!(
+        peak <= 2 * SEND_BUFFER_BYTES + 65_536,
+        "{peak} bytes queued in the kernel for a client that never reads"
+    );
+    let metrics = crate::support::admin_request(
+        server.admin.unwrap(),
+        "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .1;
+    assert!(
+        metrics.contains("holdfast_slow_consumers_total{shard=\"0\"} 1"),
+        "{metrics}"
+    );
+}
+
+fn subscribe_frame(id: u64, names: &[&str]) -> Vec<u8> {
+    use holdfast_protocol::payload::{Subscribe, TopicName};
+    let topics: Vec<TopicName<'_>> = names.iter().map(|name| TopicName { name }).collect();
+    let mut out = BytesMut::new();
+    encode_frame(&mut out, 0, id, &Subscribe { topics: &topics }, 65_536).unwrap();
+    out.to_vec()
+}
+
+/// After a publish to `topic`, the next frame the client gets is its own echo: no push came.
+fn no_push_for(server: &Server, client: &mut Client, topic: &str) {
+    let (status, body) = crate::support::publish(
+        server,
+        &format!(r#"{{"target":"topic","topic":"{topic}","payload":"p"}}"#),
+        None,
+    );
+    assert_eq!(status, 202, "{body}");
+    client.send_raw(&crate::support::echo_frame(99, b"after"));
+    let next = client.recv();
+    assert_eq!((next.kind, next.id), (Kind::Echo, 99), "got {next:?}");
+}
+
+/// A Subscribe that fails on one topic (too many, or a bad name third in the list) leaves no
+/// topic of it subscribed; one that fits subscribes them all.
+#[test]
+fn a_subscribe_that_fails_on_any_topic_subscribes_none() {
+    let server = Server::start("shards = 1\nmax_topics_per_session = 2\n");
+    let mut client = server.connect();
+    client.hello();
+    client.send_raw(&subscribe_frame(5, &["a", "b", "c"]));
+    assert_eq!(
+        client.recv().error_code(),
+        Some(holdfast_protocol::ErrorCode::LimitExceeded)
+    );
+    no_push_for(&server, &mut client, "a");
+    client.send_raw(&subscribe_frame(6, &["x", "y", "*"]));
+    assert_eq!(
+        client.recv().error_code(),
+        Some(holdfast_protocol::ErrorCode::LimitExceeded)
+    );
+    no_push_for(&server, &mut client, "x");
+    client.send_raw(&subscribe_frame(7, &["a", "b", "a"]));
+    let ack = client.recv();
+    assert_eq!((ack.kind, ack.id), (Kind::Ack, 7), "got {ack:?}");
+    let (status, _) = crate::support::publish(
+        &server,
+        r#"{"target":"topic","topic":"b","payload":"p"}"#,
+        None,
+    );
+    assert_eq!(status, 202);
+    assert_eq!(client.recv().kind, Kind::Push);
+}
