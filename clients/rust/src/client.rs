@@ -46,7 +46,9 @@ impl Client {
     /// client reconnects by itself.
     pub async fn connect(config: ClientConfig) -> Result<(Client, PushStream), Error> {
         config.validate()?;
-        let connection = driver::handshake(&config).await?;
+        let connection = driver::handshake(&config)
+            .await
+            .map_err(|refused| refused.error)?;
         let config = Arc::new(config);
         let (commands_tx, commands_rx) = mpsc::channel(config.command_queue_max_items);
         let (pushes_tx, pushes_rx) = mpsc::channel(config.push_buffer_max_items);

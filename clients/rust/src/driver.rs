@@ -108,8 +108,33 @@ fn closed_by_server() -> Error {
     ))
 }
 
-/// Connects, sends Hello and waits for Welcome.
-pub(crate) async fn handshake(config: &ClientConfig) -> Result<Connection, Error> {
+/// Why a handshake failed, and how long the server asked us to stay away.
+#[derive(Debug)]
+pub(crate) struct Refused {
+    pub(crate) error: Error,
+    /// A Goodbye's `reconnect_after_ms` (a server at its connection cap sends Error
+    /// server_full, then Goodbye with the hint, then closes).
+    pub(crate) reconnect_after: Option<Duration>,
+}
+
+impl From<Error> for Refused {
+    fn from(error: Error) -> Refused {
+        Refused {
+            error,
+            reconnect_after: None,
+        }
+    }
+}
+
+impl From<std::io::Error> for Refused {
+    fn from(error: std::io::Error) -> Refused {
+        Refused::from(Error::from(error))
+    }
+}
+
+/// Connects, sends Hello and waits for Welcome. On a refusal it reads on until the server
+/// closes (or the Hello deadline), so a Goodbye after the Error still yields its hint.
+pub(crate) async fn handshake(config: &ClientConfig) -> Result<Connection, Refused> {
     let transport = transport::connect(&config.endpoint, config.connect_timeout_ms).await?;
     let (mut reader, mut writer) = transport.split();
     let token = config
@@ -128,41 +153,53 @@ pub(crate) async fn handshake(config: &ClientConfig) -> Result<Connection, Error
         MAX_FRAME_BYTES_DEFAULT,
     )?;
     let mut frames = FrameReader::new(MAX_FRAME_BYTES_DEFAULT);
-    let exchange = async {
-        writer.write_all(&hello).await?;
-        loop {
-            if let Some((id, inbound)) = frames.next().map_err(Error::Decode)? {
-                return match inbound {
-                    Inbound::Welcome(info) => Ok(info),
-                    Inbound::Error(error) => Err(error),
-                    Inbound::Goodbye {
-                        reason,
-                        reconnect_after_ms,
-                    } => Err(Error::Goodbye {
-                        reason,
-                        reconnect_after_ms,
-                    }),
-                    other => Err(Error::UnexpectedFrame {
-                        kind: other.kind(),
-                        id,
-                    }),
-                };
-            }
-            frames.buf_mut().reserve(READ_CHUNK_BYTES);
-            if reader.read_buf(frames.buf_mut()).await? == 0 {
-                return Err(closed_by_server());
-            }
-        }
+    let deadline = Instant::now() + Duration::from_millis(config.hello_timeout_ms);
+    let timed_out = || Error::Timeout {
+        waiting_for: "welcome",
+        after_ms: config.hello_timeout_ms,
     };
-    let timeout = Duration::from_millis(config.hello_timeout_ms);
-    let info = match tokio::time::timeout(timeout, exchange).await {
-        Ok(result) => result?,
-        Err(_) => {
-            return Err(Error::Timeout {
-                waiting_for: "welcome",
-                after_ms: config.hello_timeout_ms,
-            })
+    match tokio::time::timeout_at(deadline, writer.write_all(&hello)).await {
+        Ok(written) => written?,
+        Err(_) => return Err(timed_out().into()),
+    }
+    // The Error frame that refused us, if one came.
+    let mut refusal: Option<Error> = None;
+    let info = 'welcome: loop {
+        while let Some((id, inbound)) = frames.next().map_err(Error::Decode)? {
+            match inbound {
+                Inbound::Welcome(info) if refusal.is_none() => break 'welcome info,
+                Inbound::Error(error) if refusal.is_none() => refusal = Some(error),
+                Inbound::Goodbye {
+                    reason,
+                    reconnect_after_ms,
+                } => {
+                    return Err(Refused {
+                        error: refusal.unwrap_or(Error::Goodbye {
+                            reason,
+                            reconnect_after_ms,
+                        }),
+                        reconnect_after: Some(Duration::from_millis(u64::from(reconnect_after_ms))),
+                    })
+                }
+                other => {
+                    return Err(refusal
+                        .unwrap_or(Error::UnexpectedFrame {
+                            kind: other.kind(),
+                            id,
+                        })
+                        .into())
+                }
+            }
         }
+        frames.buf_mut().reserve(READ_CHUNK_BYTES);
+        let read = tokio::time::timeout_at(deadline, reader.read_buf(frames.buf_mut())).await;
+        let ended = match read {
+            Ok(Ok(0)) => closed_by_server(),
+            Ok(Ok(_)) => continue,
+            Ok(Err(error)) => error.into(),
+            Err(_) => timed_out(),
+        };
+        return Err(refusal.unwrap_or(ended).into());
     };
     // The server never sends a frame larger than its own limit; accept at least the default.
     frames.set_max_frame_bytes(info.max_frame_bytes.max(MAX_FRAME_BYTES_DEFAULT));
@@ -344,8 +381,10 @@ impl Driver {
                 }
             }
             attempt += 1;
-            self.state
-                .send_replace(ConnectionState::Connecting { attempt });
+            self.state.send_replace(ConnectionState::Connecting {
+                attempt,
+                cause: cause.clone(),
+            });
             let result = tokio::select! {
                 result = handshake(&self.config) => result,
                 _ = shutdown_requested(&mut self.shutdown) => {
@@ -359,20 +398,14 @@ impl Driver {
                     self.backoff.reset();
                     return Some(connection);
                 }
-                Err(error) if error.is_permanent() => {
+                Err(Refused { error, .. }) if error.is_permanent() => {
                     tracing::warn!(%error, "holdfast client stops reconnecting");
                     self.close(Some(error));
                     return None;
                 }
-                Err(error) => {
-                    if let Error::Goodbye {
-                        reconnect_after_ms, ..
-                    } = &error
-                    {
-                        reconnect_after =
-                            Some(Duration::from_millis(u64::from(*reconnect_after_ms)));
-                    }
-                    cause = error;
+                Err(refused) => {
+                    reconnect_after = refused.reconnect_after;
+                    cause = refused.error;
                 }
             }
         }
@@ -411,7 +444,13 @@ impl Driver {
         let dead_after = Duration::from_millis(dead_after_ms);
         let mut last_received = Instant::now();
         let mut last_sent = Instant::now();
+        // Frames that arrived with the Welcome (a Ping, a push) are already buffered: handle
+        // them now, not when the next read happens to complete.
+        let mut early_end = self.on_frames(&mut frames, &mut session);
         let end = loop {
+            if let Some(end) = early_end.take() {
+                break Some(end);
+            }
             self.send_queued_requests(&mut session);
             let buf = frames.buf_mut();
             if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {

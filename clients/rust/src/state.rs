@@ -34,6 +34,8 @@ pub enum ConnectionState {
     Connecting {
         /// Attempts since the connection was lost, this one included.
         attempt: u32,
+        /// Why the client is reconnecting: the loss, or the last attempt's failure.
+        cause: Error,
     },
     /// A session is open.
     Connected(SessionInfo),
