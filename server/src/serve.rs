@@ -167,7 +167,8 @@ fn start_admin(
         publish_secret: config.publish_secret.clone(),
         max_frame_bytes: config.max_frame_bytes,
     };
-    let admin = crate::admin::spawn(config.admin_listen, state).map_err(|e| {
+    let limits = crate::admin::AdminLimits::from_config(config);
+    let admin = crate::admin::spawn(config.admin_listen, state, limits).map_err(|e| {
         format!(
             "cannot listen for admin on {}: {e} (set admin_listen, or admin_enabled = false)",
             config.admin_listen

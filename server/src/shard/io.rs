@@ -9,7 +9,10 @@
 //! shard, and swaps back once silent for heartbeat_interval_ms, when the buffer ring runs
 //! dry, or when its events are parked (backpressure).
 
+use bytes::{Buf, BytesMut};
 use holdfast_protocol::decode::Fed;
+
+use holdfast_protocol::ErrorCode;
 
 use crate::conn::{ConnFlags, ConnKey, SessionState};
 use crate::metrics::CloseReason;
@@ -391,13 +394,14 @@ impl Shard {
             let held = self
                 .held_input
                 .entry(slot)
-                .or_insert_with(|| (generation, Vec::new()));
+                .or_insert_with(|| (generation, BytesMut::new()));
             debug_assert_eq!(held.0, generation, "held input is dropped on close");
             match input {
                 Input::Buffer { buffer_id, len } => {
                     held.1.extend_from_slice(self.bufs.filled(buffer_id, len));
                 }
                 Input::Held(mut bytes) => {
+                    // Fed back and paused again before reading on: it comes first.
                     bytes.extend_from_slice(&held.1);
                     held.1 = bytes;
                 }
@@ -408,15 +412,18 @@ impl Shard {
             Some(decoder) => decoder,
             None => self.take_decoder(),
         };
-        let held_bytes;
+        // Counted again below if the connection keeps a partial frame.
+        self.partial_frame_bytes -= decoder.buffered_bytes() as u64;
         // A buffer was filled by a completion of this round; held bytes are fed later, from
         // any turn, so they read the clock.
-        let (bytes, received_at): (&[u8], _) = match input {
-            Input::Buffer { buffer_id, len } => (self.bufs.filled(buffer_id, len), self.reaped_at),
-            Input::Held(bytes) => {
-                held_bytes = bytes;
-                (&held_bytes, std::time::Instant::now())
-            }
+        let (mut held_bytes, buffer, received_at) = match input {
+            Input::Buffer { buffer_id, len } => (None, Some((buffer_id, len)), self.reaped_at),
+            Input::Held(bytes) => (Some(bytes), None, std::time::Instant::now()),
+        };
+        let bytes: &[u8] = match (&held_bytes, buffer) {
+            (Some(held), _) => held,
+            (None, Some((buffer_id, len))) => self.bufs.filled(buffer_id, len),
+            (None, None) => unreachable!("input is a buffer or held bytes"),
         };
         let (conns, mut cx) = super::state::split_for_session(
             &mut self.conns,
@@ -462,14 +469,36 @@ impl Shard {
                 || verdict != Verdict::Continue
                 || paused_at.is_some()
         );
-        if let Some(consumed) = paused_at {
-            if consumed < bytes.len() {
-                self.held_input
-                    .insert(slot, (generation, bytes[consumed..].to_vec()));
-            }
+        if let Some(consumed) = paused_at.filter(|&consumed| consumed < bytes.len()) {
+            // Read from a buffer: its rest is copied once. Already held: the rest stays where
+            // it is (advancing is O(1)), so a burst that pauses at every event is fed in
+            // linear time, not re-copied at each pause.
+            let copied = held_bytes
+                .is_none()
+                .then(|| BytesMut::from(&bytes[consumed..]));
+            let rest = copied.unwrap_or_else(|| {
+                let mut held = held_bytes.take().expect("held input was fed");
+                held.advance(consumed);
+                held
+            });
+            self.held_input.insert(slot, (generation, rest));
+        }
+        let partial_bytes = decoder.buffered_bytes() as u64;
+        if verdict == Verdict::Continue
+            && self.partial_frame_bytes + partial_bytes
+                > self.config.max_partial_frame_bytes_per_shard
+        {
+            let (conns, mut cx) = self.session_parts(slot);
+            let conn = conns.get_live_mut(slot).expect("still live");
+            let reason =
+                "incomplete frames on this server are over their memory budget: send whole frames";
+            session::queue_error(conn, &mut cx, ErrorCode::LimitExceeded, 0, reason);
+            self.counters.partial_frame_budget_refusals += 1;
+            verdict = Verdict::Close(CloseReason::ProtocolError);
         }
         let conn = self.conns.get_live_mut(slot).expect("still live");
-        if verdict == Verdict::Continue && decoder.buffered_bytes() > 0 {
+        if verdict == Verdict::Continue && partial_bytes > 0 {
+            self.partial_frame_bytes += partial_bytes;
             conn.decoder = Some(decoder);
         } else {
             self.give_decoder(decoder);
@@ -486,6 +515,7 @@ impl Shard {
         };
         conn.flags.set(ConnFlags::PEER_EOF);
         let closing = conn.state == SessionState::Closing;
+        let draining = conn.state == SessionState::Draining;
         let mid_frame = conn
             .decoder
             .as_ref()
@@ -495,15 +525,22 @@ impl Shard {
             (true, true) => self.close_now(slot, None),
             (true, false) => {}
             (false, true) => {
-                let reason = if mid_frame {
-                    CloseReason::PeerEofMidFrame
-                } else {
-                    CloseReason::PeerEof
+                let reason = match (draining, mid_frame) {
+                    (true, _) => CloseReason::Drain,
+                    (false, true) => CloseReason::PeerEofMidFrame,
+                    (false, false) => CloseReason::PeerEof,
                 };
                 self.close_now(slot, Some(reason));
             }
             // The peer half-closed but may still read: flush our replies, then close.
-            (false, false) => self.begin_close(slot, CloseReason::PeerEof),
+            (false, false) => {
+                let reason = if draining {
+                    CloseReason::Drain
+                } else {
+                    CloseReason::PeerEof
+                };
+                self.begin_close(slot, reason);
+            }
         }
     }
 
@@ -552,6 +589,24 @@ impl Shard {
             self.reply_latency_us.saturating_record(latency_us.max(1));
         }
         self.flush(slot);
+        self.resume_if_replies_drained(slot);
+    }
+}
+
+impl Shard {
+    /// A session paused for its backed-up replies reads again once they drained.
+    fn resume_if_replies_drained(&mut self, slot: u32) {
+        let Some(conn) = self.conns.get_live_mut(slot) else {
+            return;
+        };
+        if !conn.flags.has(ConnFlags::REPLIES_PAUSED)
+            || !session::replies_drained(conn, &self.limits)
+        {
+            return;
+        }
+        conn.flags.clear(ConnFlags::REPLIES_PAUSED);
+        let key = self.conns.key(slot);
+        self.resume_reading(key);
     }
 }
 
@@ -567,5 +622,5 @@ pub(super) enum Input {
     /// `len` bytes the kernel put in a provided buffer.
     Buffer { buffer_id: u16, len: usize },
     /// Bytes read earlier and held while the connection's events were parked.
-    Held(Vec<u8>),
+    Held(BytesMut),
 }
