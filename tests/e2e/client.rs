@@ -2,7 +2,7 @@
 //! timeouts and the server's in-flight limit, the push stream (order, sequence numbers, gaps
 //! when unread), acked events, auth tokens, and reconnecting after a drain and after a stall.
 
-use std::net::TcpListener;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use holdfast_client::{
@@ -12,6 +12,7 @@ use holdfast_client::{
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::cluster::free_port;
 use crate::support::{publish, Server, REPLY_TIMEOUT_MS};
 
 const SECRET: &str = "test-secret-of-some-length";
@@ -111,14 +112,6 @@ async fn stop(server: &Server) {
         assert!(Instant::now() < deadline, "server did not stop");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test]
@@ -448,14 +441,12 @@ async fn client_auth_with_a_minted_token_is_welcomed_and_bad_tokens_are_refused(
 async fn client_reconnects_after_a_drain_honouring_goodbye_and_resubscribes() {
     const RECONNECT_AFTER_MS: u64 = 1_000;
     const RECONNECT_JITTER_MS: u64 = 200;
-    let listen = format!("127.0.0.1:{}", free_port());
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let toml = format!(
         "shards = 2\nreconnect_after_ms = {RECONNECT_AFTER_MS}\n\
          reconnect_jitter_ms = {RECONNECT_JITTER_MS}\n"
     );
-    let env = [("HOLDFAST_LISTEN", listen.as_str())];
-    let mut server = Server::start_with(&toml, &env);
-    assert_eq!(server.addr.to_string(), listen);
+    let mut server = Server::start_listening(listen, &toml, &[], &[]);
     let (client, mut pushes) = connect(config(&server)).await;
     client.subscribe(["news"]).await.unwrap();
     for i in 1..=3 {
@@ -499,7 +490,7 @@ async fn client_reconnects_after_a_drain_honouring_goodbye_and_resubscribes() {
     );
     assert!(wait_exit(&mut server).await.success());
     // A new server on the same address, up well before the hint runs out.
-    let server = Server::start_with(&toml, &env);
+    let server = Server::start_listening(listen, &toml, &[], &[]);
 
     // Seen Disconnected above, so the next Connected is the new session (its id may equal
     // the old one: ids are shard, slot and generation, and the new process starts afresh).
@@ -634,12 +625,11 @@ async fn client_gives_up_after_reconnect_max_attempts_and_closes() {
 
 #[tokio::test]
 async fn client_stops_reconnecting_when_the_server_refuses_its_token() {
-    let listen = format!("127.0.0.1:{}", free_port());
-    let env = [("HOLDFAST_LISTEN", listen.as_str())];
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let toml = format!(
         "shards = 1\nauth_secret = \"{SECRET}\"\nreconnect_after_ms = 0\nreconnect_jitter_ms = 0\n"
     );
-    let mut server = Server::start_with(&toml, &env);
+    let mut server = Server::start_listening(listen, &toml, &[], &[]);
     // A token source whose first token is good and every later one signed with a wrong secret
     // (a credential revoked while the client was connected).
     let handed_out = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
@@ -658,7 +648,7 @@ async fn client_stops_reconnecting_when_the_server_refuses_its_token() {
     let mut states = client.watch_state();
     server.signal(libc::SIGTERM);
     assert!(wait_exit(&mut server).await.success());
-    let _server = Server::start_with(&toml, &env);
+    let _server = Server::start_listening(listen, &toml, &[], &[]);
     let closed = wait_state(&mut states, "giving up", ConnectionState::is_closed).await;
     let ConnectionState::Closed { cause: Some(cause) } = &closed else {
         panic!("expected a cause, got {closed:?}")
