@@ -171,13 +171,17 @@ fn a_never_reading_client_pins_a_bounded_kernel_send_queue() {
     let client_port = client.stream.local_addr().unwrap().port();
     let payload = "x".repeat(50_000);
     let mut peak = 0;
-    for _ in 0..24 {
+    for round in 0..24 {
         let (status, body) = crate::support::publish(
             &server,
             &format!(r#"{{"target":"broadcast","payload":"{payload}"}}"#),
             None,
         );
         assert_eq!(status, 202, "{body}");
+        // /proc/net/tcp lists every socket of the host: read it now and then, not each round.
+        if round % 6 != 5 {
+            continue;
+        }
         if let Some(queued) = server_send_queue_bytes(server.addr.port(), client_port) {
             peak = peak.max(queued);
         }
