@@ -45,6 +45,10 @@ pub struct Config {
     pub max_frame_bytes: u32,
     /// Bytes queued for one connection (sent and unsent) before it is cut off as a slow consumer.
     pub max_outbound_bytes: u32,
+    /// Bytes of incomplete frames all of one shard's connections may hold together (each holds
+    /// at most max_frame_bytes - 1); the connection that would pass it gets Error
+    /// limit_exceeded and is closed, so many half-sent frames cannot exhaust memory.
+    pub max_partial_frame_bytes_per_shard: u64,
     /// Requests answered but not yet flushed to the socket, per session.
     pub max_inflight_requests: u32,
     pub hello_timeout_ms: u64,
@@ -151,6 +155,7 @@ impl Default for Config {
             socket_send_buffer_bytes: 131_072,
             max_frame_bytes: holdfast_protocol::MAX_FRAME_BYTES_DEFAULT,
             max_outbound_bytes: 256 * 1024,
+            max_partial_frame_bytes_per_shard: 64 * 1024 * 1024,
             max_inflight_requests: 64,
             hello_timeout_ms: 5_000,
             heartbeat_interval_ms: 15_000,
@@ -305,6 +310,12 @@ impl Config {
                     "0 (kernel autotuning) or {MIN_SOCKET_SEND_BUFFER_BYTES} ..= \
                      {MAX_SOCKET_SEND_BUFFER_BYTES}"
                 ),
+            ));
+        }
+        if self.max_partial_frame_bytes_per_shard < u64::from(self.max_frame_bytes) {
+            return Err(invalid(
+                "max_partial_frame_bytes_per_shard",
+                "at least max_frame_bytes (one connection's largest incomplete frame)",
             ));
         }
         if !(MIN_MAX_FRAME_BYTES..=MAX_FRAME_BYTES_CEILING).contains(&self.max_frame_bytes) {

@@ -66,6 +66,9 @@ pub struct Shard {
     #[allow(clippy::vec_box)]
     pub(super) decoders: Vec<Box<Decoder>>,
     pub(super) outbound_pool: OutboundPool,
+    /// Bytes of incomplete frames held by this shard's connections (decoders in slots), at
+    /// most max_partial_frame_bytes_per_shard.
+    pub(super) partial_frame_bytes: u64,
     pub(super) handler: Router,
     pub(super) counters: ShardCounters,
     /// From receiving the bytes that caused a reply to the kernel taking the reply, in us.
@@ -157,6 +160,7 @@ impl Shard {
             wheel: TimerWheel::new(),
             decoders: Vec::new(),
             outbound_pool: OutboundPool::default(),
+            partial_frame_bytes: 0,
             handler: Router::default(),
             counters: ShardCounters::default(),
             reply_latency_us: Histogram::new_with_bounds(1, HISTOGRAM_MAX_US, 3)
@@ -183,8 +187,13 @@ impl Shard {
         })
     }
 
+    /// The current tick: the wheel's, or the clock's at the last reap if the ticker lags
+    /// behind it (a loaded host). Deadlines are counted from here, so a late ticker never
+    /// makes a new deadline early (a hello_timeout_ms of 300 fired after ~100 ms under load).
     pub fn now_tick(&self) -> u32 {
-        self.wheel.now_tick()
+        let since_start = self.reaped_at.saturating_duration_since(self.started_at);
+        let clock_tick = (since_start.as_millis() as u64 / self.ticks.tick_ms) as u32;
+        self.wheel.now_tick().max(clock_tick)
     }
 
     /// The connection slab and what the session layer may touch besides it.
@@ -278,6 +287,7 @@ impl Shard {
         conn.state = SessionState::Closing;
         conn.last_activity_tick = now;
         if let Some(decoder) = conn.decoder.take() {
+            self.partial_frame_bytes -= decoder.buffered_bytes() as u64;
             self.give_decoder(decoder);
         }
         self.counters.closed(reason);
@@ -338,6 +348,7 @@ impl Shard {
         }
         let (decoder, outbound) = self.conns.free(slot);
         if let Some(decoder) = decoder {
+            self.partial_frame_bytes -= decoder.buffered_bytes() as u64;
             self.give_decoder(decoder);
         }
         if let Some(outbound) = outbound {
