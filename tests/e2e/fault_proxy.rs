@@ -75,7 +75,11 @@ struct Shared {
     client: TcpStream,
     upstream: TcpStream,
     faults: [Mutex<Faults>; 2],
-    /// When and how each direction's source ended (ToServer: the client; ToClient: the server).
+    /// How each direction's source ended (ToServer: the client; ToClient: the server), set by
+    /// its reader.
+    source_end: [Mutex<Option<SourceEnd>>; 2],
+    /// When and how each direction ended, set by its writer once everything read before the
+    /// end has been forwarded or swallowed (so `swallowed` is complete by then).
     ended: [Mutex<Option<(Instant, SourceEnd)>>; 2],
     swallowed: [Mutex<Vec<u8>>; 2],
     forwarded_bytes: [AtomicU64; 2],
@@ -114,7 +118,8 @@ impl Link {
         }
     }
 
-    /// When the server closed its side of this link (EOF or reset), if it did.
+    /// When the server closed its side of this link (EOF or reset), if it did: recorded once
+    /// everything it sent before has been passed on (or swallowed).
     pub fn server_ended(&self) -> Option<(Instant, SourceEnd)> {
         *self.shared.ended[Direction::ToClient as usize]
             .lock()
@@ -272,6 +277,7 @@ fn open_link(
         client,
         upstream,
         faults: Default::default(),
+        source_end: Default::default(),
         ended: Default::default(),
         swallowed: Default::default(),
         forwarded_bytes: Default::default(),
@@ -324,10 +330,7 @@ fn read_side(
             Err(_) => break SourceEnd::Error,
         }
     };
-    shared.ended[direction as usize]
-        .lock()
-        .unwrap()
-        .get_or_insert((Instant::now(), end));
+    *shared.source_end[direction as usize].lock().unwrap() = Some(end);
 }
 
 /// Forwards queued chunks to `sink` under the direction's faults; when the source has ended,
@@ -355,16 +358,16 @@ fn write_side(
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
+    let end = *shared.source_end[direction as usize].lock().unwrap();
+    if let Some(end) = end {
+        *shared.ended[direction as usize].lock().unwrap() = Some((Instant::now(), end));
+    }
     if shared.faults[direction as usize].lock().unwrap().blackhole
         || shared.done.load(Ordering::Relaxed)
     {
         return;
     }
-    match shared.ended[direction as usize]
-        .lock()
-        .unwrap()
-        .map(|e| e.1)
-    {
+    match end {
         Some(SourceEnd::Error) => {
             reset(&sink);
             link.finish();
