@@ -161,6 +161,31 @@ fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
 }
 
 impl Config {
+    /// Shards to run: the configured count, or one per available CPU.
+    pub fn shard_count(&self) -> usize {
+        match self.shards {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            n => n,
+        }
+    }
+
+    /// Connections per shard: the configured value, or RLIMIT_NOFILE (a ring's fixed-file
+    /// table may not exceed it).
+    pub fn capacity_per_shard(&self) -> u32 {
+        let (soft, _hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 1024));
+        let nofile = u32::try_from(soft)
+            .unwrap_or(u32::MAX)
+            .min(crate::conn::id::MAX_SLOTS_PER_SHARD - 1);
+        match self.max_connections_per_shard {
+            0 => nofile,
+            n => n,
+        }
+    }
+}
+
+impl Config {
     /// Defaults, then `file` (if any), then HOLDFAST_* env, then `overrides` (CLI flags).
     pub fn load(file: Option<&Path>, overrides: &impl Serialize) -> Result<Config, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
@@ -283,7 +308,7 @@ impl Config {
         if !(1..=1_048_576).contains(&self.event_parked_max) {
             return Err(invalid("event_parked_max", "between 1 and 1048576"));
         }
-        if !crate::push::valid_topic(&self.trending_topic) {
+        if !crate::mesh::valid_topic(&self.trending_topic) {
             return Err(invalid("trending_topic", "1..=128 bytes, not \"*\""));
         }
         if !(1..=3_600).contains(&self.trending_window_s) {

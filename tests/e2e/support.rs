@@ -215,7 +215,7 @@ impl Client {
             versions: &[1],
             heartbeat_ms: 0,
         };
-        encode_frame(&mut out, Kind::Hello, 0, 1, &hello, MAX_FRAME_BYTES_DEFAULT).unwrap();
+        encode_frame(&mut out, 0, 1, &hello, MAX_FRAME_BYTES_DEFAULT).unwrap();
         self.send_raw(&out);
         self.recv()
     }
@@ -223,15 +223,7 @@ impl Client {
     pub fn request(&mut self, id: u64, method: &str, body: &[u8]) {
         let mut out = BytesMut::new();
         let request = holdfast_protocol::payload::Request { method, body };
-        encode_frame(
-            &mut out,
-            Kind::Request,
-            0,
-            id,
-            &request,
-            MAX_FRAME_BYTES_DEFAULT,
-        )
-        .unwrap();
+        encode_frame(&mut out, 0, id, &request, MAX_FRAME_BYTES_DEFAULT).unwrap();
         self.send_raw(&out);
     }
 

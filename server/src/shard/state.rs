@@ -10,9 +10,10 @@ use rand::SeedableRng;
 use socket2::Socket;
 
 use crate::config::Config;
-use crate::conn::{ConnFlags, ConnId, ConnSlab, SessionState};
+use crate::conn::{ConnFlags, ConnKey, ConnSlab, SessionState};
 use crate::events::sink::EventSink;
 use crate::handler::{Handler, Router, Session};
+use crate::mesh::{Mesh, ShardReport};
 use crate::metrics::log_limit::LogLimiter;
 use crate::metrics::{CloseReason, ShardCounters};
 use crate::outbound::OutboundPool;
@@ -21,7 +22,7 @@ use crate::ring::buf_ring::BufRing;
 use crate::ring::user_data::{Op, UserData};
 use crate::ring::{Completion, Ring, RingParams, RingParts};
 use crate::session::{SessionCx, SessionLimits};
-use crate::timer::wheel::{TimerWheel, WheelEntry};
+use crate::timer::wheel::TimerWheel;
 
 /// Upper bound of latency histograms: 60 s in us.
 pub const HISTOGRAM_MAX_US: u64 = 60_000_000;
@@ -41,15 +42,6 @@ pub struct TickLimits {
     pub drain: u32,
 }
 
-/// A copy of one shard's metrics (the reply to [`super::ShardMsg::Stats`]).
-#[derive(Clone, Debug)]
-pub struct ShardReport {
-    pub index: usize,
-    pub counters: ShardCounters,
-    pub reply_latency_us: Histogram<u64>,
-    pub draining: bool,
-}
-
 pub struct Shard {
     /// Dropped before `bufs` (RingParts drop order): the kernel stops using receive buffers
     /// before they are unmapped.
@@ -62,7 +54,7 @@ pub struct Shard {
     pub(super) listener: Option<Socket>,
     pub(super) accept_armed: bool,
     pub(super) conns: ConnSlab,
-    pub(super) wheel: TimerWheel,
+    pub(super) wheel: TimerWheel<ConnKey>,
     // Boxed on purpose: a decoder moves between this pool and a connection slot, where
     // `Option<Box<Decoder>>` keeps the slot at 32 bytes.
     #[allow(clippy::vec_box)]
@@ -78,7 +70,7 @@ pub struct Shard {
     pub(super) reaped_at: Instant,
     /// Connections waiting to issue a recv, FIFO: at most one recv per provided buffer is in
     /// flight, so a burst of readiness never turns into a storm of ENOBUFS completions.
-    pub(super) recv_waiters: VecDeque<WheelEntry>,
+    pub(super) recv_waiters: VecDeque<ConnKey>,
     /// Recvs submitted and not yet completed (<= recv_buffers_per_shard).
     pub(super) recvs_in_flight: u32,
     /// Connections reading through a multishot recv (<= multishot_recv_max_per_shard).
@@ -97,8 +89,9 @@ pub struct Shard {
     pub(super) log_cross_shard: LogLimiter,
     /// Topics, client directory, sequences, event pipeline, messages for other shards.
     pub(super) push: PushState,
-    /// Every shard's inbox, indexed by shard (given at spawn, before the first accept).
-    pub(super) peers: Vec<flume::Sender<super::ShardMsg>>,
+    /// Every shard's inbox (given at spawn, before the first accept); counts what full
+    /// inboxes refused.
+    pub(super) mesh: Mesh,
 }
 
 impl Shard {
@@ -107,7 +100,7 @@ impl Shard {
         config: Config,
         listener: Socket,
         capacity: u32,
-        shards: usize,
+        mesh: Mesh,
         events: flume::Sender<crate::events::OwnedEvent>,
     ) -> std::io::Result<Shard> {
         let params = RingParams {
@@ -117,6 +110,7 @@ impl Shard {
             recv_buffers: config.recv_buffers_per_shard,
             recv_buffer_bytes: config.recv_buffer_bytes,
         };
+        let shards = mesh.shards();
         let config_policy = config.event_overflow_policy;
         let config_max_topics = config.max_topics_per_session;
         let config_parked_max = config.event_parked_max;
@@ -174,21 +168,12 @@ impl Shard {
                 shards,
                 config_max_topics,
             ),
-            peers: Vec::new(),
+            mesh,
         })
     }
 
     pub fn now_tick(&self) -> u32 {
         self.wheel.now_tick()
-    }
-
-    pub(super) fn user_data(&self, op: Op, slot: u32) -> UserData {
-        let generation = self.conns_generation(slot);
-        UserData::new(op, slot, generation)
-    }
-
-    fn conns_generation(&self, slot: u32) -> u32 {
-        self.conns.generation(slot)
     }
 
     /// The connection slab and what the session layer may touch besides it.
@@ -282,15 +267,11 @@ impl Shard {
         }
         conn.state = SessionState::Closing;
         conn.last_activity_tick = now;
-        let entry = WheelEntry {
-            slot,
-            generation: conn.generation,
-        };
         if let Some(decoder) = conn.decoder.take() {
             self.give_decoder(decoder);
         }
         self.counters.closed(reason);
-        self.wheel.insert(entry, now + linger);
+        self.wheel.insert(self.conns.key(slot), now + linger);
         self.flush(slot);
     }
 
@@ -300,11 +281,13 @@ impl Shard {
         let Some(conn) = self.conns.get_live_mut(slot) else {
             return;
         };
-        let session = Session {
-            id: ConnId::new(self.index, slot, conn.generation),
+        let key = ConnKey {
+            slot,
+            generation: conn.generation,
         };
-        let cancel_ud = UserData::new(Op::Cancel, slot, conn.generation);
-        let close_ud = UserData::new(Op::Close, slot, conn.generation);
+        let session = Session {
+            id: key.id(self.index),
+        };
         // Reads are armed for as long as the connection is open: a multishot poll, or a
         // multishot recv in its place on a busy connection. A recv or send is pending only
         // while its flag is set. Naming each exactly keeps the cancel a hashed lookup; one
@@ -315,14 +298,14 @@ impl Shard {
         } else {
             Op::Poll
         };
-        let mut targets = [UserData::new(reads, slot, conn.generation); 3];
+        let mut targets = [key.user_data(reads); 3];
         let mut target_count = 1;
         for (flag, op) in [
             (ConnFlags::RECV_IN_FLIGHT, Op::Recv),
             (ConnFlags::SEND_IN_FLIGHT, Op::Send),
         ] {
             if conn.flags.has(flag) {
-                targets[target_count] = UserData::new(op, slot, conn.generation);
+                targets[target_count] = key.user_data(op);
                 target_count += 1;
             }
         }
@@ -330,16 +313,12 @@ impl Shard {
             debug_assert_ne!(conn.state, SessionState::Closing);
             self.counters.closed(reason);
         }
-        let entry = WheelEntry {
-            slot,
-            generation: conn.generation,
-        };
-        self.push.topics.remove_conn(entry);
+        self.push.topics.remove_conn(key);
         self.held_input.remove(&slot);
         if let Some((generation, client_id)) = self.push.client_ids.remove(&slot) {
-            debug_assert_eq!(generation, entry.generation);
-            let owner = crate::push::owner_shard(&client_id, self.push.shards);
-            let message = super::ShardMsg::ClientUnregister {
+            debug_assert_eq!(generation, key.generation);
+            let owner = crate::mesh::owner_shard(&client_id, self.push.shards);
+            let message = crate::mesh::ShardMsg::ClientUnregister {
                 client_id,
                 conn: session.id,
             };
@@ -354,8 +333,12 @@ impl Shard {
                 self.outbound_pool.give(outbound);
             }
         }
-        self.ring
-            .cancel_and_close(slot, &targets[..target_count], cancel_ud, close_ud);
+        self.ring.cancel_and_close(
+            slot,
+            &targets[..target_count],
+            key.user_data(Op::Cancel),
+            key.user_data(Op::Close),
+        );
         self.handler.on_close(session);
         self.arm_accept();
     }
@@ -378,6 +361,7 @@ impl Shard {
     pub fn counters(&self) -> ShardCounters {
         let mut counters = self.counters.clone();
         counters.open = self.conns.open_count() as u64;
+        counters.cross_shard_dropped = self.mesh.dropped_count();
         counters
     }
 

@@ -1,10 +1,9 @@
 //! The shard's tick: advances the timer wheel to the current time and acts on connections
 //! whose deadline passed: hello timeout, heartbeat ping, heartbeat timeout, end of linger.
 
-use crate::conn::{ConnFlags, SessionState};
+use crate::conn::{ConnFlags, ConnKey, SessionState};
 use crate::metrics::CloseReason;
 use crate::session;
-use crate::timer::wheel::WheelEntry;
 use holdfast_protocol::ErrorCode;
 
 use super::state::Shard;
@@ -57,9 +56,9 @@ impl Shard {
         }
     }
 
-    fn on_due(&mut self, entry: WheelEntry) {
+    fn on_due(&mut self, entry: ConnKey) {
         let now = self.now_tick();
-        let Some(conn) = self.conns.get_mut(entry.slot, entry.generation, u32::MAX) else {
+        let Some(conn) = self.conns.get_mut(entry) else {
             return;
         };
         let (state, flags, last_activity_tick) = (conn.state, conn.flags, conn.last_activity_tick);
