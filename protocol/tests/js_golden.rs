@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use holdfast_protocol::payload::{
-    ErrorBody, Event, Goodbye, Hello, Push, Request, Response, TopicName, Topics, Welcome,
+    ErrorBody, Event, Goodbye, Hello, Push, Request, Response, Subscribe, TopicName, Unsubscribe,
+    Welcome,
 };
 use holdfast_protocol::{encode_frame, encode_raw, token, Kind, FLAG_ACK_REQUESTED};
 
@@ -48,7 +49,7 @@ fn golden_frames() -> Vec<(&'static str, Vec<u8>)> {
             versions: &[1],
             heartbeat_ms: 5000,
         };
-        encode_frame(out, Kind::Hello, 0, 1, &hello, MAX).unwrap();
+        encode_frame(out, 0, 1, &hello, MAX).unwrap();
     });
     add("hello_empty_fields", &|out| {
         let hello = Hello {
@@ -57,33 +58,33 @@ fn golden_frames() -> Vec<(&'static str, Vec<u8>)> {
             versions: &[1],
             heartbeat_ms: 0,
         };
-        encode_frame(out, Kind::Hello, 0, 2, &hello, MAX).unwrap();
+        encode_frame(out, 0, 2, &hello, MAX).unwrap();
     });
     add("subscribe_two_ack", &|out| {
         let names = [TopicName { name: "news" }, TopicName { name: "sports/é" }];
-        let topics = Topics { topics: &names };
-        encode_frame(out, Kind::Subscribe, FLAG_ACK_REQUESTED, 3, &topics, MAX).unwrap();
+        let topics = Subscribe { topics: &names };
+        encode_frame(out, FLAG_ACK_REQUESTED, 3, &topics, MAX).unwrap();
     });
     add("subscribe_one", &|out| {
         let names = [TopicName { name: "t" }];
-        encode_frame(out, Kind::Subscribe, 0, 4, &Topics { topics: &names }, MAX).unwrap();
+        encode_frame(out, 0, 4, &Subscribe { topics: &names }, MAX).unwrap();
     });
     add("unsubscribe_none", &|out| {
-        encode_frame(out, Kind::Unsubscribe, 0, 5, &Topics { topics: &[] }, MAX).unwrap();
+        encode_frame(out, 0, 5, &Unsubscribe { topics: &[] }, MAX).unwrap();
     });
     add("event_clicks", &|out| {
         let event = Event {
             topic: "clicks",
             payload: &[0, 1, 2, 255],
         };
-        encode_frame(out, Kind::Event, FLAG_ACK_REQUESTED, 6, &event, MAX).unwrap();
+        encode_frame(out, FLAG_ACK_REQUESTED, 6, &event, MAX).unwrap();
     });
     add("request_echo", &|out| {
         let request = Request {
             method: "kv.get",
             body: b"key",
         };
-        encode_frame(out, Kind::Request, 0, 7, &request, MAX).unwrap();
+        encode_frame(out, 0, 7, &request, MAX).unwrap();
     });
     add("pong_42", &|out| {
         encode_raw(out, Kind::Pong, 0, 42, &[], MAX).unwrap();
@@ -93,7 +94,7 @@ fn golden_frames() -> Vec<(&'static str, Vec<u8>)> {
             reason: "client closing",
             reconnect_after_ms: 0,
         };
-        encode_frame(out, Kind::Goodbye, 0, 8, &goodbye, MAX).unwrap();
+        encode_frame(out, 0, 8, &goodbye, MAX).unwrap();
     });
     // Server frames the client decodes.
     add("welcome", &|out| {
@@ -104,7 +105,7 @@ fn golden_frames() -> Vec<(&'static str, Vec<u8>)> {
             max_frame_bytes: 65_536,
             max_inflight_requests: 64,
         };
-        encode_frame(out, Kind::Welcome, 0, 1, &welcome, MAX).unwrap();
+        encode_frame(out, 0, 1, &welcome, MAX).unwrap();
     });
     add("push_news_7", &|out| {
         let push = Push {
@@ -112,7 +113,7 @@ fn golden_frames() -> Vec<(&'static str, Vec<u8>)> {
             seq: 7,
             payload: b"hello \xe2\x9c\x93",
         };
-        encode_frame(out, Kind::Push, 0, 0, &push, MAX).unwrap();
+        encode_frame(out, 0, 0, &push, MAX).unwrap();
     });
     add("push_big_seq_empty", &|out| {
         let push = Push {
@@ -120,25 +121,25 @@ fn golden_frames() -> Vec<(&'static str, Vec<u8>)> {
             seq: u64::MAX - 1,
             payload: &[],
         };
-        encode_frame(out, Kind::Push, 0, 0, &push, MAX).unwrap();
+        encode_frame(out, 0, 0, &push, MAX).unwrap();
     });
     add("error_no_method", &|out| {
         let error = ErrorBody {
             code: 13,
             reason: "no method",
         };
-        encode_frame(out, Kind::Error, 0, 7, &error, MAX).unwrap();
+        encode_frame(out, 0, 7, &error, MAX).unwrap();
     });
     add("goodbye_server", &|out| {
         let goodbye = Goodbye {
             reason: "shutting down",
             reconnect_after_ms: 1500,
         };
-        encode_frame(out, Kind::Goodbye, 0, 0, &goodbye, MAX).unwrap();
+        encode_frame(out, 0, 0, &goodbye, MAX).unwrap();
     });
     add("response_body", &|out| {
         let response = Response { body: b"value" };
-        encode_frame(out, Kind::Response, 0, 7, &response, MAX).unwrap();
+        encode_frame(out, 0, 7, &response, MAX).unwrap();
     });
     add("ack_3", &|out| {
         encode_raw(out, Kind::Ack, 0, 3, &[], MAX).unwrap();

@@ -92,6 +92,16 @@ pub struct Config {
     pub nats_url: Option<String>,
     /// This host's id on NATS (the origin of what it publishes); unset = random per process.
     pub cluster_host_id: Option<String>,
+    /// WebSocket listener (one per shard, SO_REUSEPORT, beside `listen`): HTTP/1.1 Upgrade on
+    /// `ws_path`, subprotocol `holdfast.v1`, each binary message carrying Holdfast frames.
+    /// Unset = no WebSocket listener.
+    pub ws_listen: Option<SocketAddr>,
+    /// The request path of the WebSocket Upgrade (a query string is ignored).
+    pub ws_path: String,
+    /// `Origin` values a browser's Upgrade may carry (exact, ASCII case-insensitive; Chromium
+    /// sends `file://` for a page opened from a file). Empty = any origin. A request without `Origin` (not a
+    /// browser) is always allowed.
+    pub ws_allowed_origins: Vec<String>,
 }
 
 impl Config {
@@ -140,6 +150,9 @@ impl Default for Config {
             publisher_client_id_prefix: "publisher:".to_owned(),
             nats_url: None,
             cluster_host_id: None,
+            ws_listen: None,
+            ws_path: "/ws".to_owned(),
+            ws_allowed_origins: Vec::new(),
         }
     }
 }
@@ -298,6 +311,18 @@ impl Config {
                 "admin_listen",
                 "a port other than listen's (or admin_enabled = false)",
             ));
+        }
+        if let Some(ws) = self.ws_listen {
+            if ws.port() != 0 && [self.listen.port(), self.admin_listen.port()].contains(&ws.port())
+            {
+                return Err(invalid(
+                    "ws_listen",
+                    "a port other than listen's and admin_listen's",
+                ));
+            }
+        }
+        if !self.ws_path.starts_with('/') || self.ws_path.contains(['?', '#', ' ']) {
+            return Err(invalid("ws_path", "a path starting with / (no query)"));
         }
         if !(1..=1024).contains(&self.max_topics_per_session) {
             return Err(invalid("max_topics_per_session", "between 1 and 1024"));

@@ -17,3 +17,4 @@ mod slow_consumer;
 mod systemd;
 mod timeouts;
 mod tune;
+mod ws;

@@ -16,6 +16,7 @@ use crate::metrics::CloseReason;
 use crate::ring::user_data::Op;
 use crate::ring::{Completion, Errno};
 use crate::session::{self, Verdict};
+use crate::transport::TransportKind;
 
 use super::state::Shard;
 
@@ -70,8 +71,9 @@ impl Shard {
     }
 
     fn on_accept(&mut self, completion: Completion) {
+        let listener = completion.user_data.slot() as usize;
         if !completion.more() {
-            self.accept_armed = false;
+            self.accept_armed[listener] = false;
         }
         let slot = match completion.result {
             Ok(slot) => slot,
@@ -104,6 +106,7 @@ impl Shard {
         let now = self.now_tick();
         let key = self.conns.open(slot, now);
         self.counters.accepted += 1;
+        self.start_transport(slot, listener);
         self.wheel.insert(key, now + self.ticks.hello);
         self.ring.poll_multishot(slot, key.user_data(Op::Poll));
         if self.drain_deadline_tick.is_some() {
@@ -357,7 +360,9 @@ impl Shard {
 
     /// Bytes from the socket -> frames -> session. Complete frames are read in place from the
     /// receive buffer; only an incomplete tail is copied into a pooled decoder the connection
-    /// keeps until the frame completes.
+    /// keeps until the frame completes. A connection with a transport (WebSocket) sends the
+    /// buffer through it first (`on_transport_bytes`); bytes held while paused are plaintext
+    /// already and come straight here.
     ///
     /// Under the `backpressure` policy an Event that finds the pipeline full is parked and
     /// the connection paused: decoding stops right after it, and the rest of the input (and
@@ -373,6 +378,11 @@ impl Shard {
             return;
         }
         let generation = conn.generation;
+        if conn.transport != TransportKind::Plain {
+            if let Input::Buffer { buffer_id, len } = input {
+                return self.on_transport_bytes(slot, buffer_id, len);
+            }
+        }
         if conn.flags.has(ConnFlags::READ_PAUSED) {
             let held = self
                 .held_input
@@ -404,7 +414,7 @@ impl Shard {
                 (&held_bytes, std::time::Instant::now())
             }
         };
-        let (conns, mut cx) = super::state::split_for_session(
+        let (conns, cx) = super::state::split_for_session(
             &mut self.conns,
             &mut self.handler,
             &mut self.counters,
@@ -416,51 +426,46 @@ impl Shard {
             received_at,
         );
         let conn = conns.get_live_mut(slot).expect("checked above");
-        let mut verdict = Verdict::Continue;
-        let fed = decoder.feed(bytes, |frame| {
-            verdict = session::on_frame(conn, &mut cx, frame, now);
-            if verdict == Verdict::Continue && conn.flags.has(ConnFlags::READ_PAUSED) {
-                // Its event was parked: nothing more is decoded until it is taken.
-                return std::ops::ControlFlow::Break(());
-            }
-            verdict.flow()
-        });
-        if let Err(error) = &fed {
-            let reason = error.to_string();
-            session::queue_error(conn, &mut cx, error.code(), 0, &reason);
-            verdict = Verdict::Close(CloseReason::ProtocolError);
+        let mut feed = Feed::new(conn, cx, &mut decoder, now);
+        let _ = feed.feed(bytes);
+        let result = feed.finish();
+        self.after_feed(slot, generation, decoder, result);
+    }
+
+    /// After plaintext was fed: log a decode error, hold what a pause left undecoded, keep
+    /// the decoder only while it holds a partial frame, then send or close.
+    pub(super) fn after_feed(
+        &mut self,
+        slot: u32,
+        generation: u32,
+        decoder: Box<holdfast_protocol::Decoder>,
+        result: FeedResult,
+    ) {
+        if let Some(error) = result.error {
             if let Some(suppressed) = self.log_protocol_errors.allow(std::time::Instant::now()) {
                 tracing::info!(
                     shard = self.index,
                     slot,
                     code = error.code().name(),
                     suppressed,
-                    "bad input: {reason}"
+                    "bad input: {error}"
                 );
             }
         }
-        let paused_at = match fed {
-            Ok(Fed::Stopped { consumed }) if verdict == Verdict::Continue => Some(consumed),
-            _ => None,
-        };
-        debug_assert!(
-            matches!(fed, Err(_) | Ok(Fed::All))
-                || verdict != Verdict::Continue
-                || paused_at.is_some()
-        );
-        if let Some(consumed) = paused_at {
-            if consumed < bytes.len() {
-                self.held_input
-                    .insert(slot, (generation, bytes[consumed..].to_vec()));
-            }
+        if !result.held.is_empty() && result.verdict == Verdict::Continue {
+            self.held_input
+                .entry(slot)
+                .or_insert_with(|| (generation, Vec::new()))
+                .1
+                .extend_from_slice(&result.held);
         }
         let conn = self.conns.get_live_mut(slot).expect("still live");
-        if verdict == Verdict::Continue && decoder.buffered_bytes() > 0 {
+        if result.verdict == Verdict::Continue && decoder.buffered_bytes() > 0 {
             conn.decoder = Some(decoder);
         } else {
             self.give_decoder(decoder);
         }
-        match verdict {
+        match result.verdict {
             Verdict::Continue => self.flush(slot),
             Verdict::Close(reason) => self.begin_close(slot, reason),
         }
@@ -546,6 +551,97 @@ fn replies_queued(conn: &crate::conn::Conn, recv_buffer_bytes: u32) -> bool {
     conn.outbound
         .as_ref()
         .is_some_and(|out| out.total_bytes() >= recv_buffer_bytes as usize)
+}
+
+/// Plaintext into the decoder and the session, one run at a time (all of a plain recv, or
+/// each payload run a transport hands over), borrowed apart from the ring and the buffers.
+pub(super) struct Feed<'a> {
+    conn: &'a mut crate::conn::Conn,
+    cx: crate::session::SessionCx<'a>,
+    decoder: &'a mut holdfast_protocol::Decoder,
+    now: u32,
+    result: FeedResult,
+}
+
+/// What feeding did: the session's verdict, a decode error (already answered with an Error
+/// frame), and plaintext left undecoded by a pause (to hold until the parked event is taken).
+pub(super) struct FeedResult {
+    pub verdict: Verdict,
+    pub error: Option<holdfast_protocol::DecodeError>,
+    pub held: Vec<u8>,
+}
+
+impl FeedResult {
+    /// Closes for `reason` unless the session already decided to close.
+    pub fn close_if_open(&mut self, reason: CloseReason) {
+        if self.verdict == Verdict::Continue {
+            self.verdict = Verdict::Close(reason);
+        }
+    }
+}
+
+impl<'a> Feed<'a> {
+    pub fn new(
+        conn: &'a mut crate::conn::Conn,
+        cx: crate::session::SessionCx<'a>,
+        decoder: &'a mut holdfast_protocol::Decoder,
+        now: u32,
+    ) -> Feed<'a> {
+        Feed {
+            conn,
+            cx,
+            decoder,
+            now,
+            result: FeedResult {
+                verdict: Verdict::Continue,
+                error: None,
+                held: Vec::new(),
+            },
+        }
+    }
+
+    /// Decodes `bytes` into the session. `Break` once the session closes (the rest of the
+    /// stream is not read); a paused session holds the bytes instead.
+    pub fn feed(&mut self, bytes: &[u8]) -> std::ops::ControlFlow<()> {
+        use std::ops::ControlFlow;
+        if self.result.verdict != Verdict::Continue {
+            return ControlFlow::Break(());
+        }
+        if self.conn.flags.has(ConnFlags::READ_PAUSED) {
+            self.result.held.extend_from_slice(bytes);
+            return ControlFlow::Continue(());
+        }
+        let conn = &mut *self.conn;
+        let cx = &mut self.cx;
+        let now = self.now;
+        let verdict = &mut self.result.verdict;
+        let fed = self.decoder.feed(bytes, |frame| {
+            *verdict = session::on_frame(conn, cx, frame, now);
+            if *verdict == Verdict::Continue && conn.flags.has(ConnFlags::READ_PAUSED) {
+                // Its event was parked: nothing more is decoded until it is taken.
+                return ControlFlow::Break(());
+            }
+            verdict.flow()
+        });
+        match fed {
+            Ok(Fed::All) => ControlFlow::Continue(()),
+            Ok(Fed::Stopped { consumed }) if self.result.verdict == Verdict::Continue => {
+                self.result.held.extend_from_slice(&bytes[consumed..]);
+                ControlFlow::Continue(())
+            }
+            Ok(Fed::Stopped { .. }) => ControlFlow::Break(()),
+            Err(error) => {
+                session::queue_error(self.conn, &mut self.cx, error.code(), 0, &error.to_string());
+                self.result.verdict = Verdict::Close(CloseReason::ProtocolError);
+                self.result.error = Some(error);
+                ControlFlow::Break(())
+            }
+        }
+    }
+
+    pub fn finish(self) -> FeedResult {
+        self.result
+    }
 }
 
 /// Where the bytes [`Shard::on_bytes`] handles come from.

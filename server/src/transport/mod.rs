@@ -40,8 +40,10 @@ use bytes::Bytes;
 pub use ws::{WsConfig, WsError, WsState};
 
 /// Which transport a listener speaks; each accepted connection starts its state from this.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(u8)]
 pub enum TransportKind {
+    #[default]
     Plain,
     Ws,
 }
@@ -141,6 +143,16 @@ impl Transport {
                 ws::WsOutcome::PeerClosed => Outcome::PeerClosed,
                 ws::WsOutcome::SinkStopped => Outcome::SinkStopped,
             }),
+            Transport::Tls(never) => match *never {},
+        }
+    }
+
+    /// Whether the transport's handshake is done (always, for plain TCP): the peer can take
+    /// Holdfast frames.
+    pub fn is_established(&self) -> bool {
+        match self {
+            Transport::Plain => true,
+            Transport::Ws(ws) => ws.is_upgraded(),
             Transport::Tls(never) => match *never {},
         }
     }
