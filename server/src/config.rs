@@ -173,6 +173,19 @@ fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
     }
 }
 
+/// Connection slots per shard beyond `max_connections_per_shard`, in which a connection over
+/// the cap is accepted just long enough to get Error(server_full) with a reconnect hint.
+pub const SERVER_FULL_REFUSAL_SLOTS: u32 = 64;
+
+/// RLIMIT_NOFILE (soft), capped at the most slots a connection id can name: the largest
+/// fixed-file table a ring may register.
+fn nofile_limit() -> u32 {
+    let (soft, _hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 1024));
+    u32::try_from(soft)
+        .unwrap_or(u32::MAX)
+        .min(crate::conn::id::MAX_SLOTS_PER_SHARD - 1)
+}
+
 impl Config {
     /// Shards to run: the configured count, or one per available CPU.
     pub fn shard_count(&self) -> usize {
@@ -184,17 +197,24 @@ impl Config {
         }
     }
 
-    /// Connections per shard: the configured value, or RLIMIT_NOFILE (a ring's fixed-file
-    /// table may not exceed it).
+    /// Connections per shard: the configured value, or RLIMIT_NOFILE less the refusal slots
+    /// (a ring's fixed-file table may not exceed RLIMIT_NOFILE).
     pub fn capacity_per_shard(&self) -> u32 {
-        let (soft, _hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 1024));
-        let nofile = u32::try_from(soft)
-            .unwrap_or(u32::MAX)
-            .min(crate::conn::id::MAX_SLOTS_PER_SHARD - 1);
         match self.max_connections_per_shard {
-            0 => nofile,
+            0 => nofile_limit()
+                .saturating_sub(SERVER_FULL_REFUSAL_SLOTS)
+                .max(1),
             n => n,
         }
+    }
+
+    /// Slots beyond `capacity_per_shard` in which connections over the cap are told
+    /// Error(server_full): [`SERVER_FULL_REFUSAL_SLOTS`], or fewer if RLIMIT_NOFILE leaves no
+    /// room (then the kernel closes over-cap connections at accept instead).
+    pub fn refusal_slots_per_shard(&self) -> u32 {
+        nofile_limit()
+            .saturating_sub(self.capacity_per_shard())
+            .min(SERVER_FULL_REFUSAL_SLOTS)
     }
 }
 

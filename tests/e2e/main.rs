@@ -7,6 +7,7 @@ mod bad_input;
 mod cleanup;
 mod cluster;
 mod drain;
+mod hostile;
 mod metrics;
 mod push;
 mod reads;

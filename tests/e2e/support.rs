@@ -160,6 +160,13 @@ impl Received {
         }
     }
 
+    pub fn welcome_heartbeat_ms(&self) -> Option<u32> {
+        match self.payload() {
+            Payload::Welcome(w) => Some(w.heartbeat_ms.to_native()),
+            _ => None,
+        }
+    }
+
     pub fn goodbye_reconnect_after_ms(&self) -> Option<u32> {
         match self.payload() {
             Payload::Goodbye(g) => Some(g.reconnect_after_ms.to_native()),

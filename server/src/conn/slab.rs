@@ -70,6 +70,9 @@ pub struct Conn {
     pub flags: ConnFlags,
     /// Requests answered since the outbound queue was last empty.
     pub inflight_requests: u16,
+    /// The heartbeat interval this session agreed in Hello/Welcome, in timer ticks (0 until
+    /// then: the shard's default applies). Fits the slot's padding: the slot stays 32 bytes.
+    pub heartbeat_interval_ticks: u16,
     /// Tick of the last frame received (or of accept, or of the start of closing).
     pub last_activity_tick: u32,
     /// The listener's transport. Its state, if any (WebSocket), lives in the shard's side
@@ -116,6 +119,7 @@ impl ConnSlab {
         conn.state = SessionState::AwaitHello;
         conn.flags = ConnFlags::default();
         conn.inflight_requests = 0;
+        conn.heartbeat_interval_ticks = 0;
         conn.last_activity_tick = now_tick;
         conn.transport = crate::transport::TransportKind::Plain;
         self.open_count += 1;

@@ -24,9 +24,11 @@ holdfast_protocol::wire_codes! {
         PeerGoodbye = 7 => "peer_goodbye",
         /// Closed by drain (after Goodbye) or by the drain deadline.
         Drain = 8 => "drain",
+        /// Over max_connections_per_shard: told Error(server_full) and closed.
+        ServerFull = 9 => "server_full",
         /// The transport refused the peer: a WebSocket Upgrade answered with an HTTP error,
         /// or a WebSocket rule broken (closed with its RFC 6455 code).
-        TransportError = 9 => "transport_error",
+        TransportError = 10 => "transport_error",
     }
 }
 
@@ -82,9 +84,12 @@ shard_counters! {
     requests => "holdfast_requests", "Request frames handled.";
     slow_consumers => "holdfast_slow_consumers",
         "Connections cut off for not reading (max_outbound_bytes reached).";
-    /// Accepts refused because the fixed-file table (max_connections_per_shard) was full.
+    /// Connections over max_connections_per_shard told Error(server_full) and closed.
+    refused_server_full => "holdfast_connections_refused_full",
+        "Connections over max_connections_per_shard told Error(server_full) and closed.";
+    /// Accepts the kernel closed because every slot, refusal slots included, was taken.
     accept_table_full => "holdfast_accept_table_full",
-        "Accepts refused because the shard held max_connections_per_shard.";
+        "Connections closed at accept because every slot, refusal slots included, was taken.";
     /// Recvs that found the provided-buffer ring empty and were retried.
     recv_no_buffers => "holdfast_recv_no_buffers",
         "Receives that found no provided buffer and were retried.";

@@ -36,7 +36,8 @@ pub const EXIT_HOST_SHORTFALL: u8 = 3;
 /// (197) and dentry (394) slab rows, fitted slopes.
 pub const KERNEL_SOCKET_BYTES_PER_CONN: u64 = 3_852;
 /// The one pending multishot POLL_ADD each connection keeps in the ring: io_kiocb slab object
-/// (256 B, fitted slope 255.9) plus 32 B of poll data on a direct descriptor (FACTS.md).
+/// (256 B, fitted slope 255.9) plus 32 B of poll data on a direct descriptor (docs/CAPACITY.md,
+/// "Platform facts").
 pub const URING_POLL_BYTES_PER_CONN: u64 = 288;
 /// Holdfast's user memory per session beyond its preallocated slot while sessions are new
 /// (first fill of the timer wheel, allocator slack): slope of the RSS fit, 44.3 B.

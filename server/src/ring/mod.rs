@@ -312,8 +312,8 @@ impl Ring {
     /// Arms a multishot recv on a direct descriptor: each arrival of bytes completes with a
     /// provided buffer and IORING_CQE_F_MORE, until it is cancelled, the buffer ring runs dry
     /// (ENOBUFS), or the peer closes. Costs ~600 bytes more kernel memory than a poll while
-    /// armed (FACTS.md), so only busy connections hold one. No `len` cap: one (2 KiB per
-    /// completion) cost a 1,000-connection echo ~10% (PERFORMANCE.md).
+    /// armed (docs/CAPACITY.md, "Platform facts"), so only busy connections hold one. No `len`
+    /// cap: one (2 KiB per completion) cost a 1,000-connection echo ~10% (PERFORMANCE.md).
     pub fn recv_multishot(&mut self, slot: u32, user_data: UserData) {
         let entry = opcode::RecvMulti::new(types::Fixed(slot), self.recv_buffer_group)
             .build()

@@ -26,6 +26,8 @@ pub struct SessionLimits {
     pub heartbeat_interval_ms: u32,
     pub heartbeat_min_interval_ms: u32,
     pub heartbeat_timeout_ms: u32,
+    /// The shard's timer tick: per-session heartbeat intervals are kept in ticks.
+    pub timer_tick_ms: u32,
     pub auth_secret: Option<Vec<u8>>,
     /// Sessions whose (token-verified) client id starts with this may publish.
     pub publisher_client_id_prefix: String,
@@ -243,6 +245,9 @@ fn on_hello(
         max_inflight_requests: u32::from(limits.max_inflight_requests),
     };
     cx.queue_frame(conn, id, payload);
+    // The interval in force is the one Welcome announced (rounded up to whole ticks).
+    let ticks = heartbeat_ms.div_ceil(limits.timer_tick_ms.max(1)).max(1);
+    conn.heartbeat_interval_ticks = u16::try_from(ticks).unwrap_or(u16::MAX);
     cx.counters.sessions_opened += 1;
     conn.state = SessionState::Open;
     if let Some(hello) = hello {

@@ -78,8 +78,11 @@ impl Shard {
         let slot = match completion.result {
             Ok(slot) => slot,
             Err(Errno::ENFILE) => {
+                // Every slot, refusal slots included, is taken: the kernel closed the
+                // connection it had accepted (a refusal at accept). Each ENFILE consumed one
+                // queued connection, so re-arming at once is progress, not a spin.
                 self.counters.accept_table_full += 1;
-                // Re-armed by the next close: never in a tight loop against a full table.
+                self.arm_accept();
                 return;
             }
             Err(errno) => {
@@ -106,9 +109,22 @@ impl Shard {
         let now = self.now_tick();
         let key = self.conns.open(slot, now);
         self.counters.accepted += 1;
+        // Before a refusal too: a refused WebSocket peer is closed without a word (it has not
+        // upgraded, so it cannot take the Error frame).
         self.start_transport(slot, listener);
-        self.wheel.insert(key, now + self.ticks.hello);
         self.ring.poll_multishot(slot, key.user_data(Op::Poll));
+        if self.conns.open_count() > self.max_sessions as usize {
+            // Over max_connections_per_shard: this connection holds one of the refusal slots
+            // just long enough to be told.
+            self.refuse_server_full(slot);
+            self.arm_accept();
+            return;
+        }
+        // Due at the hello deadline, or sooner if Hello may agree a shorter heartbeat: the
+        // wheel's one entry must never be later than the connection's deadline (when it comes
+        // due early, it is re-inserted at the real one).
+        let first_due = self.ticks.hello.min(self.ticks.heartbeat_min_interval);
+        self.wheel.insert(key, now + first_due);
         if self.drain_deadline_tick.is_some() {
             self.drain_one(slot);
         }

@@ -40,6 +40,9 @@ pub struct TickLimits {
     pub tick_ms: u64,
     pub hello: u32,
     pub heartbeat_interval: u32,
+    /// The shortest interval a Hello may agree: the first timer entry of a connection is due
+    /// no later than this, so it is never late for a session that agrees a short interval.
+    pub heartbeat_min_interval: u32,
     pub heartbeat_timeout: u32,
     pub linger: u32,
     pub drain: u32,
@@ -54,8 +57,8 @@ pub struct Shard {
     pub(super) config: Config,
     pub(super) limits: SessionLimits,
     pub(super) ticks: TickLimits,
-    /// The listeners, indexed by [`super::transport::listener_index`]: plain TCP, then
-    /// WebSocket (`ws_listen`). An accept's user_data carries the index in its slot field.
+    /// The listeners, indexed as [`super::transport::listener_kind`] reads them: plain TCP,
+    /// then WebSocket (`ws_listen`). An accept's user_data carries the index in its slot field.
     pub(super) listeners: [Option<Socket>; LISTENER_COUNT],
     pub(super) accept_armed: [bool; LISTENER_COUNT],
     /// Transport state of the connections that have one (WebSocket), by slot: a side table,
@@ -63,7 +66,10 @@ pub struct Shard {
     /// byte says there is nothing to look up). Removed when the slot is freed.
     pub(super) transports: std::collections::HashMap<u32, Transport>,
     pub(super) transport_config: TransportConfig,
+    /// Slots for sessions (max_connections_per_shard) and, beyond them, refusal slots.
     pub(super) conns: ConnSlab,
+    /// max_connections_per_shard: a connection accepted beyond it is refused (server_full).
+    pub(super) max_sessions: u32,
     pub(super) wheel: TimerWheel<ConnKey>,
     // Boxed on purpose: a decoder moves between this pool and a connection slot, where
     // `Option<Box<Decoder>>` keeps the slot at 32 bytes.
@@ -113,10 +119,12 @@ impl Shard {
         mesh: Mesh,
         events: flume::Sender<crate::events::OwnedEvent>,
     ) -> std::io::Result<Shard> {
+        // Sessions up to `capacity`, plus the slots that refuse connections over it.
+        let slots = capacity + config.refusal_slots_per_shard();
         let params = RingParams {
             sq_entries: config.ring_sq_entries,
             cq_entries: config.ring_cq_entries,
-            fixed_files: capacity,
+            fixed_files: slots,
             recv_buffers: config.recv_buffers_per_shard,
             recv_buffer_bytes: config.recv_buffer_bytes,
         };
@@ -139,6 +147,7 @@ impl Shard {
             heartbeat_interval_ms: config.heartbeat_interval_ms as u32,
             heartbeat_min_interval_ms: config.heartbeat_min_interval_ms as u32,
             heartbeat_timeout_ms: config.heartbeat_timeout_ms as u32,
+            timer_tick_ms: config.timer_tick_ms as u32,
             auth_secret: config.auth_secret.as_ref().map(|s| s.as_bytes().to_vec()),
             publisher_client_id_prefix: config.publisher_client_id_prefix.clone(),
         };
@@ -146,6 +155,7 @@ impl Shard {
             tick_ms: config.timer_tick_ms,
             hello: config.heartbeat_ticks(config.hello_timeout_ms),
             heartbeat_interval: config.heartbeat_ticks(config.heartbeat_interval_ms),
+            heartbeat_min_interval: config.heartbeat_ticks(config.heartbeat_min_interval_ms),
             heartbeat_timeout: config.heartbeat_ticks(config.heartbeat_timeout_ms),
             linger: config.heartbeat_ticks(config.close_linger_ms),
             drain: config.heartbeat_ticks(config.drain_timeout_ms),
@@ -161,7 +171,8 @@ impl Shard {
             listeners,
             accept_armed: [false; LISTENER_COUNT],
             transports: std::collections::HashMap::new(),
-            conns: ConnSlab::new(capacity),
+            conns: ConnSlab::new(slots),
+            max_sessions: capacity,
             wheel: TimerWheel::new(),
             decoders: Vec::new(),
             outbound_pool: OutboundPool::default(),
@@ -215,9 +226,8 @@ impl Shard {
         if self.drain_deadline_tick.is_some() {
             return;
         }
-        if self.conns.open_count() >= self.conns.capacity() as usize {
-            return;
-        }
+        // Armed even when every slot is taken: a connection over the cap is refused (told in a
+        // refusal slot, or closed by the kernel at accept with ENFILE), never left waiting.
         for index in 0..LISTENER_COUNT {
             if self.accept_armed[index] {
                 continue;
