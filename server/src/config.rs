@@ -411,6 +411,41 @@ mod tests {
     }
 
     #[test]
+    fn websocket_keys_load_from_toml_and_a_clashing_port_or_bad_path_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ws.toml");
+        std::fs::write(
+            &path,
+            "ws_listen = \"127.0.0.1:7879\"\nws_path = \"/holdfast\"\n\
+             ws_allowed_origins = [\"file://\", \"https://app.example\"]\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&path), &serde_json::json!({})).unwrap();
+        assert_eq!(
+            config.ws_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 7879)))
+        );
+        assert_eq!(config.ws_path, "/holdfast");
+        assert_eq!(
+            config.ws_allowed_origins,
+            ["file://", "https://app.example"]
+        );
+        config.validate().unwrap();
+        let clash = Config {
+            ws_listen: Some(Config::default().listen),
+            ..Config::default()
+        };
+        let err = clash.validate().unwrap_err().to_string();
+        assert!(err.contains("ws_listen"), "{err}");
+        let bad_path = Config {
+            ws_path: "ws?x=1".to_owned(),
+            ..Config::default()
+        };
+        let err = bad_path.validate().unwrap_err().to_string();
+        assert!(err.contains("ws_path"), "{err}");
+    }
+
+    #[test]
     fn outbound_below_two_frames_is_refused_with_its_key() {
         let config = Config {
             max_outbound_bytes: 1000,
