@@ -1,6 +1,7 @@
-//! Every admin route, in one `match` on (method, path). To add a route (say `POST /publish`),
-//! add an arm here and a function below; [`super::http`] already reads bodies up to
-//! `ADMIN_BODY_MAX_BYTES` and refuses larger ones.
+//! Every admin route, in one table: method, path, handler. To add a route (say `GET /` serving
+//! a static page), add a row to [`ROUTES`] and a function below; the server has already read the
+//! body under `admin_max_body_bytes` and `admin_body_timeout_ms`, and answers 404 for unknown
+//! paths and 405 (with `Allow`) for a known path with another method.
 
 use std::time::Duration;
 
@@ -9,24 +10,68 @@ use super::http::{Request, Response};
 use super::stats::{poll_shards, ShardPoll, ADMIN_STATS_TIMEOUT_MS};
 use super::AdminState;
 
-/// Paths served, with the one method each takes (for 405 `Allow`).
-pub const ROUTES: [(&str, &str); 4] = [
-    ("GET", "/metrics"),
-    ("GET", "/healthz"),
-    ("GET", "/readyz"),
-    ("POST", "/publish"),
+/// A route's handler and how it may run.
+#[derive(Clone, Copy)]
+pub enum Handler {
+    /// Answers from memory at once (a static page): runs on the admin runtime's thread. No
+    /// route uses it yet; a static page at `GET /` is planned.
+    #[allow(dead_code)]
+    Inline(fn(&AdminState, &Request) -> Response),
+    /// Waits on shards (bounded by ADMIN_STATS_TIMEOUT_MS or ADMIN_PUBLISH_TIMEOUT_MS): runs on
+    /// the runtime's blocking pool, so other connections are served meanwhile.
+    Blocking(fn(&AdminState, &Request) -> Response),
+}
+
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub handler: Handler,
+}
+
+/// Every route served.
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: "GET",
+        path: "/metrics",
+        handler: Handler::Blocking(metrics),
+    },
+    Route {
+        method: "GET",
+        path: "/healthz",
+        handler: Handler::Blocking(healthz),
+    },
+    Route {
+        method: "GET",
+        path: "/readyz",
+        handler: Handler::Blocking(readyz),
+    },
+    Route {
+        method: "POST",
+        path: "/publish",
+        handler: Handler::Blocking(super::publish::publish),
+    },
 ];
 
-pub fn route(state: &AdminState, request: &Request) -> Response {
-    match (request.method.as_str(), request.path.as_str()) {
-        ("GET", "/metrics") => metrics(state),
-        ("GET", "/healthz") => healthz(state),
-        ("GET", "/readyz") => readyz(state),
-        ("POST", "/publish") => super::publish::publish(state, request),
-        (_, path) => match ROUTES.iter().find(|(_, p)| *p == path) {
-            Some((method, _)) => Response::method_not_allowed(method),
-            None => Response::not_found(),
-        },
+/// What the table says about a request line.
+pub enum Lookup {
+    Found(Handler),
+    /// The path exists with other methods (the `Allow` value, e.g. "GET, POST").
+    WrongMethod(String),
+    NotFound,
+}
+
+pub fn lookup(routes: &[Route], method: &str, path: &str) -> Lookup {
+    if let Some(route) = routes.iter().find(|r| r.method == method && r.path == path) {
+        return Lookup::Found(route.handler);
+    }
+    let allowed: Vec<&str> = routes
+        .iter()
+        .filter(|r| r.path == path)
+        .map(|r| r.method)
+        .collect();
+    match allowed.is_empty() {
+        true => Lookup::NotFound,
+        false => Lookup::WrongMethod(allowed.join(", ")),
     }
 }
 
@@ -34,7 +79,7 @@ fn poll(state: &AdminState) -> ShardPoll {
     poll_shards(&state.mesh, Duration::from_millis(ADMIN_STATS_TIMEOUT_MS))
 }
 
-fn metrics(state: &AdminState) -> Response {
+fn metrics(state: &AdminState, _: &Request) -> Response {
     let probes = state.probes.as_ref().map(|probes| match probes.snapshot() {
         Ok(snapshot) => Some(snapshot),
         Err(e) => {
@@ -53,7 +98,7 @@ fn metrics(state: &AdminState) -> Response {
 }
 
 /// Live: the admin thread runs (it answered) and every shard answered within the bound.
-fn healthz(state: &AdminState) -> Response {
+fn healthz(state: &AdminState, _: &Request) -> Response {
     let poll = poll(state);
     if poll.all_answered() {
         Response::text(200, "ok\n")
@@ -63,7 +108,7 @@ fn healthz(state: &AdminState) -> Response {
 }
 
 /// Ready: every shard answers and none drains, and no drain was signalled.
-fn readyz(state: &AdminState) -> Response {
+fn readyz(state: &AdminState, _: &Request) -> Response {
     if state.drain.is_draining() {
         return Response::text(503, "draining\n");
     }
@@ -83,4 +128,55 @@ fn silent_message(poll: &ShardPoll) -> String {
         poll.silent(),
         poll.timeout_ms
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(_: &AdminState, _: &Request) -> Response {
+        Response::text(200, "page\n")
+    }
+
+    #[test]
+    fn lookup_finds_the_route_names_other_methods_or_says_not_found() {
+        assert!(matches!(
+            lookup(ROUTES, "GET", "/healthz"),
+            Lookup::Found(Handler::Blocking(_))
+        ));
+        assert!(matches!(
+            lookup(ROUTES, "POST", "/publish"),
+            Lookup::Found(Handler::Blocking(_))
+        ));
+        match lookup(ROUTES, "POST", "/metrics") {
+            Lookup::WrongMethod(allow) => assert_eq!(allow, "GET"),
+            _ => panic!("POST /metrics is a wrong method"),
+        }
+        assert!(matches!(lookup(ROUTES, "GET", "/nope"), Lookup::NotFound));
+        assert!(matches!(lookup(ROUTES, "HEAD", "/"), Lookup::NotFound));
+    }
+
+    #[test]
+    fn a_path_served_with_two_methods_allows_both() {
+        let routes = [
+            Route {
+                method: "GET",
+                path: "/",
+                handler: Handler::Inline(page),
+            },
+            Route {
+                method: "POST",
+                path: "/",
+                handler: Handler::Inline(page),
+            },
+        ];
+        assert!(matches!(
+            lookup(&routes, "GET", "/"),
+            Lookup::Found(Handler::Inline(_))
+        ));
+        match lookup(&routes, "PUT", "/") {
+            Lookup::WrongMethod(allow) => assert_eq!(allow, "GET, POST"),
+            _ => panic!("PUT / is a wrong method"),
+        }
+    }
 }

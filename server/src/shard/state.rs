@@ -76,6 +76,9 @@ pub struct Shard {
     #[allow(clippy::vec_box)]
     pub(super) decoders: Vec<Box<Decoder>>,
     pub(super) outbound_pool: OutboundPool,
+    /// Bytes of incomplete frames held by this shard's connections (decoders in slots), at
+    /// most max_partial_frame_bytes_per_shard.
+    pub(super) partial_frame_bytes: u64,
     pub(super) handler: Router,
     pub(super) counters: ShardCounters,
     /// From receiving the bytes that caused a reply to the kernel taking the reply, in us.
@@ -94,7 +97,7 @@ pub struct Shard {
     /// Bytes read from connections whose events are parked, not yet decoded, by slot (with
     /// the connection's generation). At most one receive buffer's worth per paused
     /// connection, plus what a multishot recv read before its cancel landed.
-    pub(super) held_input: std::collections::HashMap<u32, (u32, Vec<u8>)>,
+    pub(super) held_input: std::collections::HashMap<u32, (u32, bytes::BytesMut)>,
     /// Set when draining: the tick by which every connection is closed.
     pub(super) drain_deadline_tick: Option<u32>,
     pub(super) started_at: Instant,
@@ -176,6 +179,7 @@ impl Shard {
             wheel: TimerWheel::new(),
             decoders: Vec::new(),
             outbound_pool: OutboundPool::default(),
+            partial_frame_bytes: 0,
             handler: Router::default(),
             counters: ShardCounters::default(),
             reply_latency_us: Histogram::new_with_bounds(1, HISTOGRAM_MAX_US, 3)
@@ -188,7 +192,7 @@ impl Shard {
             held_input: std::collections::HashMap::new(),
             drain_deadline_tick: None,
             started_at: Instant::now(),
-            rng: SmallRng::seed_from_u64(index as u64 ^ 0x9e37_79b9_7f4a_7c15),
+            rng: SmallRng::from_entropy(),
             log_socket_errors: LogLimiter::default(),
             log_protocol_errors: LogLimiter::default(),
             log_accept_errors: LogLimiter::default(),
@@ -202,8 +206,13 @@ impl Shard {
         })
     }
 
+    /// The current tick: the wheel's, or the clock's at the last reap if the ticker lags
+    /// behind it (a loaded host). Deadlines are counted from here, so a late ticker never
+    /// makes a new deadline early (a hello_timeout_ms of 300 fired after ~100 ms under load).
     pub fn now_tick(&self) -> u32 {
-        self.wheel.now_tick()
+        let since_start = self.reaped_at.saturating_duration_since(self.started_at);
+        let clock_tick = (since_start.as_millis() as u64 / self.ticks.tick_ms) as u32;
+        self.wheel.now_tick().max(clock_tick)
     }
 
     /// The connection slab and what the session layer may touch besides it.
@@ -305,6 +314,7 @@ impl Shard {
         conn.state = SessionState::Closing;
         conn.last_activity_tick = now;
         if let Some(decoder) = conn.decoder.take() {
+            self.partial_frame_bytes -= decoder.buffered_bytes() as u64;
             self.give_decoder(decoder);
         }
         self.counters.closed(reason);
@@ -354,6 +364,8 @@ impl Shard {
         self.push.topics.remove_conn(key);
         self.held_input.remove(&slot);
         self.transports.remove(&slot);
+        // Never acked, so not accepted: dropped with their connection (counted).
+        self.counters.events_dropped += u64::from(self.push.events.drop_conn(session.id));
         if let Some((generation, client_id)) = self.push.client_ids.remove(&slot) {
             debug_assert_eq!(generation, key.generation);
             let owner = crate::mesh::owner_shard(&client_id, self.push.shards);
@@ -365,6 +377,7 @@ impl Shard {
         }
         let (decoder, outbound) = self.conns.free(slot);
         if let Some(decoder) = decoder {
+            self.partial_frame_bytes -= decoder.buffered_bytes() as u64;
             self.give_decoder(decoder);
         }
         if let Some(outbound) = outbound {
