@@ -96,8 +96,9 @@ fn websocket_listener_passes_the_conformance_set() {
 
 #[test]
 fn browser_page_shows_pushes_in_order() {
-    // Chromium sends `Origin: file://` for a page opened from a file: allowed here, and only it.
-    let server = ws_server("ws_allowed_origins = [\"file://\"]\n");
+    // The page comes from the admin listener (GET /), on a port known only once it runs: any
+    // origin is allowed here (the allow-list is checked by the conformance set).
+    let server = ws_server("");
     let ws = server.ws.unwrap();
     let admin = server.admin.unwrap();
     // The test's artifact: <target dir>/tmp/browser/holdfast-page.png.
@@ -108,10 +109,6 @@ fn browser_page_shows_pushes_in_order() {
         &[
             format!("ws://{ws}/ws"),
             admin.to_string(),
-            repo_root()
-                .join("clients/js/index.html")
-                .display()
-                .to_string(),
             screenshot.display().to_string(),
         ],
         Duration::from_secs(90),
@@ -119,6 +116,37 @@ fn browser_page_shows_pushes_in_order() {
     assert!(stdout.contains("1 passed, 0 failed"), "{stdout}");
     let png = std::fs::read(&screenshot).expect("the screenshot was saved");
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 1000);
+}
+
+#[test]
+fn admin_listener_serves_the_page_and_its_module() {
+    let server = ws_server("");
+    let admin = server.admin.unwrap();
+    let get = |path: &str| {
+        let mut stream = TcpStream::connect(admin).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        stream.write_all(request.as_bytes()).unwrap();
+        crate::support::read_http_response(&mut stream).expect("an answer")
+    };
+    let page = get("/?server=ws://127.0.0.1:1/ws&topic=news");
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    let on_disk = std::fs::read_to_string(repo_root().join("clients/js/index.html")).unwrap();
+    assert_eq!(page.body, on_disk, "the page as in clients/js");
+    let script = get("/holdfast.js");
+    assert_eq!(script.status, 200);
+    assert_eq!(
+        script.header("content-type"),
+        Some("text/javascript; charset=utf-8"),
+        "browsers load ES modules only with a JavaScript type"
+    );
+    assert!(script.body.contains("export class HoldfastClient"));
 }
 
 /// A hand-made WebSocket client: enough to check what the shard does around the transport.
