@@ -228,6 +228,10 @@ fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
     }
 }
 
+/// The most entries one io_uring fixed-file table may have (IORING_MAX_FIXED_FILES in
+/// io_uring/rsrc.c); RLIMIT_NOFILE caps it further.
+pub const IORING_MAX_FIXED_FILES: u32 = 1 << 20;
+
 /// Bounds of a non-zero `socket_send_buffer_bytes`.
 pub const MIN_SOCKET_SEND_BUFFER_BYTES: u32 = 4_096;
 pub const MAX_SOCKET_SEND_BUFFER_BYTES: u32 = 64 * 1024 * 1024;
@@ -265,6 +269,33 @@ impl Config {
                 .max(1),
             n => n,
         }
+    }
+
+    /// Whether each shard's ring can be built on this host: its fixed-file table (sessions plus
+    /// refusal slots) may hold at most IORING_MAX_FIXED_FILES entries and at most RLIMIT_NOFILE
+    /// (io_uring/rsrc.c). The error names the limit and the fix.
+    pub fn check_ring_table(&self) -> Result<(), String> {
+        let sessions = self.capacity_per_shard();
+        if sessions > IORING_MAX_FIXED_FILES {
+            let shards_needed = (u64::from(sessions) * self.shard_count() as u64)
+                .div_ceil(u64::from(IORING_MAX_FIXED_FILES));
+            return Err(format!(
+                "max_connections_per_shard = {sessions} is above the kernel's cap on one io_uring \
+                 fixed-file table ({IORING_MAX_FIXED_FILES}, IORING_MAX_FIXED_FILES): run at \
+                 least {shards_needed} shards (shards = N, one per core) or lower \
+                 max_connections_per_shard"
+            ));
+        }
+        let nofile = nofile_limit();
+        if sessions > nofile {
+            return Err(format!(
+                "max_connections_per_shard = {sessions} is above RLIMIT_NOFILE = {nofile}, which \
+                 caps each io_uring fixed-file table: raise LimitNOFILE= in holdfast.service (or \
+                 ulimit -n) to at least {}, or lower max_connections_per_shard",
+                u64::from(sessions) + u64::from(SERVER_FULL_REFUSAL_SLOTS)
+            ));
+        }
+        Ok(())
     }
 
     /// Slots beyond `capacity_per_shard` in which connections over the cap are told

@@ -6,6 +6,7 @@ mod admin_flood;
 mod auth;
 mod bad_input;
 mod cleanup;
+mod client;
 mod cluster;
 mod config_env;
 mod drain;

@@ -55,6 +55,9 @@ impl ConnFlags {
     /// Replies to this session's own requests backed up (REPLY_PAUSE_PERCENT of
     /// max_outbound_bytes): not read (READ_PAUSED) until they drain to REPLY_RESUME_PERCENT.
     pub const REPLIES_PAUSED: u16 = 1 << 8;
+    /// Accepted over max_connections_per_shard only to be told server_full: holds a refusal
+    /// slot, is not a session.
+    pub const REFUSED: u16 = 1 << 9;
 
     pub fn has(self, flag: u16) -> bool {
         self.0 & flag != 0

@@ -6,7 +6,7 @@ use rand::Rng;
 
 use holdfast_protocol::ErrorCode;
 
-use crate::conn::SessionState;
+use crate::conn::{ConnFlags, SessionState};
 use crate::metrics::CloseReason;
 use crate::ring::user_data::{Op, UserData};
 use crate::session;
@@ -89,9 +89,11 @@ impl Shard {
             "server full ({max_sessions} sessions per shard): reconnect after \
              {reconnect_after_ms} ms or use another host"
         );
+        conn.flags.set(ConnFlags::REFUSED);
         session::queue_error(conn, &mut cx, ErrorCode::ServerFull, 0, &reason);
         session::queue_goodbye(conn, &mut cx, "server_full", reconnect_after_ms);
         self.counters.refused_server_full += 1;
+        self.refusals_live += 1;
         self.begin_close(slot, CloseReason::ServerFull);
     }
 

@@ -117,7 +117,8 @@ impl Shard {
         // upgraded, so it cannot take the Error frame).
         self.start_transport(slot, listener);
         self.ring.poll_multishot(slot, key.user_data(Op::Poll));
-        if self.conns.open_count() > self.max_sessions as usize {
+        let sessions = self.conns.open_count() - self.refusals_live as usize;
+        if sessions > self.max_sessions as usize {
             // Over max_connections_per_shard: this connection holds one of the refusal slots
             // just long enough to be told.
             self.refuse_server_full(slot);

@@ -70,6 +70,9 @@ pub struct Shard {
     pub(super) conns: ConnSlab,
     /// max_connections_per_shard: a connection accepted beyond it is refused (server_full).
     pub(super) max_sessions: u32,
+    /// Live connections in refusal slots (flag REFUSED): not sessions, not counted against
+    /// max_sessions.
+    pub(super) refusals_live: u32,
     pub(super) wheel: TimerWheel<ConnKey>,
     // Boxed on purpose: a decoder moves between this pool and a connection slot, where
     // `Option<Box<Decoder>>` keeps the slot at 32 bytes.
@@ -176,6 +179,7 @@ impl Shard {
             transports: std::collections::HashMap::new(),
             conns: ConnSlab::new(slots),
             max_sessions: capacity,
+            refusals_live: 0,
             wheel: TimerWheel::new(),
             decoders: Vec::new(),
             outbound_pool: OutboundPool::default(),
@@ -360,6 +364,9 @@ impl Shard {
         if let Some(reason) = reason {
             debug_assert_ne!(conn.state, SessionState::Closing);
             self.counters.closed(reason);
+        }
+        if conn.flags.has(ConnFlags::REFUSED) {
+            self.refusals_live -= 1;
         }
         self.push.topics.remove_conn(key);
         self.held_input.remove(&slot);
