@@ -9,6 +9,7 @@ mod cleanup;
 mod cluster;
 mod config_env;
 mod drain;
+mod history;
 mod hostile;
 mod metrics;
 mod push;

@@ -106,6 +106,7 @@ shard_counters! {
     events_parked => "holdfast_events_parked", "Event frames parked under the backpressure policy.";
     /// Push frames queued to local sessions.
     pushes_delivered => "holdfast_pushes_delivered", "Push frames queued to local sessions.";
+    resume_replayed_pushes => "holdfast_resume_replayed_pushes", "Push frames an owner shard replayed from history to resuming sessions.";
     /// Messages to another shard refused because its inbox was full (counted, logged).
     cross_shard_dropped => "holdfast_cross_shard_dropped",
         "Messages to another shard dropped because its inbox was full.";

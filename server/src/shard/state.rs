@@ -120,7 +120,7 @@ impl Shard {
         };
         let shards = mesh.shards();
         let config_policy = config.event_overflow_policy;
-        let config_max_topics = config.max_topics_per_session;
+        let push_limits = crate::push::state::PushLimits::from_config(&config);
         let config_parked_max = config.event_parked_max;
         let RingParts { ring, bufs } = RingParts::new(&params)?;
         let limits = SessionLimits {
@@ -177,7 +177,7 @@ impl Shard {
             push: PushState::new(
                 EventSink::new(events, config_policy, config_parked_max),
                 shards,
-                config_max_topics,
+                push_limits,
             ),
             mesh,
         })
@@ -324,6 +324,7 @@ impl Shard {
             self.counters.closed(reason);
         }
         self.push.topics.remove_conn(key);
+        self.push.resumes.remove_conn(key);
         self.held_input.remove(&slot);
         // Never acked, so not accepted: dropped with their connection (counted).
         self.counters.events_dropped += u64::from(self.push.events.drop_conn(session.id));
