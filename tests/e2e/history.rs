@@ -251,6 +251,27 @@ fn a_resume_point_older_than_the_window_is_not_recovered_and_names_the_oldest_se
 }
 
 #[test]
+fn a_replay_larger_than_the_outbound_bound_is_not_recovered_and_keeps_the_session() {
+    let server = Server::start("shards = 2\nmax_frame_bytes = 1024\nmax_outbound_bytes = 4096\n");
+    let mut client = connect(&server);
+    let epoch = resume(&mut client, 2, &[("big", 0, 0)])[0].epoch;
+    drop(client);
+    let payload = "y".repeat(800);
+    for _ in 0..10 {
+        publish_topic(&server, "big", &payload);
+    }
+    let mut client = connect(&server);
+    let resumed = resume(&mut client, 3, &[("big", epoch, 0)]);
+    assert_eq!((resumed[0].recovered, resumed[0].seq), (false, 10));
+    nothing_pending(&mut client);
+    let resumed = resume(&mut client, 4, &[("big", epoch, 7)]);
+    assert!(resumed[0].recovered, "three frames fit");
+    let seqs: Vec<u64> = (0..3).map(|_| seq_of(&client.recv())).collect();
+    assert_eq!(seqs, [8, 9, 10]);
+    nothing_pending(&mut client);
+}
+
+#[test]
 fn a_resume_point_of_another_epoch_is_not_recovered_and_a_restart_changes_the_epoch() {
     let server = Server::start("shards = 2\n");
     let mut client = connect(&server);

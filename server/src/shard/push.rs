@@ -311,34 +311,46 @@ impl Shard {
 
     /// Every owner answered a session's SubscribeResume (or the wait timed out): the Ack with
     /// one result per topic, then each topic's replay in order; live Pushes flow from here on.
-    pub(super) fn finish_resume(&mut self, slot: u32, pending: PendingResume) {
+    pub(super) fn finish_resume(&mut self, slot: u32, mut pending: PendingResume) {
         let key = ConnKey {
             slot,
             generation: pending.generation,
         };
-        let results: Vec<TopicResumed> = pending
-            .replies
-            .iter()
-            .map(|reply| match reply {
-                Some(reply) => reply.resumed,
-                None => TopicResumed {
+        let max_outbound_bytes = self.limits.max_outbound_bytes;
+        let (conns, mut cx) = self.session_parts(slot);
+        let Some(conn) = conns.get_mut(key) else {
+            return;
+        };
+        if conn.state != SessionState::Open {
+            return;
+        }
+        // A replay that would pass the session's outbound bound would cut it as a slow
+        // consumer: such a topic is answered "not recovered" instead (the client re-fetches).
+        let queued_bytes = conn.outbound.as_ref().map_or(0, |out| out.total_bytes());
+        let ack_bytes = holdfast_protocol::HEADER_BYTES + 8 + 25 * pending.replies.len();
+        let mut room = max_outbound_bytes.saturating_sub(queued_bytes + ack_bytes);
+        let mut results: Vec<TopicResumed> = Vec::with_capacity(pending.replies.len());
+        for reply in &mut pending.replies {
+            let Some(reply) = reply else {
+                // The owner did not answer in time: epoch 0 says "unknown, resume again".
+                results.push(TopicResumed {
                     epoch: 0,
                     seq: 0,
                     oldest_seq: 0,
                     recovered: 0,
-                },
-            })
-            .collect();
-        {
-            let (conns, mut cx) = self.session_parts(slot);
-            let Some(conn) = conns.get_mut(key) else {
-                return;
+                });
+                continue;
             };
-            if conn.state != SessionState::Open {
-                return;
+            let replay_bytes: usize = reply.frames.iter().map(Bytes::len).sum();
+            if replay_bytes > room {
+                reply.resumed.recovered = 0;
+                reply.frames.clear();
+            } else {
+                room -= replay_bytes;
             }
-            session::push::queue_frame_ack(conn, &mut cx, pending.request_id, &results);
+            results.push(reply.resumed);
         }
+        session::push::queue_frame_ack(conn, &mut cx, pending.request_id, &results);
         for reply in pending.replies.into_iter().flatten() {
             for frame in &reply.frames {
                 if !self.enqueue_push(key, frame) {
