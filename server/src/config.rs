@@ -45,6 +45,10 @@ pub struct Config {
     pub max_frame_bytes: u32,
     /// Bytes queued for one connection (sent and unsent) before it is cut off as a slow consumer.
     pub max_outbound_bytes: u32,
+    /// Bytes of incomplete frames all of one shard's connections may hold together (each holds
+    /// at most max_frame_bytes - 1); the connection that would pass it gets Error
+    /// limit_exceeded and is closed, so many half-sent frames cannot exhaust memory.
+    pub max_partial_frame_bytes_per_shard: u64,
     /// Requests answered but not yet flushed to the socket, per session.
     pub max_inflight_requests: u32,
     pub hello_timeout_ms: u64,
@@ -164,6 +168,7 @@ impl Default for Config {
             socket_send_buffer_bytes: 131_072,
             max_frame_bytes: holdfast_protocol::MAX_FRAME_BYTES_DEFAULT,
             max_outbound_bytes: 256 * 1024,
+            max_partial_frame_bytes_per_shard: 64 * 1024 * 1024,
             max_inflight_requests: 64,
             hello_timeout_ms: 5_000,
             heartbeat_interval_ms: 15_000,
@@ -229,6 +234,10 @@ fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
     }
 }
 
+/// The most entries one io_uring fixed-file table may have (IORING_MAX_FIXED_FILES in
+/// io_uring/rsrc.c); RLIMIT_NOFILE caps it further.
+pub const IORING_MAX_FIXED_FILES: u32 = 1 << 20;
+
 /// Bounds of a non-zero `socket_send_buffer_bytes`.
 pub const MIN_SOCKET_SEND_BUFFER_BYTES: u32 = 4_096;
 pub const MAX_SOCKET_SEND_BUFFER_BYTES: u32 = 64 * 1024 * 1024;
@@ -266,6 +275,33 @@ impl Config {
                 .max(1),
             n => n,
         }
+    }
+
+    /// Whether each shard's ring can be built on this host: its fixed-file table (sessions plus
+    /// refusal slots) may hold at most IORING_MAX_FIXED_FILES entries and at most RLIMIT_NOFILE
+    /// (io_uring/rsrc.c). The error names the limit and the fix.
+    pub fn check_ring_table(&self) -> Result<(), String> {
+        let sessions = self.capacity_per_shard();
+        if sessions > IORING_MAX_FIXED_FILES {
+            let shards_needed = (u64::from(sessions) * self.shard_count() as u64)
+                .div_ceil(u64::from(IORING_MAX_FIXED_FILES));
+            return Err(format!(
+                "max_connections_per_shard = {sessions} is above the kernel's cap on one io_uring \
+                 fixed-file table ({IORING_MAX_FIXED_FILES}, IORING_MAX_FIXED_FILES): run at \
+                 least {shards_needed} shards (shards = N, one per core) or lower \
+                 max_connections_per_shard"
+            ));
+        }
+        let nofile = nofile_limit();
+        if sessions > nofile {
+            return Err(format!(
+                "max_connections_per_shard = {sessions} is above RLIMIT_NOFILE = {nofile}, which \
+                 caps each io_uring fixed-file table: raise LimitNOFILE= in holdfast.service (or \
+                 ulimit -n) to at least {}, or lower max_connections_per_shard",
+                u64::from(sessions) + u64::from(SERVER_FULL_REFUSAL_SLOTS)
+            ));
+        }
+        Ok(())
     }
 
     /// Slots beyond `capacity_per_shard` in which connections over the cap are told
@@ -324,6 +360,12 @@ impl Config {
                     "0 (kernel autotuning) or {MIN_SOCKET_SEND_BUFFER_BYTES} ..= \
                      {MAX_SOCKET_SEND_BUFFER_BYTES}"
                 ),
+            ));
+        }
+        if self.max_partial_frame_bytes_per_shard < u64::from(self.max_frame_bytes) {
+            return Err(invalid(
+                "max_partial_frame_bytes_per_shard",
+                "at least max_frame_bytes (one connection's largest incomplete frame)",
             ));
         }
         if !(MIN_MAX_FRAME_BYTES..=MAX_FRAME_BYTES_CEILING).contains(&self.max_frame_bytes) {

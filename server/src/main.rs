@@ -114,7 +114,13 @@ fn main() -> ExitCode {
                 init_logging(config.log_format);
                 warn_unknown_env();
                 print!("{}", config.to_toml());
-                ExitCode::SUCCESS
+                match config.check_ring_table() {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("holdfast: {e}");
+                        ExitCode::from(EXIT_BAD_CONFIG)
+                    }
+                }
             }
             Err(e) => {
                 eprintln!("holdfast: {e}");

@@ -23,6 +23,7 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let shards = config.shard_count();
     let capacity = config.capacity_per_shard();
+    config.check_ring_table()?;
     crate::ops::tune::warn_host_shortfalls(&config, shards, capacity);
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())

@@ -35,11 +35,22 @@ impl Server {
 
     /// As [`Server::start_with`], with extra `holdfast serve` flags (e.g. `--probes`).
     pub fn start_with_args(toml: &str, env: &[(&str, &str)], args: &[&str]) -> Server {
+        Server::start_listening("127.0.0.1:0".parse().unwrap(), toml, env, args)
+    }
+
+    /// As [`Server::start_with_args`], listening on `listen` (e.g. a restart on the port a
+    /// killed server had).
+    pub fn start_listening(
+        listen: SocketAddr,
+        toml: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("holdfast.toml");
         std::fs::write(
             &path,
-            format!("listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{toml}"),
+            format!("listen = \"{listen}\"\nadmin_listen = \"127.0.0.1:0\"\n{toml}"),
         )
         .unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_holdfast"));
@@ -240,8 +251,39 @@ impl Client {
             .unwrap_or_else(|| panic!("connection closed while a frame was expected"))
     }
 
-    /// Next frame, or None on EOF / reset.
+    /// Next frame, or None on EOF / reset. Panics if nothing arrives within REPLY_TIMEOUT_MS.
     pub fn try_recv(&mut self) -> Option<Received> {
+        let deadline = Instant::now() + Duration::from_millis(REPLY_TIMEOUT_MS);
+        match self.next_until(deadline) {
+            Next::Frame(received) => Some(received),
+            Next::Eof | Next::Reset => None,
+            Next::TimedOut => panic!("nothing arrived within {REPLY_TIMEOUT_MS} ms"),
+        }
+    }
+
+    /// How the connection ends, waiting at most REPLY_TIMEOUT_MS: [`Ending::Eof`] or
+    /// [`Ending::Reset`] if the server closed it, [`Ending::Open`] if it was still open when the
+    /// wait ran out. Each carries the kinds of the frames that arrived during the wait.
+    pub fn ending(&mut self) -> Ending {
+        self.ending_within(Duration::from_millis(REPLY_TIMEOUT_MS))
+    }
+
+    /// As [`Client::ending`], waiting at most `wait`.
+    pub fn ending_within(&mut self, wait: Duration) -> Ending {
+        let deadline = Instant::now() + wait;
+        let mut frames = Vec::new();
+        loop {
+            match self.next_until(deadline) {
+                Next::Frame(received) => frames.push(received.kind),
+                Next::Eof => return Ending::Eof(frames),
+                Next::Reset => return Ending::Reset(frames),
+                Next::TimedOut => return Ending::Open(frames),
+            }
+        }
+    }
+
+    /// The next whole frame, or how the stream ended, or nothing by `deadline`.
+    fn next_until(&mut self, deadline: Instant) -> Next {
         loop {
             if let Some(frame) =
                 next_frame(&self.buf, u32::MAX >> 8).expect("server sends valid frames")
@@ -253,27 +295,53 @@ impl Client {
                 };
                 let len = frame.bytes.len();
                 let _ = self.buf.split_to(len);
-                return Some(received);
+                return Next::Frame(received);
             }
+            let now = Instant::now();
+            if now >= deadline {
+                return Next::TimedOut;
+            }
+            // A zero read timeout means "block forever": keep at least 1 ms.
+            let left = (deadline - now).max(Duration::from_millis(1));
+            self.stream.set_read_timeout(Some(left)).unwrap();
             let mut chunk = [0u8; 65_536];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return None,
+            let read = self.stream.read(&mut chunk);
+            self.stream
+                .set_read_timeout(Some(Duration::from_millis(REPLY_TIMEOUT_MS)))
+                .unwrap();
+            match read {
+                Ok(0) => return Next::Eof,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Next::Reset,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => panic!("read failed: {e}"),
             }
         }
     }
+}
 
-    /// True once the server has closed the connection (EOF or reset) within the timeout.
-    pub fn closed_by_server(&mut self) -> bool {
-        loop {
-            match self.try_recv() {
-                None => return true,
-                Some(_) => continue,
-            }
-        }
-    }
+/// What [`Client::next_until`] found.
+enum Next {
+    Frame(Received),
+    Eof,
+    Reset,
+    TimedOut,
+}
+
+/// How a connection ended during a wait, with the kinds of the frames that arrived first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// The server shut its side down (FIN): a graceful close.
+    Eof(Vec<Kind>),
+    /// The connection was reset (RST), e.g. closed with bytes of ours still unread.
+    Reset(Vec<Kind>),
+    /// Still open when the wait ran out.
+    Open(Vec<Kind>),
 }
 
 /// An Echo frame with `payload`.

@@ -100,6 +100,11 @@ impl EventSink {
         }
     }
 
+    /// Whether `conn` has events parked.
+    pub fn has_parked(&self, conn: ConnId) -> bool {
+        self.parked_per_conn.contains_key(&conn)
+    }
+
     /// Drops the parked events of a connection that closed: they were never acked, so they
     /// are dropped, not accepted, and nobody waits behind them. Returns how many.
     pub fn drop_conn(&mut self, conn: ConnId) -> u32 {

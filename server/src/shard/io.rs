@@ -12,6 +12,8 @@
 use bytes::{Buf, BytesMut};
 use holdfast_protocol::decode::Fed;
 
+use holdfast_protocol::ErrorCode;
+
 use crate::conn::{ConnFlags, ConnKey, SessionState};
 use crate::metrics::CloseReason;
 use crate::ring::user_data::Op;
@@ -109,7 +111,8 @@ impl Shard {
         let key = self.conns.open(slot, now);
         self.counters.accepted += 1;
         self.ring.poll_multishot(slot, key.user_data(Op::Poll));
-        if self.conns.open_count() > self.max_sessions as usize {
+        let sessions = self.conns.open_count() - self.refusals_live as usize;
+        if sessions > self.max_sessions as usize {
             // Over max_connections_per_shard: this connection holds one of the refusal slots
             // just long enough to be told.
             self.refuse_server_full(slot);
@@ -410,6 +413,8 @@ impl Shard {
             Some(decoder) => decoder,
             None => self.take_decoder(),
         };
+        // Counted again below if the connection keeps a partial frame.
+        self.partial_frame_bytes -= decoder.buffered_bytes() as u64;
         // A buffer was filled by a completion of this round; held bytes are fed later, from
         // any turn, so they read the clock.
         let (mut held_bytes, buffer, received_at) = match input {
@@ -479,8 +484,22 @@ impl Shard {
             });
             self.held_input.insert(slot, (generation, rest));
         }
+        let partial_bytes = decoder.buffered_bytes() as u64;
+        if verdict == Verdict::Continue
+            && self.partial_frame_bytes + partial_bytes
+                > self.config.max_partial_frame_bytes_per_shard
+        {
+            let (conns, mut cx) = self.session_parts(slot);
+            let conn = conns.get_live_mut(slot).expect("still live");
+            let reason =
+                "incomplete frames on this server are over their memory budget: send whole frames";
+            session::queue_error(conn, &mut cx, ErrorCode::LimitExceeded, 0, reason);
+            self.counters.partial_frame_budget_refusals += 1;
+            verdict = Verdict::Close(CloseReason::ProtocolError);
+        }
         let conn = self.conns.get_live_mut(slot).expect("still live");
-        if verdict == Verdict::Continue && decoder.buffered_bytes() > 0 {
+        if verdict == Verdict::Continue && partial_bytes > 0 {
+            self.partial_frame_bytes += partial_bytes;
             conn.decoder = Some(decoder);
         } else {
             self.give_decoder(decoder);
@@ -497,6 +516,7 @@ impl Shard {
         };
         conn.flags.set(ConnFlags::PEER_EOF);
         let closing = conn.state == SessionState::Closing;
+        let draining = conn.state == SessionState::Draining;
         let mid_frame = conn
             .decoder
             .as_ref()
@@ -506,15 +526,22 @@ impl Shard {
             (true, true) => self.close_now(slot, None),
             (true, false) => {}
             (false, true) => {
-                let reason = if mid_frame {
-                    CloseReason::PeerEofMidFrame
-                } else {
-                    CloseReason::PeerEof
+                let reason = match (draining, mid_frame) {
+                    (true, _) => CloseReason::Drain,
+                    (false, true) => CloseReason::PeerEofMidFrame,
+                    (false, false) => CloseReason::PeerEof,
                 };
                 self.close_now(slot, Some(reason));
             }
             // The peer half-closed but may still read: flush our replies, then close.
-            (false, false) => self.begin_close(slot, CloseReason::PeerEof),
+            (false, false) => {
+                let reason = if draining {
+                    CloseReason::Drain
+                } else {
+                    CloseReason::PeerEof
+                };
+                self.begin_close(slot, reason);
+            }
         }
     }
 
@@ -563,6 +590,24 @@ impl Shard {
             self.reply_latency_us.saturating_record(latency_us.max(1));
         }
         self.flush(slot);
+        self.resume_if_replies_drained(slot);
+    }
+}
+
+impl Shard {
+    /// A session paused for its backed-up replies reads again once they drained.
+    fn resume_if_replies_drained(&mut self, slot: u32) {
+        let Some(conn) = self.conns.get_live_mut(slot) else {
+            return;
+        };
+        if !conn.flags.has(ConnFlags::REPLIES_PAUSED)
+            || !session::replies_drained(conn, &self.limits)
+        {
+            return;
+        }
+        conn.flags.clear(ConnFlags::REPLIES_PAUSED);
+        let key = self.conns.key(slot);
+        self.resume_reading(key);
     }
 }
 

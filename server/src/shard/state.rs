@@ -60,12 +60,18 @@ pub struct Shard {
     pub(super) conns: ConnSlab,
     /// max_connections_per_shard: a connection accepted beyond it is refused (server_full).
     pub(super) max_sessions: u32,
+    /// Live connections in refusal slots (flag REFUSED): not sessions, not counted against
+    /// max_sessions.
+    pub(super) refusals_live: u32,
     pub(super) wheel: TimerWheel<ConnKey>,
     // Boxed on purpose: a decoder moves between this pool and a connection slot, where
     // `Option<Box<Decoder>>` keeps the slot at 32 bytes.
     #[allow(clippy::vec_box)]
     pub(super) decoders: Vec<Box<Decoder>>,
     pub(super) outbound_pool: OutboundPool,
+    /// Bytes of incomplete frames held by this shard's connections (decoders in slots), at
+    /// most max_partial_frame_bytes_per_shard.
+    pub(super) partial_frame_bytes: u64,
     pub(super) handler: Router,
     pub(super) counters: ShardCounters,
     /// From receiving the bytes that caused a reply to the kernel taking the reply, in us.
@@ -154,9 +160,11 @@ impl Shard {
             accept_armed: false,
             conns: ConnSlab::new(slots),
             max_sessions: capacity,
+            refusals_live: 0,
             wheel: TimerWheel::new(),
             decoders: Vec::new(),
             outbound_pool: OutboundPool::default(),
+            partial_frame_bytes: 0,
             handler: Router::default(),
             counters: ShardCounters::default(),
             reply_latency_us: Histogram::new_with_bounds(1, HISTOGRAM_MAX_US, 3)
@@ -183,8 +191,13 @@ impl Shard {
         })
     }
 
+    /// The current tick: the wheel's, or the clock's at the last reap if the ticker lags
+    /// behind it (a loaded host). Deadlines are counted from here, so a late ticker never
+    /// makes a new deadline early (a hello_timeout_ms of 300 fired after ~100 ms under load).
     pub fn now_tick(&self) -> u32 {
-        self.wheel.now_tick()
+        let since_start = self.reaped_at.saturating_duration_since(self.started_at);
+        let clock_tick = (since_start.as_millis() as u64 / self.ticks.tick_ms) as u32;
+        self.wheel.now_tick().max(clock_tick)
     }
 
     /// The connection slab and what the session layer may touch besides it.
@@ -278,6 +291,7 @@ impl Shard {
         conn.state = SessionState::Closing;
         conn.last_activity_tick = now;
         if let Some(decoder) = conn.decoder.take() {
+            self.partial_frame_bytes -= decoder.buffered_bytes() as u64;
             self.give_decoder(decoder);
         }
         self.counters.closed(reason);
@@ -323,6 +337,9 @@ impl Shard {
             debug_assert_ne!(conn.state, SessionState::Closing);
             self.counters.closed(reason);
         }
+        if conn.flags.has(ConnFlags::REFUSED) {
+            self.refusals_live -= 1;
+        }
         self.push.topics.remove_conn(key);
         self.push.resumes.remove_conn(key);
         self.held_input.remove(&slot);
@@ -339,6 +356,7 @@ impl Shard {
         }
         let (decoder, outbound) = self.conns.free(slot);
         if let Some(decoder) = decoder {
+            self.partial_frame_bytes -= decoder.buffered_bytes() as u64;
             self.give_decoder(decoder);
         }
         if let Some(outbound) = outbound {
