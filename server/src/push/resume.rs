@@ -115,3 +115,83 @@ impl Resumes {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn conn(generation: u32) -> ConnKey {
+        ConnKey {
+            slot: 3,
+            generation,
+        }
+    }
+
+    fn pending(topics: &[&str], deadline: Instant) -> PendingResume {
+        PendingResume {
+            generation: 1,
+            request_id: 9,
+            topics: topics.iter().map(|t| Arc::from(*t)).collect(),
+            replies: topics.iter().map(|_| None).collect(),
+            deadline,
+        }
+    }
+
+    fn reply(seq: u64) -> TopicReply {
+        TopicReply {
+            resumed: TopicResumed {
+                epoch: 7,
+                seq,
+                oldest_seq: 1,
+                recovered: 1,
+            },
+            frames: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn holds_only_its_topics_until_every_owner_answered() {
+        let now = Instant::now();
+        let mut resumes = Resumes::default();
+        resumes.start(conn(1), pending(&["a", "*"], now + Duration::from_secs(2)));
+        assert!(resumes.holds(conn(1), "a") && resumes.holds(conn(1), "*"));
+        assert!(!resumes.holds(conn(1), "b"), "other topics flow");
+        assert!(
+            !resumes.holds(conn(2), "a"),
+            "another generation is another session"
+        );
+        assert!(
+            resumes.answer(conn(1), 8, 0, reply(5)).is_none(),
+            "wrong request"
+        );
+        assert!(
+            resumes.answer(conn(2), 9, 0, reply(5)).is_none(),
+            "wrong generation"
+        );
+        assert!(
+            resumes.answer(conn(1), 9, 0, reply(5)).is_none(),
+            "one of two"
+        );
+        assert!(resumes.holds(conn(1), "a"));
+        let done = resumes
+            .answer(conn(1), 9, 1, reply(6))
+            .expect("both answered");
+        assert_eq!(done.replies[1].as_ref().unwrap().resumed.seq, 6);
+        assert!(!resumes.holds(conn(1), "a") && !resumes.is_pending(conn(1)));
+    }
+
+    #[test]
+    fn an_unanswered_resume_expires_and_a_closed_one_is_dropped() {
+        let now = Instant::now();
+        let mut resumes = Resumes::default();
+        resumes.start(conn(1), pending(&["a"], now + Duration::from_secs(2)));
+        assert!(resumes.take_expired(now).is_empty());
+        let expired = resumes.take_expired(now + Duration::from_secs(2));
+        assert_eq!(expired.len(), 1);
+        assert!(!resumes.holds(conn(1), "a"));
+        resumes.start(conn(1), pending(&["a"], now));
+        resumes.remove_conn(conn(1));
+        assert!(!resumes.is_pending(conn(1)));
+    }
+}
