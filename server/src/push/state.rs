@@ -48,7 +48,7 @@ pub struct PushLimits {
     pub inbox: HistoryLimits,
 }
 
-/// Bytes one client's inbox may hold.
+/// Bytes one client's inbox may hold (and at most half of `max_outbound_bytes`).
 pub const CLIENT_INBOX_MAX_BYTES: usize = 256 * 1024;
 /// Bytes all the client inboxes of one shard may hold.
 pub const CLIENT_INBOX_MAX_BYTES_PER_SHARD: usize = 16 * 1024 * 1024;
@@ -70,7 +70,9 @@ impl PushLimits {
                 } else {
                     0
                 },
-                max_bytes: CLIENT_INBOX_MAX_BYTES,
+                // Half the outbound bound at most: an inbox delivered on reconnect never cuts
+                // the new session as a slow consumer.
+                max_bytes: CLIENT_INBOX_MAX_BYTES.min(config.max_outbound_bytes as usize / 2),
                 max_age: Duration::from_millis(config.client_inbox_max_age_ms),
                 max_bytes_per_shard: CLIENT_INBOX_MAX_BYTES_PER_SHARD,
             },
