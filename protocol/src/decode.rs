@@ -10,8 +10,8 @@ use rkyv::{api::low::access, rancor::Failure};
 use crate::error::ErrorCode;
 use crate::header::{Header, Kind, HEADER_BYTES};
 use crate::payload::{
-    ErrorView, EventView, GoodbyeView, HelloView, PushView, RequestView, ResponseView, TopicsView,
-    WelcomeView,
+    ErrorView, EventView, GoodbyeView, HelloView, PushView, RequestView, ResponseView,
+    SubscribeAckView, SubscribeResumeView, TopicsView, WelcomeView,
 };
 
 /// Why a byte stream is not a valid frame sequence. Each maps to a stable [`ErrorCode`].
@@ -25,7 +25,7 @@ pub enum DecodeError {
     LengthTooLarge { len: u32, max_frame_bytes: u32 },
     #[error("reserved flag bits {flags:#06x} are set: only bit 0 (ack requested) is defined")]
     ReservedFlags { flags: u16 },
-    #[error("frame kind {kind} is unknown: kinds are 1..=14")]
+    #[error("frame kind {kind} is unknown: kinds are 1..=15")]
     UnknownKind { kind: u8 },
     #[error(
         "payload of {kind:?} frame {id} is not a valid archive of its layout (docs/PROTOCOL.md)"
@@ -72,7 +72,12 @@ pub enum Payload<'a> {
     Push(&'a PushView),
     Subscribe(&'a TopicsView),
     Unsubscribe(&'a TopicsView),
+    /// An Ack with an empty payload.
     Ack,
+    /// Subscribe with resume points (kind 15).
+    SubscribeResume(&'a SubscribeResumeView),
+    /// The Ack of a SubscribeResume: an Ack (kind 12) whose payload is not empty.
+    SubscribeAck(&'a SubscribeAckView),
     Error(&'a ErrorView),
     Goodbye(&'a GoodbyeView),
 }
@@ -129,7 +134,9 @@ pub fn validate_payload(kind: Kind, payload: &[u8]) -> Result<Payload<'_>, Decod
         Kind::Push => Payload::Push(archive(kind, payload)?),
         Kind::Subscribe => Payload::Subscribe(archive(kind, payload)?),
         Kind::Unsubscribe => Payload::Unsubscribe(archive(kind, payload)?),
-        Kind::Ack => empty(kind, payload, Payload::Ack)?,
+        Kind::Ack if payload.is_empty() => Payload::Ack,
+        Kind::Ack => Payload::SubscribeAck(archive(kind, payload)?),
+        Kind::SubscribeResume => Payload::SubscribeResume(archive(kind, payload)?),
         Kind::Error => Payload::Error(archive(kind, payload)?),
         Kind::Goodbye => Payload::Goodbye(archive(kind, payload)?),
     })

@@ -42,6 +42,7 @@ wire_codes! {
         Ack = 12 => "ack",
         Error = 13 => "error",
         Goodbye = 14 => "goodbye",
+        SubscribeResume = 15 => "subscribe_resume",
     }
 }
 

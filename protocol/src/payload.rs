@@ -33,6 +33,11 @@ frame_payloads! {
     Unsubscribe => Unsubscribe,
     ErrorBody => Error,
     Goodbye => Goodbye,
+    SubscribeResume => SubscribeResume,
+}
+
+impl FramePayload for SubscribeAck<'_> {
+    const KIND: Kind = Kind::Ack;
 }
 
 impl FramePayload for Welcome {
@@ -133,6 +138,51 @@ pub struct TopicName<'a> {
     pub name: &'a str,
 }
 
+/// A Subscribe that may resume each topic where the client left it (kind 15). Old clients keep
+/// sending kind 10; this is a separate kind so neither layout changes.
+#[derive(Archive, Serialize, Debug, Clone, Copy)]
+pub struct SubscribeResume<'a> {
+    #[rkyv(with = InlineAsBox)]
+    pub topics: &'a [ResumeTopic<'a>],
+}
+
+/// One topic of a [`SubscribeResume`] and where the client left it. `epoch` 0 means "no resume
+/// point: subscribe from now on, and tell me the epoch" (the server never uses epoch 0).
+#[derive(Archive, Serialize, Debug, Clone, Copy)]
+pub struct ResumeTopic<'a> {
+    /// A topic name, or `"*"` for broadcasts (resumed, not subscribed: every session gets them).
+    #[rkyv(with = InlineAsBox)]
+    pub name: &'a str,
+    /// The epoch `last_seq` belongs to (from an earlier [`SubscribeAck`]); 0 = no resume point.
+    pub epoch: u64,
+    /// The last sequence number of this topic the client has seen.
+    pub last_seq: u64,
+}
+
+/// The Ack of a [`SubscribeResume`] (kind 12 with a payload): one entry per requested topic,
+/// in request order.
+#[derive(Archive, Serialize, Debug, Clone, Copy)]
+pub struct SubscribeAck<'a> {
+    #[rkyv(with = InlineAsBox)]
+    pub topics: &'a [TopicResumed],
+}
+
+/// What the server did with one resume point.
+#[derive(Archive, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicResumed {
+    /// The topic's current epoch: resume against it next time.
+    pub epoch: u64,
+    /// The topic's last sequence number at the seam: Pushes with `seq` up to this one that the
+    /// client missed are replayed (when `recovered`), and live Pushes continue after it.
+    pub seq: u64,
+    /// The oldest sequence number still held (0 when none is held).
+    pub oldest_seq: u64,
+    /// 1: every Push after the client's `last_seq` follows (replayed, then live), none lost.
+    /// 0: not recovered (no resume point, another epoch, or older than the window): nothing is
+    /// replayed and the client should re-fetch its state; live Pushes follow `seq`.
+    pub recovered: u8,
+}
+
 /// An error report: a stable code (see [`crate::ErrorCode`]) and a short reason.
 #[derive(Archive, Serialize, Debug, Clone, Copy)]
 pub struct ErrorBody<'a> {
@@ -161,3 +211,5 @@ pub type PushView = ArchivedPush<'static>;
 pub type TopicsView = ArchivedTopics<'static>;
 pub type ErrorView = ArchivedErrorBody<'static>;
 pub type GoodbyeView = ArchivedGoodbye<'static>;
+pub type SubscribeResumeView = ArchivedSubscribeResume<'static>;
+pub type SubscribeAckView = ArchivedSubscribeAck<'static>;

@@ -38,8 +38,8 @@ fn bad_headers() -> Vec<(&'static str, Vec<u8>, DecodeError, ErrorCode)> {
         ),
         (
             "unknown kind",
-            raw_frame(1000, 1, 15, 0, 1, &[]),
-            DecodeError::UnknownKind { kind: 15 },
+            raw_frame(1000, 1, 16, 0, 1, &[]),
+            DecodeError::UnknownKind { kind: 16 },
             ErrorCode::UnknownKind,
         ),
     ]
@@ -155,8 +155,8 @@ fn every_reserved_flag_bit_is_refused_and_bit_0_is_accepted() {
 }
 
 #[test]
-fn kinds_0_and_15_to_255_are_unknown() {
-    for kind in std::iter::once(0).chain(15..=255u8) {
+fn kinds_0_and_16_to_255_are_unknown() {
+    for kind in std::iter::once(0).chain(16..=255u8) {
         let frame = raw_frame(16, 1, kind, 0, 1, &[]);
         assert_eq!(
             next_frame(&frame, MAX).unwrap_err(),
@@ -211,8 +211,9 @@ fn every_archived_kind_refuses_a_payload_shorter_than_its_root() {
     let samples = archived_samples();
     assert_eq!(
         samples.len(),
-        10,
-        "Hello, Welcome, Request, Response, Event, Push, Subscribe, Unsubscribe, Error, Goodbye"
+        11,
+        "Hello, Welcome, Request, Response, Event, Push, Subscribe, Unsubscribe, Error, Goodbye, \
+         SubscribeResume"
     );
     for (kind, _) in samples {
         assert_invalid_archive(kind, &[0], "one byte");

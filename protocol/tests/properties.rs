@@ -4,7 +4,7 @@
 mod common;
 
 use common::{decode_contiguous, decode_pieces, encode_stream, Body, MAX};
-use holdfast_protocol::payload::Welcome;
+use holdfast_protocol::payload::{TopicResumed, Welcome};
 use proptest::{collection::vec, prelude::*, sample::Index};
 
 /// Cuts `bytes` at the given points (each mapped into 0..=len, then sorted).
@@ -65,6 +65,18 @@ fn body() -> impl Strategy<Value = Body> {
         vec(text(), 0..6).prop_map(Body::Subscribe),
         vec(text(), 0..6).prop_map(Body::Unsubscribe),
         Just(Body::Ack),
+        vec((text(), any::<u64>(), any::<u64>()), 0..6).prop_map(Body::SubscribeResume),
+        vec(any::<(u64, u64, u64, u8)>(), 1..6).prop_map(|topics| Body::SubscribeAck(
+            topics
+                .into_iter()
+                .map(|(epoch, seq, oldest_seq, recovered)| TopicResumed {
+                    epoch,
+                    seq,
+                    oldest_seq,
+                    recovered
+                })
+                .collect()
+        )),
         (any::<u16>(), text()).prop_map(|(code, reason)| Body::Error { code, reason }),
         (text(), any::<u32>()).prop_map(|(reason, reconnect_after_ms)| Body::Goodbye {
             reason,

@@ -140,7 +140,7 @@ fn every_kind_round_trips_in_one_contiguous_buffer() {
     assert_eq!(
         kinds.len(),
         Kind::ALL.len(),
-        "the sample covers all 14 kinds"
+        "the sample covers all 15 kinds"
     );
     let stream = common::encode_stream(&bodies);
     let (frames, error) = decode_contiguous(&stream, MAX);
@@ -202,13 +202,13 @@ fn welcome_archive_is_read_in_place_from_an_odd_offset() {
 }
 
 #[test]
-fn kind_from_u8_accepts_exactly_1_to_14() {
+fn kind_from_u8_accepts_exactly_1_to_15() {
     assert_eq!(Kind::from_u8(0), None);
-    for (byte, kind) in (1..=14u8).zip(Kind::ALL) {
+    for (byte, kind) in (1..=15u8).zip(Kind::ALL) {
         assert_eq!(Kind::from_u8(byte), Some(kind));
         assert_eq!(kind as u8, byte);
     }
-    assert_eq!(Kind::from_u8(15), None);
+    assert_eq!(Kind::from_u8(16), None);
     assert_eq!(Kind::from_u8(255), None);
 }
 
@@ -339,4 +339,58 @@ fn subscribe_and_unsubscribe_archive_to_the_topics_layout_and_name_their_kind() 
     let frame = next_frame(&unsubscribe, MAX).unwrap().unwrap();
     assert_eq!(frame.header.kind, Kind::Unsubscribe);
     assert_eq!(Body::from_payload(&frame.payload), Body::Unsubscribe(names));
+}
+
+/// The SubscribeResume and SubscribeAck examples of docs/PROTOCOL.md, byte for byte.
+#[test]
+fn subscribe_resume_and_its_ack_match_the_documented_bytes() {
+    use holdfast_protocol::payload::TopicResumed;
+    let resume = Body::SubscribeResume(vec![("news".to_string(), 0x1122_3344_5566_7788, 41)]);
+    let mut out = BytesMut::new();
+    resume.encode(&mut out, 0, 9, MAX).unwrap();
+    let expected_resume: &[u8] = &[
+        0x34, 0, 0, 0, 1, 15, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, // header: len 52, kind 15, id 9
+        b'n', b'e', b'w', b's', // p0..4 name bytes
+        0xfc, 0xff, 0xff, 0xff, 4, 0, 0, 0, // name: offset -4, length 4
+        0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, // epoch
+        41, 0, 0, 0, 0, 0, 0, 0, // last_seq 41
+        0xe8, 0xff, 0xff, 0xff, 1, 0, 0, 0, // topics: offset -24, count 1
+    ];
+    assert_eq!(&out[..], expected_resume);
+    assert_eq!(
+        Body::from_payload(&next_frame(&out, MAX).unwrap().unwrap().payload),
+        resume
+    );
+
+    let ack = Body::SubscribeAck(vec![TopicResumed {
+        epoch: 0x1122_3344_5566_7788,
+        seq: 45,
+        oldest_seq: 12,
+        recovered: 1,
+    }]);
+    let mut out = BytesMut::new();
+    ack.encode(&mut out, 0, 9, MAX).unwrap();
+    let expected_ack: &[u8] = &[
+        0x31, 0, 0, 0, 1, 12, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, // header: len 49, kind 12, id 9
+        0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, // epoch
+        45, 0, 0, 0, 0, 0, 0, 0, // seq 45
+        12, 0, 0, 0, 0, 0, 0, 0, // oldest_seq 12
+        1, // recovered
+        0xe7, 0xff, 0xff, 0xff, 1, 0, 0, 0, // topics: offset -25, count 1
+    ];
+    assert_eq!(&out[..], expected_ack);
+    assert_eq!(
+        Body::from_payload(&next_frame(&out, MAX).unwrap().unwrap().payload),
+        ack
+    );
+    // An empty Ack is still the plain Ack.
+    assert_eq!(
+        Body::from_payload(
+            &next_frame(&common::encode_stream(&[Body::Ack]), MAX)
+                .unwrap()
+                .unwrap()
+                .payload
+        ),
+        Body::Ack
+    );
 }

@@ -105,6 +105,19 @@ pub struct Config {
     pub probes: bool,
     /// Topics one session may subscribe to.
     pub max_topics_per_session: usize,
+    /// History (resume after a reconnect, docs/PROTOCOL.md "Resume"): the last pushes kept per
+    /// topic (and for broadcasts) by the topic's owner shard. Any of the four at 0 turns it off.
+    pub history_max_messages: usize,
+    /// Bytes of history per topic (frames plus bookkeeping).
+    pub history_max_bytes: usize,
+    /// Oldest push kept in history.
+    pub history_max_age_ms: u64,
+    /// Bytes of history across every topic of one shard; over it the shard's oldest goes first.
+    pub history_max_bytes_per_shard: usize,
+    /// Pushes to a client id with no session, kept for its next session (auth on only: with
+    /// auth off any client could claim the id). 0 (either key) turns the inbox off.
+    pub client_inbox_max_messages: usize,
+    pub client_inbox_max_age_ms: u64,
     /// Events queued per shard between the shards and the processor.
     pub event_pipeline_capacity: usize,
     /// Events parked per shard under the `backpressure` policy (each paused connection parks
@@ -193,6 +206,12 @@ impl Default for Config {
             admin_keep_alive: true,
             probes: false,
             max_topics_per_session: 32,
+            history_max_messages: 64,
+            history_max_bytes: 256 * 1024,
+            history_max_age_ms: 300_000,
+            history_max_bytes_per_shard: 64 * 1024 * 1024,
+            client_inbox_max_messages: 16,
+            client_inbox_max_age_ms: 60_000,
             event_pipeline_capacity: 4_096,
             event_parked_max: 65_536,
             event_overflow_policy: crate::events::OverflowPolicy::Drop,
@@ -471,6 +490,24 @@ impl Config {
         }
         if !(1..=1024).contains(&self.max_topics_per_session) {
             return Err(invalid("max_topics_per_session", "between 1 and 1024"));
+        }
+        if self.history_max_messages > 1_048_576 || self.client_inbox_max_messages > 65_536 {
+            return Err(invalid(
+                "history_max_messages",
+                "at most 1048576 (client_inbox_max_messages: at most 65536)",
+            ));
+        }
+        if (self.history_max_bytes_per_shard > 0
+            && self.history_max_bytes > self.history_max_bytes_per_shard)
+            || self.history_max_bytes_per_shard > 1 << 40
+        {
+            return Err(invalid(
+                "history_max_bytes",
+                "at most history_max_bytes_per_shard (at most 2^40)",
+            ));
+        }
+        if self.history_max_age_ms > 86_400_000 || self.client_inbox_max_age_ms > 86_400_000 {
+            return Err(invalid("history_max_age_ms", "at most 86400000 (one day)"));
         }
         if !(1..=1_048_576).contains(&self.event_pipeline_capacity) {
             return Err(invalid("event_pipeline_capacity", "between 1 and 1048576"));

@@ -13,6 +13,7 @@ mod drain;
 mod ending;
 mod fault_proxy;
 mod faults;
+mod history;
 mod hostile;
 mod metrics;
 mod push;

@@ -99,7 +99,9 @@ fn inbound(frame: &Bytes, kind: Kind) -> Result<Inbound, DecodeError> {
             seq: push.seq.to_native(),
             payload: frame.slice_ref(&push.payload),
         }),
-        Payload::Ack => Inbound::Ack,
+        // A SubscribeAck (kind 12 with a payload) answers a SubscribeResume, which this crate
+        // does not send yet; as an Ack it still completes the request it names.
+        Payload::Ack | Payload::SubscribeAck(_) => Inbound::Ack,
         Payload::Error(error) => {
             Inbound::Error(Error::from_server(error.code.to_native(), &error.reason))
         }
@@ -112,7 +114,8 @@ fn inbound(frame: &Bytes, kind: Kind) -> Result<Inbound, DecodeError> {
         | Payload::Request(_)
         | Payload::Event(_)
         | Payload::Subscribe(_)
-        | Payload::Unsubscribe(_) => Inbound::Unexpected(kind),
+        | Payload::Unsubscribe(_)
+        | Payload::SubscribeResume(_) => Inbound::Unexpected(kind),
     })
 }
 

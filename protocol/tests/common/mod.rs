@@ -8,8 +8,8 @@ use bytes::BytesMut;
 use holdfast_protocol::{
     decode::Fed,
     payload::{
-        ErrorBody, Event, Goodbye, Hello, Push, Request, Response, Subscribe, TopicName,
-        Unsubscribe, Welcome,
+        ErrorBody, Event, Goodbye, Hello, Push, Request, Response, ResumeTopic, Subscribe,
+        SubscribeAck, SubscribeResume, TopicName, TopicResumed, Unsubscribe, Welcome,
     },
     DecodeError, Decoder, EncodeError, Frame, Header, Kind, Payload, HEADER_BYTES,
 };
@@ -48,7 +48,10 @@ pub enum Body {
     },
     Subscribe(Vec<String>),
     Unsubscribe(Vec<String>),
+    /// (name, epoch, last_seq) per topic.
+    SubscribeResume(Vec<(String, u64, u64)>),
     Ack,
+    SubscribeAck(Vec<TopicResumed>),
     Error {
         code: u16,
         reason: String,
@@ -73,7 +76,8 @@ impl Body {
             Body::Push { .. } => Kind::Push,
             Body::Subscribe(_) => Kind::Subscribe,
             Body::Unsubscribe(_) => Kind::Unsubscribe,
-            Body::Ack => Kind::Ack,
+            Body::Ack | Body::SubscribeAck(_) => Kind::Ack,
+            Body::SubscribeResume(_) => Kind::SubscribeResume,
             Body::Error { .. } => Kind::Error,
             Body::Goodbye { .. } => Kind::Goodbye,
         }
@@ -140,6 +144,21 @@ impl Body {
                     topics.iter().map(|name| TopicName { name }).collect();
                 holdfast_protocol::encode_frame(out, flags, id, &Unsubscribe { topics: &names }, m)
             }
+            Body::SubscribeResume(topics) => {
+                let topics: Vec<ResumeTopic<'_>> = topics
+                    .iter()
+                    .map(|(name, epoch, last_seq)| ResumeTopic {
+                        name,
+                        epoch: *epoch,
+                        last_seq: *last_seq,
+                    })
+                    .collect();
+                let resume = SubscribeResume { topics: &topics };
+                holdfast_protocol::encode_frame(out, flags, id, &resume, m)
+            }
+            Body::SubscribeAck(topics) => {
+                holdfast_protocol::encode_frame(out, flags, id, &SubscribeAck { topics }, m)
+            }
             Body::Error { code, reason } => {
                 let error = ErrorBody {
                     code: *code,
@@ -205,6 +224,29 @@ impl Body {
             Payload::Subscribe(view) => Body::Subscribe(topics(view)),
             Payload::Unsubscribe(view) => Body::Unsubscribe(topics(view)),
             Payload::Ack => Body::Ack,
+            Payload::SubscribeResume(view) => Body::SubscribeResume(
+                view.topics
+                    .iter()
+                    .map(|t| {
+                        (
+                            t.name.to_string(),
+                            t.epoch.to_native(),
+                            t.last_seq.to_native(),
+                        )
+                    })
+                    .collect(),
+            ),
+            Payload::SubscribeAck(view) => Body::SubscribeAck(
+                view.topics
+                    .iter()
+                    .map(|t| TopicResumed {
+                        epoch: t.epoch.to_native(),
+                        seq: t.seq.to_native(),
+                        oldest_seq: t.oldest_seq.to_native(),
+                        recovered: t.recovered,
+                    })
+                    .collect(),
+            ),
             Payload::Error(error) => Body::Error {
                 code: error.code.to_native(),
                 reason: error.reason.to_string(),
@@ -288,6 +330,7 @@ pub fn one_of_every_kind() -> Vec<Body> {
             reason: s("shutting down"),
             reconnect_after_ms: 30_000,
         },
+        Body::SubscribeResume(vec![(s("prices"), 7, 41), (s("news"), 0, 0)]),
     ]
 }
 

@@ -38,6 +38,25 @@ pub enum ShardMsg {
     /// Cluster mode: a publish from another host (or straight from NATS), for the target this
     /// shard owns; sequenced and delivered here like `Publish`, never forwarded to NATS again.
     ClusterPublish(Publish),
+    /// A session on the sending shard resumes `topic` (this shard owns it) after `last_seq` of
+    /// `epoch`: answer with [`ShardMsg::ResumeReply`] on the same channel as this topic's
+    /// Pushes, so the answer sits exactly at the seam between replay and live.
+    ResumeRequest {
+        conn: ConnId,
+        request_id: u64,
+        index: usize,
+        topic: Box<str>,
+        epoch: u64,
+        last_seq: u64,
+    },
+    /// The owner's answer to `ResumeRequest` number `index` of a session's SubscribeResume.
+    ResumeReply {
+        conn: ConnId,
+        request_id: u64,
+        index: usize,
+        resumed: holdfast_protocol::payload::TopicResumed,
+        frames: Vec<bytes::Bytes>,
+    },
     /// The event processor took events from this shard's pipeline while it was full: parked
     /// events may move now, without waiting for the next tick (best effort: the tick remains
     /// the fallback).

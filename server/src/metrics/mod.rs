@@ -113,7 +113,11 @@ shard_counters! {
     /// Push frames queued to local sessions.
     pushes_delivered => "holdfast_pushes_delivered", "Push frames queued to local sessions.";
     /// WebSocket Upgrades answered with 101.
-    ws_upgrades => "holdfast_ws_upgrades", "WebSocket handshakes answered with 101 Switching Protocols.";
+    ws_upgrades => "holdfast_ws_upgrades",
+        "WebSocket handshakes answered with 101 Switching Protocols.";
+    /// Push frames replayed from history to resuming sessions.
+    resume_replayed_pushes => "holdfast_resume_replayed_pushes",
+        "Push frames an owner shard replayed from history to resuming sessions.";
     /// Messages to another shard refused because its inbox was full (counted, logged).
     cross_shard_dropped => "holdfast_cross_shard_dropped",
         "Messages to another shard dropped because its inbox was full.";

@@ -7,6 +7,8 @@
 //! frames into one send per connection.
 
 pub mod directory;
+pub mod history;
 pub mod request;
+pub mod resume;
 pub mod state;
 pub mod topics;

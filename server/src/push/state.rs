@@ -4,8 +4,11 @@
 //! handling frames (sent once the frame batch is done).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use super::directory::ClientDirectory;
+use super::history::{History, HistoryLimits};
+use super::resume::Resumes;
 use super::topics::TopicIndex;
 use crate::events::sink::EventSink;
 use crate::mesh::ShardMsg;
@@ -24,10 +27,61 @@ pub struct PushState {
     pub max_topics_per_session: usize,
     /// Cluster mode: the way to the NATS bridge (`None` when standalone).
     pub cluster: Option<crate::cluster::Link>,
+    /// Recent pushes of the topics this shard owns (and of broadcasts on their owner).
+    pub history: History,
+    /// Pushes to client ids this shard owns that had no session (auth on only).
+    pub inbox: History,
+    /// Sequence numbers of the inbox rings (a client push has no topic seq).
+    pub inbox_seq: u64,
+    /// SubscribeResumes of local sessions waiting for their topics' owners.
+    pub resumes: Resumes,
+    /// Drawn from the OS at start: every topic's epoch derives from it, so a restarted server
+    /// (its history gone, its sequences back at 1) never matches an epoch it handed out before.
+    pub epoch_seed: u64,
+}
+
+/// The limits of the push state taken from the config.
+#[derive(Clone, Copy, Debug)]
+pub struct PushLimits {
+    pub max_topics_per_session: usize,
+    pub history: HistoryLimits,
+    pub inbox: HistoryLimits,
+}
+
+/// Bytes one client's inbox may hold (and at most half of `max_outbound_bytes`).
+pub const CLIENT_INBOX_MAX_BYTES: usize = 256 * 1024;
+/// Bytes all the client inboxes of one shard may hold.
+pub const CLIENT_INBOX_MAX_BYTES_PER_SHARD: usize = 16 * 1024 * 1024;
+
+impl PushLimits {
+    pub fn from_config(config: &crate::config::Config) -> PushLimits {
+        let inbox_on = config.auth_secret.is_some();
+        PushLimits {
+            max_topics_per_session: config.max_topics_per_session,
+            history: HistoryLimits {
+                max_messages: config.history_max_messages,
+                max_bytes: config.history_max_bytes,
+                max_age: Duration::from_millis(config.history_max_age_ms),
+                max_bytes_per_shard: config.history_max_bytes_per_shard,
+            },
+            inbox: HistoryLimits {
+                max_messages: if inbox_on {
+                    config.client_inbox_max_messages
+                } else {
+                    0
+                },
+                // Half the outbound bound at most: an inbox delivered on reconnect never cuts
+                // the new session as a slow consumer.
+                max_bytes: CLIENT_INBOX_MAX_BYTES.min(config.max_outbound_bytes as usize / 2),
+                max_age: Duration::from_millis(config.client_inbox_max_age_ms),
+                max_bytes_per_shard: CLIENT_INBOX_MAX_BYTES_PER_SHARD,
+            },
+        }
+    }
 }
 
 impl PushState {
-    pub fn new(events: EventSink, shards: usize, max_topics_per_session: usize) -> PushState {
+    pub fn new(events: EventSink, shards: usize, limits: PushLimits) -> PushState {
         PushState {
             topics: TopicIndex::default(),
             directory: ClientDirectory::default(),
@@ -36,9 +90,30 @@ impl PushState {
             events,
             outbox: Vec::new(),
             shards,
-            max_topics_per_session,
+            max_topics_per_session: limits.max_topics_per_session,
             cluster: None,
+            history: History::new(limits.history),
+            inbox: History::new(limits.inbox),
+            inbox_seq: 0,
+            resumes: Resumes::default(),
+            epoch_seed: rand::random(),
         }
+    }
+
+    /// The epoch of `topic`'s sequence on this owner shard: fixed for the life of the process
+    /// (a topic's sequence is never reset while it runs), different after a restart, never 0.
+    pub fn epoch(&self, topic: &str) -> u64 {
+        let mut hash = self.epoch_seed ^ 0xcbf2_9ce4_8422_2325;
+        for byte in topic.as_bytes() {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        hash.max(1)
+    }
+
+    /// The last sequence number `topic` was given (0: none yet).
+    pub fn last_seq(&self, topic: &str) -> u64 {
+        self.topic_seqs.get(topic).copied().unwrap_or(0)
     }
 
     /// The next sequence number of `topic` (first publish gets 1).

@@ -299,6 +299,7 @@ fn on_open_frame(
         Payload::Error(_) => Verdict::Continue,
         Payload::Subscribe(topics) => push::on_topics(conn, cx, id, topics, true),
         Payload::Unsubscribe(topics) => push::on_topics(conn, cx, id, topics, false),
+        Payload::SubscribeResume(resume) => push::on_subscribe_resume(conn, cx, id, resume),
         Payload::Event(event) => push::on_event(conn, cx, id, frame.header.ack_requested(), event),
         Payload::Hello(_) => refuse(
             conn,
@@ -307,7 +308,11 @@ fn on_open_frame(
             id,
             "session already open",
         ),
-        Payload::Welcome(_) | Payload::Response(_) | Payload::Push(_) | Payload::Ack => refuse(
+        Payload::Welcome(_)
+        | Payload::Response(_)
+        | Payload::Push(_)
+        | Payload::Ack
+        | Payload::SubscribeAck(_) => refuse(
             conn,
             cx,
             ErrorCode::UnexpectedFrame,

@@ -2,7 +2,7 @@
 //! (offered to the shard's event pipeline; Ack only once accepted).
 
 use bytes::Bytes;
-use holdfast_protocol::payload::{EventView, Response, TopicsView};
+use holdfast_protocol::payload::{EventView, Response, SubscribeResumeView, TopicsView};
 use holdfast_protocol::{ErrorCode, Kind};
 
 use super::{queue_error, SessionCx, Verdict};
@@ -10,7 +10,8 @@ use crate::conn::{Conn, ConnFlags, ConnId, ConnKey};
 use crate::events::sink::Offer;
 use crate::events::OwnedEvent;
 use crate::mesh::ShardMsg;
-use crate::mesh::{owner_shard, valid_topic};
+use crate::mesh::{owner_shard, valid_topic, BROADCAST_TOPIC};
+use crate::push::resume::{PendingResume, RESUME_REPLY_TIMEOUT_MS};
 
 /// Queues an Ack for frame `id`.
 pub fn queue_ack(conn: &mut Conn, cx: &mut SessionCx<'_>, id: u64) {
@@ -50,6 +51,87 @@ pub fn on_topics(
     }
     queue_ack(conn, cx, id);
     Verdict::Continue
+}
+
+/// SubscribeResume: subscribes to every topic (all or none, like Subscribe; `"*"` names the
+/// broadcasts, which every session gets anyway) and asks each topic's owner shard for what the
+/// session missed. The Ack, with one result per topic, and the replayed Pushes follow once
+/// every owner has answered (see push::resume). One SubscribeResume at a time per session.
+pub fn on_subscribe_resume(
+    conn: &mut Conn,
+    cx: &mut SessionCx<'_>,
+    id: u64,
+    resume: &SubscribeResumeView,
+) -> Verdict {
+    let key = ConnKey {
+        slot: cx.slot,
+        generation: conn.generation,
+    };
+    let is_topic = |name: &str| valid_topic(name) || name == BROADCAST_TOPIC;
+    if !resume.topics.iter().all(|topic| is_topic(&topic.name)) {
+        let reason = "topic names are 1..=128 bytes (or \"*\" for broadcasts); nothing changed";
+        queue_error(conn, cx, ErrorCode::LimitExceeded, id, reason);
+        return Verdict::Continue;
+    }
+    if cx.push.resumes.is_pending(key) {
+        let reason = "a SubscribeResume is still being answered; send the next after its Ack";
+        queue_error(conn, cx, ErrorCode::LimitExceeded, id, reason);
+        return Verdict::Continue;
+    }
+    let names: Vec<&str> = resume
+        .topics
+        .iter()
+        .map(|topic| &*topic.name)
+        .filter(|name| *name != BROADCAST_TOPIC)
+        .collect();
+    let max = cx.push.max_topics_per_session;
+    if resume.topics.len() > max + 1 || cx.push.topics.subscribe_all(key, &names, max).is_err() {
+        let reason = "too many topics for one session; no topic was subscribed";
+        queue_error(conn, cx, ErrorCode::LimitExceeded, id, reason);
+        return Verdict::Continue;
+    }
+    let conn_id = ConnId::new(cx.shard, cx.slot, conn.generation);
+    for (index, topic) in resume.topics.iter().enumerate() {
+        cx.push.outbox.push((
+            owner_shard(&topic.name, cx.push.shards),
+            ShardMsg::ResumeRequest {
+                conn: conn_id,
+                request_id: id,
+                index,
+                topic: (*topic.name).into(),
+                epoch: topic.epoch.to_native(),
+                last_seq: topic.last_seq.to_native(),
+            },
+        ));
+    }
+    let pending = PendingResume {
+        generation: conn.generation,
+        request_id: id,
+        topics: resume.topics.iter().map(|t| (*t.name).into()).collect(),
+        replies: resume.topics.iter().map(|_| None).collect(),
+        deadline: cx.received_at + std::time::Duration::from_millis(RESUME_REPLY_TIMEOUT_MS),
+    };
+    if pending.complete() {
+        // No topic: nothing to wait for.
+        queue_frame_ack(conn, cx, id, &[]);
+    } else {
+        cx.push.resumes.start(key, pending);
+    }
+    Verdict::Continue
+}
+
+/// Queues the Ack of a SubscribeResume: one result per topic, in request order.
+pub fn queue_frame_ack(
+    conn: &mut Conn,
+    cx: &mut SessionCx<'_>,
+    id: u64,
+    topics: &[holdfast_protocol::payload::TopicResumed],
+) {
+    cx.queue_frame(
+        conn,
+        id,
+        &holdfast_protocol::payload::SubscribeAck { topics },
+    );
 }
 
 pub fn on_event(

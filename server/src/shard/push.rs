@@ -4,12 +4,14 @@
 
 use bytes::{Bytes, BytesMut};
 use holdfast_protocol::encode_frame;
-use holdfast_protocol::payload::Push;
+use holdfast_protocol::payload::{Push, TopicResumed};
 
 use super::state::Shard;
 use crate::conn::{ConnFlags, ConnId, ConnKey, SessionState};
 use crate::mesh::ShardMsg;
 use crate::mesh::{owner_shard, Publish, PublishOutcome, Scope, Target, BROADCAST_TOPIC};
+use crate::push::history::Since;
+use crate::push::resume::{PendingResume, TopicReply};
 use crate::session::{self, Verdict};
 
 impl Shard {
@@ -24,9 +26,44 @@ impl Shard {
             ShardMsg::ClusterPublish(publish) => self.on_publish(publish, false),
             ShardMsg::EventsTaken => self.unpark_events(),
             ShardMsg::Deliver { scope, frame } => self.deliver(&scope, &frame),
+            ShardMsg::ResumeRequest {
+                conn,
+                request_id,
+                index,
+                topic,
+                epoch,
+                last_seq,
+            } => self.on_resume_request(conn, request_id, index, &topic, epoch, last_seq),
+            ShardMsg::ResumeReply {
+                conn,
+                request_id,
+                index,
+                resumed,
+                frames,
+            } => {
+                let reply = TopicReply { resumed, frames };
+                if let Some(done) = self
+                    .push
+                    .resumes
+                    .answer(conn.key(), request_id, index, reply)
+                {
+                    self.finish_resume(conn.slot(), done);
+                }
+            }
             ShardMsg::ClientRegister { client_id, conn } => {
                 let first = self.push.directory.lookup(&client_id).is_empty();
                 self.push.directory.register(&client_id, conn);
+                // What was sent to this client while it had no session, oldest first.
+                let now = std::time::Instant::now();
+                for frame in self.push.inbox.take(&client_id, now) {
+                    self.route(
+                        conn.shard(),
+                        ShardMsg::Deliver {
+                            scope: Scope::Conn(conn),
+                            frame,
+                        },
+                    );
+                }
                 if let (true, Some(link)) = (first, &self.push.cluster) {
                     link.interest(crate::cluster::Interest::Client(client_id), true);
                 }
@@ -99,6 +136,14 @@ impl Shard {
                 debug_assert_eq!(owner_shard(&client_id, self.push.shards), self.index);
                 let conns: Vec<ConnId> = self.push.directory.lookup(&client_id).to_vec();
                 match (conns.is_empty(), self.encode_push("", 0, &payload)) {
+                    (true, Some(frame)) if self.push.inbox.enabled() => {
+                        // Held for the client's next session (see Config::client_inbox_*).
+                        self.push.inbox_seq += 1;
+                        let seq = self.push.inbox_seq;
+                        let now = std::time::Instant::now();
+                        self.push.inbox.record(&client_id, seq, frame, now);
+                        PublishOutcome::Delivered { connections: 0 }
+                    }
                     (false, Some(frame)) => {
                         for conn in &conns {
                             self.route(
@@ -137,6 +182,10 @@ impl Shard {
         let Some(frame) = self.encode_push(topic, seq, payload) else {
             return PublishOutcome::NoSuchTarget;
         };
+        if self.push.history.enabled() {
+            let now = std::time::Instant::now();
+            self.push.history.record(topic, seq, frame.clone(), now);
+        }
         for shard in 0..self.push.shards {
             self.route(
                 shard,
@@ -196,18 +245,127 @@ impl Shard {
             Scope::Topic(topic) => {
                 let subscribers: Vec<ConnKey> = self.push.topics.subscribers(topic).to_vec();
                 for entry in subscribers {
-                    self.enqueue_push(entry, frame);
+                    // A session resuming this topic gets it from the replay (push::resume).
+                    if !self.push.resumes.holds(entry, topic) {
+                        self.enqueue_push(entry, frame);
+                    }
                 }
             }
             Scope::Broadcast => {
                 let open: Vec<ConnKey> = self.conns.open_sessions().collect();
                 for entry in open {
-                    self.enqueue_push(entry, frame);
+                    if !self.push.resumes.holds(entry, BROADCAST_TOPIC) {
+                        self.enqueue_push(entry, frame);
+                    }
                 }
             }
             Scope::Conn(id) => {
                 self.deliver_to_conn(*id, frame);
             }
+        }
+    }
+
+    /// Owner of `topic`: what a resuming session missed after `last_seq` of `epoch`, sent back
+    /// to the session's shard behind every Push of the topic sequenced so far.
+    fn on_resume_request(
+        &mut self,
+        conn: ConnId,
+        request_id: u64,
+        index: usize,
+        topic: &str,
+        epoch: u64,
+        last_seq: u64,
+    ) {
+        let now = std::time::Instant::now();
+        let current_epoch = self.push.epoch(topic);
+        let seq = self.push.last_seq(topic);
+        let since = if epoch == current_epoch && last_seq <= seq {
+            self.push.history.since(topic, last_seq, seq, now)
+        } else {
+            Since::Gap {
+                oldest_seq: self.push.history.oldest_seq(topic, now),
+            }
+        };
+        let (recovered, oldest_seq, frames) = match since {
+            Since::Complete(frames) => (1, self.push.history.oldest_seq(topic, now), frames),
+            Since::Gap { oldest_seq } => (0, oldest_seq, Vec::new()),
+        };
+        let resumed = TopicResumed {
+            epoch: current_epoch,
+            seq,
+            oldest_seq,
+            recovered,
+        };
+        self.counters.resume_replayed_pushes += frames.len() as u64;
+        self.route(
+            conn.shard(),
+            ShardMsg::ResumeReply {
+                conn,
+                request_id,
+                index,
+                resumed,
+                frames,
+            },
+        );
+    }
+
+    /// Every owner answered a session's SubscribeResume (or the wait timed out): the Ack with
+    /// one result per topic, then each topic's replay in order; live Pushes flow from here on.
+    pub(super) fn finish_resume(&mut self, slot: u32, mut pending: PendingResume) {
+        let key = ConnKey {
+            slot,
+            generation: pending.generation,
+        };
+        let max_outbound_bytes = self.limits.max_outbound_bytes;
+        let (conns, mut cx) = self.session_parts(slot);
+        let Some(conn) = conns.get_mut(key) else {
+            return;
+        };
+        if conn.state != SessionState::Open {
+            return;
+        }
+        // A replay that would pass the session's outbound bound would cut it as a slow
+        // consumer: such a topic is answered "not recovered" instead (the client re-fetches).
+        let queued_bytes = conn.outbound.as_ref().map_or(0, |out| out.total_bytes());
+        let ack_bytes = holdfast_protocol::HEADER_BYTES + 8 + 25 * pending.replies.len();
+        let mut room = max_outbound_bytes.saturating_sub(queued_bytes + ack_bytes);
+        let mut results: Vec<TopicResumed> = Vec::with_capacity(pending.replies.len());
+        for reply in &mut pending.replies {
+            let Some(reply) = reply else {
+                // The owner did not answer in time: epoch 0 says "unknown, resume again".
+                results.push(TopicResumed {
+                    epoch: 0,
+                    seq: 0,
+                    oldest_seq: 0,
+                    recovered: 0,
+                });
+                continue;
+            };
+            let replay_bytes: usize = reply.frames.iter().map(Bytes::len).sum();
+            if replay_bytes > room {
+                reply.resumed.recovered = 0;
+                reply.frames.clear();
+            } else {
+                room -= replay_bytes;
+            }
+            results.push(reply.resumed);
+        }
+        session::push::queue_frame_ack(conn, &mut cx, pending.request_id, &results);
+        for reply in pending.replies.into_iter().flatten() {
+            for frame in &reply.frames {
+                if !self.enqueue_push(key, frame) {
+                    return;
+                }
+            }
+        }
+        self.flush(slot);
+    }
+
+    /// Resumes whose owners did not all answer in time: answered "not recovered" for the
+    /// topics still missing, so a lost message never holds a session's pushes for good.
+    pub(super) fn expire_resumes(&mut self) {
+        for (slot, pending) in self.push.resumes.take_expired(std::time::Instant::now()) {
+            self.finish_resume(slot, pending);
         }
     }
 

@@ -136,7 +136,7 @@ impl Shard {
         };
         let shards = mesh.shards();
         let config_policy = config.event_overflow_policy;
-        let config_max_topics = config.max_topics_per_session;
+        let push_limits = crate::push::state::PushLimits::from_config(&config);
         let config_parked_max = config.event_parked_max;
         let RingParts { ring, bufs } = RingParts::new(&params)?;
         let transport_config = TransportConfig {
@@ -204,7 +204,7 @@ impl Shard {
             push: PushState::new(
                 EventSink::new(events, config_policy, config_parked_max),
                 shards,
-                config_max_topics,
+                push_limits,
             ),
             mesh,
         })
@@ -369,6 +369,7 @@ impl Shard {
             self.refusals_live -= 1;
         }
         self.push.topics.remove_conn(key);
+        self.push.resumes.remove_conn(key);
         self.held_input.remove(&slot);
         self.transports.remove(&slot);
         // Never acked, so not accepted: dropped with their connection (counted).

@@ -32,6 +32,7 @@ impl Shard {
             self.wheel.recycle(due);
         }
         self.arm_accept();
+        self.expire_resumes();
         if let Some(deadline) = self.drain_deadline_tick {
             if self.now_tick() >= deadline {
                 self.drain_deadline_passed();
