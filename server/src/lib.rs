@@ -41,3 +41,4 @@ pub mod session;
 pub mod shard;
 pub mod socket;
 pub mod timer;
+pub mod transport;

@@ -1,0 +1,3 @@
+//! Transports between the ring and the frame decoder.
+
+pub mod tls;
