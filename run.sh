@@ -11,7 +11,8 @@ cd "$(dirname "$0")"
 #   fonts-dejavu-core: holdfast-bench plot renders text in PNGs
 #   systemd: systemd-analyze verify on the units in systemd/
 #   file, binutils, libc6-dev: .ci/static-build (file(1), strip, libc.a for the static binary)
-DEBIAN_PACKAGES=(clang libelf-dev zlib1g-dev pkg-config make fonts-dejavu-core systemd file binutils libc6-dev nats-server)
+#   openssl: server/tls/make-test-cert.sh (test certificates) and the TLS tests that run it
+DEBIAN_PACKAGES=(clang libelf-dev zlib1g-dev pkg-config make fonts-dejavu-core systemd file binutils libc6-dev nats-server openssl)
 
 deps() {
     local missing=()

@@ -1546,6 +1546,35 @@ mod tests {
     }
 
     #[test]
+    fn make_test_cert_script_output_serves_a_handshake() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tls/make-test-cert.sh");
+        let status = std::process::Command::new(&script)
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run server/tls/make-test-cert.sh (needs openssl)");
+        assert!(status.success(), "{script:?} failed");
+        let cert_file = dir.path().join("cert.pem");
+        let key_file = dir.path().join("key.pem");
+        let config = server_config_from_pem_files(&cert_file, &key_file).expect("loads");
+        let cert_pem = std::fs::read(&cert_file).unwrap();
+        let cert = TestCert {
+            cert_der: CertificateDer::from_pem_slice(&cert_pem).unwrap(),
+            cert_pem: String::from_utf8(cert_pem).unwrap(),
+            key_pem: String::new(),
+        };
+        let mut server = TlsSession::new(config).unwrap();
+        let mut client = client(&client_config(
+            &cert,
+            &rustls::version::TLS13,
+            &[ALPN_HOLDFAST],
+        ));
+        handshake(&mut server, &mut client, usize::MAX);
+        assert_eq!(server.alpn_protocol(), Some(ALPN_HOLDFAST));
+    }
+
+    #[test]
     fn incomplete_bytes_needed_walks_record_headers() {
         assert_eq!(incomplete_bytes_needed(&[]), None);
         assert_eq!(incomplete_bytes_needed(&[0x17, 3]), Some(3));
