@@ -1,6 +1,6 @@
 //! Baseline: a glommio task-per-connection echo server: one LocalExecutor per core, pinned, each
 //! with its own SO_REUSEPORT listener (glommio's default), io_memory 1 MiB (memlock is 8 MiB per
-//! user here, see FACTS.md). Echoes Holdfast frames byte-exact; answers Hello with Welcome and
+//! user on the development host, docs/CAPACITY.md "Platform facts"). Echoes Holdfast frames byte-exact; answers Hello with Welcome and
 //! Ping with Pong. `holdfast-baseline-glommio --listen 127.0.0.1:7879 --cores 1`
 
 use std::cell::Cell;

@@ -48,15 +48,7 @@ pub fn answer_frames(input: &[u8], out: &mut BytesMut, session_id: u64) -> Resul
                     max_frame_bytes: BASELINE_MAX_FRAME_BYTES,
                     max_inflight_requests: 1024,
                 };
-                encode_frame(
-                    out,
-                    Kind::Welcome,
-                    0,
-                    id,
-                    &welcome,
-                    BASELINE_MAX_FRAME_BYTES,
-                )
-                .expect("Welcome fits");
+                encode_frame(out, 0, id, &welcome, BASELINE_MAX_FRAME_BYTES).expect("Welcome fits");
             }
             Some(Kind::Ping) => {
                 let mut pong = [0u8; HEADER_BYTES];
@@ -87,22 +79,13 @@ fn answer_request(frame: &[u8], id: u64, out: &mut BytesMut) -> Result<(), BadFr
         let response = payload::Response {
             body: &request.body,
         };
-        encode_frame(
-            out,
-            Kind::Response,
-            0,
-            id,
-            &response,
-            BASELINE_MAX_FRAME_BYTES,
-        )
-        .map_err(|_| BadFrame)?;
+        encode_frame(out, 0, id, &response, BASELINE_MAX_FRAME_BYTES).map_err(|_| BadFrame)?;
     } else {
         let error = payload::ErrorBody {
             code: holdfast_protocol::ErrorCode::UnknownMethod as u16,
             reason: "baseline servers know only the method \"echo\"",
         };
-        encode_frame(out, Kind::Error, 0, id, &error, BASELINE_MAX_FRAME_BYTES)
-            .map_err(|_| BadFrame)?;
+        encode_frame(out, 0, id, &error, BASELINE_MAX_FRAME_BYTES).map_err(|_| BadFrame)?;
     }
     Ok(())
 }

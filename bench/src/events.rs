@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use bytes::BytesMut;
-use holdfast_protocol::{encode_frame, payload, Kind, FLAG_ACK_REQUESTED, HEADER_BYTES};
+use holdfast_protocol::{encode_frame, payload, FLAG_ACK_REQUESTED, HEADER_BYTES};
 use serde::Serialize;
 
 use crate::clock::{mono_ns, sleep_until_ns, NS_PER_MS, NS_PER_S};
@@ -70,7 +70,7 @@ pub fn event_frame(
     };
     let flags = if ack { FLAG_ACK_REQUESTED } else { 0 };
     let mut out = BytesMut::with_capacity(HEADER_BYTES + topic.len() + payload_bytes + 64);
-    encode_frame(&mut out, Kind::Event, flags, 0, &event, max_frame_bytes).map_err(|e| {
+    encode_frame(&mut out, flags, 0, &event, max_frame_bytes).map_err(|e| {
         anyhow::anyhow!(
             "an Event frame of topic {} bytes and payload {payload_bytes} bytes does not fit max_frame_bytes {max_frame_bytes}: {e}",
             topic.len()

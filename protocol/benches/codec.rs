@@ -53,9 +53,9 @@ fn decode(buf: &[u8]) -> usize {
 }
 
 fn decode_benches(c: &mut Criterion) {
-    let hello = encoded(|out| encode_frame(out, Kind::Hello, 0, 1, &hello(), MAX));
+    let hello = encoded(|out| encode_frame(out, 0, 1, &hello(), MAX));
     let echo = encoded(|out| encode_raw(out, Kind::Echo, 0, 1, &ECHO, MAX));
-    let push = encoded(|out| encode_frame(out, Kind::Push, 0, 1, &push(), MAX));
+    let push = encoded(|out| encode_frame(out, 0, 1, &push(), MAX));
     // The same Push one byte into a buffer: payloads are unaligned archives, valid at any offset.
     let mut push_odd = vec![0u8];
     push_odd.extend_from_slice(&push);
@@ -82,7 +82,7 @@ fn encode_benches(c: &mut Criterion) {
     group.bench_function("hello", |b| {
         b.iter(|| {
             out.clear();
-            encode_frame(&mut out, Kind::Hello, 0, 1, black_box(&hello()), MAX).unwrap()
+            encode_frame(&mut out, 0, 1, black_box(&hello()), MAX).unwrap()
         })
     });
     group.bench_function("echo_64", |b| {
@@ -94,7 +94,7 @@ fn encode_benches(c: &mut Criterion) {
     group.bench_function("push_1k", |b| {
         b.iter(|| {
             out.clear();
-            encode_frame(&mut out, Kind::Push, 0, 1, black_box(&push()), MAX).unwrap()
+            encode_frame(&mut out, 0, 1, black_box(&push()), MAX).unwrap()
         })
     });
     group.finish();

@@ -14,6 +14,7 @@ use rkyv::{
 };
 
 use crate::header::{Header, Kind, HEADER_BYTES};
+use crate::payload::FramePayload;
 
 /// Scratch space for rkyv resolvers, on the stack. Only a slice of structs with out-of-line data
 /// needs any (the topic list of Subscribe and Unsubscribe: 8 bytes per topic), so 4 KiB covers
@@ -31,6 +32,19 @@ pub enum EncodeError {
     BufferTooSmall { capacity: usize },
     #[error("{kind:?} frames carry an rkyv payload: use encode_frame")]
     NotRaw { kind: Kind },
+}
+
+/// A payload [`encode_frame`] can write: it names its kind ([`FramePayload`]) and serializes
+/// through the append writer. Implemented for every payload type; callers use it as a bound.
+pub trait EncodeFrame:
+    FramePayload + for<'a, 'b> Serialize<LowSerializer<AppendWriter<'a>, SubAllocator<'b>, Failure>>
+{
+}
+
+impl<T> EncodeFrame for T where
+    T: FramePayload
+        + for<'a, 'b> Serialize<LowSerializer<AppendWriter<'a>, SubAllocator<'b>, Failure>>
+{
 }
 
 /// The rkyv writer behind [`encode_frame`]: appends to a `BytesMut`, reporting positions relative to the payload start (rkyv's relative
@@ -74,19 +88,20 @@ fn finish(
     Ok(len)
 }
 
-/// Appends one frame with an rkyv payload (`kind` must match the payload's layout; see
-/// [`crate::payload`]). On error `out` is left as it was.
+/// Appends one frame with an rkyv payload; the frame's kind is the payload type's
+/// [`FramePayload::KIND`], so a kind that does not match its layout cannot be written. On error
+/// `out` is left as it was.
 pub fn encode_frame<T>(
     out: &mut BytesMut,
-    kind: Kind,
     flags: u16,
     id: u64,
     payload: &T,
     max_frame_bytes: u32,
 ) -> Result<usize, EncodeError>
 where
-    T: for<'a, 'b> Serialize<LowSerializer<AppendWriter<'a>, SubAllocator<'b>, Failure>>,
+    T: EncodeFrame,
 {
+    let kind = T::KIND;
     let frame_start = out.len();
     let mut scratch_stack = [MaybeUninit::<u8>::uninit(); SCRATCH_STACK_BYTES];
     let mut written = append_archive(
@@ -167,18 +182,19 @@ pub fn encode_raw(
     finish(&mut out[frame_start..], kind, flags, id, max_frame_bytes)
 }
 
-/// Writes one frame with an rkyv payload into the front of `buf`; returns its length.
+/// Writes one frame with an rkyv payload into the front of `buf` (kind from
+/// [`FramePayload::KIND`]); returns its length.
 pub fn encode_into_slice<T>(
     buf: &mut [u8],
-    kind: Kind,
     flags: u16,
     id: u64,
     payload: &T,
     max_frame_bytes: u32,
 ) -> Result<usize, EncodeError>
 where
-    T: for<'a, 'b> Serialize<LowSerializer<Buffer<'a>, SubAllocator<'b>, Failure>>,
+    T: FramePayload + for<'a, 'b> Serialize<LowSerializer<Buffer<'a>, SubAllocator<'b>, Failure>>,
 {
+    let kind = T::KIND;
     let capacity = buf.len();
     let Some((_, body)) = buf.split_first_chunk_mut::<HEADER_BYTES>() else {
         return Err(EncodeError::BufferTooSmall { capacity });

@@ -9,6 +9,7 @@
 //! | 8      | u64  | id      | correlation id
 
 use crate::decode::DecodeError;
+use crate::wire_codes;
 
 /// Bytes in a frame header; also the smallest legal `len`.
 pub const HEADER_BYTES: usize = 16;
@@ -24,50 +25,23 @@ pub const FLAG_ACK_REQUESTED: u16 = 1;
 /// Every flag bit this version defines; the rest are reserved and must be 0.
 pub const FLAGS_KNOWN: u16 = FLAG_ACK_REQUESTED;
 
-/// The kind byte of a frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Kind {
-    Hello = 1,
-    Welcome = 2,
-    Ping = 3,
-    Pong = 4,
-    Echo = 5,
-    Request = 6,
-    Response = 7,
-    Event = 8,
-    Push = 9,
-    Subscribe = 10,
-    Unsubscribe = 11,
-    Ack = 12,
-    Error = 13,
-    Goodbye = 14,
-}
-
-impl Kind {
-    /// Every kind, in wire order.
-    pub const ALL: [Kind; 14] = [
-        Kind::Hello,
-        Kind::Welcome,
-        Kind::Ping,
-        Kind::Pong,
-        Kind::Echo,
-        Kind::Request,
-        Kind::Response,
-        Kind::Event,
-        Kind::Push,
-        Kind::Subscribe,
-        Kind::Unsubscribe,
-        Kind::Ack,
-        Kind::Error,
-        Kind::Goodbye,
-    ];
-
-    pub fn from_u8(byte: u8) -> Option<Kind> {
-        match byte {
-            1..=14 => Some(Kind::ALL[usize::from(byte) - 1]),
-            _ => None,
-        }
+wire_codes! {
+    /// The kind byte of a frame.
+    pub enum Kind: u8, from_u8 {
+        Hello = 1 => "hello",
+        Welcome = 2 => "welcome",
+        Ping = 3 => "ping",
+        Pong = 4 => "pong",
+        Echo = 5 => "echo",
+        Request = 6 => "request",
+        Response = 7 => "response",
+        Event = 8 => "event",
+        Push = 9 => "push",
+        Subscribe = 10 => "subscribe",
+        Unsubscribe = 11 => "unsubscribe",
+        Ack = 12 => "ack",
+        Error = 13 => "error",
+        Goodbye = 14 => "goodbye",
     }
 }
 

@@ -13,6 +13,9 @@
 //!
 //! This crate knows nothing about sockets, rings or sessions.
 
+#![forbid(unsafe_code)]
+
+mod codes;
 pub mod decode;
 pub mod encode;
 pub mod error;
@@ -21,7 +24,7 @@ pub mod payload;
 pub mod token;
 
 pub use decode::{next_frame, DecodeError, Decoder, Frame, Payload};
-pub use encode::{encode_frame, encode_into_slice, encode_raw, EncodeError};
+pub use encode::{encode_frame, encode_into_slice, encode_raw, EncodeError, EncodeFrame};
 pub use error::ErrorCode;
 pub use header::{
     Header, Kind, FLAG_ACK_REQUESTED, HEADER_BYTES, MAX_FRAME_BYTES_DEFAULT, VERSION,

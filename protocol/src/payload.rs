@@ -9,6 +9,36 @@
 
 use rkyv::{with::InlineAsBox, Archive, Serialize};
 
+use crate::header::Kind;
+
+/// A payload layout and the one frame kind that carries it: the encoder takes the kind from
+/// here, so a frame's kind always matches its payload.
+pub trait FramePayload {
+    const KIND: Kind;
+}
+
+macro_rules! frame_payloads {
+    ($( $payload:ident => $kind:ident, )+) => {
+        $( impl FramePayload for $payload<'_> { const KIND: Kind = Kind::$kind; } )+
+    };
+}
+
+frame_payloads! {
+    Hello => Hello,
+    Request => Request,
+    Response => Response,
+    Event => Event,
+    Push => Push,
+    Subscribe => Subscribe,
+    Unsubscribe => Unsubscribe,
+    ErrorBody => Error,
+    Goodbye => Goodbye,
+}
+
+impl FramePayload for Welcome {
+    const KIND: Kind = Kind::Welcome;
+}
+
 /// Client's opening frame (a Hello with an empty payload is an anonymous Hello).
 #[derive(Archive, Serialize, Debug, Clone, Copy)]
 pub struct Hello<'a> {
@@ -73,9 +103,25 @@ pub struct Push<'a> {
     pub payload: &'a [u8],
 }
 
-/// Subscribe or Unsubscribe: the topics to add or remove.
+/// The layout of Subscribe and Unsubscribe payloads as they are read ([`TopicsView`]): the
+/// topics to add or remove. Encode with [`Subscribe`] or [`Unsubscribe`], which archive to the
+/// same bytes and name their kind.
 #[derive(Archive, Serialize, Debug, Clone, Copy)]
 pub struct Topics<'a> {
+    #[rkyv(with = InlineAsBox)]
+    pub topics: &'a [TopicName<'a>],
+}
+
+/// A Subscribe payload (same layout as [`Topics`]).
+#[derive(Archive, Serialize, Debug, Clone, Copy)]
+pub struct Subscribe<'a> {
+    #[rkyv(with = InlineAsBox)]
+    pub topics: &'a [TopicName<'a>],
+}
+
+/// An Unsubscribe payload (same layout as [`Topics`]).
+#[derive(Archive, Serialize, Debug, Clone, Copy)]
+pub struct Unsubscribe<'a> {
     #[rkyv(with = InlineAsBox)]
     pub topics: &'a [TopicName<'a>],
 }

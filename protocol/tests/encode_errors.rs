@@ -6,7 +6,7 @@ use bytes::BytesMut;
 use common::{Body, MAX};
 use holdfast_protocol::{
     encode_frame, encode_into_slice, encode_raw,
-    payload::{Push, TopicName, Topics},
+    payload::{Push, Subscribe, TopicName},
     EncodeError, Kind, HEADER_BYTES,
 };
 
@@ -73,7 +73,7 @@ fn too_large_push_leaves_the_bytes_mut_unchanged() {
         seq: 1,
         payload: &payload,
     };
-    let error = encode_frame(&mut out, Kind::Push, 0, 2, &push, 1024).unwrap_err();
+    let error = encode_frame(&mut out, 0, 2, &push, 1024).unwrap_err();
     let EncodeError::TooLarge {
         len,
         max_frame_bytes: 1024,
@@ -91,15 +91,7 @@ fn too_large_topic_list_leaves_the_bytes_mut_unchanged() {
     let names: Vec<String> = (0..20_000).map(|n| format!("{n}")).collect();
     let topics: Vec<_> = names.iter().map(|name| TopicName { name }).collect();
     let mut out = BytesMut::from(&b"kept"[..]);
-    let error = encode_frame(
-        &mut out,
-        Kind::Subscribe,
-        0,
-        1,
-        &Topics { topics: &topics },
-        MAX,
-    )
-    .unwrap_err();
+    let error = encode_frame(&mut out, 0, 1, &Subscribe { topics: &topics }, MAX).unwrap_err();
     assert!(
         matches!(
             error,
@@ -123,7 +115,7 @@ fn encode_into_slice_reports_buffer_too_small() {
     for capacity in [0, 10, HEADER_BYTES, HEADER_BYTES + 50, 100] {
         let mut buf = vec![0u8; capacity];
         assert_eq!(
-            encode_into_slice(&mut buf, Kind::Push, 0, 1, &push, MAX),
+            encode_into_slice(&mut buf, 0, 1, &push, MAX),
             Err(EncodeError::BufferTooSmall { capacity }),
             "capacity {capacity}"
         );
@@ -137,7 +129,7 @@ fn encode_into_slice_reports_buffer_too_small() {
     };
     let mut buf = vec![0u8; 8192];
     assert_eq!(
-        encode_into_slice(&mut buf, Kind::Push, 0, 1, &big, MAX),
+        encode_into_slice(&mut buf, 0, 1, &big, MAX),
         Err(EncodeError::BufferTooSmall { capacity: 8192 })
     );
 }
@@ -150,7 +142,7 @@ fn encode_into_slice_refuses_frames_above_max_frame_bytes() {
         payload: &[7; 100],
     };
     let mut buf = vec![0u8; 4096];
-    let error = encode_into_slice(&mut buf, Kind::Push, 0, 1, &push, 64).unwrap_err();
+    let error = encode_into_slice(&mut buf, 0, 1, &push, 64).unwrap_err();
     assert!(
         matches!(
             error,

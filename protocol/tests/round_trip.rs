@@ -160,9 +160,9 @@ fn encode_into_slice_writes_the_same_bytes_as_encode_frame() {
         heartbeat_ms: 1000,
     };
     let mut out = BytesMut::new();
-    holdfast_protocol::encode_frame(&mut out, Kind::Hello, 1, 2, &hello, MAX).unwrap();
+    holdfast_protocol::encode_frame(&mut out, 1, 2, &hello, MAX).unwrap();
     let mut buf = [0xeeu8; 256];
-    let len = encode_into_slice(&mut buf, Kind::Hello, 1, 2, &hello, MAX).unwrap();
+    let len = encode_into_slice(&mut buf, 1, 2, &hello, MAX).unwrap();
     assert_eq!(&buf[..len], &out[..]);
     assert!(
         buf[len..].iter().all(|&byte| byte == 0xee),
@@ -177,9 +177,9 @@ fn encode_into_slice_handles_topic_lists_beyond_the_stack_scratch() {
         .iter()
         .map(|name| holdfast_protocol::payload::TopicName { name })
         .collect();
-    let payload = holdfast_protocol::payload::Topics { topics: &topics };
+    let payload = holdfast_protocol::payload::Subscribe { topics: &topics };
     let mut buf = vec![0u8; MAX as usize];
-    let len = encode_into_slice(&mut buf, Kind::Subscribe, 0, 1, &payload, MAX).unwrap();
+    let len = encode_into_slice(&mut buf, 0, 1, &payload, MAX).unwrap();
     let frame = next_frame(&buf[..len], MAX).unwrap().unwrap();
     assert_eq!(Body::from_payload(&frame.payload), Body::Subscribe(names));
 }
@@ -196,7 +196,7 @@ fn welcome_archive_is_read_in_place_from_an_odd_offset() {
     };
     let mut out = BytesMut::new();
     out.extend_from_slice(&[0]);
-    holdfast_protocol::encode_frame(&mut out, Kind::Welcome, 0, 1, &welcome, MAX).unwrap();
+    holdfast_protocol::encode_frame(&mut out, 0, 1, &welcome, MAX).unwrap();
     let frame = next_frame(&out[1..], MAX).unwrap().unwrap();
     assert_eq!(Body::from_payload(&frame.payload), Body::Welcome(welcome));
 }
@@ -310,4 +310,33 @@ fn hand_built_archive_with_a_leading_gap_validates() {
             body: b"ok".to_vec()
         }
     );
+}
+
+#[test]
+fn subscribe_and_unsubscribe_archive_to_the_topics_layout_and_name_their_kind() {
+    use holdfast_protocol::payload::{Subscribe, TopicName, Unsubscribe};
+    let topics = [TopicName { name: "news" }, TopicName { name: "sport" }];
+    let mut subscribe = BytesMut::new();
+    holdfast_protocol::encode_frame(&mut subscribe, 0, 7, &Subscribe { topics: &topics }, MAX)
+        .unwrap();
+    let mut unsubscribe = BytesMut::new();
+    holdfast_protocol::encode_frame(
+        &mut unsubscribe,
+        0,
+        7,
+        &Unsubscribe { topics: &topics },
+        MAX,
+    )
+    .unwrap();
+    assert_eq!(subscribe[HEADER_BYTES..], unsubscribe[HEADER_BYTES..]);
+    let names = vec!["news".to_string(), "sport".to_string()];
+    let frame = next_frame(&subscribe, MAX).unwrap().unwrap();
+    assert_eq!(frame.header.kind, Kind::Subscribe);
+    assert_eq!(
+        Body::from_payload(&frame.payload),
+        Body::Subscribe(names.clone())
+    );
+    let frame = next_frame(&unsubscribe, MAX).unwrap().unwrap();
+    assert_eq!(frame.header.kind, Kind::Unsubscribe);
+    assert_eq!(Body::from_payload(&frame.payload), Body::Unsubscribe(names));
 }

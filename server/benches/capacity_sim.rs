@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use holdfast_server::config::Config;
 use holdfast_server::conn::{ConnSlab, SessionState};
-use holdfast_server::timer::wheel::{TimerWheel, WheelEntry};
+use holdfast_server::timer::wheel::TimerWheel;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -64,8 +64,7 @@ fn main() {
     let started = Instant::now();
     let mut wheel = TimerWheel::new();
     for slot in 0..n {
-        let generation = slab.generation(slot);
-        wheel.insert(WheelEntry { slot, generation }, slot % interval_ticks);
+        wheel.insert(slab.key(slot), slot % interval_ticks);
     }
     let wheel_time = started.elapsed();
     let rss_wheel = rss_bytes();
@@ -86,9 +85,7 @@ fn main() {
                 visited += 1;
                 // What Shard::on_due does for an idle connection that is not due yet: check the
                 // slot (generation, state), recompute its deadline, re-insert.
-                let conn = slab
-                    .get_mut(entry.slot, entry.generation, u32::MAX)
-                    .expect("live slot");
+                let conn = slab.get_mut(*entry).expect("live slot");
                 debug_assert_eq!(conn.state, SessionState::AwaitHello);
                 conn.last_activity_tick = now;
                 wheel.insert(*entry, now + interval_ticks);
@@ -111,7 +108,7 @@ fn main() {
     );
     println!(
         "| wheel: RSS delta / N (entry is {} B) | {:.1} B |",
-        std::mem::size_of::<WheelEntry>(),
+        std::mem::size_of::<holdfast_server::conn::ConnKey>(),
         per_conn(rss_wheel - rss_slab)
     );
     println!(

@@ -92,6 +92,16 @@ pub struct Config {
     pub nats_url: Option<String>,
     /// This host's id on NATS (the origin of what it publishes); unset = random per process.
     pub cluster_host_id: Option<String>,
+    /// WebSocket listener (one per shard, SO_REUSEPORT, beside `listen`): HTTP/1.1 Upgrade on
+    /// `ws_path`, subprotocol `holdfast.v1`, each binary message carrying Holdfast frames.
+    /// Unset = no WebSocket listener.
+    pub ws_listen: Option<SocketAddr>,
+    /// The request path of the WebSocket Upgrade (a query string is ignored).
+    pub ws_path: String,
+    /// `Origin` values a browser's Upgrade may carry (exact, ASCII case-insensitive; Chromium
+    /// sends `file://` for a page opened from a file). Empty = any origin. A request without `Origin` (not a
+    /// browser) is always allowed.
+    pub ws_allowed_origins: Vec<String>,
 }
 
 impl Config {
@@ -140,6 +150,9 @@ impl Default for Config {
             publisher_client_id_prefix: "publisher:".to_owned(),
             nats_url: None,
             cluster_host_id: None,
+            ws_listen: None,
+            ws_path: "/ws".to_owned(),
+            ws_allowed_origins: Vec::new(),
         }
     }
 }
@@ -157,6 +170,51 @@ fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key,
         problem: problem.into(),
+    }
+}
+
+/// Connection slots per shard beyond `max_connections_per_shard`, in which a connection over
+/// the cap is accepted just long enough to get Error(server_full) with a reconnect hint.
+pub const SERVER_FULL_REFUSAL_SLOTS: u32 = 64;
+
+/// RLIMIT_NOFILE (soft), capped at the most slots a connection id can name: the largest
+/// fixed-file table a ring may register.
+fn nofile_limit() -> u32 {
+    let (soft, _hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 1024));
+    u32::try_from(soft)
+        .unwrap_or(u32::MAX)
+        .min(crate::conn::id::MAX_SLOTS_PER_SHARD - 1)
+}
+
+impl Config {
+    /// Shards to run: the configured count, or one per available CPU.
+    pub fn shard_count(&self) -> usize {
+        match self.shards {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            n => n,
+        }
+    }
+
+    /// Connections per shard: the configured value, or RLIMIT_NOFILE less the refusal slots
+    /// (a ring's fixed-file table may not exceed RLIMIT_NOFILE).
+    pub fn capacity_per_shard(&self) -> u32 {
+        match self.max_connections_per_shard {
+            0 => nofile_limit()
+                .saturating_sub(SERVER_FULL_REFUSAL_SLOTS)
+                .max(1),
+            n => n,
+        }
+    }
+
+    /// Slots beyond `capacity_per_shard` in which connections over the cap are told
+    /// Error(server_full): [`SERVER_FULL_REFUSAL_SLOTS`], or fewer if RLIMIT_NOFILE leaves no
+    /// room (then the kernel closes over-cap connections at accept instead).
+    pub fn refusal_slots_per_shard(&self) -> u32 {
+        nofile_limit()
+            .saturating_sub(self.capacity_per_shard())
+            .min(SERVER_FULL_REFUSAL_SLOTS)
     }
 }
 
@@ -274,6 +332,18 @@ impl Config {
                 "a port other than listen's (or admin_enabled = false)",
             ));
         }
+        if let Some(ws) = self.ws_listen {
+            if ws.port() != 0 && [self.listen.port(), self.admin_listen.port()].contains(&ws.port())
+            {
+                return Err(invalid(
+                    "ws_listen",
+                    "a port other than listen's and admin_listen's",
+                ));
+            }
+        }
+        if !self.ws_path.starts_with('/') || self.ws_path.contains(['?', '#', ' ']) {
+            return Err(invalid("ws_path", "a path starting with / (no query)"));
+        }
         if !(1..=1024).contains(&self.max_topics_per_session) {
             return Err(invalid("max_topics_per_session", "between 1 and 1024"));
         }
@@ -283,7 +353,7 @@ impl Config {
         if !(1..=1_048_576).contains(&self.event_parked_max) {
             return Err(invalid("event_parked_max", "between 1 and 1048576"));
         }
-        if !crate::push::valid_topic(&self.trending_topic) {
+        if !crate::mesh::valid_topic(&self.trending_topic) {
             return Err(invalid("trending_topic", "1..=128 bytes, not \"*\""));
         }
         if !(1..=3_600).contains(&self.trending_window_s) {

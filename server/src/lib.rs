@@ -30,6 +30,7 @@ pub mod config;
 pub mod conn;
 pub mod events;
 pub mod handler;
+pub mod mesh;
 pub mod metrics;
 pub mod ops;
 pub mod outbound;

@@ -6,35 +6,13 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::config::Config;
+use crate::mesh::{Mesh, ShardMsg, SHARD_INBOX_CAPACITY};
 use crate::metrics::ShardCounters;
-use crate::shard::{self, ShardHandle, ShardMsg};
+use crate::shard::{self, ShardHandle};
 use crate::socket;
 
 /// How long `serve` waits for every shard to report it accepts.
 pub const STARTUP_TIMEOUT_MS: u64 = 10_000;
-
-/// Shards to run: the configured count, or one per available CPU.
-pub fn shard_count(config: &Config) -> usize {
-    match config.shards {
-        0 => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
-        n => n,
-    }
-}
-
-/// Connections per shard: the configured value, or RLIMIT_NOFILE (a ring's fixed-file table
-/// may not exceed it).
-pub fn capacity_per_shard(config: &Config) -> u32 {
-    let (soft, _hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 1024));
-    let nofile = u32::try_from(soft)
-        .unwrap_or(u32::MAX)
-        .min(crate::conn::id::MAX_SLOTS_PER_SHARD - 1);
-    match config.max_connections_per_shard {
-        0 => nofile,
-        n => n,
-    }
-}
 
 /// Runs the server until SIGTERM/SIGINT and a completed drain. Returns an error message if
 /// startup failed or a shard died.
@@ -43,8 +21,8 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
     // line) is held and starts the drain, instead of killing the process.
     let mut signals = Signals::new([SIGTERM, SIGINT])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    let shards = shard_count(&config);
-    let capacity = capacity_per_shard(&config);
+    let shards = config.shard_count();
+    let capacity = config.capacity_per_shard();
     crate::ops::tune::warn_host_shortfalls(&config, shards, capacity);
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -60,6 +38,19 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
             })?
         }
     };
+    // WebSocket listeners beside the plain ones, one per shard (SO_REUSEPORT).
+    let mut ws_listeners: Vec<Option<socket2::Socket>> = match config.ws_listen {
+        Some(ws_listen) => socket::bind_listeners(ws_listen, shards, config.listen_backlog)
+            .map_err(|e| format!("cannot listen for WebSocket on {ws_listen}: {e}"))?
+            .into_iter()
+            .map(Some)
+            .collect(),
+        None => (0..shards).map(|_| None).collect(),
+    };
+    let ws_local = ws_listeners[0]
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .and_then(|a| a.as_socket());
     let local = listeners[0]
         .local_addr()
         .ok()
@@ -71,11 +62,9 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
 
     let (ready_tx, ready_rx) = flume::unbounded();
     let mut handles: Vec<ShardHandle> = Vec::with_capacity(shards);
-    let (peers, mut inboxes_rx): (Vec<_>, Vec<_>) = (0..shards)
-        .map(|_| flume::bounded(shard::SHARD_INBOX_CAPACITY))
-        .unzip();
-    // Cluster mode: the NATS bridge gets every inbox; the shards get its link.
-    let cluster = crate::cluster::start(&config, peers.clone())?;
+    let (mesh, mut inboxes_rx) = Mesh::new(shards, SHARD_INBOX_CAPACITY);
+    // Cluster mode: the NATS bridge gets the mesh; the shards get its link.
+    let cluster = crate::cluster::start(&config, mesh.clone())?;
     let (pipelines_tx, pipelines_rx): (Vec<_>, Vec<_>) = (0..shards)
         .map(|_| flume::bounded(config.event_pipeline_capacity))
         .unzip();
@@ -85,11 +74,12 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
             cpu: index % cpus,
             config: config.clone(),
             listener,
+            ws_listener: ws_listeners[index].take(),
             capacity,
             shards,
             events,
             inbox: inboxes_rx.remove(0),
-            peers: peers.clone(),
+            mesh: mesh.clone(),
             cluster: cluster.clone(),
         };
         let handle = shard::spawn(spec, ready_tx.clone())
@@ -103,21 +93,26 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
             Err(_) => return Err("a shard did not start in time".to_owned()),
         }
     }
-    let inboxes: Vec<_> = handles.iter().map(|h| h.inbox.clone()).collect();
-    let processor = spawn_processor(&config, pipelines_rx, inboxes.clone())?;
+    let processor = spawn_processor(&config, pipelines_rx, mesh.clone())?;
     let probes = match config.probes {
         true => crate::probe::attach_own(local.port()),
         false => None,
     };
     let admin = match config.admin_enabled {
-        true => Some(start_admin(&config, &handles, probes.clone())?),
+        true => Some(start_admin(&config, mesh.clone(), probes.clone())?),
         false => None,
     };
     tracing::info!(listen = %local, shards, max_connections_per_shard = capacity, max_frame_bytes = config.max_frame_bytes, "holdfast started");
+    if let Some(ws_local) = ws_local {
+        tracing::info!(ws_listen = %ws_local, ws_path = %config.ws_path, "WebSocket listener started");
+        // Before the listening line, which stays the last start-up line.
+        println!("holdfast ws on {ws_local}");
+    }
     // One machine-readable line on stdout for scripts and tests.
     println!("holdfast listening on {local} shards={shards}");
 
     let drain_notice = admin.as_ref().map(|admin| admin.drain_notice());
+    let signal_mesh = mesh.clone();
     std::thread::Builder::new()
         .name("holdfast-signals".into())
         .spawn(move || {
@@ -133,14 +128,12 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
                 if let Some(notice) = &drain_notice {
                     notice.draining_started();
                 }
-                for inbox in &inboxes {
-                    let _ = inbox.send(ShardMsg::Drain);
-                }
+                signal_mesh.send_all_wait(|| ShardMsg::Drain);
             }
         })
         .map_err(|e| format!("cannot start signal thread: {e}"))?;
     crate::ops::systemd::notify_ready(shards);
-    crate::ops::systemd::spawn_monitor(handles.iter().map(|h| h.inbox.clone()).collect())
+    crate::ops::systemd::spawn_monitor(mesh.clone())
         .map_err(|e| format!("cannot start the systemd monitor thread: {e}"))?;
 
     let mut totals = ShardCounters::default();
@@ -175,15 +168,15 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
     Ok(totals)
 }
 
-/// Starts the admin listener with clones of the shard inboxes and prints its address on stdout
+/// Starts the admin listener with the mesh and prints its address on stdout
 /// (`holdfast admin on ADDR`, before the listening line, which stays the last start-up line).
 fn start_admin(
     config: &Config,
-    handles: &[ShardHandle],
+    mesh: Mesh,
     probes: Option<std::sync::Arc<holdfast_ebpf::Probes>>,
 ) -> Result<crate::admin::AdminHandle, String> {
     let state = crate::admin::AdminState {
-        inboxes: handles.iter().map(|h| h.inbox.clone()).collect(),
+        mesh,
         probes,
         drain: crate::admin::DrainNotice::default(),
         publish_secret: config.publish_secret.clone(),
@@ -203,7 +196,7 @@ fn start_admin(
 fn spawn_processor(
     config: &Config,
     pipelines: Vec<flume::Receiver<crate::events::OwnedEvent>>,
-    inboxes: Vec<flume::Sender<ShardMsg>>,
+    mesh: Mesh,
 ) -> Result<std::thread::JoinHandle<u64>, String> {
     let processor = Box::new(crate::events::trending::Trending::new(
         config.trending_topic.clone(),
@@ -213,6 +206,6 @@ fn spawn_processor(
     ));
     std::thread::Builder::new()
         .name("holdfast-events".into())
-        .spawn(move || crate::events::run_processor(pipelines, processor, inboxes))
+        .spawn(move || crate::events::run_processor(pipelines, processor, mesh))
         .map_err(|e| format!("cannot start the event processor thread: {e}"))
 }

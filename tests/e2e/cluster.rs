@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use holdfast_protocol::payload::{Hello, TopicName, Topics};
+use holdfast_protocol::payload::{Hello, Subscribe, TopicName};
 use holdfast_protocol::{encode_frame, next_frame, Kind, Payload};
 
 use crate::support::{admin_request, publish, Client, Server};
@@ -136,21 +136,13 @@ fn session(server: &Server, client_id: &str, topics: &[&str]) -> Client {
         versions: &[1],
         heartbeat_ms: 0,
     };
-    encode_frame(&mut out, Kind::Hello, 0, 1, &hello, 65_536).unwrap();
+    encode_frame(&mut out, 0, 1, &hello, 65_536).unwrap();
     client.send_raw(&out);
     assert_eq!(client.recv().kind, Kind::Welcome);
     if !topics.is_empty() {
         let names: Vec<TopicName<'_>> = topics.iter().map(|name| TopicName { name }).collect();
         let mut out = BytesMut::new();
-        encode_frame(
-            &mut out,
-            Kind::Subscribe,
-            0,
-            2,
-            &Topics { topics: &names },
-            65_536,
-        )
-        .unwrap();
+        encode_frame(&mut out, 0, 2, &Subscribe { topics: &names }, 65_536).unwrap();
         client.send_raw(&out);
         let ack = client.recv();
         assert_eq!((ack.kind, ack.id), (Kind::Ack, 2), "got {ack:?}");

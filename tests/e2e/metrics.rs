@@ -85,6 +85,7 @@ fn metrics_parse_with_types_and_shard_labels_and_counters_rise_after_echoes() {
         "holdfast_requests_total",
         "holdfast_slow_consumers_total",
         "holdfast_accept_table_full_total",
+        "holdfast_connections_refused_full_total",
         "holdfast_recv_no_buffers_total",
         "holdfast_drain_unflushed_bytes_total",
         "holdfast_heartbeat_pings_sent_total",
@@ -98,7 +99,7 @@ fn metrics_parse_with_types_and_shard_labels_and_counters_rise_after_echoes() {
     }
     assert_eq!(
         samples(&before, "holdfast_connections_closed_total").len(),
-        2 * 9,
+        2 * 11,
         "every close reason on every shard"
     );
     assert!(samples(&before, "holdfast_errors_sent_total")

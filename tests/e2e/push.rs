@@ -3,7 +3,7 @@
 //! pipeline's ack, drop and backpressure behaviour; the trending processor.
 
 use bytes::BytesMut;
-use holdfast_protocol::payload::{Event, Hello, TopicName, Topics};
+use holdfast_protocol::payload::{Event, Hello, Subscribe, TopicName, Unsubscribe};
 use holdfast_protocol::{encode_frame, next_frame, ErrorCode, Kind, Payload, FLAG_ACK_REQUESTED};
 
 use crate::support::{publish, Client, Received, Server};
@@ -11,7 +11,13 @@ use crate::support::{publish, Client, Received, Server};
 fn topics_frame(kind: Kind, id: u64, names: &[&str]) -> Vec<u8> {
     let topics: Vec<TopicName<'_>> = names.iter().map(|name| TopicName { name }).collect();
     let mut out = BytesMut::new();
-    encode_frame(&mut out, kind, 0, id, &Topics { topics: &topics }, 65_536).unwrap();
+    let topics = &topics;
+    match kind {
+        Kind::Subscribe => encode_frame(&mut out, 0, id, &Subscribe { topics }, 65_536),
+        Kind::Unsubscribe => encode_frame(&mut out, 0, id, &Unsubscribe { topics }, 65_536),
+        other => panic!("{other:?} is not a topics frame"),
+    }
+    .unwrap();
     out.to_vec()
 }
 
@@ -20,7 +26,6 @@ fn event_frame(id: u64, topic: &str, ack: bool) -> Vec<u8> {
     let flags = if ack { FLAG_ACK_REQUESTED } else { 0 };
     encode_frame(
         &mut out,
-        Kind::Event,
         flags,
         id,
         &Event {
@@ -145,7 +150,7 @@ fn client_id_target_reaches_that_clients_session() {
         versions: &[1],
         heartbeat_ms: 0,
     };
-    encode_frame(&mut out, Kind::Hello, 0, 1, &hello, 65_536).unwrap();
+    encode_frame(&mut out, 0, 1, &hello, 65_536).unwrap();
     alice.send_raw(&out);
     assert_eq!(alice.recv().kind, Kind::Welcome);
     nothing_pending(&mut alice); // the directory registration has landed by now

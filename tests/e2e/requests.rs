@@ -57,7 +57,7 @@ fn too_many_requests_in_flight_is_refused() {
             method: "echo",
             body: b"x",
         };
-        holdfast_protocol::encode_frame(&mut one, Kind::Request, 0, id, &request, 65_536).unwrap();
+        holdfast_protocol::encode_frame(&mut one, 0, id, &request, 65_536).unwrap();
         batch.extend_from_slice(&one);
     }
     client.send_raw(&batch);

@@ -76,7 +76,7 @@ fn client_goodbye_is_answered_by_a_prompt_close() {
         reason: "bye",
         reconnect_after_ms: 0,
     };
-    holdfast_protocol::encode_frame(&mut out, Kind::Goodbye, 0, 3, &goodbye, 65_536).unwrap();
+    holdfast_protocol::encode_frame(&mut out, 0, 3, &goodbye, 65_536).unwrap();
     client.send_raw(&out);
     let start = std::time::Instant::now();
     assert!(client.closed_by_server());

@@ -20,6 +20,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The admin listener (`holdfast admin on ADDR`), on an ephemeral port.
     pub admin: Option<SocketAddr>,
+    /// The WebSocket listener (`holdfast ws on ADDR`), when `ws_listen` is set.
+    pub ws: Option<SocketAddr>,
     _dir: tempfile::TempDir,
 }
 
@@ -60,6 +62,7 @@ impl Server {
         // `holdfast admin on ADDR` (when enabled) comes first; the listening line is the last
         // start-up line.
         let mut admin = None;
+        let mut ws = None;
         let mut line = String::new();
         loop {
             line.clear();
@@ -71,11 +74,16 @@ impl Server {
                 admin = addr;
                 continue;
             }
+            if line.starts_with("holdfast ws on ") {
+                ws = addr;
+                continue;
+            }
             let addr = addr.unwrap_or_else(|| panic!("no listening line, got {line:?}"));
             break Server {
                 child,
                 addr,
                 admin,
+                ws,
                 _dir: dir,
             };
         }
@@ -152,6 +160,13 @@ impl Received {
         }
     }
 
+    pub fn welcome_heartbeat_ms(&self) -> Option<u32> {
+        match self.payload() {
+            Payload::Welcome(w) => Some(w.heartbeat_ms.to_native()),
+            _ => None,
+        }
+    }
+
     pub fn goodbye_reconnect_after_ms(&self) -> Option<u32> {
         match self.payload() {
             Payload::Goodbye(g) => Some(g.reconnect_after_ms.to_native()),
@@ -215,7 +230,7 @@ impl Client {
             versions: &[1],
             heartbeat_ms: 0,
         };
-        encode_frame(&mut out, Kind::Hello, 0, 1, &hello, MAX_FRAME_BYTES_DEFAULT).unwrap();
+        encode_frame(&mut out, 0, 1, &hello, MAX_FRAME_BYTES_DEFAULT).unwrap();
         self.send_raw(&out);
         self.recv()
     }
@@ -223,15 +238,7 @@ impl Client {
     pub fn request(&mut self, id: u64, method: &str, body: &[u8]) {
         let mut out = BytesMut::new();
         let request = holdfast_protocol::payload::Request { method, body };
-        encode_frame(
-            &mut out,
-            Kind::Request,
-            0,
-            id,
-            &request,
-            MAX_FRAME_BYTES_DEFAULT,
-        )
-        .unwrap();
+        encode_frame(&mut out, 0, id, &request, MAX_FRAME_BYTES_DEFAULT).unwrap();
         self.send_raw(&out);
     }
 

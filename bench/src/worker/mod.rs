@@ -473,7 +473,6 @@ impl Worker {
                 };
                 encode_frame(
                     &mut self.frame_scratch,
-                    Kind::Hello,
                     0,
                     hello_id,
                     &hello,
@@ -530,10 +529,9 @@ impl Worker {
         }];
         encode_frame(
             &mut self.frame_scratch,
-            Kind::Subscribe,
             0,
             id,
-            &payload::Topics { topics: &topics },
+            &payload::Subscribe { topics: &topics },
             self.plan.max_frame_bytes,
         )
         .expect("a Subscribe to one topic fits max_frame_bytes");

@@ -126,15 +126,8 @@ impl Template {
                     body: &body,
                 };
                 self.scratch.clear();
-                encode_frame(
-                    &mut self.scratch,
-                    Kind::Request,
-                    0,
-                    id,
-                    &request,
-                    self.max_frame_bytes,
-                )
-                .expect("request fits max_frame_bytes (checked at start)");
+                encode_frame(&mut self.scratch, 0, id, &request, self.max_frame_bytes)
+                    .expect("request fits max_frame_bytes (checked at start)");
                 out.extend_from_slice(&self.scratch);
             }
         }

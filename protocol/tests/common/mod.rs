@@ -8,7 +8,8 @@ use bytes::BytesMut;
 use holdfast_protocol::{
     decode::Fed,
     payload::{
-        ErrorBody, Event, Goodbye, Hello, Push, Request, Response, TopicName, Topics, Welcome,
+        ErrorBody, Event, Goodbye, Hello, Push, Request, Response, Subscribe, TopicName,
+        Unsubscribe, Welcome,
     },
     DecodeError, Decoder, EncodeError, Frame, Header, Kind, Payload, HEADER_BYTES,
 };
@@ -105,19 +106,17 @@ impl Body {
                     versions,
                     heartbeat_ms: *heartbeat_ms,
                 };
-                holdfast_protocol::encode_frame(out, kind, flags, id, &hello, m)
+                holdfast_protocol::encode_frame(out, flags, id, &hello, m)
             }
-            Body::Welcome(welcome) => {
-                holdfast_protocol::encode_frame(out, kind, flags, id, welcome, m)
-            }
+            Body::Welcome(welcome) => holdfast_protocol::encode_frame(out, flags, id, welcome, m),
             Body::Request { method, body } => {
-                holdfast_protocol::encode_frame(out, kind, flags, id, &Request { method, body }, m)
+                holdfast_protocol::encode_frame(out, flags, id, &Request { method, body }, m)
             }
             Body::Response { body } => {
-                holdfast_protocol::encode_frame(out, kind, flags, id, &Response { body }, m)
+                holdfast_protocol::encode_frame(out, flags, id, &Response { body }, m)
             }
             Body::Event { topic, payload } => {
-                holdfast_protocol::encode_frame(out, kind, flags, id, &Event { topic, payload }, m)
+                holdfast_protocol::encode_frame(out, flags, id, &Event { topic, payload }, m)
             }
             Body::Push {
                 topic,
@@ -129,19 +128,24 @@ impl Body {
                     seq: *seq,
                     payload,
                 };
-                holdfast_protocol::encode_frame(out, kind, flags, id, &push, m)
+                holdfast_protocol::encode_frame(out, flags, id, &push, m)
             }
-            Body::Subscribe(topics) | Body::Unsubscribe(topics) => {
+            Body::Subscribe(topics) => {
                 let names: Vec<TopicName<'_>> =
                     topics.iter().map(|name| TopicName { name }).collect();
-                holdfast_protocol::encode_frame(out, kind, flags, id, &Topics { topics: &names }, m)
+                holdfast_protocol::encode_frame(out, flags, id, &Subscribe { topics: &names }, m)
+            }
+            Body::Unsubscribe(topics) => {
+                let names: Vec<TopicName<'_>> =
+                    topics.iter().map(|name| TopicName { name }).collect();
+                holdfast_protocol::encode_frame(out, flags, id, &Unsubscribe { topics: &names }, m)
             }
             Body::Error { code, reason } => {
                 let error = ErrorBody {
                     code: *code,
                     reason,
                 };
-                holdfast_protocol::encode_frame(out, kind, flags, id, &error, m)
+                holdfast_protocol::encode_frame(out, flags, id, &error, m)
             }
             Body::Goodbye {
                 reason,
@@ -151,7 +155,7 @@ impl Body {
                     reason,
                     reconnect_after_ms: *reconnect_after_ms,
                 };
-                holdfast_protocol::encode_frame(out, kind, flags, id, &goodbye, m)
+                holdfast_protocol::encode_frame(out, flags, id, &goodbye, m)
             }
         }
     }

@@ -25,8 +25,8 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::stats::ShardPoll;
-use crate::metrics::{ShardCounters, CLOSE_REASONS};
-use crate::shard::ShardReport;
+use crate::mesh::ShardReport;
+use crate::metrics::{CloseReason, SHARD_COUNTER_METRICS};
 
 /// `Content-Type` of what [`render`] returns.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -143,92 +143,6 @@ pub fn render(scrape: Scrape) -> String {
 
 type Labels<'a> = Vec<(&'static str, &'a str)>;
 
-/// Reads one counter out of a shard's counters.
-type ReadCounter = fn(&ShardCounters) -> u64;
-
-/// Per-shard counters: name (before `_total`), help, and how to read the value.
-const SHARD_COUNTERS: [(&str, &str, ReadCounter); 17] = [
-    (
-        "holdfast_connections_accepted",
-        "TCP connections accepted.",
-        |c| c.accepted,
-    ),
-    (
-        "holdfast_sessions_opened",
-        "Sessions that completed Hello/Welcome.",
-        |c| c.sessions_opened,
-    ),
-    (
-        "holdfast_frames_received",
-        "Frames decoded from clients.",
-        |c| c.frames_in,
-    ),
-    ("holdfast_frames_sent", "Frames queued to clients.", |c| {
-        c.frames_out
-    }),
-    (
-        "holdfast_received_bytes",
-        "Bytes received from clients.",
-        |c| c.bytes_in,
-    ),
-    ("holdfast_sent_bytes", "Bytes sent to clients.", |c| {
-        c.bytes_out
-    }),
-    ("holdfast_requests", "Request frames handled.", |c| {
-        c.requests
-    }),
-    (
-        "holdfast_slow_consumers",
-        "Connections cut off for not reading (max_outbound_bytes reached).",
-        |c| c.slow_consumers,
-    ),
-    (
-        "holdfast_accept_table_full",
-        "Accepts refused because the shard held max_connections_per_shard.",
-        |c| c.accept_table_full,
-    ),
-    (
-        "holdfast_recv_no_buffers",
-        "Receives that found no provided buffer and were retried.",
-        |c| c.recv_no_buffers,
-    ),
-    (
-        "holdfast_multishot_recvs_started",
-        "Busy connections whose readiness poll was swapped for a multishot recv.",
-        |c| c.multishot_recvs_started,
-    ),
-    (
-        "holdfast_heartbeat_pings_sent",
-        "Pings sent to silent sessions.",
-        |c| c.heartbeat_pings_sent,
-    ),
-    (
-        "holdfast_events_accepted",
-        "Event frames taken into the event pipeline.",
-        |c| c.events_accepted,
-    ),
-    (
-        "holdfast_events_dropped",
-        "Event frames dropped or refused because the pipeline was full.",
-        |c| c.events_dropped,
-    ),
-    (
-        "holdfast_events_parked",
-        "Event frames parked under the backpressure policy.",
-        |c| c.events_parked,
-    ),
-    (
-        "holdfast_pushes_delivered",
-        "Push frames queued to local sessions.",
-        |c| c.pushes_delivered,
-    ),
-    (
-        "holdfast_cross_shard_dropped",
-        "Messages to another shard dropped because its inbox was full.",
-        |c| c.cross_shard_dropped,
-    ),
-];
-
 impl Collector for Scrape {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         self.encode_shard_health(&mut encoder)?;
@@ -296,7 +210,7 @@ fn encode_shard_counters(
             .iter()
             .map(|(shard, r)| (vec![("shard", shard.as_str())], r.counters.open)),
     )?;
-    for (name, help, read) in SHARD_COUNTERS {
+    for (name, help, read) in SHARD_COUNTER_METRICS {
         counter(
             encoder,
             name,
@@ -311,9 +225,9 @@ fn encode_shard_counters(
         "holdfast_connections_closed",
         "Connections closed, by reason.",
         reports.iter().flat_map(|(shard, r)| {
-            CLOSE_REASONS.iter().map(|(reason, name)| {
+            CloseReason::ALL.iter().map(|reason| {
                 (
-                    vec![("shard", shard.as_str()), ("reason", *name)],
+                    vec![("shard", shard.as_str()), ("reason", reason.name())],
                     r.counters.closed_count(*reason),
                 )
             })
@@ -330,17 +244,6 @@ fn encode_shard_counters(
                     r.counters.errors_sent(*code),
                 )
             })
-        }),
-    )?;
-    counter(
-        encoder,
-        "holdfast_drain_unflushed_bytes",
-        "Bytes still queued when the drain deadline closed their connection.",
-        reports.iter().map(|(shard, r)| {
-            (
-                vec![("shard", shard.as_str())],
-                r.counters.drain_unflushed_bytes,
-            )
         }),
     )
 }
@@ -520,6 +423,7 @@ mod tests {
     use super::*;
     use crate::admin::stats::ShardPoll;
     use crate::metrics::CloseReason;
+    use crate::metrics::ShardCounters;
     use prometheus_parse::{Scrape as Parsed, Value};
 
     fn hdr() -> Histogram<u64> {

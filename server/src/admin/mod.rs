@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use holdfast_ebpf::Probes;
 
-use crate::shard::ShardMsg;
+use crate::mesh::Mesh;
 
 /// Pause after a failed accept (e.g. EMFILE) so the thread does not spin.
 pub const ADMIN_ACCEPT_ERROR_BACKOFF_MS: u64 = 100;
@@ -49,9 +49,9 @@ impl DrainNotice {
     }
 }
 
-/// What the admin thread owns: the shards' inboxes (senders only), the probes if attached.
+/// What the admin thread owns: the mesh (the shards' inboxes), the probes if attached.
 pub struct AdminState {
-    pub inboxes: Vec<flume::Sender<ShardMsg>>,
+    pub mesh: Mesh,
     pub probes: Option<Arc<Probes>>,
     pub drain: DrainNotice,
     /// Bearer secret `POST /publish` requires, if set.

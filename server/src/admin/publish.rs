@@ -12,9 +12,9 @@ use subtle::ConstantTimeEq;
 
 use super::http::{Request, Response};
 use super::AdminState;
+use crate::mesh::ShardMsg;
+use crate::mesh::{Publish, PublishOutcome};
 use crate::push::request::{parse, ParsedPublish};
-use crate::push::{Publish, PublishOutcome};
-use crate::shard::ShardMsg;
 
 /// How long a publish waits for the owning shard's inbox and its answer.
 pub const ADMIN_PUBLISH_TIMEOUT_MS: u64 = 5_000;
@@ -50,7 +50,7 @@ pub fn publish(state: &AdminState, request: &Request) -> Response {
         target,
         payload,
         shard,
-    } = match parse(&request.body, state.inboxes.len(), state.max_frame_bytes) {
+    } = match parse(&request.body, state.mesh.shards(), state.max_frame_bytes) {
         Ok(parsed) => parsed,
         Err(e) => return error(e.status, &e.message),
     };
@@ -61,7 +61,7 @@ pub fn publish(state: &AdminState, request: &Request) -> Response {
         payload,
         reply: Some(reply_tx),
     });
-    if state.inboxes[shard].send_timeout(message, timeout).is_err() {
+    if state.mesh.send_timeout(shard, message, timeout).is_err() {
         return error(503, "the owning shard did not take the publish in time");
     }
     match reply_rx.recv_timeout(timeout) {

@@ -31,10 +31,7 @@ pub fn route(state: &AdminState, request: &Request) -> Response {
 }
 
 fn poll(state: &AdminState) -> ShardPoll {
-    poll_shards(
-        &state.inboxes,
-        Duration::from_millis(ADMIN_STATS_TIMEOUT_MS),
-    )
+    poll_shards(&state.mesh, Duration::from_millis(ADMIN_STATS_TIMEOUT_MS))
 }
 
 fn metrics(state: &AdminState) -> Response {

@@ -16,8 +16,8 @@ use super::{
     target_of, Control, Interest, Outgoing, ORIGIN_HEADER, PUBLISHED, PUBLISH_FAILED, RECEIVED,
     RECEIVE_DROPPED, SUBJECT_BROADCAST,
 };
-use crate::push::{owner_shard, Publish, Target, BROADCAST_TOPIC};
-use crate::shard::ShardMsg;
+use crate::mesh::{Mesh, ShardMsg};
+use crate::mesh::{Publish, Target};
 
 /// Longest wait between reconnect attempts.
 const RECONNECT_DELAY_MAX_MS: u64 = 1_000;
@@ -25,7 +25,7 @@ const RECONNECT_DELAY_MAX_MS: u64 = 1_000;
 pub(super) struct Bridge {
     pub url: String,
     pub host: String,
-    pub peers: Vec<flume::Sender<ShardMsg>>,
+    pub mesh: Mesh,
     pub control: flume::Receiver<Control>,
     pub outgoing: flume::Receiver<Outgoing>,
 }
@@ -85,7 +85,6 @@ impl Bridge {
             }
         };
         let host: Arc<str> = self.host.as_str().into();
-        let peers: Arc<[flume::Sender<ShardMsg>]> = self.peers.clone().into();
         let mut held: HashMap<String, Held> = HashMap::new();
         let mut link = Link {
             connected: false,
@@ -94,13 +93,13 @@ impl Bridge {
             missed: 0,
         };
         // Broadcasts reach every host.
-        let task = subscribe(&client, SUBJECT_BROADCAST, &host, &peers).await;
+        let task = subscribe(&client, SUBJECT_BROADCAST, &host, &self.mesh).await;
         held.insert(SUBJECT_BROADCAST.to_owned(), Held { holders: 1, task });
         loop {
             tokio::select! {
                 control = self.control.recv_async() => match control {
                     Ok(Control::Interest { interest, on }) => {
-                        self.interest(&client, &mut held, &interest, on, &host, &peers).await
+                        self.interest(&client, &mut held, &interest, on, &host).await
                     }
                     Err(_) => break,
                 },
@@ -120,13 +119,12 @@ impl Bridge {
         interest: &Interest,
         on: bool,
         host: &Arc<str>,
-        peers: &Arc<[flume::Sender<ShardMsg>]>,
     ) {
         let subject = interest.subject();
         match (on, held.get_mut(&subject)) {
             (true, Some(entry)) => entry.holders += 1,
             (true, None) => {
-                let task = subscribe(client, &subject, host, peers).await;
+                let task = subscribe(client, &subject, host, &self.mesh).await;
                 held.insert(subject, Held { holders: 1, task });
             }
             (false, Some(entry)) => {
@@ -209,7 +207,7 @@ async fn subscribe(
     client: &Client,
     subject: &str,
     host: &Arc<str>,
-    peers: &Arc<[flume::Sender<ShardMsg>]>,
+    mesh: &Mesh,
 ) -> Option<JoinHandle<()>> {
     let Some(target) = target_of(subject) else {
         tracing::warn!(subject, "cluster: not a subject of ours");
@@ -227,22 +225,13 @@ async fn subscribe(
         subscriber,
         target,
         host.clone(),
-        peers.clone(),
+        mesh.clone(),
     )))
 }
 
 /// Hands each message from another host (or straight from NATS) to the owner shard here.
-async fn deliver(
-    mut subscriber: Subscriber,
-    target: Target,
-    host: Arc<str>,
-    peers: Arc<[flume::Sender<ShardMsg>]>,
-) {
-    let owner = match &target {
-        Target::Topic(topic) => owner_shard(topic, peers.len()),
-        Target::Client(client) => owner_shard(client, peers.len()),
-        Target::Broadcast | Target::Conn(_) => owner_shard(BROADCAST_TOPIC, peers.len()),
-    };
+async fn deliver(mut subscriber: Subscriber, target: Target, host: Arc<str>, mesh: Mesh) {
+    let owner = target.owner_shard(mesh.shards());
     while let Some(message) = subscriber.next().await {
         let origin = message
             .headers
@@ -257,8 +246,8 @@ async fn deliver(
             payload: message.payload,
             reply: None,
         };
-        if peers[owner]
-            .try_send(ShardMsg::ClusterPublish(publish))
+        if mesh
+            .try_send(owner, ShardMsg::ClusterPublish(publish))
             .is_ok()
         {
             RECEIVED.fetch_add(1, Ordering::Relaxed);

@@ -26,8 +26,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::config::Config;
-use crate::push::Target;
-use crate::shard::ShardMsg;
+use crate::mesh::Mesh;
+use crate::mesh::Target;
 
 pub const SUBJECT_BROADCAST: &str = "holdfast.broadcast";
 const TOPIC_PREFIX: &str = "holdfast.topic.";
@@ -158,7 +158,7 @@ pub fn target_of(subject: &str) -> Option<Target> {
         _ => None,
     };
     if let Some(topic) = topic {
-        return crate::push::valid_topic(&topic).then_some(Target::Topic(topic));
+        return crate::mesh::valid_topic(&topic).then_some(Target::Topic(topic));
     }
     let client = match (
         subject.strip_prefix(CLIENT_PREFIX),
@@ -180,7 +180,7 @@ pub fn host_id(config: &Config) -> String {
 }
 
 /// Starts the bridge thread when `nats_url` is set; returns the link shards are given.
-pub fn start(config: &Config, peers: Vec<flume::Sender<ShardMsg>>) -> Result<Option<Link>, String> {
+pub fn start(config: &Config, mesh: Mesh) -> Result<Option<Link>, String> {
     let Some(url) = config.nats_url.clone() else {
         return Ok(None);
     };
@@ -190,7 +190,7 @@ pub fn start(config: &Config, peers: Vec<flume::Sender<ShardMsg>>) -> Result<Opt
     let bridge = bridge::Bridge {
         url: url.clone(),
         host: host.clone(),
-        peers,
+        mesh,
         control: control_rx,
         outgoing: outgoing_rx,
     };

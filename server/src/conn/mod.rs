@@ -3,5 +3,5 @@
 pub mod id;
 pub mod slab;
 
-pub use id::ConnId;
+pub use id::{ConnId, ConnKey};
 pub use slab::{Conn, ConnFlags, ConnSlab, SessionState};

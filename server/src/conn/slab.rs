@@ -10,7 +10,9 @@
 
 use holdfast_protocol::Decoder;
 
+use super::ConnKey;
 use crate::outbound::Outbound;
+use crate::ring::user_data::{UserData, GENERATION_MASK};
 
 /// Where a connection is in its life (docs/PROTOCOL.md, "Session state machine").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -68,8 +70,14 @@ pub struct Conn {
     pub flags: ConnFlags,
     /// Requests answered since the outbound queue was last empty.
     pub inflight_requests: u16,
+    /// The heartbeat interval this session agreed in Hello/Welcome, in timer ticks (0 until
+    /// then: the shard's default applies). Fits the slot's padding: the slot stays 32 bytes.
+    pub heartbeat_interval_ticks: u16,
     /// Tick of the last frame received (or of accept, or of the start of closing).
     pub last_activity_tick: u32,
+    /// The listener's transport. Its state, if any (WebSocket), lives in the shard's side
+    /// table keyed by slot, so this byte (in what was padding) keeps the slot at 32 bytes.
+    pub transport: crate::transport::TransportKind,
     /// Held only while a partial frame is buffered.
     pub decoder: Option<Box<Decoder>>,
     /// Held only while bytes are queued or in flight.
@@ -99,8 +107,8 @@ impl ConnSlab {
         self.open_count
     }
 
-    /// Marks a free slot as a new connection and returns its generation.
-    pub fn open(&mut self, slot: u32, now_tick: u32) -> u32 {
+    /// Marks a free slot as a new connection and returns its key.
+    pub fn open(&mut self, slot: u32, now_tick: u32) -> ConnKey {
         let conn = &mut self.slots[slot as usize];
         assert_eq!(
             conn.state,
@@ -111,17 +119,29 @@ impl ConnSlab {
         conn.state = SessionState::AwaitHello;
         conn.flags = ConnFlags::default();
         conn.inflight_requests = 0;
+        conn.heartbeat_interval_ticks = 0;
         conn.last_activity_tick = now_tick;
+        conn.transport = crate::transport::TransportKind::Plain;
         self.open_count += 1;
-        conn.generation
+        ConnKey {
+            slot,
+            generation: conn.generation,
+        }
     }
 
-    /// The live connection in `slot` if its generation's low bits match (completions carry
-    /// 24 bits, ids carry 32: pass the mask that applies).
-    pub fn get_mut(&mut self, slot: u32, generation: u32, mask: u32) -> Option<&mut Conn> {
-        let conn = self.slots.get_mut(slot as usize)?;
-        (conn.state != SessionState::Free && conn.generation & mask == generation & mask)
-            .then_some(conn)
+    /// The live connection `key` names (`None` once it closed, even if the slot is reused).
+    pub fn get_mut(&mut self, key: ConnKey) -> Option<&mut Conn> {
+        let conn = self.slots.get_mut(key.slot as usize)?;
+        (conn.state != SessionState::Free && conn.generation == key.generation).then_some(conn)
+    }
+
+    /// The live connection a completion belongs to: its slot, if the generation bits the
+    /// request carried (24 of the 32) still match; a completion of a closed one gets `None`.
+    pub fn get_for(&mut self, user_data: UserData) -> Option<&mut Conn> {
+        let conn = self.slots.get_mut(user_data.slot() as usize)?;
+        (conn.state != SessionState::Free
+            && conn.generation & GENERATION_MASK == user_data.generation_bits())
+        .then_some(conn)
     }
 
     /// The live connection in `slot`, whatever its generation (for the owning shard's own
@@ -131,9 +151,12 @@ impl ConnSlab {
         (conn.state != SessionState::Free).then_some(conn)
     }
 
-    /// The current generation of `slot` (live or free).
-    pub fn generation(&self, slot: u32) -> u32 {
-        self.slots[slot as usize].generation
+    /// The key of `slot` with its current generation (live or free).
+    pub fn key(&self, slot: u32) -> ConnKey {
+        ConnKey {
+            slot,
+            generation: self.slots[slot as usize].generation,
+        }
     }
 
     /// Frees a live slot, bumping its generation. Returns its buffers for the shard's pools.
@@ -159,12 +182,12 @@ impl ConnSlab {
     }
 
     /// Every session in the Open state (for broadcasts; O(capacity)).
-    pub fn open_sessions(&self) -> impl Iterator<Item = crate::timer::wheel::WheelEntry> + '_ {
+    pub fn open_sessions(&self) -> impl Iterator<Item = ConnKey> + '_ {
         self.slots
             .iter()
             .enumerate()
             .filter(|(_, c)| c.state == SessionState::Open)
-            .map(|(i, c)| crate::timer::wheel::WheelEntry {
+            .map(|(i, c)| ConnKey {
                 slot: i as u32,
                 generation: c.generation,
             })
@@ -179,6 +202,7 @@ impl ConnSlab {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ring::user_data::Op;
 
     #[test]
     fn slot_is_32_bytes() {
@@ -189,12 +213,17 @@ mod tests {
     fn stale_generation_never_reaches_the_next_tenant() {
         let mut slab = ConnSlab::new(4);
         let first = slab.open(2, 0);
-        assert!(slab.get_mut(2, first, u32::MAX).is_some());
+        assert!(slab.get_mut(first).is_some());
         slab.free(2);
         let second = slab.open(2, 5);
         assert_ne!(first, second);
-        assert!(slab.get_mut(2, first, u32::MAX).is_none(), "old id refused");
-        assert!(slab.get_mut(2, second, u32::MAX).is_some());
+        assert!(slab.get_mut(first).is_none(), "old id refused");
+        assert!(slab.get_mut(second).is_some());
+        assert!(
+            slab.get_for(first.user_data(Op::Recv)).is_none(),
+            "old completion refused"
+        );
+        assert!(slab.get_for(second.user_data(Op::Recv)).is_some());
         assert_eq!(slab.open_count(), 1);
         slab.assert_consistent();
     }
@@ -202,7 +231,12 @@ mod tests {
     #[test]
     fn free_slot_is_not_addressable() {
         let mut slab = ConnSlab::new(2);
-        assert!(slab.get_mut(0, 0, u32::MAX).is_none());
-        assert!(slab.get_mut(9, 0, u32::MAX).is_none());
+        let key = |slot| ConnKey {
+            slot,
+            generation: 0,
+        };
+        assert!(slab.get_mut(key(0)).is_none());
+        assert!(slab.get_mut(key(9)).is_none());
+        assert!(slab.get_for(key(9).user_data(Op::Recv)).is_none());
     }
 }

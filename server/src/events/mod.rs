@@ -16,8 +16,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::conn::ConnId;
-use crate::push::{owner_shard, Publish, Target, BROADCAST_TOPIC};
-use crate::shard::ShardMsg;
+use crate::mesh::{Mesh, ShardMsg};
+use crate::mesh::{Publish, Target};
 
 /// Events the processor takes from one shard's pipeline before turning to the next.
 pub const PROCESSOR_BATCH_MAX_EVENTS: usize = 1_024;
@@ -55,7 +55,7 @@ pub trait Processor: Send {
 pub fn run_processor(
     pipelines: Vec<flume::Receiver<OwnedEvent>>,
     mut processor: Box<dyn Processor>,
-    inboxes: Vec<flume::Sender<ShardMsg>>,
+    mesh: Mesh,
 ) -> u64 {
     let mut processed = 0u64;
     // (shard index, pipeline): a pipeline leaves the list when its shard is gone.
@@ -63,23 +63,18 @@ pub fn run_processor(
         pipelines.into_iter().enumerate().collect();
     let mut next_tick = Instant::now() + processor.tick_interval();
     let mut publish = |target: Target, payload: Bytes| {
-        let key = match &target {
-            Target::Topic(topic) => topic.as_str(),
-            Target::Broadcast => BROADCAST_TOPIC,
-            Target::Client(client) => client.as_str(),
-            Target::Conn(_) => BROADCAST_TOPIC,
-        };
-        let shard = match &target {
-            Target::Conn(id) => id.shard(),
-            _ => owner_shard(key, inboxes.len()),
-        };
+        let shard = target.owner_shard(mesh.shards());
         let message = ShardMsg::Publish(Publish {
             target,
             payload,
             reply: None,
         });
-        if inboxes[shard]
-            .send_timeout(message, Duration::from_millis(PROCESSOR_PUBLISH_TIMEOUT_MS))
+        if mesh
+            .send_timeout(
+                shard,
+                message,
+                Duration::from_millis(PROCESSOR_PUBLISH_TIMEOUT_MS),
+            )
             .is_err()
         {
             tracing::warn!(
@@ -116,7 +111,7 @@ pub fn run_processor(
             };
             drained += taken;
             if was_full && taken > 0 {
-                tell_events_taken(&inboxes, *shard);
+                tell_events_taken(&mesh, *shard);
             }
             if disconnected {
                 open.swap_remove(i);
@@ -136,7 +131,7 @@ pub fn run_processor(
                     let (shard, pipeline) = &open[i];
                     // Full until this one was taken: the shard may have parked events.
                     if pipeline.len() + 1 >= pipeline.capacity().unwrap_or(usize::MAX) {
-                        tell_events_taken(&inboxes, *shard);
+                        tell_events_taken(&mesh, *shard);
                     }
                     processor.process(event);
                     processed += 1;
@@ -158,10 +153,8 @@ pub fn run_processor(
 
 /// Tells a shard that its full pipeline has room again, so parked events move now rather
 /// than at its next tick. Best effort: a full inbox means the shard turns soon anyway.
-fn tell_events_taken(inboxes: &[flume::Sender<ShardMsg>], shard: usize) {
-    if let Some(inbox) = inboxes.get(shard) {
-        let _ = inbox.try_send(ShardMsg::EventsTaken);
-    }
+fn tell_events_taken(mesh: &Mesh, shard: usize) {
+    let _ = mesh.try_send(shard, ShardMsg::EventsTaken);
 }
 
 #[cfg(test)]
@@ -204,7 +197,7 @@ mod tests {
         drop((a_tx, b_tx));
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let processor = Box::new(Record { seen: seen.clone() });
-        let processed = run_processor(vec![a_rx, b_rx], processor, Vec::new());
+        let processed = run_processor(vec![a_rx, b_rx], processor, Mesh::from_inboxes(Vec::new()));
         assert_eq!(processed, 2 * PER_PIPELINE as u64);
         let seen = seen.lock().unwrap();
         assert_eq!(seen.len(), 2 * PER_PIPELINE);
@@ -228,7 +221,7 @@ mod tests {
         let processed = run_processor(
             vec![full_rx, roomy_rx],
             processor,
-            vec![inbox0_tx, inbox1_tx],
+            Mesh::from_inboxes(vec![inbox0_tx, inbox1_tx]),
         );
         assert_eq!(processed, 2);
         assert!(matches!(inbox0_rx.try_recv(), Ok(ShardMsg::EventsTaken)));

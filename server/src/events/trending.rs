@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::{OwnedEvent, Processor};
-use crate::push::Target;
+use crate::mesh::Target;
 
 /// Distinct items counted per one-second bucket; more are counted as `overflow`.
 pub const TRENDING_ITEMS_MAX: usize = 100_000;

@@ -6,7 +6,7 @@ pub mod echo;
 pub mod kv;
 
 use bytes::BytesMut;
-use holdfast_protocol::{encode_frame, payload::Response, ErrorCode, Kind};
+use holdfast_protocol::{encode_frame, payload::Response, ErrorCode};
 
 use crate::conn::ConnId;
 
@@ -56,7 +56,6 @@ impl<'a> Reply<'a> {
         assert!(!self.sent, "one response per request");
         encode_frame(
             self.out,
-            Kind::Response,
             0,
             self.id,
             &Response { body },

@@ -1,80 +1,119 @@
 //! Per-shard counters. Each shard owns its counters as plain integers; other threads read them
-//! only as a copy sent by message ([`crate::shard::ShardMsg::Stats`]), merged on read.
+//! only as a copy sent by message ([`crate::mesh::ShardMsg::Stats`]), merged on read.
 
 pub mod log_limit;
 
 use holdfast_protocol::ErrorCode;
 use serde::Serialize;
 
-/// Why a connection was closed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(usize)]
-pub enum CloseReason {
-    /// Peer closed cleanly between frames.
-    PeerEof = 0,
-    /// Peer closed with a partial frame buffered.
-    PeerEofMidFrame,
-    /// Connection reset or another socket error.
-    SocketError,
-    /// We sent an Error frame (bad input, auth, limits) and closed.
-    ProtocolError,
-    HelloTimeout,
-    HeartbeatTimeout,
-    SlowConsumer,
-    /// Peer sent Goodbye.
-    PeerGoodbye,
-    /// Closed by drain (after Goodbye) or by the drain deadline.
-    Drain,
+holdfast_protocol::wire_codes! {
+    /// Why a connection was closed (the `reason` label of `holdfast_connections_closed`).
+    pub enum CloseReason: u8, from_u8 {
+        /// Peer closed cleanly between frames.
+        PeerEof = 0 => "peer_eof",
+        /// Peer closed with a partial frame buffered.
+        PeerEofMidFrame = 1 => "peer_eof_mid_frame",
+        /// Connection reset or another socket error.
+        SocketError = 2 => "socket_error",
+        /// We sent an Error frame (bad input, auth, limits) and closed.
+        ProtocolError = 3 => "protocol_error",
+        HelloTimeout = 4 => "hello_timeout",
+        HeartbeatTimeout = 5 => "heartbeat_timeout",
+        SlowConsumer = 6 => "slow_consumer",
+        /// Peer sent Goodbye.
+        PeerGoodbye = 7 => "peer_goodbye",
+        /// Closed by drain (after Goodbye) or by the drain deadline.
+        Drain = 8 => "drain",
+        /// Over max_connections_per_shard: told Error(server_full) and closed.
+        ServerFull = 9 => "server_full",
+        /// The transport refused the peer: a WebSocket Upgrade answered with an HTTP error,
+        /// or a WebSocket rule broken (closed with its RFC 6455 code).
+        TransportError = 10 => "transport_error",
+    }
 }
 
-pub const CLOSE_REASONS: [(CloseReason, &str); 9] = [
-    (CloseReason::PeerEof, "peer_eof"),
-    (CloseReason::PeerEofMidFrame, "peer_eof_mid_frame"),
-    (CloseReason::SocketError, "socket_error"),
-    (CloseReason::ProtocolError, "protocol_error"),
-    (CloseReason::HelloTimeout, "hello_timeout"),
-    (CloseReason::HeartbeatTimeout, "heartbeat_timeout"),
-    (CloseReason::SlowConsumer, "slow_consumer"),
-    (CloseReason::PeerGoodbye, "peer_goodbye"),
-    (CloseReason::Drain, "drain"),
-];
+/// Error codes have numbers 1..=COUNT; index 0 is unused.
+const ERROR_SLOTS: usize = ErrorCode::COUNT + 1;
 
-/// Error codes have numbers 1..=19; index 0 is unused.
-const ERROR_SLOTS: usize = 20;
+/// Declares [`ShardCounters`] and [`SHARD_COUNTER_METRICS`] from one list, so a counter, its
+/// merge and its Prometheus name and help are one line and cannot drift apart.
+macro_rules! shard_counters {
+    ($( $(#[$meta:meta])* $field:ident => $metric:literal, $help:literal; )+) => {
+        #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+        pub struct ShardCounters {
+            /// Connections open at the snapshot (a gauge, not a counter).
+            pub open: u64,
+            pub closed_by_reason: [u64; CloseReason::COUNT],
+            /// Error frames sent, by error code.
+            pub errors_sent_by_code: [u64; ERROR_SLOTS],
+            $( $(#[$meta])* pub $field: u64, )+
+        }
 
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
-pub struct ShardCounters {
-    pub accepted: u64,
-    pub open: u64,
-    pub sessions_opened: u64,
-    pub closed_by_reason: [u64; 9],
-    pub frames_in: u64,
-    pub frames_out: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    pub requests: u64,
-    /// Error frames sent, by error code.
-    pub errors_sent_by_code: [u64; ERROR_SLOTS],
-    pub slow_consumers: u64,
-    /// Accepts refused because the fixed-file table (max_connections_per_shard) was full.
-    pub accept_table_full: u64,
+        /// Every plain counter: Prometheus name (before `_total`), help, and its reader.
+        pub const SHARD_COUNTER_METRICS: &[(&str, &str, fn(&ShardCounters) -> u64)] = &[
+            $( ($metric, $help, |c| c.$field), )+
+        ];
+
+        impl ShardCounters {
+            /// Adds another shard's counters into these.
+            pub fn merge(&mut self, other: &ShardCounters) {
+                self.open += other.open;
+                for (mine, theirs) in self.closed_by_reason.iter_mut().zip(other.closed_by_reason) {
+                    *mine += theirs;
+                }
+                for (mine, theirs) in self
+                    .errors_sent_by_code
+                    .iter_mut()
+                    .zip(other.errors_sent_by_code)
+                {
+                    *mine += theirs;
+                }
+                $( self.$field += other.$field; )+
+            }
+        }
+    };
+}
+
+shard_counters! {
+    accepted => "holdfast_connections_accepted", "TCP connections accepted.";
+    sessions_opened => "holdfast_sessions_opened", "Sessions that completed Hello/Welcome.";
+    frames_in => "holdfast_frames_received", "Frames decoded from clients.";
+    frames_out => "holdfast_frames_sent", "Frames queued to clients.";
+    bytes_in => "holdfast_received_bytes", "Bytes received from clients.";
+    bytes_out => "holdfast_sent_bytes", "Bytes sent to clients.";
+    requests => "holdfast_requests", "Request frames handled.";
+    slow_consumers => "holdfast_slow_consumers",
+        "Connections cut off for not reading (max_outbound_bytes reached).";
+    /// Connections over max_connections_per_shard told Error(server_full) and closed.
+    refused_server_full => "holdfast_connections_refused_full",
+        "Connections over max_connections_per_shard told Error(server_full) and closed.";
+    /// Accepts the kernel closed because every slot, refusal slots included, was taken.
+    accept_table_full => "holdfast_accept_table_full",
+        "Connections closed at accept because every slot, refusal slots included, was taken.";
     /// Recvs that found the provided-buffer ring empty and were retried.
-    pub recv_no_buffers: u64,
+    recv_no_buffers => "holdfast_recv_no_buffers",
+        "Receives that found no provided buffer and were retried.";
     /// Busy connections whose poll was swapped for a multishot recv.
-    pub multishot_recvs_started: u64,
+    multishot_recvs_started => "holdfast_multishot_recvs_started",
+        "Busy connections whose readiness poll was swapped for a multishot recv.";
     /// Bytes still queued when the drain deadline closed their connection.
-    pub drain_unflushed_bytes: u64,
-    pub heartbeat_pings_sent: u64,
+    drain_unflushed_bytes => "holdfast_drain_unflushed_bytes",
+        "Bytes still queued when the drain deadline closed their connection.";
+    heartbeat_pings_sent => "holdfast_heartbeat_pings_sent", "Pings sent to silent sessions.";
     /// Events taken into the pipeline.
-    pub events_accepted: u64,
+    events_accepted => "holdfast_events_accepted", "Event frames taken into the event pipeline.";
     /// Events dropped because the pipeline was full (`drop` policy) or refused.
-    pub events_dropped: u64,
+    events_dropped => "holdfast_events_dropped",
+        "Event frames dropped or refused because the pipeline was full.";
     /// Events parked under the `backpressure` policy (each is later accepted or, on close, dropped).
-    pub events_parked: u64,
+    events_parked => "holdfast_events_parked", "Event frames parked under the backpressure policy.";
     /// Push frames queued to local sessions.
-    pub pushes_delivered: u64,
+    pushes_delivered => "holdfast_pushes_delivered", "Push frames queued to local sessions.";
+    /// WebSocket Upgrades answered with 101.
+    ws_upgrades => "holdfast_ws_upgrades", "WebSocket handshakes answered with 101 Switching Protocols.";
     /// Messages to another shard refused because its inbox was full (counted, logged).
-    pub cross_shard_dropped: u64,
+    cross_shard_dropped => "holdfast_cross_shard_dropped",
+        "Messages to another shard dropped because its inbox was full.";
 }
 
 impl ShardCounters {
@@ -92,38 +131,5 @@ impl ShardCounters {
 
     pub fn errors_sent(&self, code: ErrorCode) -> u64 {
         self.errors_sent_by_code[code as usize]
-    }
-
-    /// Adds another shard's counters into these.
-    pub fn merge(&mut self, other: &ShardCounters) {
-        self.accepted += other.accepted;
-        self.open += other.open;
-        self.sessions_opened += other.sessions_opened;
-        for (mine, theirs) in self.closed_by_reason.iter_mut().zip(other.closed_by_reason) {
-            *mine += theirs;
-        }
-        self.frames_in += other.frames_in;
-        self.frames_out += other.frames_out;
-        self.bytes_in += other.bytes_in;
-        self.bytes_out += other.bytes_out;
-        self.requests += other.requests;
-        for (mine, theirs) in self
-            .errors_sent_by_code
-            .iter_mut()
-            .zip(other.errors_sent_by_code)
-        {
-            *mine += theirs;
-        }
-        self.slow_consumers += other.slow_consumers;
-        self.accept_table_full += other.accept_table_full;
-        self.recv_no_buffers += other.recv_no_buffers;
-        self.multishot_recvs_started += other.multishot_recvs_started;
-        self.drain_unflushed_bytes += other.drain_unflushed_bytes;
-        self.heartbeat_pings_sent += other.heartbeat_pings_sent;
-        self.events_accepted += other.events_accepted;
-        self.events_dropped += other.events_dropped;
-        self.events_parked += other.events_parked;
-        self.pushes_delivered += other.pushes_delivered;
-        self.cross_shard_dropped += other.cross_shard_dropped;
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! Boundary: nothing here touches a ring or a connection. It reads host facts (/proc, rlimits,
 //! capabilities), talks to the service manager, and reaches shards only through their inboxes
-//! ([`crate::shard::ShardMsg`]).
+//! ([`crate::mesh::ShardMsg`]).
 
 pub mod systemd;
 pub mod tune;

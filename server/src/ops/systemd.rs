@@ -18,7 +18,7 @@
 //! what socket activation is there to prevent. More inherited sockets than shards is refused
 //! (a socket nobody accepts from would hold connections forever).
 //!
-//! Watchdog: WATCHDOG=1 is sent only after every shard answered a [`ShardMsg::Stats`] within
+//! Watchdog: WATCHDOG=1 is sent only after every shard answered a `ShardMsg::Stats` within
 //! the round. A shard's inbox is served by a task on the shard's own executor, so a shard whose
 //! loop is stuck never answers and systemd restarts the service after WatchdogSec.
 
@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use sd_notify::NotifyState;
 use socket2::{Domain, Socket, Type};
 
-use crate::shard::{ShardMsg, ShardReport};
+use crate::mesh::{Answer, Mesh};
 
 /// STATUS= refresh period when systemd has no watchdog for us.
 pub const STATUS_INTERVAL_MS: u64 = 5_000;
@@ -128,41 +128,25 @@ pub enum Round {
     AllGone,
 }
 
-/// Asks every shard for a report and waits until `deadline` for the answers.
-pub fn probe_shards(inboxes: &[flume::Sender<ShardMsg>], deadline: Instant) -> Round {
-    let (reply_tx, reply_rx) = flume::bounded::<ShardReport>(inboxes.len());
-    let mut asked = vec![false; inboxes.len()];
-    let mut gone = 0;
-    for (index, inbox) in inboxes.iter().enumerate() {
-        match inbox.try_send(ShardMsg::Stats(reply_tx.clone())) {
-            Ok(()) => asked[index] = true,
-            // Inbox full: the shard stopped reading it. Counted silent below.
-            Err(flume::TrySendError::Full(_)) => {}
-            Err(flume::TrySendError::Disconnected(_)) => gone += 1,
-        }
-    }
-    drop(reply_tx);
-    if gone == inboxes.len() {
+/// Asks every shard for a report and waits until `deadline` for the answers. A shard that
+/// has exited counts as silent unless the process is draining (then shards exit by design).
+pub fn probe_shards(mesh: &Mesh, deadline: Instant) -> Round {
+    let poll = mesh.poll_stats(deadline);
+    if poll.all_gone() {
         return Round::AllGone;
     }
-    let mut answered = vec![false; inboxes.len()];
-    let (mut sessions, mut draining) = (0, false);
-    while answered.iter().zip(&asked).any(|(a, k)| *k && !*a) {
-        match reply_rx.recv_deadline(deadline) {
-            Ok(report) => {
-                answered[report.index] = true;
+    let draining_process = DRAINING.load(Ordering::SeqCst);
+    let (mut sessions, mut draining, mut silent) = (0, false, Vec::new());
+    for (index, answer) in poll.answers.iter().enumerate() {
+        match answer {
+            Answer::Report(report) => {
                 sessions += report.counters.open;
                 draining |= report.draining;
             }
-            // Timeout, or every asked shard dropped its reply sender (exited).
-            Err(_) => break,
+            Answer::Gone if draining_process => {}
+            Answer::Gone | Answer::Silent => silent.push(index),
         }
     }
-    let silent: Vec<usize> = (0..inboxes.len())
-        .filter(|&i| {
-            !(answered[i] || inboxes[i].is_disconnected() && DRAINING.load(Ordering::SeqCst))
-        })
-        .collect();
     if silent.is_empty() {
         Round::Alive { sessions, draining }
     } else {
@@ -173,7 +157,7 @@ pub fn probe_shards(inboxes: &[flume::Sender<ShardMsg>], deadline: Instant) -> R
 /// Starts the thread that keeps systemd informed: STATUS= every round, WATCHDOG=1 after rounds
 /// in which every shard answered. Does nothing without NOTIFY_SOCKET. A round is half of
 /// WatchdogSec (sd_watchdog_enabled(3)), else [`STATUS_INTERVAL_MS`].
-pub fn spawn_monitor(inboxes: Vec<flume::Sender<ShardMsg>>) -> std::io::Result<()> {
+pub fn spawn_monitor(mesh: Mesh) -> std::io::Result<()> {
     if !notify_enabled() {
         return Ok(());
     }
@@ -193,12 +177,12 @@ pub fn spawn_monitor(inboxes: Vec<flume::Sender<ShardMsg>>) -> std::io::Result<(
         .name("holdfast-systemd".into())
         .spawn(move || loop {
             let start = Instant::now();
-            match probe_shards(&inboxes, start + round) {
+            match probe_shards(&mesh, start + round) {
                 Round::Alive { sessions, draining } => {
                     let status = format!(
                         "{}, shards={}, sessions={sessions}",
                         if draining { "draining" } else { "accepting" },
-                        inboxes.len()
+                        mesh.shards()
                     );
                     let mut states = vec![NotifyState::Status(&status)];
                     if watchdog.is_some() {
@@ -225,6 +209,7 @@ pub fn spawn_monitor(inboxes: Vec<flume::Sender<ShardMsg>>) -> std::io::Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mesh::{ShardMsg, ShardReport};
     use crate::metrics::ShardCounters;
 
     fn report(index: usize, open: u64) -> ShardReport {
@@ -263,7 +248,10 @@ mod tests {
     fn every_shard_answering_is_alive_with_summed_sessions() {
         let (a, _ha) = fake_shard(0, 3, true);
         let (b, _hb) = fake_shard(1, 4, true);
-        let round = probe_shards(&[a, b], Instant::now() + Duration::from_secs(2));
+        let round = probe_shards(
+            &Mesh::from_inboxes(vec![a, b]),
+            Instant::now() + Duration::from_secs(2),
+        );
         assert_eq!(
             round,
             Round::Alive {
@@ -277,7 +265,10 @@ mod tests {
     fn a_stuck_shard_is_named_and_withholds_the_ping() {
         let (a, _ha) = fake_shard(0, 3, true);
         let (b, _hb) = fake_shard(1, 4, false);
-        let round = probe_shards(&[a, b], Instant::now() + Duration::from_millis(200));
+        let round = probe_shards(
+            &Mesh::from_inboxes(vec![a, b]),
+            Instant::now() + Duration::from_millis(200),
+        );
         assert_eq!(round, Round::Silent(vec![1]));
     }
 
@@ -285,7 +276,10 @@ mod tests {
     fn a_full_inbox_counts_as_silent() {
         let (tx, _rx) = flume::bounded::<ShardMsg>(1);
         tx.send(ShardMsg::Drain).unwrap();
-        let round = probe_shards(&[tx], Instant::now() + Duration::from_millis(50));
+        let round = probe_shards(
+            &Mesh::from_inboxes(vec![tx]),
+            Instant::now() + Duration::from_millis(50),
+        );
         assert_eq!(round, Round::Silent(vec![0]));
     }
 
@@ -293,6 +287,9 @@ mod tests {
     fn all_shards_exited_ends_the_monitor() {
         let (tx, rx) = flume::bounded::<ShardMsg>(1);
         drop(rx);
-        assert_eq!(probe_shards(&[tx], Instant::now()), Round::AllGone);
+        assert_eq!(
+            probe_shards(&Mesh::from_inboxes(vec![tx]), Instant::now()),
+            Round::AllGone
+        );
     }
 }

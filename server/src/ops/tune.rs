@@ -20,9 +20,10 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::conn::Conn;
+use crate::conn::ConnKey;
 use crate::outbound::{OUTBOUND_POOL_KEEP_BYTES, OUTBOUND_POOL_MAX_ITEMS};
 use crate::shard::state::{DECODER_POOL_KEEP_BYTES, DECODER_POOL_MAX_ITEMS};
-use crate::timer::wheel::{WheelEntry, WHEEL_BUCKETS};
+use crate::timer::wheel::WHEEL_BUCKETS;
 
 /// Exit code of `holdfast tune` when N does not fit, and of `--check` when the host falls short.
 pub const EXIT_HOST_SHORTFALL: u8 = 3;
@@ -35,7 +36,8 @@ pub const EXIT_HOST_SHORTFALL: u8 = 3;
 /// (197) and dentry (394) slab rows, fitted slopes.
 pub const KERNEL_SOCKET_BYTES_PER_CONN: u64 = 3_852;
 /// The one pending multishot POLL_ADD each connection keeps in the ring: io_kiocb slab object
-/// (256 B, fitted slope 255.9) plus 32 B of poll data on a direct descriptor (FACTS.md).
+/// (256 B, fitted slope 255.9) plus 32 B of poll data on a direct descriptor (docs/CAPACITY.md,
+/// "Platform facts").
 pub const URING_POLL_BYTES_PER_CONN: u64 = 288;
 /// Holdfast's user memory per session beyond its preallocated slot while sessions are new
 /// (first fill of the timer wheel, allocator slack): slope of the RSS fit, 44.3 B.
@@ -117,8 +119,8 @@ pub fn run(args: &TuneArgs) -> Result<u8, String> {
         Config::load(args.config.as_deref(), &NoOverrides {}).map_err(|e| e.to_string())?;
     let host = HostFacts::read();
     if args.check {
-        let shards = crate::serve::shard_count(&config);
-        let capacity = crate::serve::capacity_per_shard(&config);
+        let shards = config.shard_count();
+        let capacity = config.capacity_per_shard();
         let shortfalls = check(&config, shards, capacity, &host);
         println!(
             "holdfast tune --check: shards={shards} max_connections_per_shard={capacity} listen_backlog={}",
@@ -236,7 +238,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, String> {
         + OUTBOUND_POOL_MAX_ITEMS * OUTBOUND_POOL_KEEP_BYTES) as u64;
     let recv_pool_per_shard =
         u64::from(config.recv_buffers_per_shard) * u64::from(config.recv_buffer_bytes);
-    let wheel_base = (WHEEL_BUCKETS * std::mem::size_of::<Vec<WheelEntry>>()) as u64;
+    let wheel_base = (WHEEL_BUCKETS * std::mem::size_of::<Vec<ConnKey>>()) as u64;
     let rows = vec![
         MemoryRow {
             what: "socket: tcp_sock, inode, file, dentry",

@@ -7,8 +7,8 @@ use base64::Engine;
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::{owner_shard, valid_topic, Target, BROADCAST_TOPIC};
 use crate::conn::ConnId;
+use crate::mesh::{valid_topic, Target};
 
 /// Bytes a Push frame adds around the payload and topic (header, archive fields).
 pub const PUSH_FRAME_OVERHEAD_BYTES: usize = 64;
@@ -67,12 +67,9 @@ pub fn parse(
     if payload.len() + topic_len + PUSH_FRAME_OVERHEAD_BYTES > max_frame_bytes as usize {
         return Err(refuse(413, "payload too large for max_frame_bytes"));
     }
-    let (target, shard) = match body.target.as_str() {
+    let target = match body.target.as_str() {
         "topic" => match body.topic {
-            Some(topic) if valid_topic(&topic) => {
-                let shard = owner_shard(&topic, shards);
-                (Target::Topic(topic), shard)
-            }
+            Some(topic) if valid_topic(&topic) => Target::Topic(topic),
             _ => {
                 return Err(refuse(
                     400,
@@ -80,17 +77,14 @@ pub fn parse(
                 ))
             }
         },
-        "broadcast" => (Target::Broadcast, owner_shard(BROADCAST_TOPIC, shards)),
+        "broadcast" => Target::Broadcast,
         "conn" => match body.conn_id.map(ConnId) {
-            Some(id) if id.shard() < shards => (Target::Conn(id), id.shard()),
+            Some(id) if id.shard() < shards => Target::Conn(id),
             Some(_) => return Err(refuse(404, "no such connection")),
             None => return Err(refuse(400, "target conn needs \"conn_id\"")),
         },
         "client" => match body.client_id {
-            Some(client) if !client.is_empty() => {
-                let shard = owner_shard(&client, shards);
-                (Target::Client(client), shard)
-            }
+            Some(client) if !client.is_empty() => Target::Client(client),
             _ => return Err(refuse(400, "target client needs \"client_id\"")),
         },
         _ => {
@@ -101,15 +95,16 @@ pub fn parse(
         }
     };
     Ok(ParsedPublish {
+        shard: target.owner_shard(shards),
         target,
         payload,
-        shard,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mesh::owner_shard;
 
     #[test]
     fn topic_publish_goes_to_the_topics_owner() {

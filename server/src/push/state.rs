@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use super::directory::ClientDirectory;
 use super::topics::TopicIndex;
 use crate::events::sink::EventSink;
-use crate::shard::ShardMsg;
+use crate::mesh::ShardMsg;
 
 pub struct PushState {
     pub topics: TopicIndex,

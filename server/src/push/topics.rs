@@ -1,10 +1,9 @@
 //! One shard's topic index: topic -> local subscribers, and each subscribed connection's
 //! topics (for cleanup on close). Connections with no subscription cost nothing here.
 
+use crate::conn::ConnKey;
 use std::collections::HashMap;
 use std::sync::Arc;
-
-use crate::timer::wheel::WheelEntry;
 
 /// Why a subscribe was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -14,7 +13,7 @@ pub enum SubscribeError {
 
 #[derive(Default)]
 pub struct TopicIndex {
-    subscribers: HashMap<Arc<str>, Vec<WheelEntry>>,
+    subscribers: HashMap<Arc<str>, Vec<ConnKey>>,
     by_slot: HashMap<u32, (u32, Vec<Arc<str>>)>,
     /// Cluster mode: topics that gained their first (`true`) or lost their last local
     /// subscriber since the last [`TopicIndex::take_changes`]; `None` = not tracked.
@@ -25,7 +24,7 @@ impl TopicIndex {
     /// Adds `conn` to `topic`'s subscribers (idempotent).
     pub fn subscribe(
         &mut self,
-        conn: WheelEntry,
+        conn: ConnKey,
         topic: &str,
         max_topics_per_session: usize,
     ) -> Result<(), SubscribeError> {
@@ -59,7 +58,7 @@ impl TopicIndex {
     }
 
     /// Removes `conn` from `topic` (no-op if it was not subscribed).
-    pub fn unsubscribe(&mut self, conn: WheelEntry, topic: &str) {
+    pub fn unsubscribe(&mut self, conn: ConnKey, topic: &str) {
         if let Some((_, topics)) = self.by_slot.get_mut(&conn.slot) {
             topics.retain(|t| &**t != topic);
         }
@@ -67,7 +66,7 @@ impl TopicIndex {
     }
 
     /// Drops every subscription of a closing connection.
-    pub fn remove_conn(&mut self, conn: WheelEntry) {
+    pub fn remove_conn(&mut self, conn: ConnKey) {
         let Some((generation, topics)) = self.by_slot.remove(&conn.slot) else {
             return;
         };
@@ -77,7 +76,7 @@ impl TopicIndex {
         }
     }
 
-    fn remove_subscriber(&mut self, topic: &str, conn: WheelEntry) {
+    fn remove_subscriber(&mut self, topic: &str, conn: ConnKey) {
         let Some(subscribers) = self.subscribers.get_mut(topic) else {
             return;
         };
@@ -107,7 +106,7 @@ impl TopicIndex {
     }
 
     /// The local subscribers of `topic`.
-    pub fn subscribers(&self, topic: &str) -> &[WheelEntry] {
+    pub fn subscribers(&self, topic: &str) -> &[ConnKey] {
         self.subscribers.get(topic).map_or(&[], Vec::as_slice)
     }
 
@@ -121,8 +120,8 @@ impl TopicIndex {
 mod tests {
     use super::*;
 
-    fn conn(slot: u32) -> WheelEntry {
-        WheelEntry {
+    fn conn(slot: u32) -> ConnKey {
+        ConnKey {
             slot,
             generation: 1,
         }

@@ -13,7 +13,7 @@
 pub mod buf_ring;
 pub mod user_data;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
@@ -34,12 +34,62 @@ pub struct RingParams {
     pub recv_buffer_bytes: u32,
 }
 
-/// One reaped completion.
+/// An error number from the kernel: a failed completion (a negative CQE result) or syscall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Errno(pub i32);
+
+impl Errno {
+    pub const EAGAIN: Errno = Errno(libc::EAGAIN);
+    pub const EBUSY: Errno = Errno(libc::EBUSY);
+    pub const ECANCELED: Errno = Errno(libc::ECANCELED);
+    pub const EINTR: Errno = Errno(libc::EINTR);
+    pub const ENFILE: Errno = Errno(libc::ENFILE);
+    pub const ENOBUFS: Errno = Errno(libc::ENOBUFS);
+
+    /// An `io_uring_enter` error that means "reap completions and submit again", not failure:
+    /// the completion queue is full (EBUSY), the kernel is short of memory (EAGAIN), or a
+    /// signal arrived (EINTR).
+    pub fn is_transient_submit(self) -> bool {
+        matches!(self, Errno::EBUSY | Errno::EAGAIN | Errno::EINTR)
+    }
+
+    fn of(error: &io::Error) -> Option<Errno> {
+        error.raw_os_error().map(Errno)
+    }
+}
+
+/// Calls a libc function whose arguments are plain integers (no pointers) and turns its -1 +
+/// errno convention into an `io::Result` (monoio's `syscall!`).
+macro_rules! syscall {
+    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
+        // SAFETY: the macro is only used for libc calls that take integers and flags, no
+        // pointers, so no argument can make the call touch memory it should not.
+        let result = unsafe { libc::$fn($($arg),*) };
+        if result == -1 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(result)
+        }
+    }};
+}
+
+/// One reaped completion, its result turned into a `Result` once, here.
 #[derive(Clone, Copy, Debug)]
 pub struct Completion {
     pub user_data: UserData,
-    pub result: i32,
+    /// The CQE's result: a count (bytes, a descriptor index) or the errno it failed with.
+    pub result: Result<u32, Errno>,
     pub flags: u32,
+}
+
+impl Completion {
+    fn from_cqe(user_data: u64, result: i32, flags: u32) -> Completion {
+        Completion {
+            user_data: UserData(user_data),
+            result: u32::try_from(result).map_err(|_| Errno(-result)),
+            flags,
+        }
+    }
 }
 
 impl Completion {
@@ -70,6 +120,10 @@ pub struct Ring {
     sends_by_slot: Box<[Option<(UserData, Bytes)>]>,
     /// Sends of closed connections whose slot got a new tenant before their completion.
     sends_orphaned: HashMap<UserData, Bytes>,
+    /// Entries that found the submission queue full even after a submit (the kernel refused
+    /// more until completions are reaped); pushed first at the next [`Ring::submit`]. Bounded
+    /// by the requests connections may have pending: a few per connection.
+    backlog: VecDeque<squeue::Entry>,
     sends_in_flight: usize,
     recv_buffer_group: u16,
     recv_buffer_bytes: u32,
@@ -100,14 +154,9 @@ impl RingParts {
         uring
             .submitter()
             .register_files_sparse(params.fixed_files)?;
-        // SAFETY: eventfd(2) returns a fresh descriptor or -1, checked before taking ownership.
-        let eventfd = unsafe {
-            let fd = libc::eventfd(0, libc::EFD_CLOEXEC);
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            OwnedFd::from_raw_fd(fd)
-        };
+        let eventfd = syscall!(eventfd(0, libc::EFD_CLOEXEC))?;
+        // SAFETY: eventfd(2) succeeded, so `eventfd` is a fresh descriptor nobody else owns.
+        let eventfd = unsafe { OwnedFd::from_raw_fd(eventfd) };
         uring.submitter().register_eventfd(eventfd.as_raw_fd())?;
         let bufs = BufRing::register(
             &uring,
@@ -120,6 +169,7 @@ impl RingParts {
             eventfd,
             sends_by_slot: (0..params.fixed_files).map(|_| None).collect(),
             sends_orphaned: HashMap::new(),
+            backlog: VecDeque::new(),
             sends_in_flight: 0,
             recv_buffer_group: bufs.group_id(),
             recv_buffer_bytes: bufs.buffer_bytes(),
@@ -134,25 +184,33 @@ impl Ring {
         self.eventfd.as_raw_fd()
     }
 
-    /// Whether SQEs are queued and not yet handed to the kernel.
-    pub fn has_unsubmitted(&mut self) -> bool {
-        !self.uring.submission().is_empty()
+    /// A duplicate of the eventfd, for a reactor that closes what it is given.
+    pub fn eventfd_dup(&self) -> io::Result<OwnedFd> {
+        let fd = syscall!(dup(self.eventfd.as_raw_fd()))?;
+        // SAFETY: dup(2) succeeded, so `fd` is a fresh descriptor nobody else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 
-    /// Submits queued SQEs without waiting.
+    /// Whether SQEs are queued (or held back) and not yet handed to the kernel.
+    pub fn has_unsubmitted(&mut self) -> bool {
+        !self.uring.submission().is_empty() || !self.backlog.is_empty()
+    }
+
+    /// Submits queued SQEs without waiting, after moving held-back entries into the queue as
+    /// room allows. A transient refusal ([`Errno::is_transient_submit`]) is `Ok(0)`: the
+    /// caller reaps and comes back. Any other error is returned: the shard stops, logged.
     pub fn submit(&mut self) -> io::Result<usize> {
-        let result = self.uring.submit();
-        match result {
-            Ok(n) => Ok(n),
-            // EBUSY/EAGAIN: the CQ is full or the kernel is short of memory; reap and retry.
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EBUSY) | Some(libc::EAGAIN) | Some(libc::EINTR)
-                ) =>
-            {
-                Ok(0)
+        while let Some(entry) = self.backlog.pop_front() {
+            // SAFETY: as in `push`: the entry was built by this module and points only at
+            // memory that outlives the request.
+            if unsafe { self.uring.submission().push(&entry) }.is_err() {
+                self.backlog.push_front(entry);
+                break;
             }
+        }
+        match self.uring.submit() {
+            Ok(n) => Ok(n),
+            Err(e) if Errno::of(&e).is_some_and(Errno::is_transient_submit) => Ok(0),
             Err(e) => Err(e),
         }
     }
@@ -182,34 +240,39 @@ impl Ring {
         let mut cq = self.uring.completion();
         cq.sync();
         for cqe in &mut cq {
-            out.push(Completion {
-                user_data: UserData(cqe.user_data()),
-                result: cqe.result(),
-                flags: cqe.flags(),
-            });
+            out.push(Completion::from_cqe(
+                cqe.user_data(),
+                cqe.result(),
+                cqe.flags(),
+            ));
         }
     }
 
+    /// Queues `entry`. Never blocks and never spins: with the submission queue full it hands
+    /// the queue to the kernel once, and if there is still no room (the kernel refuses more
+    /// until completions are reaped) the entry waits in `backlog` for the next
+    /// [`Ring::submit`]. A submit error here is left for that call to report.
     fn push(&mut self, entry: squeue::Entry) {
-        loop {
+        if self.backlog.is_empty() {
             // SAFETY: every entry built by this module points only at memory that outlives the
             // request: the listener fd and fixed slots are closed through this ring, recv uses
             // provided buffers whose BufRing is dropped after this ring (RingParts), and send
             // bytes are held in `sends_by_slot` until their completion is reaped.
-            let pushed = unsafe { self.uring.submission().push(&entry) };
-            if pushed.is_ok() {
+            if unsafe { self.uring.submission().push(&entry) }.is_ok() {
                 return;
             }
-            // SQ full: hand what we have to the kernel and try again.
-            if let Err(e) = self.uring.submit() {
-                if !matches!(
-                    e.raw_os_error(),
-                    Some(libc::EBUSY) | Some(libc::EAGAIN) | Some(libc::EINTR)
-                ) {
-                    panic!("io_uring submit failed with a full SQ: {e}");
-                }
+            let _ = self.uring.submit();
+            // SAFETY: as above.
+            if unsafe { self.uring.submission().push(&entry) }.is_ok() {
+                return;
             }
         }
+        self.backlog.push_back(entry);
+    }
+
+    /// Entries held back because the submission queue was full.
+    pub fn backlog_len(&self) -> usize {
+        self.backlog.len()
     }
 
     /// Multishot accept on `listener` into auto-allocated direct descriptors (no SOCK_CLOEXEC:
@@ -249,8 +312,8 @@ impl Ring {
     /// Arms a multishot recv on a direct descriptor: each arrival of bytes completes with a
     /// provided buffer and IORING_CQE_F_MORE, until it is cancelled, the buffer ring runs dry
     /// (ENOBUFS), or the peer closes. Costs ~600 bytes more kernel memory than a poll while
-    /// armed (FACTS.md), so only busy connections hold one. No `len` cap: one (2 KiB per
-    /// completion) cost a 1,000-connection echo ~10% (PERFORMANCE.md).
+    /// armed (docs/CAPACITY.md, "Platform facts"), so only busy connections hold one. No `len`
+    /// cap: one (2 KiB per completion) cost a 1,000-connection echo ~10% (PERFORMANCE.md).
     pub fn recv_multishot(&mut self, slot: u32, user_data: UserData) {
         let entry = opcode::RecvMulti::new(types::Fixed(slot), self.recv_buffer_group)
             .build()
@@ -344,5 +407,63 @@ impl Ring {
             .build()
             .user_data(user_data.0);
         self.push(entry);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::user_data::Op;
+    use super::*;
+
+    #[test]
+    fn completion_results_become_counts_or_errnos() {
+        let ok = Completion::from_cqe(0, 64, 0);
+        assert_eq!(ok.result, Ok(64));
+        let failed = Completion::from_cqe(0, -libc::ENOBUFS, 0);
+        assert_eq!(failed.result, Err(Errno::ENOBUFS));
+        assert!(Errno::EBUSY.is_transient_submit());
+        assert!(!Errno::ECANCELED.is_transient_submit());
+    }
+
+    /// More requests than the submission and completion queues hold, queued without reaping:
+    /// `push` neither spins nor panics, and every request completes once the caller reaps.
+    /// (This kernel keeps overflowing completions on a list (IORING_FEAT_NODROP), so the
+    /// backlog path itself, taken when io_uring_enter refuses with EBUSY, is not forced here.)
+    #[test]
+    fn more_requests_than_both_queues_hold_all_complete_once_reaped() {
+        const REQUESTS: usize = 500;
+        let params = RingParams {
+            sq_entries: 8,
+            cq_entries: 16,
+            fixed_files: 8,
+            recv_buffers: 4,
+            recv_buffer_bytes: 4096,
+        };
+        let RingParts { mut ring, bufs } = RingParts::new(&params).unwrap();
+        for n in 0..REQUESTS {
+            // A cancel of nothing: completes at once with ENOENT.
+            ring.cancel(
+                UserData::new(Op::Recv, 7, n as u32),
+                UserData::new(Op::Cancel, 7, n as u32),
+            );
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let (mut reaped, mut completions) = (0, Vec::new());
+        while reaped < REQUESTS {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{reaped} of {REQUESTS}"
+            );
+            ring.submit().unwrap();
+            ring.reap(&mut completions);
+            for completion in &completions {
+                assert_eq!(completion.result, Err(Errno(libc::ENOENT)));
+            }
+            reaped += completions.len();
+        }
+        assert_eq!(reaped, REQUESTS);
+        assert!(!ring.has_unsubmitted());
+        drop(ring);
+        drop(bufs);
     }
 }

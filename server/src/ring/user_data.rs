@@ -2,34 +2,18 @@
 //! generation does not match its slot's current generation belongs to a closed connection and
 //! is ignored (its buffer, if any, still goes back to the ring).
 
-/// Which operation a completion belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Op {
-    Accept = 1,
-    Poll = 2,
-    Recv = 3,
-    Send = 4,
-    Cancel = 5,
-    Close = 6,
-    Shutdown = 7,
-    /// A multishot recv on a provided-buffer ring (a busy connection's reads).
-    RecvMulti = 8,
-}
-
-impl Op {
-    fn from_u8(byte: u8) -> Option<Op> {
-        Some(match byte {
-            1 => Op::Accept,
-            2 => Op::Poll,
-            3 => Op::Recv,
-            4 => Op::Send,
-            5 => Op::Cancel,
-            6 => Op::Close,
-            7 => Op::Shutdown,
-            8 => Op::RecvMulti,
-            _ => return None,
-        })
+holdfast_protocol::wire_codes! {
+    /// Which operation a completion belongs to (the top byte of its user_data).
+    pub enum Op: u8, from_u8 {
+        Accept = 1 => "accept",
+        Poll = 2 => "poll",
+        Recv = 3 => "recv",
+        Send = 4 => "send",
+        Cancel = 5 => "cancel",
+        Close = 6 => "close",
+        Shutdown = 7 => "shutdown",
+        /// A multishot recv on a provided-buffer ring (a busy connection's reads).
+        RecvMulti = 8 => "recv_multi",
     }
 }
 

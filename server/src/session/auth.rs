@@ -73,11 +73,11 @@ pub fn admit(
 mod tests {
     use super::*;
     use bytes::BytesMut;
-    use holdfast_protocol::{encode_frame, next_frame, payload::Hello, Kind, Payload};
+    use holdfast_protocol::{encode_frame, next_frame, payload::Hello, Payload};
 
     fn with_hello<R>(hello: &Hello<'_>, f: impl FnOnce(&HelloView) -> R) -> R {
         let mut out = BytesMut::new();
-        encode_frame(&mut out, Kind::Hello, 0, 1, hello, 65_536).unwrap();
+        encode_frame(&mut out, 0, 1, hello, 65_536).unwrap();
         let frame = next_frame(&out, 65_536).unwrap().unwrap();
         let Payload::Hello(Some(view)) = frame.payload else {
             panic!("full hello")

@@ -8,8 +8,9 @@ pub mod push;
 use std::ops::ControlFlow;
 use std::time::Instant;
 
+use bytes::Bytes;
 use holdfast_protocol::payload::{ErrorBody, Goodbye, Welcome};
-use holdfast_protocol::{encode_frame, encode_raw, ErrorCode, Frame, Kind, Payload};
+use holdfast_protocol::{encode_frame, encode_raw, EncodeFrame, ErrorCode, Frame, Kind, Payload};
 
 use crate::conn::{Conn, ConnFlags, ConnId, SessionState};
 use crate::handler::{Handler, Reply, Session};
@@ -25,6 +26,8 @@ pub struct SessionLimits {
     pub heartbeat_interval_ms: u32,
     pub heartbeat_min_interval_ms: u32,
     pub heartbeat_timeout_ms: u32,
+    /// The shard's timer tick: per-session heartbeat intervals are kept in ticks.
+    pub timer_tick_ms: u32,
     pub auth_secret: Option<Vec<u8>>,
     /// Sessions whose (token-verified) client id starts with this may publish.
     pub publisher_client_id_prefix: String,
@@ -61,6 +64,7 @@ impl Verdict {
     }
 }
 
+/// The connection's outbound queue, taken from the pool if it has none.
 pub(crate) fn outbound<'c>(
     conn: &'c mut Conn,
     pool: &mut OutboundPool,
@@ -69,6 +73,57 @@ pub(crate) fn outbound<'c>(
     let out = conn.outbound.get_or_insert_with(|| pool.take());
     out.queued_since.get_or_insert(received_at);
     out
+}
+
+impl SessionCx<'_> {
+    /// Appends one frame to the connection's outbound queue (taken from the pool if it has
+    /// none) and counts it: every frame the server sends goes through here.
+    fn queue_with(&mut self, conn: &mut Conn, append: impl FnOnce(&mut Outbound, u32)) {
+        let out = outbound(conn, self.pool, self.received_at);
+        append(out, self.limits.max_frame_bytes);
+        self.counters.frames_out += 1;
+    }
+
+    /// Queues a frame with an rkyv payload; its kind comes from the payload type. Server-built
+    /// frames are bounded well below any `max_frame_bytes` config validation allows (Error
+    /// reasons are cut to MAX_ERROR_REASON_BYTES), so encoding them cannot fail.
+    pub(crate) fn queue_frame<P: EncodeFrame>(&mut self, conn: &mut Conn, id: u64, payload: &P) {
+        self.queue_with(conn, |out, max_frame_bytes| {
+            encode_frame(&mut out.queued, 0, id, payload, max_frame_bytes)
+                .expect("server-built frames fit max_frame_bytes");
+        });
+    }
+
+    /// Queues a frame with an empty payload (Ping, Pong, Ack).
+    pub(crate) fn queue_empty(&mut self, conn: &mut Conn, kind: Kind, id: u64) {
+        self.queue_with(conn, |out, max_frame_bytes| {
+            encode_raw(&mut out.queued, kind, 0, id, &[], max_frame_bytes)
+                .expect("an empty frame is a header");
+        });
+    }
+
+    /// Queues a whole frame by copy (an Echo reply is the request's own bytes).
+    pub(crate) fn queue_copy(&mut self, conn: &mut Conn, frame: &[u8]) {
+        self.queue_with(conn, |out, _| out.queued.extend_from_slice(frame));
+    }
+
+    /// Queues a whole frame by reference (a push encoded once for every subscriber).
+    pub(crate) fn queue_shared(&mut self, conn: &mut Conn, frame: Bytes) {
+        self.queue_with(conn, |out, _| out.push_shared(frame));
+    }
+}
+
+/// Cuts off a consumer whose outbound queue would pass `max_outbound_bytes`: what was queued
+/// but not yet handed to the kernel is dropped (it could never be read in time), the drop is
+/// counted, and an Error(slow_consumer) saying `reason` is queued. The caller closes with the
+/// returned verdict.
+pub(crate) fn cut_slow_consumer(conn: &mut Conn, cx: &mut SessionCx<'_>, reason: &str) -> Verdict {
+    if let Some(out) = conn.outbound.as_mut() {
+        out.discard_queued();
+    }
+    cx.counters.slow_consumers += 1;
+    queue_error(conn, cx, ErrorCode::SlowConsumer, 0, reason);
+    Verdict::Close(CloseReason::SlowConsumer)
 }
 
 /// Longest reason an Error frame carries; longer ones (some quote client input, e.g. a JSON
@@ -88,22 +143,12 @@ pub fn queue_error(
     while !reason.is_char_boundary(end) {
         end -= 1;
     }
-    let body = ErrorBody {
+    let payload = &ErrorBody {
         code: code as u16,
         reason: &reason[..end],
     };
-    let out = outbound(conn, cx.pool, cx.received_at);
-    encode_frame(
-        &mut out.queued,
-        Kind::Error,
-        0,
-        id,
-        &body,
-        cx.limits.max_frame_bytes,
-    )
-    .expect("error frames are small");
+    cx.queue_frame(conn, id, payload);
     cx.counters.error_sent(code);
-    cx.counters.frames_out += 1;
 }
 
 /// Queues a Goodbye frame.
@@ -113,36 +158,16 @@ pub fn queue_goodbye(
     reason: &str,
     reconnect_after_ms: u32,
 ) {
-    let body = Goodbye {
+    let payload = &Goodbye {
         reason,
         reconnect_after_ms,
     };
-    let out = outbound(conn, cx.pool, cx.received_at);
-    encode_frame(
-        &mut out.queued,
-        Kind::Goodbye,
-        0,
-        0,
-        &body,
-        cx.limits.max_frame_bytes,
-    )
-    .expect("goodbye frames are small");
-    cx.counters.frames_out += 1;
+    cx.queue_frame(conn, 0, payload);
 }
 
 /// Queues a heartbeat Ping from the server.
 pub fn queue_ping(conn: &mut Conn, cx: &mut SessionCx<'_>) {
-    let out = outbound(conn, cx.pool, cx.received_at);
-    encode_raw(
-        &mut out.queued,
-        Kind::Ping,
-        0,
-        0,
-        &[],
-        cx.limits.max_frame_bytes,
-    )
-    .expect("ping is a header");
-    cx.counters.frames_out += 1;
+    cx.queue_empty(conn, Kind::Ping, 0);
     cx.counters.heartbeat_pings_sent += 1;
 }
 
@@ -161,22 +186,11 @@ fn refuse(
 /// After anything was queued: enforce the outbound bound. A slow consumer loses what was
 /// queued but not yet handed to the kernel (counted), gets Error(slow consumer), and is closed.
 fn check_outbound(conn: &mut Conn, cx: &mut SessionCx<'_>) -> Verdict {
-    let Some(out) = conn.outbound.as_mut() else {
-        return Verdict::Continue;
-    };
-    if out.total_bytes() <= cx.limits.max_outbound_bytes {
+    let queued_bytes = conn.outbound.as_ref().map_or(0, |out| out.total_bytes());
+    if queued_bytes <= cx.limits.max_outbound_bytes {
         return Verdict::Continue;
     }
-    out.discard_queued();
-    cx.counters.slow_consumers += 1;
-    queue_error(
-        conn,
-        cx,
-        ErrorCode::SlowConsumer,
-        0,
-        "outbound queue full: read your replies",
-    );
-    Verdict::Close(CloseReason::SlowConsumer)
+    cut_slow_consumer(conn, cx, "outbound queue full: read your replies")
 }
 
 /// Handles one complete frame from the peer.
@@ -223,24 +237,17 @@ fn on_hello(
             limits.heartbeat_interval_ms,
         ),
     };
-    let welcome = Welcome {
+    let payload = &Welcome {
         session_id: ConnId::new(cx.shard, cx.slot, conn.generation).0,
         heartbeat_ms,
         heartbeat_timeout_ms: limits.heartbeat_timeout_ms,
         max_frame_bytes: limits.max_frame_bytes,
         max_inflight_requests: u32::from(limits.max_inflight_requests),
     };
-    let out = outbound(conn, cx.pool, cx.received_at);
-    encode_frame(
-        &mut out.queued,
-        Kind::Welcome,
-        0,
-        id,
-        &welcome,
-        limits.max_frame_bytes,
-    )
-    .expect("welcome is small");
-    cx.counters.frames_out += 1;
+    cx.queue_frame(conn, id, payload);
+    // The interval in force is the one Welcome announced (rounded up to whole ticks).
+    let ticks = heartbeat_ms.div_ceil(limits.timer_tick_ms.max(1)).max(1);
+    conn.heartbeat_interval_ticks = u16::try_from(ticks).unwrap_or(u16::MAX);
     cx.counters.sessions_opened += 1;
     conn.state = SessionState::Open;
     if let Some(hello) = hello {
@@ -258,25 +265,12 @@ fn on_open_frame(
     let id = frame.header.id;
     match payload {
         Payload::Ping => {
-            let out = outbound(conn, cx.pool, cx.received_at);
-            encode_raw(
-                &mut out.queued,
-                Kind::Pong,
-                0,
-                id,
-                &[],
-                cx.limits.max_frame_bytes,
-            )
-            .expect("pong is a header");
-            cx.counters.frames_out += 1;
+            cx.queue_empty(conn, Kind::Pong, id);
             Verdict::Continue
         }
         Payload::Pong => Verdict::Continue,
         Payload::Echo(_) => {
-            outbound(conn, cx.pool, cx.received_at)
-                .queued
-                .extend_from_slice(frame.bytes);
-            cx.counters.frames_out += 1;
+            cx.queue_copy(conn, frame.bytes);
             Verdict::Continue
         }
         Payload::Request(request) => on_request(conn, cx, id, &request.method, &request.body),

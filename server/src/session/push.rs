@@ -2,30 +2,19 @@
 //! (offered to the shard's event pipeline; Ack only once accepted).
 
 use bytes::Bytes;
-use holdfast_protocol::payload::{EventView, TopicsView};
-use holdfast_protocol::{encode_raw, ErrorCode, Kind};
+use holdfast_protocol::payload::{EventView, Response, TopicsView};
+use holdfast_protocol::{ErrorCode, Kind};
 
-use super::{outbound, queue_error, SessionCx, Verdict};
-use crate::conn::{Conn, ConnFlags, ConnId};
+use super::{queue_error, SessionCx, Verdict};
+use crate::conn::{Conn, ConnFlags, ConnId, ConnKey};
 use crate::events::sink::Offer;
 use crate::events::OwnedEvent;
-use crate::push::{owner_shard, valid_topic};
-use crate::shard::ShardMsg;
-use crate::timer::wheel::WheelEntry;
+use crate::mesh::ShardMsg;
+use crate::mesh::{owner_shard, valid_topic};
 
 /// Queues an Ack for frame `id`.
 pub fn queue_ack(conn: &mut Conn, cx: &mut SessionCx<'_>, id: u64) {
-    let out = outbound(conn, cx.pool, cx.received_at);
-    encode_raw(
-        &mut out.queued,
-        Kind::Ack,
-        0,
-        id,
-        &[],
-        cx.limits.max_frame_bytes,
-    )
-    .expect("ack is a header");
-    cx.counters.frames_out += 1;
+    cx.queue_empty(conn, Kind::Ack, id);
 }
 
 pub fn on_topics(
@@ -35,7 +24,7 @@ pub fn on_topics(
     topics: &TopicsView,
     subscribe: bool,
 ) -> Verdict {
-    let entry = WheelEntry {
+    let entry = ConnKey {
         slot: cx.slot,
         generation: conn.generation,
     };
@@ -79,7 +68,7 @@ pub fn on_event(
     event: &EventView,
 ) -> Verdict {
     let topic: &str = &event.topic;
-    if topic.is_empty() || topic.len() > crate::push::MAX_TOPIC_BYTES {
+    if topic.is_empty() || topic.len() > crate::mesh::MAX_TOPIC_BYTES {
         queue_error(
             conn,
             cx,
@@ -174,7 +163,7 @@ pub fn on_publish_request(
     }
     match crate::push::request::parse(body, cx.push.shards, cx.limits.max_frame_bytes) {
         Ok(parsed) => {
-            let publish = crate::push::Publish {
+            let publish = crate::mesh::Publish {
                 target: parsed.target,
                 payload: parsed.payload,
                 reply: None,
@@ -182,13 +171,10 @@ pub fn on_publish_request(
             cx.push
                 .outbox
                 .push((parsed.shard, ShardMsg::Publish(publish)));
-            let max_frame_bytes = cx.limits.max_frame_bytes;
-            let out = outbound(conn, cx.pool, cx.received_at);
-            let mut reply = crate::handler::Reply::new(&mut out.queued, id, max_frame_bytes);
-            reply
-                .body(br#"{"accepted":true}"#)
-                .expect("a short response fits any frame limit");
-            cx.counters.frames_out += 1;
+            let payload = &Response {
+                body: br#"{"accepted":true}"#,
+            };
+            cx.queue_frame(conn, id, payload);
         }
         Err(e) => queue_error(conn, cx, ErrorCode::HandlerFailed, id, &e.message),
     }

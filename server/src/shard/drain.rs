@@ -4,6 +4,8 @@
 
 use rand::Rng;
 
+use holdfast_protocol::ErrorCode;
+
 use crate::conn::SessionState;
 use crate::metrics::CloseReason;
 use crate::ring::user_data::{Op, UserData};
@@ -18,15 +20,17 @@ impl Shard {
             return;
         }
         self.drain_deadline_tick = Some(self.now_tick() + self.ticks.drain);
-        if self.accept_armed {
-            self.ring.cancel(
-                UserData::new(Op::Accept, 0, 0),
-                UserData::new(Op::Cancel, 0, 0),
-            );
+        for index in 0..self.listeners.len() {
+            if self.accept_armed[index] {
+                self.ring.cancel(
+                    UserData::new(Op::Accept, index as u32, 0),
+                    UserData::new(Op::Cancel, index as u32, 0),
+                );
+            }
+            // The listener's file stays open until the cancelled accept completes; dropping
+            // our descriptor now means the kernel routes no new connections here once it does.
+            self.listeners[index] = None;
         }
-        // The listener's file stays open until the cancelled accept completes; dropping our
-        // descriptor now means the kernel routes no new connections here once it does.
-        self.listener = None;
         let live: Vec<u32> = self.conns.live_slots().collect();
         for slot in live {
             self.drain_one(slot);
@@ -51,6 +55,27 @@ impl Shard {
         }
         session::queue_goodbye(conn, &mut cx, "server draining", reconnect_after_ms);
         self.begin_close(slot, CloseReason::Drain);
+    }
+
+    /// A connection over max_connections_per_shard: Error(server_full) saying when to come
+    /// back, a Goodbye with the same jittered hint (for clients that follow Goodbye), then a
+    /// graceful close. Counted as refused, not as a session.
+    pub(super) fn refuse_server_full(&mut self, slot: u32) {
+        let jitter = self.rng.gen_range(0..=self.config.reconnect_jitter_ms);
+        let reconnect_after_ms = self.config.reconnect_after_ms.saturating_add(jitter);
+        let max_sessions = self.max_sessions;
+        let (conns, mut cx) = self.session_parts(slot);
+        let Some(conn) = conns.get_live_mut(slot) else {
+            return;
+        };
+        let reason = format!(
+            "server full ({max_sessions} sessions per shard): reconnect after \
+             {reconnect_after_ms} ms or use another host"
+        );
+        session::queue_error(conn, &mut cx, ErrorCode::ServerFull, 0, &reason);
+        session::queue_goodbye(conn, &mut cx, "server_full", reconnect_after_ms);
+        self.counters.refused_server_full += 1;
+        self.begin_close(slot, CloseReason::ServerFull);
     }
 
     /// The drain deadline passed: close what is left, counting bytes that never got out.

@@ -11,12 +11,12 @@
 
 use holdfast_protocol::decode::Fed;
 
-use crate::conn::{ConnFlags, SessionState};
+use crate::conn::{ConnFlags, ConnKey, SessionState};
 use crate::metrics::CloseReason;
-use crate::ring::user_data::{Op, UserData, GENERATION_MASK};
-use crate::ring::Completion;
+use crate::ring::user_data::Op;
+use crate::ring::{Completion, Errno};
 use crate::session::{self, Verdict};
-use crate::timer::wheel::WheelEntry;
+use crate::transport::TransportKind;
 
 use super::state::Shard;
 
@@ -71,34 +71,60 @@ impl Shard {
     }
 
     fn on_accept(&mut self, completion: Completion) {
+        let listener = completion.user_data.slot() as usize;
         if !completion.more() {
-            self.accept_armed = false;
+            self.accept_armed[listener] = false;
         }
-        if completion.result < 0 {
-            let errno = -completion.result;
-            if errno == libc::ENFILE {
+        let slot = match completion.result {
+            Ok(slot) => slot,
+            Err(Errno::ENFILE) => {
+                // Every slot, refusal slots included, is taken: the kernel closed the
+                // connection it had accepted (a refusal at accept). Each ENFILE consumed one
+                // queued connection, so re-arming at once is progress, not a spin.
                 self.counters.accept_table_full += 1;
-            } else if errno != libc::ECANCELED {
-                if let Some(suppressed) = self.log_accept_errors.allow(std::time::Instant::now()) {
-                    tracing::warn!(shard = self.index, errno, suppressed, "accept failed");
-                }
+                self.arm_accept();
+                return;
             }
-            // Re-armed by the next tick (or, for ENFILE, by the next close): never in a tight
-            // loop against a persistent error.
-            return;
-        }
-        let slot = completion.result as u32;
+            Err(errno) => {
+                if errno != Errno::ECANCELED {
+                    if let Some(suppressed) =
+                        self.log_accept_errors.allow(std::time::Instant::now())
+                    {
+                        tracing::warn!(
+                            shard = self.index,
+                            errno = errno.0,
+                            suppressed,
+                            "accept failed"
+                        );
+                    }
+                }
+                // Re-armed by the next tick: never in a tight loop against a persistent error.
+                return;
+            }
+        };
         assert!(
             slot < self.conns.capacity(),
             "fixed-file table is the slab's size"
         );
         let now = self.now_tick();
-        let generation = self.conns.open(slot, now);
+        let key = self.conns.open(slot, now);
         self.counters.accepted += 1;
-        self.wheel
-            .insert(WheelEntry { slot, generation }, now + self.ticks.hello);
-        let ud = self.user_data(Op::Poll, slot);
-        self.ring.poll_multishot(slot, ud);
+        // Before a refusal too: a refused WebSocket peer is closed without a word (it has not
+        // upgraded, so it cannot take the Error frame).
+        self.start_transport(slot, listener);
+        self.ring.poll_multishot(slot, key.user_data(Op::Poll));
+        if self.conns.open_count() > self.max_sessions as usize {
+            // Over max_connections_per_shard: this connection holds one of the refusal slots
+            // just long enough to be told.
+            self.refuse_server_full(slot);
+            self.arm_accept();
+            return;
+        }
+        // Due at the hello deadline, or sooner if Hello may agree a shorter heartbeat: the
+        // wheel's one entry must never be later than the connection's deadline (when it comes
+        // due early, it is re-inserted at the real one).
+        let first_due = self.ticks.hello.min(self.ticks.heartbeat_min_interval);
+        self.wheel.insert(key, now + first_due);
         if self.drain_deadline_tick.is_some() {
             self.drain_one(slot);
         }
@@ -107,17 +133,13 @@ impl Shard {
 
     fn on_poll(&mut self, completion: Completion) {
         let ud = completion.user_data;
-        let Some(conn) = self
-            .conns
-            .get_mut(ud.slot(), ud.generation_bits(), GENERATION_MASK)
-        else {
+        let Some(conn) = self.conns.get_for(ud) else {
             return;
         };
-        if completion.result < 0 {
-            if completion.result != -libc::ECANCELED {
-                self.on_socket_error(ud.slot(), -completion.result);
-            }
-            return;
+        match completion.result {
+            Ok(_) => {}
+            Err(Errno::ECANCELED) => return,
+            Err(errno) => return self.on_socket_error(ud.slot(), errno),
         }
         if conn.flags.has(ConnFlags::MULTISHOT_RECV) {
             // Readiness posted before the poll was swapped for a multishot recv, which reads.
@@ -129,8 +151,7 @@ impl Shard {
             self.start_recv(ud.slot());
         }
         if !completion.more() {
-            let poll_ud = self.user_data(Op::Poll, ud.slot());
-            self.ring.poll_multishot(ud.slot(), poll_ud);
+            self.ring.poll_multishot(ud.slot(), ud);
         }
     }
 
@@ -140,7 +161,10 @@ impl Shard {
         let Some(conn) = self.conns.get_live_mut(slot) else {
             return;
         };
-        let ud = UserData::new(Op::Recv, slot, conn.generation);
+        let key = ConnKey {
+            slot,
+            generation: conn.generation,
+        };
         if conn.flags.has(ConnFlags::READ_PAUSED) {
             // Backpressure: read again once its parked events are in the pipeline.
             conn.flags.set(ConnFlags::READ_AGAIN);
@@ -152,19 +176,18 @@ impl Shard {
         let buffers_free_for_recvs =
             u32::from(self.config.recv_buffers_per_shard) - self.multishot_recvs;
         if self.recvs_in_flight >= buffers_free_for_recvs {
-            let generation = conn.generation;
-            self.recv_waiters.push_back(WheelEntry { slot, generation });
+            self.recv_waiters.push_back(key);
             return;
         }
         self.recvs_in_flight += 1;
-        self.ring.recv(slot, ud);
+        self.ring.recv(slot, key.user_data(Op::Recv));
     }
 
     /// A recv completed: its buffer is free, so the longest-waiting connection may read.
     fn recv_slot_freed(&mut self) {
         self.recvs_in_flight -= 1;
         while let Some(entry) = self.recv_waiters.pop_front() {
-            let Some(conn) = self.conns.get_mut(entry.slot, entry.generation, u32::MAX) else {
+            let Some(conn) = self.conns.get_mut(entry) else {
                 continue;
             };
             conn.flags.clear(ConnFlags::RECV_IN_FLIGHT);
@@ -177,34 +200,37 @@ impl Shard {
     /// generation and the buffer the kernel filled. A completion of a closed connection, or one
     /// that carries no bytes, gives back any buffer it names at once (the kernel does not
     /// consume a buffer for an empty or failed recv; if it ever names one, it still goes back).
-    fn recv_owner(&mut self, completion: Completion) -> Option<(u32, u32, Option<u16>)> {
+    fn recv_owner(&mut self, completion: Completion) -> Option<(ConnKey, Option<u16>)> {
         let ud = completion.user_data;
         let buffer_id = completion.buffer_id();
-        let generation = self
-            .conns
-            .get_mut(ud.slot(), ud.generation_bits(), GENERATION_MASK)
-            .map(|conn| conn.generation);
-        if generation.is_none() || completion.result <= 0 {
+        let generation = self.conns.get_for(ud).map(|conn| conn.generation);
+        if generation.is_none() || !matches!(completion.result, Ok(1..)) {
             if let Some(buffer_id) = buffer_id {
                 self.bufs.recycle(buffer_id);
             }
         }
-        Some((ud.slot(), generation?, buffer_id))
+        let key = ConnKey {
+            slot: ud.slot(),
+            generation: generation?,
+        };
+        Some((key, buffer_id))
     }
 
     fn on_recv(&mut self, completion: Completion) {
         self.recv_slot_freed();
-        let Some((slot, generation, buffer_id)) = self.recv_owner(completion) else {
+        let Some((key, buffer_id)) = self.recv_owner(completion) else {
             return;
         };
-        if let Some(conn) = self.conns.get_mut(slot, generation, u32::MAX) {
+        let slot = key.slot;
+        if let Some(conn) = self.conns.get_mut(key) {
             conn.flags.clear(ConnFlags::RECV_IN_FLIGHT);
         }
         match completion.result {
-            n if n > 0 => {
+            Ok(0) => self.on_peer_eof(slot),
+            Ok(n) => {
                 let busy = self.sent_within_a_tick(slot);
                 self.on_received(slot, buffer_id, n as usize);
-                let Some(conn) = self.conns.get_mut(slot, generation, u32::MAX) else {
+                let Some(conn) = self.conns.get_mut(key) else {
                     return;
                 };
                 let read_again =
@@ -221,14 +247,13 @@ impl Shard {
                     self.start_recv(slot);
                 }
             }
-            0 => self.on_peer_eof(slot),
-            n if n == -libc::ENOBUFS => {
+            Err(Errno::ENOBUFS) => {
                 // Only if a buffer was recycled but not yet published: read again next round.
                 self.counters.recv_no_buffers += 1;
                 self.start_recv(slot);
             }
-            n if n == -libc::ECANCELED => {}
-            n => self.on_socket_error(slot, -n),
+            Err(Errno::ECANCELED) => {}
+            Err(errno) => self.on_socket_error(slot, errno),
         }
     }
 
@@ -269,89 +294,91 @@ impl Shard {
         // The multishot recv reads whatever is pending when it is armed.
         conn.flags.clear(ConnFlags::READ_AGAIN);
         conn.flags.set(ConnFlags::MULTISHOT_RECV);
-        let generation = conn.generation;
+        let key = ConnKey {
+            slot,
+            generation: conn.generation,
+        };
         self.multishot_recvs += 1;
         self.counters.multishot_recvs_started += 1;
-        self.ring.cancel(
-            UserData::new(Op::Poll, slot, generation),
-            UserData::new(Op::Cancel, slot, generation),
-        );
         self.ring
-            .recv_multishot(slot, UserData::new(Op::RecvMulti, slot, generation));
+            .cancel(key.user_data(Op::Poll), key.user_data(Op::Cancel));
+        self.ring.recv_multishot(slot, key.user_data(Op::RecvMulti));
         true
     }
 
     /// Goes back to a poll: after the multishot recv ended by itself (`cancel` false), or to
     /// stop it (silent connection, parked events).
     pub(super) fn end_multishot_recv(&mut self, slot: u32, cancel: bool) {
-        let Some(generation) = self.release_multishot_recv(slot) else {
+        let Some(key) = self.release_multishot_recv(slot) else {
             return;
         };
         if cancel {
-            self.ring.cancel(
-                UserData::new(Op::RecvMulti, slot, generation),
-                UserData::new(Op::Cancel, slot, generation),
-            );
+            self.ring
+                .cancel(key.user_data(Op::RecvMulti), key.user_data(Op::Cancel));
         }
         // Armed after the cancel: bytes the recv already took complete before it, and bytes
         // still in the socket make the new poll fire at once.
-        self.ring
-            .poll_multishot(slot, UserData::new(Op::Poll, slot, generation));
+        self.ring.poll_multishot(slot, key.user_data(Op::Poll));
     }
 
     /// Clears a live connection's multishot-recv mark and frees its place under
-    /// multishot_recv_max_per_shard. Returns its generation, or None if it held no multishot
-    /// recv.
-    fn release_multishot_recv(&mut self, slot: u32) -> Option<u32> {
+    /// multishot_recv_max_per_shard. Returns its key, or None if it held no multishot recv.
+    fn release_multishot_recv(&mut self, slot: u32) -> Option<ConnKey> {
         let conn = self.conns.get_live_mut(slot)?;
         if !conn.flags.has(ConnFlags::MULTISHOT_RECV) {
             return None;
         }
         conn.flags.clear(ConnFlags::MULTISHOT_RECV);
         self.multishot_recvs -= 1;
-        Some(conn.generation)
+        Some(ConnKey {
+            slot,
+            generation: conn.generation,
+        })
     }
 
     fn on_recv_multi(&mut self, completion: Completion) {
-        let Some((slot, generation, buffer_id)) = self.recv_owner(completion) else {
+        let Some((key, buffer_id)) = self.recv_owner(completion) else {
             return;
         };
+        let slot = key.slot;
         let ended = !completion.more();
         match completion.result {
+            Ok(0) => {
+                // EOF ends the recv; nothing more to read, so no poll either.
+                self.release_multishot_recv(slot);
+                self.on_peer_eof(slot);
+            }
             // Bytes are handled even after a swap back to a poll was asked for: they were
             // taken from the socket before the cancel, so they come before anything else.
-            n if n > 0 => {
+            Ok(n) => {
                 self.on_received(slot, buffer_id, n as usize);
-                let Some(conn) = self.conns.get_mut(slot, generation, u32::MAX) else {
+                let Some(conn) = self.conns.get_mut(key) else {
                     return;
                 };
                 // A full buffer means a bulk sender, and replies piling up a peer not keeping
                 // up: both go back to poll + recv (one buffer per read, through the FIFO).
-                let bulk = n as u32 >= self.config.recv_buffer_bytes;
+                let bulk = n >= self.config.recv_buffer_bytes;
                 let backed_up = replies_queued(conn, self.config.recv_buffer_bytes);
                 if ended || bulk || backed_up || conn.flags.has(ConnFlags::READ_PAUSED) {
                     self.end_multishot_recv(slot, !ended);
                 }
             }
-            0 => {
-                // EOF ends the recv; nothing more to read, so no poll either.
-                self.release_multishot_recv(slot);
-                self.on_peer_eof(slot);
-            }
-            n if n == -libc::ENOBUFS => {
+            Err(Errno::ENOBUFS) => {
                 // The buffer ring ran dry: poll + recv waits its turn in the FIFO instead.
                 self.counters.recv_no_buffers += 1;
                 self.end_multishot_recv(slot, false);
             }
             // Cancelled by a swap back to a poll (the flag is already clear) or by a close.
-            n if n == -libc::ECANCELED => {}
-            n => self.on_socket_error(slot, -n),
+            Err(Errno::ECANCELED) => {}
+            Err(errno) => self.on_socket_error(slot, errno),
         }
     }
 
     /// Bytes from the socket -> frames -> session. Complete frames are read in place from the
     /// receive buffer; only an incomplete tail is copied into a pooled decoder the connection
-    /// keeps until the frame completes.
+    /// keeps until the frame completes. A connection with a transport (WebSocket) sends the
+    /// buffer through it first (`on_transport_bytes`); bytes held while paused are plaintext
+    /// already and come straight here.
     ///
     /// Under the `backpressure` policy an Event that finds the pipeline full is parked and
     /// the connection paused: decoding stops right after it, and the rest of the input (and
@@ -367,6 +394,11 @@ impl Shard {
             return;
         }
         let generation = conn.generation;
+        if conn.transport != TransportKind::Plain {
+            if let Input::Buffer { buffer_id, len } = input {
+                return self.on_transport_bytes(slot, buffer_id, len);
+            }
+        }
         if conn.flags.has(ConnFlags::READ_PAUSED) {
             let held = self
                 .held_input
@@ -398,7 +430,7 @@ impl Shard {
                 (&held_bytes, std::time::Instant::now())
             }
         };
-        let (conns, mut cx) = super::state::split_for_session(
+        let (conns, cx) = super::state::split_for_session(
             &mut self.conns,
             &mut self.handler,
             &mut self.counters,
@@ -410,51 +442,46 @@ impl Shard {
             received_at,
         );
         let conn = conns.get_live_mut(slot).expect("checked above");
-        let mut verdict = Verdict::Continue;
-        let fed = decoder.feed(bytes, |frame| {
-            verdict = session::on_frame(conn, &mut cx, frame, now);
-            if verdict == Verdict::Continue && conn.flags.has(ConnFlags::READ_PAUSED) {
-                // Its event was parked: nothing more is decoded until it is taken.
-                return std::ops::ControlFlow::Break(());
-            }
-            verdict.flow()
-        });
-        if let Err(error) = &fed {
-            let reason = error.to_string();
-            session::queue_error(conn, &mut cx, error.code(), 0, &reason);
-            verdict = Verdict::Close(CloseReason::ProtocolError);
+        let mut feed = Feed::new(conn, cx, &mut decoder, now);
+        let _ = feed.feed(bytes);
+        let result = feed.finish();
+        self.after_feed(slot, generation, decoder, result);
+    }
+
+    /// After plaintext was fed: log a decode error, hold what a pause left undecoded, keep
+    /// the decoder only while it holds a partial frame, then send or close.
+    pub(super) fn after_feed(
+        &mut self,
+        slot: u32,
+        generation: u32,
+        decoder: Box<holdfast_protocol::Decoder>,
+        result: FeedResult,
+    ) {
+        if let Some(error) = result.error {
             if let Some(suppressed) = self.log_protocol_errors.allow(std::time::Instant::now()) {
                 tracing::info!(
                     shard = self.index,
                     slot,
                     code = error.code().name(),
                     suppressed,
-                    "bad input: {reason}"
+                    "bad input: {error}"
                 );
             }
         }
-        let paused_at = match fed {
-            Ok(Fed::Stopped { consumed }) if verdict == Verdict::Continue => Some(consumed),
-            _ => None,
-        };
-        debug_assert!(
-            matches!(fed, Err(_) | Ok(Fed::All))
-                || verdict != Verdict::Continue
-                || paused_at.is_some()
-        );
-        if let Some(consumed) = paused_at {
-            if consumed < bytes.len() {
-                self.held_input
-                    .insert(slot, (generation, bytes[consumed..].to_vec()));
-            }
+        if !result.held.is_empty() && result.verdict == Verdict::Continue {
+            self.held_input
+                .entry(slot)
+                .or_insert_with(|| (generation, Vec::new()))
+                .1
+                .extend_from_slice(&result.held);
         }
         let conn = self.conns.get_live_mut(slot).expect("still live");
-        if verdict == Verdict::Continue && decoder.buffered_bytes() > 0 {
+        if result.verdict == Verdict::Continue && decoder.buffered_bytes() > 0 {
             conn.decoder = Some(decoder);
         } else {
             self.give_decoder(decoder);
         }
-        match verdict {
+        match result.verdict {
             Verdict::Continue => self.flush(slot),
             Verdict::Close(reason) => self.begin_close(slot, reason),
         }
@@ -487,9 +514,15 @@ impl Shard {
         }
     }
 
-    fn on_socket_error(&mut self, slot: u32, errno: i32) {
+    fn on_socket_error(&mut self, slot: u32, errno: Errno) {
         if let Some(suppressed) = self.log_socket_errors.allow(std::time::Instant::now()) {
-            tracing::debug!(shard = self.index, slot, errno, suppressed, "socket error");
+            tracing::debug!(
+                shard = self.index,
+                slot,
+                errno = errno.0,
+                suppressed,
+                "socket error"
+            );
         }
         let closing = self
             .conns
@@ -502,20 +535,15 @@ impl Shard {
         let ud = completion.user_data;
         let slot = ud.slot();
         let batch = self.ring.take_sent(ud);
-        let Some(conn) = self
-            .conns
-            .get_mut(slot, ud.generation_bits(), GENERATION_MASK)
-        else {
+        let Some(conn) = self.conns.get_for(ud) else {
             return;
         };
         conn.flags.clear(ConnFlags::SEND_IN_FLIGHT);
-        if completion.result < 0 {
-            if completion.result != -libc::ECANCELED {
-                self.on_socket_error(slot, -completion.result);
-            }
-            return;
-        }
-        let sent = completion.result as usize;
+        let sent = match completion.result {
+            Ok(sent) => sent as usize,
+            Err(Errno::ECANCELED) => return,
+            Err(errno) => return self.on_socket_error(slot, errno),
+        };
         self.counters.bytes_out += sent as u64;
         let out = conn
             .outbound
@@ -539,6 +567,97 @@ fn replies_queued(conn: &crate::conn::Conn, recv_buffer_bytes: u32) -> bool {
     conn.outbound
         .as_ref()
         .is_some_and(|out| out.total_bytes() >= recv_buffer_bytes as usize)
+}
+
+/// Plaintext into the decoder and the session, one run at a time (all of a plain recv, or
+/// each payload run a transport hands over), borrowed apart from the ring and the buffers.
+pub(super) struct Feed<'a> {
+    conn: &'a mut crate::conn::Conn,
+    cx: crate::session::SessionCx<'a>,
+    decoder: &'a mut holdfast_protocol::Decoder,
+    now: u32,
+    result: FeedResult,
+}
+
+/// What feeding did: the session's verdict, a decode error (already answered with an Error
+/// frame), and plaintext left undecoded by a pause (to hold until the parked event is taken).
+pub(super) struct FeedResult {
+    pub verdict: Verdict,
+    pub error: Option<holdfast_protocol::DecodeError>,
+    pub held: Vec<u8>,
+}
+
+impl FeedResult {
+    /// Closes for `reason` unless the session already decided to close.
+    pub fn close_if_open(&mut self, reason: CloseReason) {
+        if self.verdict == Verdict::Continue {
+            self.verdict = Verdict::Close(reason);
+        }
+    }
+}
+
+impl<'a> Feed<'a> {
+    pub fn new(
+        conn: &'a mut crate::conn::Conn,
+        cx: crate::session::SessionCx<'a>,
+        decoder: &'a mut holdfast_protocol::Decoder,
+        now: u32,
+    ) -> Feed<'a> {
+        Feed {
+            conn,
+            cx,
+            decoder,
+            now,
+            result: FeedResult {
+                verdict: Verdict::Continue,
+                error: None,
+                held: Vec::new(),
+            },
+        }
+    }
+
+    /// Decodes `bytes` into the session. `Break` once the session closes (the rest of the
+    /// stream is not read); a paused session holds the bytes instead.
+    pub fn feed(&mut self, bytes: &[u8]) -> std::ops::ControlFlow<()> {
+        use std::ops::ControlFlow;
+        if self.result.verdict != Verdict::Continue {
+            return ControlFlow::Break(());
+        }
+        if self.conn.flags.has(ConnFlags::READ_PAUSED) {
+            self.result.held.extend_from_slice(bytes);
+            return ControlFlow::Continue(());
+        }
+        let conn = &mut *self.conn;
+        let cx = &mut self.cx;
+        let now = self.now;
+        let verdict = &mut self.result.verdict;
+        let fed = self.decoder.feed(bytes, |frame| {
+            *verdict = session::on_frame(conn, cx, frame, now);
+            if *verdict == Verdict::Continue && conn.flags.has(ConnFlags::READ_PAUSED) {
+                // Its event was parked: nothing more is decoded until it is taken.
+                return ControlFlow::Break(());
+            }
+            verdict.flow()
+        });
+        match fed {
+            Ok(Fed::All) => ControlFlow::Continue(()),
+            Ok(Fed::Stopped { consumed }) if self.result.verdict == Verdict::Continue => {
+                self.result.held.extend_from_slice(&bytes[consumed..]);
+                ControlFlow::Continue(())
+            }
+            Ok(Fed::Stopped { .. }) => ControlFlow::Break(()),
+            Err(error) => {
+                session::queue_error(self.conn, &mut self.cx, error.code(), 0, &error.to_string());
+                self.result.verdict = Verdict::Close(CloseReason::ProtocolError);
+                self.result.error = Some(error);
+                ControlFlow::Break(())
+            }
+        }
+    }
+
+    pub fn finish(self) -> FeedResult {
+        self.result
+    }
 }
 
 /// Where the bytes [`Shard::on_bytes`] handles come from.

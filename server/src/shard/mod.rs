@@ -11,9 +11,10 @@ mod io;
 mod push;
 pub mod state;
 mod timers;
+mod transport;
 
 use std::cell::RefCell;
-use std::os::fd::FromRawFd;
+use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -23,49 +24,13 @@ use socket2::Socket;
 
 use crate::config::Config;
 use crate::metrics::ShardCounters;
-pub use state::{Shard, ShardReport};
+pub use state::Shard;
 
-/// Messages other threads send a shard.
-pub enum ShardMsg {
-    /// Stop accepting, say Goodbye, flush, close, exit.
-    Drain,
-    /// Reply with a copy of the shard's counters and histograms.
-    Stats(flume::Sender<ShardReport>),
-    /// A publish for the target this shard owns (topic sequence, client directory, connection).
-    Publish(crate::push::Publish),
-    /// An encoded Push frame for local sessions.
-    Deliver {
-        scope: crate::push::Scope,
-        frame: bytes::Bytes,
-    },
-    /// A session with this client id opened on some shard (this shard owns the id).
-    ClientRegister {
-        client_id: Box<str>,
-        conn: crate::conn::ConnId,
-    },
-    ClientUnregister {
-        client_id: Box<str>,
-        conn: crate::conn::ConnId,
-    },
-    /// Cluster mode: a publish from another host (or straight from NATS), for the target this
-    /// shard owns; sequenced and delivered here like `Publish`, never forwarded to NATS again.
-    ClusterPublish(crate::push::Publish),
-    /// The event processor took events from this shard's pipeline while it was full: parked
-    /// events may move now, without waiting for the next tick (best effort: the tick remains
-    /// the fallback).
-    EventsTaken,
-}
-
-/// Inbox depth per shard: control, publishes and cross-shard deliveries. A shard never blocks
-/// on a full peer inbox: the message is counted (`cross_shard_dropped`) and logged.
-pub const SHARD_INBOX_CAPACITY: usize = 16_384;
-/// Inbox messages handled per ring turn.
-pub const INBOX_BATCH_MAX: usize = 256;
+use crate::mesh::{Mesh, ShardMsg, INBOX_BATCH_MAX};
 
 /// A running shard as the main thread sees it.
 pub struct ShardHandle {
     pub index: usize,
-    pub inbox: flume::Sender<ShardMsg>,
     pub join: glommio::ExecutorJoinHandle<Result<ShardCounters, String>>,
 }
 
@@ -76,6 +41,8 @@ pub struct ShardSpec {
     pub cpu: usize,
     pub config: Config,
     pub listener: Socket,
+    /// This shard's WebSocket listener (`ws_listen`), if configured.
+    pub ws_listener: Option<Socket>,
     /// Connection slots (= fixed-file table size).
     pub capacity: u32,
     /// Shards in the process.
@@ -84,8 +51,8 @@ pub struct ShardSpec {
     pub events: flume::Sender<crate::events::OwnedEvent>,
     /// This shard's inbox.
     pub inbox: flume::Receiver<ShardMsg>,
-    /// Every shard's inbox, indexed by shard (this one's included), known before any accept.
-    pub peers: Vec<flume::Sender<ShardMsg>>,
+    /// Every shard's inbox (this one's included), known before any accept.
+    pub mesh: Mesh,
     /// Cluster mode: the way to the NATS bridge (`None` when standalone).
     pub cluster: Option<crate::cluster::Link>,
 }
@@ -99,22 +66,21 @@ pub fn spawn(
         cpu,
         config,
         listener,
+        ws_listener,
         capacity,
         shards,
         events,
         inbox: inbox_rx,
-        peers,
+        mesh,
         cluster,
     } = spec;
-    assert_eq!(peers.len(), shards);
-    let inbox = peers[index].clone();
+    assert_eq!(mesh.shards(), shards);
     let join = LocalExecutorBuilder::new(Placement::Fixed(cpu))
         .name(&format!("holdfast-shard-{index}"))
         .io_memory(config.glommio_io_memory_bytes)
         .spawn(move || async move {
-            let shard = match Shard::new(index, config, listener, capacity, shards, events) {
+            let shard = match Shard::new(index, config, [Some(listener), ws_listener], capacity, mesh, events) {
                 Ok(mut shard) => {
-                    shard.peers = peers;
                     shard.attach_cluster(cluster);
                     shard
                 }
@@ -127,7 +93,7 @@ pub fn spawn(
             run(shard, inbox_rx, ready).await.map_err(|e| format!("shard {index}: {e}"))
         })
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    Ok(ShardHandle { index, inbox, join })
+    Ok(ShardHandle { index, join })
 }
 
 async fn run(
@@ -137,14 +103,10 @@ async fn run(
 ) -> std::io::Result<ShardCounters> {
     let tick = Duration::from_millis(shard.ticks.tick_ms);
     // glommio reads the eventfd through its own ring; it closes what it owns, so give it a dup.
-    // SAFETY: dup(2) of a descriptor we own; the result is checked and then owned by glommio.
-    let eventfd = unsafe {
-        let fd = libc::dup(shard.ring.eventfd());
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        BufferedFile::from_raw_fd(fd)
-    };
+    let eventfd = shard.ring.eventfd_dup()?.into_raw_fd();
+    // SAFETY: `eventfd` is a fresh descriptor (dup'd above) that nothing else owns; glommio
+    // takes ownership and closes it.
+    let eventfd = unsafe { BufferedFile::from_raw_fd(eventfd) };
     let index = shard.index;
     let shard = Rc::new(RefCell::new(shard));
     shard.borrow_mut().arm_accept();

@@ -3,16 +3,14 @@
 //! and moving parked events into the pipeline when it has room.
 
 use bytes::{Bytes, BytesMut};
+use holdfast_protocol::encode_frame;
 use holdfast_protocol::payload::Push;
-use holdfast_protocol::{encode_frame, ErrorCode, Kind};
 
 use super::state::Shard;
-use super::ShardMsg;
-use crate::conn::{ConnFlags, ConnId, SessionState};
-use crate::metrics::CloseReason;
-use crate::push::{owner_shard, Publish, PublishOutcome, Scope, Target, BROADCAST_TOPIC};
-use crate::session;
-use crate::timer::wheel::WheelEntry;
+use crate::conn::{ConnFlags, ConnId, ConnKey, SessionState};
+use crate::mesh::ShardMsg;
+use crate::mesh::{owner_shard, Publish, PublishOutcome, Scope, Target, BROADCAST_TOPIC};
+use crate::session::{self, Verdict};
 
 impl Shard {
     /// Handles one message from another thread.
@@ -53,15 +51,7 @@ impl Shard {
             seq,
             payload,
         };
-        encode_frame(
-            &mut out,
-            Kind::Push,
-            0,
-            0,
-            &push,
-            self.limits.max_frame_bytes,
-        )
-        .ok()?;
+        encode_frame(&mut out, 0, 0, &push, self.limits.max_frame_bytes).ok()?;
         Some(out.freeze())
     }
 
@@ -165,7 +155,7 @@ impl Shard {
     }
 
     /// Sends what the session layer and publishes queued for other shards. Never blocks: a
-    /// full inbox drops the message, counted and logged.
+    /// full inbox drops the message, counted (by the mesh) and logged.
     pub(super) fn flush_outbox(&mut self) {
         if let Some(link) = &self.push.cluster {
             for (topic, on) in self.push.topics.take_changes() {
@@ -179,12 +169,8 @@ impl Shard {
                     self.on_message(msg);
                     continue;
                 }
-                let Some(peer) = self.peers.get(shard) else {
-                    self.counters.cross_shard_dropped += 1;
-                    continue;
-                };
-                if peer.try_send(msg).is_err() {
-                    self.counters.cross_shard_dropped += 1;
+                // Counted by the mesh (cross_shard_dropped in this shard's counters).
+                if self.mesh.try_send(shard, msg).is_err() {
                     if let Some(suppressed) = self.log_cross_shard.allow(std::time::Instant::now())
                     {
                         tracing::warn!(
@@ -207,13 +193,13 @@ impl Shard {
         let frame = &Bytes::copy_from_slice(frame);
         match scope {
             Scope::Topic(topic) => {
-                let subscribers: Vec<WheelEntry> = self.push.topics.subscribers(topic).to_vec();
+                let subscribers: Vec<ConnKey> = self.push.topics.subscribers(topic).to_vec();
                 for entry in subscribers {
                     self.enqueue_push(entry, frame);
                 }
             }
             Scope::Broadcast => {
-                let open: Vec<WheelEntry> = self.conns.open_sessions().collect();
+                let open: Vec<ConnKey> = self.conns.open_sessions().collect();
                 for entry in open {
                     self.enqueue_push(entry, frame);
                 }
@@ -225,16 +211,11 @@ impl Shard {
     }
 
     fn deliver_to_conn(&mut self, id: ConnId, frame: &Bytes) -> bool {
-        if id.shard() != self.index
-            || self
-                .conns
-                .get_mut(id.slot(), id.generation(), u32::MAX)
-                .is_none()
-        {
+        if id.shard() != self.index || self.conns.get_mut(id.key()).is_none() {
             return false;
         }
         self.enqueue_push(
-            WheelEntry {
+            ConnKey {
                 slot: id.slot(),
                 generation: id.generation(),
             },
@@ -244,31 +225,25 @@ impl Shard {
 
     /// Queues `frame` for one open session, enforcing the outbound bound (a slow consumer is
     /// cut off and counted), then flushes.
-    fn enqueue_push(&mut self, entry: WheelEntry, frame: &Bytes) -> bool {
+    fn enqueue_push(&mut self, entry: ConnKey, frame: &Bytes) -> bool {
         let max_outbound_bytes = self.limits.max_outbound_bytes;
         let (conns, mut cx) = self.session_parts(entry.slot);
-        let Some(conn) = conns.get_mut(entry.slot, entry.generation, u32::MAX) else {
+        let Some(conn) = conns.get_mut(entry) else {
             return false;
         };
         if conn.state != SessionState::Open {
             return false;
         }
-        let out = session::outbound(conn, cx.pool, cx.received_at);
-        if out.total_bytes() + frame.len() > max_outbound_bytes {
-            out.discard_queued();
-            cx.counters.slow_consumers += 1;
-            session::queue_error(
-                conn,
-                &mut cx,
-                ErrorCode::SlowConsumer,
-                0,
-                "outbound queue full: read your pushes",
-            );
-            self.begin_close(entry.slot, CloseReason::SlowConsumer);
+        let queued_bytes = conn.outbound.as_ref().map_or(0, |out| out.total_bytes());
+        if queued_bytes + frame.len() > max_outbound_bytes {
+            let verdict =
+                session::cut_slow_consumer(conn, &mut cx, "outbound queue full: read your pushes");
+            if let Verdict::Close(reason) = verdict {
+                self.begin_close(entry.slot, reason);
+            }
             return false;
         }
-        out.push_shared(frame.clone());
-        cx.counters.frames_out += 1;
+        cx.queue_shared(conn, frame.clone());
         cx.counters.pushes_delivered += 1;
         self.flush(entry.slot);
         true
@@ -287,7 +262,7 @@ impl Shard {
         for (id, ack_id, last) in moved {
             self.counters.events_accepted += 1;
             let (conns, mut cx) = self.session_parts(id.slot());
-            let Some(conn) = conns.get_mut(id.slot(), id.generation(), u32::MAX) else {
+            let Some(conn) = conns.get_mut(id.key()) else {
                 continue;
             };
             if let Some(ack_id) = ack_id {
@@ -300,7 +275,7 @@ impl Shard {
                     debug_assert_eq!(generation, id.generation());
                     self.on_bytes(id.slot(), super::io::Input::Held(bytes));
                 }
-                let Some(conn) = self.conns.get_mut(id.slot(), id.generation(), u32::MAX) else {
+                let Some(conn) = self.conns.get_mut(id.key()) else {
                     continue;
                 };
                 if conn.flags.has(ConnFlags::READ_AGAIN)

@@ -10,9 +10,10 @@ use rand::SeedableRng;
 use socket2::Socket;
 
 use crate::config::Config;
-use crate::conn::{ConnFlags, ConnId, ConnSlab, SessionState};
+use crate::conn::{ConnFlags, ConnKey, ConnSlab, SessionState};
 use crate::events::sink::EventSink;
 use crate::handler::{Handler, Router, Session};
+use crate::mesh::{Mesh, ShardReport};
 use crate::metrics::log_limit::LogLimiter;
 use crate::metrics::{CloseReason, ShardCounters};
 use crate::outbound::OutboundPool;
@@ -21,7 +22,10 @@ use crate::ring::buf_ring::BufRing;
 use crate::ring::user_data::{Op, UserData};
 use crate::ring::{Completion, Ring, RingParams, RingParts};
 use crate::session::{SessionCx, SessionLimits};
-use crate::timer::wheel::{TimerWheel, WheelEntry};
+use crate::timer::wheel::TimerWheel;
+use crate::transport::{Transport, TransportConfig, WsConfig};
+
+use super::transport::LISTENER_COUNT;
 
 /// Upper bound of latency histograms: 60 s in us.
 pub const HISTOGRAM_MAX_US: u64 = 60_000_000;
@@ -36,18 +40,12 @@ pub struct TickLimits {
     pub tick_ms: u64,
     pub hello: u32,
     pub heartbeat_interval: u32,
+    /// The shortest interval a Hello may agree: the first timer entry of a connection is due
+    /// no later than this, so it is never late for a session that agrees a short interval.
+    pub heartbeat_min_interval: u32,
     pub heartbeat_timeout: u32,
     pub linger: u32,
     pub drain: u32,
-}
-
-/// A copy of one shard's metrics (the reply to [`super::ShardMsg::Stats`]).
-#[derive(Clone, Debug)]
-pub struct ShardReport {
-    pub index: usize,
-    pub counters: ShardCounters,
-    pub reply_latency_us: Histogram<u64>,
-    pub draining: bool,
 }
 
 pub struct Shard {
@@ -59,10 +57,20 @@ pub struct Shard {
     pub(super) config: Config,
     pub(super) limits: SessionLimits,
     pub(super) ticks: TickLimits,
-    pub(super) listener: Option<Socket>,
-    pub(super) accept_armed: bool,
+    /// The listeners, indexed as [`super::transport::listener_kind`] reads them: plain TCP,
+    /// then WebSocket (`ws_listen`). An accept's user_data carries the index in its slot field.
+    pub(super) listeners: [Option<Socket>; LISTENER_COUNT],
+    pub(super) accept_armed: [bool; LISTENER_COUNT],
+    /// Transport state of the connections that have one (WebSocket), by slot: a side table,
+    /// so a plain connection's slot stays 32 bytes and pays nothing (its `Conn::transport`
+    /// byte says there is nothing to look up). Removed when the slot is freed.
+    pub(super) transports: std::collections::HashMap<u32, Transport>,
+    pub(super) transport_config: TransportConfig,
+    /// Slots for sessions (max_connections_per_shard) and, beyond them, refusal slots.
     pub(super) conns: ConnSlab,
-    pub(super) wheel: TimerWheel,
+    /// max_connections_per_shard: a connection accepted beyond it is refused (server_full).
+    pub(super) max_sessions: u32,
+    pub(super) wheel: TimerWheel<ConnKey>,
     // Boxed on purpose: a decoder moves between this pool and a connection slot, where
     // `Option<Box<Decoder>>` keeps the slot at 32 bytes.
     #[allow(clippy::vec_box)]
@@ -78,7 +86,7 @@ pub struct Shard {
     pub(super) reaped_at: Instant,
     /// Connections waiting to issue a recv, FIFO: at most one recv per provided buffer is in
     /// flight, so a burst of readiness never turns into a storm of ENOBUFS completions.
-    pub(super) recv_waiters: VecDeque<WheelEntry>,
+    pub(super) recv_waiters: VecDeque<ConnKey>,
     /// Recvs submitted and not yet completed (<= recv_buffers_per_shard).
     pub(super) recvs_in_flight: u32,
     /// Connections reading through a multishot recv (<= multishot_recv_max_per_shard).
@@ -97,30 +105,41 @@ pub struct Shard {
     pub(super) log_cross_shard: LogLimiter,
     /// Topics, client directory, sequences, event pipeline, messages for other shards.
     pub(super) push: PushState,
-    /// Every shard's inbox, indexed by shard (given at spawn, before the first accept).
-    pub(super) peers: Vec<flume::Sender<super::ShardMsg>>,
+    /// Every shard's inbox (given at spawn, before the first accept); counts what full
+    /// inboxes refused.
+    pub(super) mesh: Mesh,
 }
 
 impl Shard {
     pub fn new(
         index: usize,
         config: Config,
-        listener: Socket,
+        listeners: [Option<Socket>; LISTENER_COUNT],
         capacity: u32,
-        shards: usize,
+        mesh: Mesh,
         events: flume::Sender<crate::events::OwnedEvent>,
     ) -> std::io::Result<Shard> {
+        // Sessions up to `capacity`, plus the slots that refuse connections over it.
+        let slots = capacity + config.refusal_slots_per_shard();
         let params = RingParams {
             sq_entries: config.ring_sq_entries,
             cq_entries: config.ring_cq_entries,
-            fixed_files: capacity,
+            fixed_files: slots,
             recv_buffers: config.recv_buffers_per_shard,
             recv_buffer_bytes: config.recv_buffer_bytes,
         };
+        let shards = mesh.shards();
         let config_policy = config.event_overflow_policy;
         let config_max_topics = config.max_topics_per_session;
         let config_parked_max = config.event_parked_max;
         let RingParts { ring, bufs } = RingParts::new(&params)?;
+        let transport_config = TransportConfig {
+            ws: WsConfig {
+                path: config.ws_path.clone(),
+                allowed_origins: config.ws_allowed_origins.clone(),
+                max_message_bytes: config.max_frame_bytes,
+            },
+        };
         let limits = SessionLimits {
             max_frame_bytes: config.max_frame_bytes,
             max_outbound_bytes: config.max_outbound_bytes as usize,
@@ -128,6 +147,7 @@ impl Shard {
             heartbeat_interval_ms: config.heartbeat_interval_ms as u32,
             heartbeat_min_interval_ms: config.heartbeat_min_interval_ms as u32,
             heartbeat_timeout_ms: config.heartbeat_timeout_ms as u32,
+            timer_tick_ms: config.timer_tick_ms as u32,
             auth_secret: config.auth_secret.as_ref().map(|s| s.as_bytes().to_vec()),
             publisher_client_id_prefix: config.publisher_client_id_prefix.clone(),
         };
@@ -135,6 +155,7 @@ impl Shard {
             tick_ms: config.timer_tick_ms,
             hello: config.heartbeat_ticks(config.hello_timeout_ms),
             heartbeat_interval: config.heartbeat_ticks(config.heartbeat_interval_ms),
+            heartbeat_min_interval: config.heartbeat_ticks(config.heartbeat_min_interval_ms),
             heartbeat_timeout: config.heartbeat_ticks(config.heartbeat_timeout_ms),
             linger: config.heartbeat_ticks(config.close_linger_ms),
             drain: config.heartbeat_ticks(config.drain_timeout_ms),
@@ -146,9 +167,12 @@ impl Shard {
             config,
             limits,
             ticks,
-            listener: Some(listener),
-            accept_armed: false,
-            conns: ConnSlab::new(capacity),
+            transport_config,
+            listeners,
+            accept_armed: [false; LISTENER_COUNT],
+            transports: std::collections::HashMap::new(),
+            conns: ConnSlab::new(slots),
+            max_sessions: capacity,
             wheel: TimerWheel::new(),
             decoders: Vec::new(),
             outbound_pool: OutboundPool::default(),
@@ -174,21 +198,12 @@ impl Shard {
                 shards,
                 config_max_topics,
             ),
-            peers: Vec::new(),
+            mesh,
         })
     }
 
     pub fn now_tick(&self) -> u32 {
         self.wheel.now_tick()
-    }
-
-    pub(super) fn user_data(&self, op: Op, slot: u32) -> UserData {
-        let generation = self.conns_generation(slot);
-        UserData::new(op, slot, generation)
-    }
-
-    fn conns_generation(&self, slot: u32) -> u32 {
-        self.conns.generation(slot)
     }
 
     /// The connection slab and what the session layer may touch besides it.
@@ -206,22 +221,26 @@ impl Shard {
         )
     }
 
-    /// Starts the multishot accept if it is not running and the shard may accept.
+    /// Starts each listener's multishot accept if it is not running and the shard may accept.
     pub(super) fn arm_accept(&mut self) {
-        if self.accept_armed || self.drain_deadline_tick.is_some() {
+        if self.drain_deadline_tick.is_some() {
             return;
         }
-        if self.conns.open_count() >= self.conns.capacity() as usize {
-            return;
+        // Armed even when every slot is taken: a connection over the cap is refused (told in a
+        // refusal slot, or closed by the kernel at accept with ENFILE), never left waiting.
+        for index in 0..LISTENER_COUNT {
+            if self.accept_armed[index] {
+                continue;
+            }
+            let Some(listener) = self.listeners[index].as_ref() else {
+                continue;
+            };
+            use std::os::fd::AsRawFd;
+            let fd = listener.as_raw_fd();
+            self.ring
+                .accept_multishot(fd, UserData::new(Op::Accept, index as u32, 0));
+            self.accept_armed[index] = true;
         }
-        let Some(listener) = self.listener.as_ref() else {
-            return;
-        };
-        use std::os::fd::AsRawFd;
-        let fd = listener.as_raw_fd();
-        self.ring
-            .accept_multishot(fd, UserData::new(Op::Accept, 0, 0));
-        self.accept_armed = true;
     }
 
     /// Sends whatever the connection has queued, if no send is in flight. Returns an idle
@@ -233,6 +252,9 @@ impl Shard {
         let ud = UserData::new(Op::Send, slot, conn.generation);
         if conn.flags.has(ConnFlags::SEND_IN_FLIGHT) {
             return;
+        }
+        if conn.transport != crate::transport::TransportKind::Plain {
+            return self.flush_transport(slot);
         }
         if let Some(out) = conn.outbound.as_mut() {
             if let Some(batch) = out.take_batch() {
@@ -254,7 +276,7 @@ impl Shard {
 
     /// A closing connection has nothing left to send: shut the write side so the peer sees
     /// EOF after our last bytes; close at once if the peer already sent its EOF.
-    fn after_final_flush(&mut self, slot: u32) {
+    pub(super) fn after_final_flush(&mut self, slot: u32) {
         let Some(conn) = self.conns.get_live_mut(slot) else {
             return;
         };
@@ -282,15 +304,12 @@ impl Shard {
         }
         conn.state = SessionState::Closing;
         conn.last_activity_tick = now;
-        let entry = WheelEntry {
-            slot,
-            generation: conn.generation,
-        };
         if let Some(decoder) = conn.decoder.take() {
             self.give_decoder(decoder);
         }
         self.counters.closed(reason);
-        self.wheel.insert(entry, now + linger);
+        self.wheel.insert(self.conns.key(slot), now + linger);
+        self.close_transport(slot, reason);
         self.flush(slot);
     }
 
@@ -300,11 +319,13 @@ impl Shard {
         let Some(conn) = self.conns.get_live_mut(slot) else {
             return;
         };
-        let session = Session {
-            id: ConnId::new(self.index, slot, conn.generation),
+        let key = ConnKey {
+            slot,
+            generation: conn.generation,
         };
-        let cancel_ud = UserData::new(Op::Cancel, slot, conn.generation);
-        let close_ud = UserData::new(Op::Close, slot, conn.generation);
+        let session = Session {
+            id: key.id(self.index),
+        };
         // Reads are armed for as long as the connection is open: a multishot poll, or a
         // multishot recv in its place on a busy connection. A recv or send is pending only
         // while its flag is set. Naming each exactly keeps the cancel a hashed lookup; one
@@ -315,14 +336,14 @@ impl Shard {
         } else {
             Op::Poll
         };
-        let mut targets = [UserData::new(reads, slot, conn.generation); 3];
+        let mut targets = [key.user_data(reads); 3];
         let mut target_count = 1;
         for (flag, op) in [
             (ConnFlags::RECV_IN_FLIGHT, Op::Recv),
             (ConnFlags::SEND_IN_FLIGHT, Op::Send),
         ] {
             if conn.flags.has(flag) {
-                targets[target_count] = UserData::new(op, slot, conn.generation);
+                targets[target_count] = key.user_data(op);
                 target_count += 1;
             }
         }
@@ -330,16 +351,13 @@ impl Shard {
             debug_assert_ne!(conn.state, SessionState::Closing);
             self.counters.closed(reason);
         }
-        let entry = WheelEntry {
-            slot,
-            generation: conn.generation,
-        };
-        self.push.topics.remove_conn(entry);
+        self.push.topics.remove_conn(key);
         self.held_input.remove(&slot);
+        self.transports.remove(&slot);
         if let Some((generation, client_id)) = self.push.client_ids.remove(&slot) {
-            debug_assert_eq!(generation, entry.generation);
-            let owner = crate::push::owner_shard(&client_id, self.push.shards);
-            let message = super::ShardMsg::ClientUnregister {
+            debug_assert_eq!(generation, key.generation);
+            let owner = crate::mesh::owner_shard(&client_id, self.push.shards);
+            let message = crate::mesh::ShardMsg::ClientUnregister {
                 client_id,
                 conn: session.id,
             };
@@ -354,8 +372,12 @@ impl Shard {
                 self.outbound_pool.give(outbound);
             }
         }
-        self.ring
-            .cancel_and_close(slot, &targets[..target_count], cancel_ud, close_ud);
+        self.ring.cancel_and_close(
+            slot,
+            &targets[..target_count],
+            key.user_data(Op::Cancel),
+            key.user_data(Op::Close),
+        );
         self.handler.on_close(session);
         self.arm_accept();
     }
@@ -378,6 +400,7 @@ impl Shard {
     pub fn counters(&self) -> ShardCounters {
         let mut counters = self.counters.clone();
         counters.open = self.conns.open_count() as u64;
+        counters.cross_shard_dropped = self.mesh.dropped_count();
         counters
     }
 

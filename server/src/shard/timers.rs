@@ -1,10 +1,9 @@
 //! The shard's tick: advances the timer wheel to the current time and acts on connections
 //! whose deadline passed: hello timeout, heartbeat ping, heartbeat timeout, end of linger.
 
-use crate::conn::{ConnFlags, SessionState};
+use crate::conn::{ConnFlags, ConnKey, SessionState};
 use crate::metrics::CloseReason;
 use crate::session;
-use crate::timer::wheel::WheelEntry;
 use holdfast_protocol::ErrorCode;
 
 use super::state::Shard;
@@ -38,32 +37,50 @@ impl Shard {
         }
     }
 
+    /// A session's heartbeat interval in ticks: its own, agreed in Hello, or the default (0).
+    fn heartbeat_interval(&self, own_ticks: u16) -> u32 {
+        match own_ticks {
+            0 => self.ticks.heartbeat_interval,
+            own => u32::from(own),
+        }
+    }
+
+    /// When a connection is next due and why. `heartbeat_interval_ticks` is the session's own
+    /// (agreed in Hello), 0 for the shard default.
     fn deadline(
         &self,
         state: SessionState,
         flags: ConnFlags,
         last_activity_tick: u32,
+        heartbeat_interval_ticks: u16,
     ) -> (u32, Due) {
         let ticks = &self.ticks;
+        let heartbeat_interval = self.heartbeat_interval(heartbeat_interval_ticks);
         match state {
             SessionState::AwaitHello => (last_activity_tick + ticks.hello, Due::HelloTimeout),
             SessionState::Open if flags.has(ConnFlags::PINGED) => (
                 last_activity_tick + ticks.heartbeat_timeout,
                 Due::HeartbeatTimeout,
             ),
-            SessionState::Open => (last_activity_tick + ticks.heartbeat_interval, Due::Ping),
+            SessionState::Open => (last_activity_tick + heartbeat_interval, Due::Ping),
             SessionState::Closing => (last_activity_tick + ticks.linger, Due::LingerOver),
             SessionState::Free => unreachable!("free slots have no deadline"),
         }
     }
 
-    fn on_due(&mut self, entry: WheelEntry) {
+    fn on_due(&mut self, entry: ConnKey) {
         let now = self.now_tick();
-        let Some(conn) = self.conns.get_mut(entry.slot, entry.generation, u32::MAX) else {
+        let Some(conn) = self.conns.get_mut(entry) else {
             return;
         };
-        let (state, flags, last_activity_tick) = (conn.state, conn.flags, conn.last_activity_tick);
-        let (deadline, due) = self.deadline(state, flags, last_activity_tick);
+        let (state, flags, last_activity_tick, heartbeat_interval_ticks) = (
+            conn.state,
+            conn.flags,
+            conn.last_activity_tick,
+            conn.heartbeat_interval_ticks,
+        );
+        let (deadline, due) =
+            self.deadline(state, flags, last_activity_tick, heartbeat_interval_ticks);
         if deadline > now {
             self.wheel.insert(entry, deadline);
             return;
@@ -72,7 +89,12 @@ impl Shard {
             Due::Ping => {
                 // Silent for heartbeat_interval_ms: no longer busy enough for a multishot recv.
                 self.end_multishot_recv(entry.slot, true);
-                let deadline = last_activity_tick + self.ticks.heartbeat_timeout;
+                // Due again at the timeout, or one interval from now if that is sooner: a Pong
+                // clears PINGED and brings the next Ping's deadline back to one interval after
+                // it, which the entry must not be later than.
+                let interval = self.heartbeat_interval(heartbeat_interval_ticks);
+                let deadline =
+                    (last_activity_tick + self.ticks.heartbeat_timeout).min(now + interval);
                 let (conns, mut cx) = self.session_parts(entry.slot);
                 let conn = conns.get_live_mut(entry.slot).expect("checked above");
                 conn.flags.set(ConnFlags::PINGED);

@@ -1,5 +1,5 @@
-//! A hashed timer wheel with lazy rescheduling. Each live connection has exactly one entry
-//! (slot + generation, 8 bytes). Activity on a connection does not touch the wheel: it only
+//! A hashed timer wheel with lazy rescheduling, generic over its entries (the shard keeps one
+//! `ConnKey` per live connection: slot + generation, 8 bytes). Activity on a connection does not touch the wheel: it only
 //! moves the connection's `last_activity_tick`. When an entry's bucket comes due, the shard
 //! recomputes that connection's real deadline and either acts or re-inserts the entry further
 //! on. So a frame costs one store, and a sweep visits each connection about once per timeout.
@@ -16,29 +16,23 @@ pub const WHEEL_BUCKETS: usize = 4096;
 /// capacity_sim: 248 B per connection after a rotation without this, docs/CAPACITY.md).
 pub const WHEEL_SPARE_VECS_MAX: usize = 16;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct WheelEntry {
-    pub slot: u32,
-    pub generation: u32,
-}
-
-pub struct TimerWheel {
-    buckets: Vec<Vec<WheelEntry>>,
+pub struct TimerWheel<T> {
+    buckets: Vec<Vec<T>>,
     /// Drained bucket vectors (empty, capacity kept), at most [`WHEEL_SPARE_VECS_MAX`].
-    spare: Vec<Vec<WheelEntry>>,
+    spare: Vec<Vec<T>>,
     /// The next tick to be processed.
     now_tick: u32,
     len: usize,
 }
 
-impl Default for TimerWheel {
+impl<T> Default for TimerWheel<T> {
     fn default() -> Self {
         TimerWheel::new()
     }
 }
 
-impl TimerWheel {
-    pub fn new() -> TimerWheel {
+impl<T> TimerWheel<T> {
+    pub fn new() -> TimerWheel<T> {
         TimerWheel {
             buckets: (0..WHEEL_BUCKETS).map(|_| Vec::new()).collect(),
             spare: Vec::with_capacity(WHEEL_SPARE_VECS_MAX),
@@ -61,7 +55,7 @@ impl TimerWheel {
     }
 
     /// Schedules `entry` for `deadline_tick` (a past deadline fires on the next tick).
-    pub fn insert(&mut self, entry: WheelEntry, deadline_tick: u32) {
+    pub fn insert(&mut self, entry: T, deadline_tick: u32) {
         let tick = deadline_tick.max(self.now_tick);
         let horizon = self.now_tick + WHEEL_BUCKETS as u32 - 1;
         let bucket = &mut self.buckets[tick.min(horizon) as usize % WHEEL_BUCKETS];
@@ -77,7 +71,7 @@ impl TimerWheel {
     /// Takes the entries due at the current tick and advances the clock by one tick. The caller
     /// re-inserts entries whose connection is not due yet, then hands the vector back with
     /// [`TimerWheel::recycle`] so its allocation is reused.
-    pub fn advance(&mut self) -> Vec<WheelEntry> {
+    pub fn advance(&mut self) -> Vec<T> {
         let bucket = self.now_tick as usize % WHEEL_BUCKETS;
         let due = std::mem::take(&mut self.buckets[bucket]);
         self.len -= due.len();
@@ -87,7 +81,7 @@ impl TimerWheel {
 
     /// Takes back an emptied vector from [`TimerWheel::advance`] for the next bucket that gets
     /// its first entry (its allocation is reused, not kept by the drained bucket).
-    pub fn recycle(&mut self, mut due: Vec<WheelEntry>) {
+    pub fn recycle(&mut self, mut due: Vec<T>) {
         due.clear();
         if due.capacity() > 0 && self.spare.len() < WHEEL_SPARE_VECS_MAX {
             self.spare.push(due);
@@ -105,11 +99,8 @@ impl TimerWheel {
 mod tests {
     use super::*;
 
-    fn entry(slot: u32) -> WheelEntry {
-        WheelEntry {
-            slot,
-            generation: 0,
-        }
+    fn entry(slot: u32) -> u32 {
+        slot
     }
 
     #[test]
