@@ -17,5 +17,6 @@ mod session;
 mod slow_consumer;
 mod systemd;
 mod timeouts;
+mod tls;
 mod tune;
 mod ws;

@@ -111,6 +111,11 @@ shard_counters! {
     pushes_delivered => "holdfast_pushes_delivered", "Push frames queued to local sessions.";
     /// WebSocket Upgrades answered with 101.
     ws_upgrades => "holdfast_ws_upgrades", "WebSocket handshakes answered with 101 Switching Protocols.";
+    /// TLS handshakes completed on the TLS listener.
+    tls_handshakes => "holdfast_tls_handshakes", "TLS handshakes completed.";
+    /// TLS handshakes that failed (bad ClientHello, no common version, suite or ALPN, a bad
+    /// record): the peer got a fatal alert and only that connection was closed.
+    tls_handshake_failures => "holdfast_tls_handshake_failures", "TLS handshakes that failed (only that connection closed).";
     /// Messages to another shard refused because its inbox was full (counted, logged).
     cross_shard_dropped => "holdfast_cross_shard_dropped",
         "Messages to another shard dropped because its inbox was full.";

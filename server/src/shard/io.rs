@@ -111,8 +111,13 @@ impl Shard {
         self.counters.accepted += 1;
         // Before a refusal too: a refused WebSocket peer is closed without a word (it has not
         // upgraded, so it cannot take the Error frame).
-        self.start_transport(slot, listener);
+        let started = self.start_transport(slot, listener);
         self.ring.poll_multishot(slot, key.user_data(Op::Poll));
+        if !started {
+            self.close_now(slot, Some(CloseReason::TransportError));
+            self.arm_accept();
+            return;
+        }
         if self.conns.open_count() > self.max_sessions as usize {
             // Over max_connections_per_shard: this connection holds one of the refusal slots
             // just long enough to be told.

@@ -276,6 +276,9 @@ pub struct TlsSession {
     peer_closed: bool,
     /// The plaintext consumer stopped or an error happened: further input is dropped.
     stopped: bool,
+    /// rustls failed, or its input buffer was let go while it still kept bytes in it: it is
+    /// never called with input again (it would read a buffer it no longer matches).
+    failed: bool,
 }
 
 impl std::fmt::Debug for TlsSession {
@@ -298,6 +301,7 @@ impl TlsSession {
             handshake_done: false,
             peer_closed: false,
             stopped: false,
+            failed: false,
         })
     }
 
@@ -345,7 +349,7 @@ impl TlsSession {
         F: FnMut(&[u8]) -> ControlFlow<()>,
     {
         let mut received = Received::default();
-        if self.stopped {
+        if self.stopped || self.failed {
             received.stopped = true;
             return Ok(received);
         }
@@ -489,6 +493,9 @@ impl TlsSession {
         if !self.handshake_done {
             return Err(TlsError::HandshakeNotComplete);
         }
+        if self.failed {
+            return Err(TlsError::Closed);
+        }
         for _ in 0..TLS_STATE_STEPS_MAX {
             // The held bytes are the buffer rustls expects to see again; they hold no whole
             // record after a receive, so nothing is consumed here.
@@ -516,8 +523,17 @@ impl TlsSession {
     }
 
     /// After an error rustls may have queued a fatal alert: encode it for the peer.
+    ///
+    /// Only while rustls has TLS bytes queued (`wants_write`): each call takes a queued chunk
+    /// before it looks at input, and a call with nothing queued would go on to read the input
+    /// buffer, which after an error is no longer the one rustls expects (rustls indexes it by
+    /// its own progress and panics on a shorter one).
     fn flush_alert(&mut self, out: &mut BytesMut) {
+        self.failed = true;
         for _ in 0..TLS_STATE_STEPS_MAX {
+            if !self.conn.wants_write() {
+                return;
+            }
             let status = self.conn.process_tls_records(&mut []);
             match status.state {
                 Ok(ConnectionState::EncodeTlsData(mut encode)) => {
@@ -526,13 +542,15 @@ impl TlsSession {
                         return;
                     }
                 }
-                Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
                 _ => return,
             }
         }
     }
 
     fn release_held(&mut self) {
+        if self.held_kept_bytes > 0 {
+            self.failed = true;
+        }
         self.held = Vec::new();
         self.held_kept_bytes = 0;
     }
@@ -546,6 +564,16 @@ const SINK_STACK_COPY_BYTES: usize = 2048;
 /// queues), as measured by `benches/tls_idle_memory.rs` for TLS 1.3 with AES-GCM; reported in
 /// [`TlsState::held_bytes`], which cannot see inside rustls.
 pub const RUSTLS_IDLE_HEAP_BYTES: usize = 2_196;
+
+/// Why a TLS connection was refused, for the transport seam's error (a copyable summary; the
+/// rustls error itself is logged where it happens).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TlsRefusal {
+    #[error("TLS handshake failed")]
+    Handshake,
+    #[error("TLS record refused after the handshake")]
+    Traffic,
+}
 
 /// What [`TlsState::on_received`] did with its input (mirrors the transport seam's `Outcome`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -630,6 +658,40 @@ impl TlsState {
         } else {
             TlsOutcome::Continue
         })
+    }
+
+    /// [`Self::on_received`] for the transport seam: a failure becomes a [`TlsRefusal`] (the
+    /// rustls error is logged at debug level; the shard logs the refusal, rate-limited).
+    pub fn on_received_for_seam<S>(
+        &mut self,
+        bytes: &mut [u8],
+        sink: S,
+    ) -> Result<TlsOutcome, TlsRefusal>
+    where
+        S: FnMut(&mut [u8]) -> ControlFlow<()>,
+    {
+        let handshaking = self.session.is_handshaking();
+        self.on_received(bytes, sink).map_err(|error| {
+            tracing::debug!(%error, "TLS session failed");
+            match handshaking {
+                true => TlsRefusal::Handshake,
+                false => TlsRefusal::Traffic,
+            }
+        })
+    }
+
+    /// [`Self::wrap_outbound`] for the transport seam, which cannot fail: a batch that cannot
+    /// be encrypted (the session is closed or its keys are exhausted) is dropped, and the
+    /// session reads nothing more, so the connection ends at its next read.
+    pub fn wrap_outbound_for_seam(&mut self, batch: &[u8]) -> Bytes {
+        match self.wrap_outbound(batch) {
+            Ok(wire) => wire,
+            Err(error) => {
+                tracing::debug!(%error, "TLS encrypt failed; the connection ends");
+                self.session.stopped = true;
+                std::mem::take(&mut self.wire).freeze()
+            }
+        }
     }
 
     /// The wire bytes of one send: this session's own TLS bytes first, then `batch` (whole
@@ -1090,6 +1152,38 @@ mod tests {
             .receive(&mut hello.clone(), &mut out, |_| panic!())
             .unwrap();
         assert!(received.stopped);
+    }
+
+    #[test]
+    fn a_failed_session_is_never_driven_again_and_every_call_after_is_safe() {
+        let cert = test_cert();
+        // A ClientHello header claiming 0x020304 bytes: rustls starts joining it, then fails.
+        for bytes in [
+            vec![0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5],
+            // A whole record holding the start of a 9-byte ClientHello: rustls keeps it.
+            vec![0x16, 0x03, 0x01, 0x00, 0x04, 1, 0, 0, 9],
+        ] {
+            let mut state = TlsState::new(server_config_for(&cert)).unwrap();
+            let mut input = bytes.clone();
+            let first = state.on_received(&mut input, |_| ControlFlow::Continue(()));
+            // Either refused at once, or kept for more and then refused.
+            if first.is_ok() {
+                let mut alert = vec![0x15, 0x03, 0x03, 0x00, 0x02, 2, 40];
+                assert!(
+                    state
+                        .on_received(&mut alert, |_| ControlFlow::Continue(()))
+                        .is_err(),
+                    "an alert in the middle of a handshake message is an error"
+                );
+            }
+            let _alert = state.wrap_outbound(b"an Error frame").unwrap();
+            let mut again = bytes.clone();
+            // No panic, no plaintext, nothing more read.
+            let _ = state.on_received(&mut again, |_| panic!("read after failure"));
+            state.close();
+            let _ = state.wrap_outbound_for_seam(b"after close");
+            assert_eq!(state.session().held_capacity_bytes(), 0);
+        }
     }
 
     #[test]
