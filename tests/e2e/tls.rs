@@ -272,3 +272,40 @@ fn sighup_reloads_the_certificate_for_new_handshakes_and_keeps_live_sessions() {
     let mut again = tls_connect(addr, &second);
     session_echoes(&mut again, 1);
 }
+
+#[test]
+fn sample_tls_config_serves_with_the_scripts_certificate() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir().unwrap();
+    let status = Command::new(repo.join("server/tls/make-test-cert.sh"))
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .status()
+        .expect("make-test-cert.sh runs (needs openssl)");
+    assert!(status.success());
+    // The sample as shipped, on ephemeral ports and with this test's certificate paths.
+    let sample = std::fs::read_to_string(repo.join("docs/examples/holdfast-tls.toml")).unwrap();
+    let cert_file = dir.path().join("cert.pem");
+    let toml: String = sample
+        .lines()
+        .filter(|l| !l.starts_with("listen =") && !l.starts_with("admin_listen ="))
+        .map(|l| match l.split_once(" = ") {
+            Some(("tls_listen", _)) => "tls_listen = \"127.0.0.1:0\"".to_string(),
+            Some(("tls_cert_file", _)) => format!("tls_cert_file = \"{}\"", cert_file.display()),
+            Some(("tls_key_file", _)) => {
+                format!(
+                    "tls_key_file = \"{}\"",
+                    dir.path().join("key.pem").display()
+                )
+            }
+            _ => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(toml.contains("tls_listen") && toml.contains("tls_key_file"));
+    let server = Server::start(&toml);
+    let pem = std::fs::read(&cert_file).unwrap();
+    let cert = rustls::pki_types::pem::PemObject::from_pem_slice(&pem).unwrap();
+    let mut stream = tls_connect(server.tls.expect("tls listener"), &cert);
+    session_echoes(&mut stream, 1);
+}
