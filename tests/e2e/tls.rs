@@ -309,3 +309,35 @@ fn sample_tls_config_serves_with_the_scripts_certificate() {
     let mut stream = tls_connect(server.tls.expect("tls listener"), &cert);
     session_echoes(&mut stream, 1);
 }
+
+#[test]
+fn pushes_reach_a_tls_subscriber_in_order() {
+    use holdfast_protocol::payload::{Subscribe, TopicName};
+    use holdfast_protocol::{encode_frame, Payload};
+
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write_cert(dir.path());
+    let server = start(dir.path(), "");
+    let mut stream = tls_connect(server.tls.unwrap(), &cert);
+    session_echoes(&mut stream, 0);
+    let mut out = BytesMut::new();
+    let topics = [TopicName { name: "news" }];
+    encode_frame(&mut out, 0, 2, &Subscribe { topics: &topics }, 65_536).unwrap();
+    stream.write_all(&out).unwrap();
+    let mut buf = BytesMut::new();
+    assert_eq!(frame_kind(&recv_frame(&mut stream, &mut buf)), Kind::Ack);
+    for i in 0..5 {
+        let json = format!(r#"{{"target":"topic","topic":"news","payload":"item {i}"}}"#);
+        assert_eq!(crate::support::publish(&server, &json, None).0, 202);
+    }
+    // Shared push frames are encrypted per connection and arrive in sequence.
+    for i in 0..5u64 {
+        let frame = recv_frame(&mut stream, &mut buf);
+        let decoded = next_frame(&frame, 1 << 20).unwrap().unwrap();
+        let Payload::Push(push) = decoded.payload else {
+            panic!("expected a Push, got {:?}", decoded.header.kind)
+        };
+        assert_eq!(push.seq.to_native(), i + 1);
+        assert_eq!(push.payload.as_ref(), format!("item {i}").as_bytes());
+    }
+}
