@@ -79,6 +79,18 @@ fn main() {
         ("ECDSA P-256", test_cert(&rcgen::PKCS_ECDSA_P256_SHA256)),
         ("Ed25519", test_cert(&rcgen::PKCS_ED25519)),
     ];
+    // Warm-up, discarded: each provider's first use (lazy tables, first touch of the allocator's
+    // pages) would otherwise land in whichever row runs first.
+    for (_, provider) in providers() {
+        handshake_rate(
+            &certs[0].1,
+            provider.clone(),
+            &rustls::version::TLS13,
+            handshakes / 10 + 1,
+        );
+        let aes = suite(CipherSuite::TLS13_AES_128_GCM_SHA256);
+        bulk_rates(&certs[0].1, provider, aes, bulk_bytes);
+    }
     println!("# server-side CPU only; X25519 key exchange (the client's first choice)");
     println!(
         "{:<10} {:<12} {:<8} {:>16}",
