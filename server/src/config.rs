@@ -126,6 +126,16 @@ pub struct Config {
     pub nats_url: Option<String>,
     /// This host's id on NATS (the origin of what it publishes); unset = random per process.
     pub cluster_host_id: Option<String>,
+    /// WebSocket listener (one per shard, SO_REUSEPORT, beside `listen`): HTTP/1.1 Upgrade on
+    /// `ws_path`, subprotocol `holdfast.v1`, each binary message carrying Holdfast frames.
+    /// Unset = no WebSocket listener.
+    pub ws_listen: Option<SocketAddr>,
+    /// The request path of the WebSocket Upgrade (a query string is ignored).
+    pub ws_path: String,
+    /// `Origin` values a browser's Upgrade may carry (exact, ASCII case-insensitive; Chromium
+    /// sends `file://` for a page opened from a file). Empty = any origin. A request without `Origin` (not a
+    /// browser) is always allowed.
+    pub ws_allowed_origins: Vec<String>,
     /// Log lines on stderr: `text` (human; ANSI colour only when stderr is a terminal) or
     /// `json` (one JSON object per line, for log shippers). `HOLDFAST_LOG` sets the filter.
     pub log_format: LogFormat,
@@ -194,6 +204,9 @@ impl Default for Config {
             publisher_client_id_prefix: "publisher:".to_owned(),
             nats_url: None,
             cluster_host_id: None,
+            ws_listen: None,
+            ws_path: "/ws".to_owned(),
+            ws_allowed_origins: Vec::new(),
             log_format: LogFormat::Text,
         }
     }
@@ -430,6 +443,18 @@ impl Config {
                 "a port other than listen's (or admin_enabled = false)",
             ));
         }
+        if let Some(ws) = self.ws_listen {
+            if ws.port() != 0 && [self.listen.port(), self.admin_listen.port()].contains(&ws.port())
+            {
+                return Err(invalid(
+                    "ws_listen",
+                    "a port other than listen's and admin_listen's",
+                ));
+            }
+        }
+        if !self.ws_path.starts_with('/') || self.ws_path.contains(['?', '#', ' ']) {
+            return Err(invalid("ws_path", "a path starting with / (no query)"));
+        }
         if !(1..=65_536).contains(&self.admin_max_connections) {
             return Err(invalid("admin_max_connections", "between 1 and 65536"));
         }
@@ -539,6 +564,41 @@ mod tests {
     #[test]
     fn defaults_validate() {
         Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn websocket_keys_load_from_toml_and_a_clashing_port_or_bad_path_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ws.toml");
+        std::fs::write(
+            &path,
+            "ws_listen = \"127.0.0.1:7879\"\nws_path = \"/holdfast\"\n\
+             ws_allowed_origins = [\"file://\", \"https://app.example\"]\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&path), &serde_json::json!({})).unwrap();
+        assert_eq!(
+            config.ws_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 7879)))
+        );
+        assert_eq!(config.ws_path, "/holdfast");
+        assert_eq!(
+            config.ws_allowed_origins,
+            ["file://", "https://app.example"]
+        );
+        config.validate().unwrap();
+        let clash = Config {
+            ws_listen: Some(Config::default().listen),
+            ..Config::default()
+        };
+        let err = clash.validate().unwrap_err().to_string();
+        assert!(err.contains("ws_listen"), "{err}");
+        let bad_path = Config {
+            ws_path: "ws?x=1".to_owned(),
+            ..Config::default()
+        };
+        let err = bad_path.validate().unwrap_err().to_string();
+        assert!(err.contains("ws_path"), "{err}");
     }
 
     #[test]

@@ -42,3 +42,4 @@ pub mod session;
 pub mod shard;
 pub mod socket;
 pub mod timer;
+pub mod transport;

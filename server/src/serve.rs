@@ -39,7 +39,20 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
             })?
         }
     };
-    for listener in &listeners {
+    // WebSocket listeners beside the plain ones, one per shard (SO_REUSEPORT).
+    let mut ws_listeners: Vec<Option<socket2::Socket>> = match config.ws_listen {
+        Some(ws_listen) => socket::bind_listeners(ws_listen, shards, config.listen_backlog)
+            .map_err(|e| format!("cannot listen for WebSocket on {ws_listen}: {e}"))?
+            .into_iter()
+            .map(Some)
+            .collect(),
+        None => (0..shards).map(|_| None).collect(),
+    };
+    let ws_local = ws_listeners[0]
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .and_then(|a| a.as_socket());
+    for listener in listeners.iter().chain(ws_listeners.iter().flatten()) {
         socket::limit_send_buffer(listener, config.socket_send_buffer_bytes)
             .map_err(|e| format!("cannot set socket_send_buffer_bytes: {e}"))?;
     }
@@ -66,6 +79,7 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
             cpu: index % cpus,
             config: config.clone(),
             listener,
+            ws_listener: ws_listeners[index].take(),
             capacity,
             shards,
             events,
@@ -94,6 +108,11 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
         false => None,
     };
     tracing::info!(listen = %local, shards, max_connections_per_shard = capacity, max_frame_bytes = config.max_frame_bytes, "holdfast started");
+    if let Some(ws_local) = ws_local {
+        tracing::info!(ws_listen = %ws_local, ws_path = %config.ws_path, "WebSocket listener started");
+        // Before the listening line, which stays the last start-up line.
+        println!("holdfast ws on {ws_local}");
+    }
     // One machine-readable line on stdout for scripts and tests.
     println!("holdfast listening on {local} shards={shards}");
 

@@ -25,3 +25,4 @@ mod slow_consumer;
 mod systemd;
 mod timeouts;
 mod tune;
+mod ws;

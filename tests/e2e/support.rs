@@ -20,6 +20,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The admin listener (`holdfast admin on ADDR`), on an ephemeral port.
     pub admin: Option<SocketAddr>,
+    /// The WebSocket listener (`holdfast ws on ADDR`), when `ws_listen` is set.
+    pub ws: Option<SocketAddr>,
     _dir: tempfile::TempDir,
 }
 
@@ -71,6 +73,7 @@ impl Server {
         // `holdfast admin on ADDR` (when enabled) comes first; the listening line is the last
         // start-up line.
         let mut admin = None;
+        let mut ws = None;
         let mut line = String::new();
         loop {
             line.clear();
@@ -82,11 +85,16 @@ impl Server {
                 admin = addr;
                 continue;
             }
+            if line.starts_with("holdfast ws on ") {
+                ws = addr;
+                continue;
+            }
             let addr = addr.unwrap_or_else(|| panic!("no listening line, got {line:?}"));
             break Server {
                 child,
                 addr,
                 admin,
+                ws,
                 _dir: dir,
             };
         }

@@ -13,9 +13,8 @@ use super::AdminState;
 /// A route's handler and how it may run.
 #[derive(Clone, Copy)]
 pub enum Handler {
-    /// Answers from memory at once (a static page): runs on the admin runtime's thread. No
-    /// route uses it yet; a static page at `GET /` is planned.
-    #[allow(dead_code)]
+    /// Answers from memory at once (the static page and its script): runs on the admin
+    /// runtime's thread.
     Inline(fn(&AdminState, &Request) -> Response),
     /// Waits on shards (bounded by ADMIN_STATS_TIMEOUT_MS or ADMIN_PUBLISH_TIMEOUT_MS): runs on
     /// the runtime's blocking pool, so other connections are served meanwhile.
@@ -50,7 +49,38 @@ pub const ROUTES: &[Route] = &[
         path: "/publish",
         handler: Handler::Blocking(super::publish::publish),
     },
+    Route {
+        method: "GET",
+        path: "/",
+        handler: Handler::Inline(page),
+    },
+    Route {
+        method: "GET",
+        path: "/holdfast.js",
+        handler: Handler::Inline(page_script),
+    },
 ];
+
+/// The browser page (clients/js/index.html): give it the WebSocket listener in its query
+/// string, `/?server=ws://HOST:PORT/ws&topic=news`. Built into the binary.
+const PAGE_HTML: &str = include_str!("../../../clients/js/index.html");
+/// The page's client module (clients/js/holdfast.js).
+const PAGE_SCRIPT: &str = include_str!("../../../clients/js/holdfast.js");
+
+fn page(_: &AdminState, _: &Request) -> Response {
+    Response {
+        content_type: "text/html; charset=utf-8",
+        ..Response::text(200, PAGE_HTML)
+    }
+}
+
+fn page_script(_: &AdminState, _: &Request) -> Response {
+    // An ES module must come with a JavaScript type or browsers refuse it.
+    Response {
+        content_type: "text/javascript; charset=utf-8",
+        ..Response::text(200, PAGE_SCRIPT)
+    }
+}
 
 /// What the table says about a request line.
 pub enum Lookup {
@@ -153,7 +183,15 @@ mod tests {
             _ => panic!("POST /metrics is a wrong method"),
         }
         assert!(matches!(lookup(ROUTES, "GET", "/nope"), Lookup::NotFound));
-        assert!(matches!(lookup(ROUTES, "HEAD", "/"), Lookup::NotFound));
+        // The page: served inline; other methods are told GET.
+        assert!(matches!(
+            lookup(ROUTES, "GET", "/"),
+            Lookup::Found(Handler::Inline(_))
+        ));
+        match lookup(ROUTES, "HEAD", "/") {
+            Lookup::WrongMethod(allow) => assert_eq!(allow, "GET"),
+            _ => panic!("HEAD / is a wrong method"),
+        }
     }
 
     #[test]

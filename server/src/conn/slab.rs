@@ -85,6 +85,9 @@ pub struct Conn {
     pub heartbeat_interval_ticks: u16,
     /// Tick of the last frame received (or of accept, or of the start of closing).
     pub last_activity_tick: u32,
+    /// The listener's transport. Its state, if any (WebSocket), lives in the shard's side
+    /// table keyed by slot, so this byte (in what was padding) keeps the slot at 32 bytes.
+    pub transport: crate::transport::TransportKind,
     /// Held only while a partial frame is buffered.
     pub decoder: Option<Box<Decoder>>,
     /// Held only while bytes are queued or in flight.
@@ -128,6 +131,7 @@ impl ConnSlab {
         conn.inflight_requests = 0;
         conn.heartbeat_interval_ticks = 0;
         conn.last_activity_tick = now_tick;
+        conn.transport = crate::transport::TransportKind::Plain;
         self.open_count += 1;
         ConnKey {
             slot,

@@ -26,6 +26,9 @@ holdfast_protocol::wire_codes! {
         Drain = 8 => "drain",
         /// Over max_connections_per_shard: told Error(server_full) and closed.
         ServerFull = 9 => "server_full",
+        /// The transport refused the peer: a WebSocket Upgrade answered with an HTTP error,
+        /// or a WebSocket rule broken (closed with its RFC 6455 code).
+        TransportError = 10 => "transport_error",
     }
 }
 
@@ -109,6 +112,8 @@ shard_counters! {
     events_parked => "holdfast_events_parked", "Event frames parked under the backpressure policy.";
     /// Push frames queued to local sessions.
     pushes_delivered => "holdfast_pushes_delivered", "Push frames queued to local sessions.";
+    /// WebSocket Upgrades answered with 101.
+    ws_upgrades => "holdfast_ws_upgrades", "WebSocket handshakes answered with 101 Switching Protocols.";
     /// Messages to another shard refused because its inbox was full (counted, logged).
     cross_shard_dropped => "holdfast_cross_shard_dropped",
         "Messages to another shard dropped because its inbox was full.";

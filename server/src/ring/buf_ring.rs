@@ -94,6 +94,15 @@ impl BufRing {
         &self.buffers[start..start + len]
     }
 
+    /// As [`BufRing::filled`], writable: a transport unmasks or decrypts in place. The buffer
+    /// is ours from the recv's completion until [`BufRing::recycle`].
+    pub fn filled_mut(&mut self, buffer_id: u16, len: usize) -> &mut [u8] {
+        assert!(buffer_id < self.entries);
+        assert!(len <= self.buffer_bytes as usize);
+        let start = usize::from(buffer_id) * self.buffer_bytes as usize;
+        &mut self.buffers[start..start + len]
+    }
+
     /// Returns buffer `buffer_id` to the kernel (visible after the next [`BufRing::publish`]).
     pub fn recycle(&mut self, buffer_id: u16) {
         assert!(buffer_id < self.entries);

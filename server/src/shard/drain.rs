@@ -20,15 +20,17 @@ impl Shard {
             return;
         }
         self.drain_deadline_tick = Some(self.now_tick() + self.ticks.drain);
-        if self.accept_armed {
-            self.ring.cancel(
-                UserData::new(Op::Accept, 0, 0),
-                UserData::new(Op::Cancel, 0, 0),
-            );
+        for index in 0..self.listeners.len() {
+            if self.accept_armed[index] {
+                self.ring.cancel(
+                    UserData::new(Op::Accept, index as u32, 0),
+                    UserData::new(Op::Cancel, index as u32, 0),
+                );
+            }
+            // The listener's file stays open until the cancelled accept completes; dropping
+            // our descriptor now means the kernel routes no new connections here once it does.
+            self.listeners[index] = None;
         }
-        // The listener's file stays open until the cancelled accept completes; dropping our
-        // descriptor now means the kernel routes no new connections here once it does.
-        self.listener = None;
         let live: Vec<u32> = self.conns.live_slots().collect();
         for slot in live {
             self.drain_one(slot);

@@ -19,6 +19,7 @@ use crate::metrics::CloseReason;
 use crate::ring::user_data::Op;
 use crate::ring::{Completion, Errno};
 use crate::session::{self, Verdict};
+use crate::transport::TransportKind;
 
 use super::state::Shard;
 
@@ -73,8 +74,10 @@ impl Shard {
     }
 
     fn on_accept(&mut self, completion: Completion) {
+        // The listener's index rides in the slot field of the accept's user_data.
+        let listener = completion.user_data.slot() as usize;
         if !completion.more() {
-            self.accept_armed = false;
+            self.accept_armed[listener] = false;
         }
         let slot = match completion.result {
             Ok(slot) => slot,
@@ -110,6 +113,9 @@ impl Shard {
         let now = self.now_tick();
         let key = self.conns.open(slot, now);
         self.counters.accepted += 1;
+        // Before a refusal too: a refused WebSocket peer is closed without a word (it has not
+        // upgraded, so it cannot take the Error frame).
+        self.start_transport(slot, listener);
         self.ring.poll_multishot(slot, key.user_data(Op::Poll));
         let sessions = self.conns.open_count() - self.refusals_live as usize;
         if sessions > self.max_sessions as usize {
@@ -391,6 +397,12 @@ impl Shard {
             return;
         }
         let generation = conn.generation;
+        if conn.transport != TransportKind::Plain {
+            if let Input::Buffer { buffer_id, len } = input {
+                // Through the transport first (shard/transport.rs); held bytes are plaintext.
+                return self.on_transport_bytes(slot, buffer_id, len);
+            }
+        }
         if conn.flags.has(ConnFlags::READ_PAUSED) {
             let held = self
                 .held_input

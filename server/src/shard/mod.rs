@@ -11,6 +11,7 @@ mod io;
 mod push;
 pub mod state;
 mod timers;
+mod transport;
 
 use std::cell::RefCell;
 use std::os::fd::{FromRawFd, IntoRawFd};
@@ -40,6 +41,8 @@ pub struct ShardSpec {
     pub cpu: usize,
     pub config: Config,
     pub listener: Socket,
+    /// This shard's WebSocket listener (`ws_listen`), if configured.
+    pub ws_listener: Option<Socket>,
     /// Connection slots (= fixed-file table size).
     pub capacity: u32,
     /// Shards in the process.
@@ -63,6 +66,7 @@ pub fn spawn(
         cpu,
         config,
         listener,
+        ws_listener,
         capacity,
         shards,
         events,
@@ -75,7 +79,7 @@ pub fn spawn(
         .name(&format!("holdfast-shard-{index}"))
         .io_memory(config.glommio_io_memory_bytes)
         .spawn(move || async move {
-            let shard = match Shard::new(index, config, listener, capacity, mesh, events) {
+            let shard = match Shard::new(index, config, [Some(listener), ws_listener], capacity, mesh, events) {
                 Ok(mut shard) => {
                     shard.attach_cluster(cluster);
                     shard

@@ -23,6 +23,9 @@ use crate::ring::user_data::{Op, UserData};
 use crate::ring::{Completion, Ring, RingParams, RingParts};
 use crate::session::{SessionCx, SessionLimits};
 use crate::timer::wheel::TimerWheel;
+use crate::transport::{Transport, TransportConfig, WsConfig};
+
+use super::transport::LISTENER_COUNT;
 
 /// Upper bound of latency histograms: 60 s in us.
 pub const HISTOGRAM_MAX_US: u64 = 60_000_000;
@@ -54,8 +57,15 @@ pub struct Shard {
     pub(super) config: Config,
     pub(super) limits: SessionLimits,
     pub(super) ticks: TickLimits,
-    pub(super) listener: Option<Socket>,
-    pub(super) accept_armed: bool,
+    /// The listeners, indexed as [`super::transport::listener_kind`] reads them: plain TCP,
+    /// then WebSocket (`ws_listen`). An accept's user_data carries the index in its slot field.
+    pub(super) listeners: [Option<Socket>; LISTENER_COUNT],
+    pub(super) accept_armed: [bool; LISTENER_COUNT],
+    /// Transport state of the connections that have one (WebSocket), by slot: a side table,
+    /// so a plain connection's slot stays 32 bytes and pays nothing (its `Conn::transport`
+    /// byte says there is nothing to look up). Removed when the slot is freed.
+    pub(super) transports: std::collections::HashMap<u32, Transport>,
+    pub(super) transport_config: TransportConfig,
     /// Slots for sessions (max_connections_per_shard) and, beyond them, refusal slots.
     pub(super) conns: ConnSlab,
     /// max_connections_per_shard: a connection accepted beyond it is refused (server_full).
@@ -110,7 +120,7 @@ impl Shard {
     pub fn new(
         index: usize,
         config: Config,
-        listener: Socket,
+        listeners: [Option<Socket>; LISTENER_COUNT],
         capacity: u32,
         mesh: Mesh,
         events: flume::Sender<crate::events::OwnedEvent>,
@@ -129,6 +139,13 @@ impl Shard {
         let config_max_topics = config.max_topics_per_session;
         let config_parked_max = config.event_parked_max;
         let RingParts { ring, bufs } = RingParts::new(&params)?;
+        let transport_config = TransportConfig {
+            ws: WsConfig {
+                path: config.ws_path.clone(),
+                allowed_origins: config.ws_allowed_origins.clone(),
+                max_message_bytes: config.max_frame_bytes,
+            },
+        };
         let limits = SessionLimits {
             max_frame_bytes: config.max_frame_bytes,
             max_outbound_bytes: config.max_outbound_bytes as usize,
@@ -156,8 +173,10 @@ impl Shard {
             config,
             limits,
             ticks,
-            listener: Some(listener),
-            accept_armed: false,
+            transport_config,
+            listeners,
+            accept_armed: [false; LISTENER_COUNT],
+            transports: std::collections::HashMap::new(),
             conns: ConnSlab::new(slots),
             max_sessions: capacity,
             refusals_live: 0,
@@ -215,21 +234,26 @@ impl Shard {
         )
     }
 
-    /// Starts the multishot accept if it is not running and the shard may accept.
+    /// Starts each listener's multishot accept if it is not running and the shard may accept.
     pub(super) fn arm_accept(&mut self) {
-        if self.accept_armed || self.drain_deadline_tick.is_some() {
+        if self.drain_deadline_tick.is_some() {
             return;
         }
         // Armed even when every slot is taken: a connection over the cap is refused (told in a
         // refusal slot, or closed by the kernel at accept with ENFILE), never left waiting.
-        let Some(listener) = self.listener.as_ref() else {
-            return;
-        };
-        use std::os::fd::AsRawFd;
-        let fd = listener.as_raw_fd();
-        self.ring
-            .accept_multishot(fd, UserData::new(Op::Accept, 0, 0));
-        self.accept_armed = true;
+        for index in 0..LISTENER_COUNT {
+            if self.accept_armed[index] {
+                continue;
+            }
+            let Some(listener) = self.listeners[index].as_ref() else {
+                continue;
+            };
+            use std::os::fd::AsRawFd;
+            let fd = listener.as_raw_fd();
+            self.ring
+                .accept_multishot(fd, UserData::new(Op::Accept, index as u32, 0));
+            self.accept_armed[index] = true;
+        }
     }
 
     /// Sends whatever the connection has queued, if no send is in flight. Returns an idle
@@ -241,6 +265,9 @@ impl Shard {
         let ud = UserData::new(Op::Send, slot, conn.generation);
         if conn.flags.has(ConnFlags::SEND_IN_FLIGHT) {
             return;
+        }
+        if conn.transport != crate::transport::TransportKind::Plain {
+            return self.flush_transport(slot);
         }
         if let Some(out) = conn.outbound.as_mut() {
             if let Some(batch) = out.take_batch() {
@@ -262,7 +289,7 @@ impl Shard {
 
     /// A closing connection has nothing left to send: shut the write side so the peer sees
     /// EOF after our last bytes; close at once if the peer already sent its EOF.
-    fn after_final_flush(&mut self, slot: u32) {
+    pub(super) fn after_final_flush(&mut self, slot: u32) {
         let Some(conn) = self.conns.get_live_mut(slot) else {
             return;
         };
@@ -296,6 +323,7 @@ impl Shard {
         }
         self.counters.closed(reason);
         self.wheel.insert(self.conns.key(slot), now + linger);
+        self.close_transport(slot, reason);
         self.flush(slot);
     }
 
@@ -342,6 +370,7 @@ impl Shard {
         }
         self.push.topics.remove_conn(key);
         self.held_input.remove(&slot);
+        self.transports.remove(&slot);
         // Never acked, so not accepted: dropped with their connection (counted).
         self.counters.events_dropped += u64::from(self.push.events.drop_conn(session.id));
         if let Some((generation, client_id)) = self.push.client_ids.remove(&slot) {

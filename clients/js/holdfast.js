@@ -1,0 +1,577 @@
+// Holdfast client for browsers (and Node 22+), over WebSocket. No dependencies.
+//
+// The wire format is docs/PROTOCOL.md: each WebSocket binary message carries whole or partial
+// Holdfast frames (a 16-byte little-endian header, then an rkyv payload laid out as that page
+// says); the server accepts any split, and this client sends one frame per message. The
+// encoders and decoders below are checked byte for byte against the Rust reference encoder
+// (test/golden.json, written by protocol/tests/js_golden.rs).
+//
+//   import { HoldfastClient } from "./holdfast.js";
+//   const client = new HoldfastClient("ws://127.0.0.1:7001/ws", { topics: ["news"] });
+//   client.addEventListener("push", (e) => console.log(e.detail.topic, e.detail.seq, e.detail.gap));
+//   client.connect();
+
+export const HEADER_BYTES = 16;
+export const VERSION = 1;
+export const SUBPROTOCOL = "holdfast.v1";
+export const FLAG_ACK_REQUESTED = 1;
+/// Frames larger than this are refused before the Welcome says the server's limit.
+export const MAX_FRAME_BYTES_DEFAULT = 65536;
+
+export const Kind = Object.freeze({
+  Hello: 1,
+  Welcome: 2,
+  Ping: 3,
+  Pong: 4,
+  Echo: 5,
+  Request: 6,
+  Response: 7,
+  Event: 8,
+  Push: 9,
+  Subscribe: 10,
+  Unsubscribe: 11,
+  Ack: 12,
+  Error: 13,
+  Goodbye: 14,
+});
+
+const KIND_NAMES = Object.fromEntries(Object.entries(Kind).map(([name, value]) => [value, name]));
+
+export const ErrorCode = Object.freeze({
+  1: "bad_version",
+  2: "length_too_small",
+  3: "length_too_large",
+  4: "reserved_flags",
+  5: "unknown_kind",
+  6: "invalid_archive",
+  7: "auth_failed",
+  8: "auth_expired",
+  9: "unexpected_frame",
+  10: "unsupported_version",
+  11: "slow_consumer",
+  12: "too_many_inflight",
+  13: "unknown_method",
+  14: "handler_failed",
+  15: "server_full",
+  16: "hello_timeout",
+  17: "heartbeat_timeout",
+  18: "limit_exceeded",
+  19: "shutting_down",
+});
+
+const utf8Encoder = new TextEncoder();
+const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
+
+function toBytes(value) {
+  if (value === undefined || value === null) return new Uint8Array(0);
+  if (typeof value === "string") return utf8Encoder.encode(value);
+  if (value instanceof Uint8Array) return value;
+  if (value instanceof ArrayBuffer) return new Uint8Array(value);
+  if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+  if (Array.isArray(value)) return Uint8Array.from(value);
+  throw new TypeError("expected a string or bytes");
+}
+
+/// Lowercase hex of bytes (for tokens in query strings and tests).
+export function toHex(bytes) {
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+export function fromHex(hex) {
+  if (hex.length % 2 !== 0 || /[^0-9a-fA-F]/.test(hex)) throw new TypeError("not hex");
+  const out = new Uint8Array(hex.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
+  return out;
+}
+
+// ---- payload encoding (rkyv 0.8, little_endian + unaligned + pointer_width_32) ----
+//
+// Out-of-line data precedes the struct that points to it, depth-first in field order; the root
+// struct ends the payload. A string or byte string is 8 bytes inline: i32 offset from the
+// field's own position to the data, then u32 length.
+
+class ArchiveWriter {
+  constructor() {
+    this.chunks = [];
+    this.length = 0;
+  }
+
+  /// Appends raw bytes; returns their position.
+  write(bytes) {
+    const at = this.length;
+    this.chunks.push(bytes);
+    this.length += bytes.length;
+    return at;
+  }
+
+  finish() {
+    const out = new Uint8Array(this.length);
+    let at = 0;
+    for (const chunk of this.chunks) {
+      out.set(chunk, at);
+      at += chunk.length;
+    }
+    return out;
+  }
+}
+
+/// A struct being laid out: `fields` is a list of [kind, value], kind one of
+/// "ptr" (value = {at, len}: data position and length), "u16", "u32", "u64".
+function writeStruct(writer, fields) {
+  let size = 0;
+  for (const [kind] of fields) size += kind === "ptr" ? 8 : kind === "u16" ? 2 : kind === "u32" ? 4 : 8;
+  const bytes = new Uint8Array(size);
+  const view = new DataView(bytes.buffer);
+  const start = writer.length;
+  let off = 0;
+  for (const [kind, value] of fields) {
+    if (kind === "ptr") {
+      view.setInt32(off, value.at - (start + off), true);
+      view.setUint32(off + 4, value.len, true);
+      off += 8;
+    } else if (kind === "u16") {
+      view.setUint16(off, value, true);
+      off += 2;
+    } else if (kind === "u32") {
+      view.setUint32(off, value, true);
+      off += 4;
+    } else {
+      view.setBigUint64(off, BigInt(value), true);
+      off += 8;
+    }
+  }
+  writer.write(bytes);
+  return start;
+}
+
+function writeData(writer, value) {
+  const bytes = toBytes(value);
+  return { at: writer.write(bytes), len: bytes.length };
+}
+
+/// Hello payload. `token` is bytes (40 when the server has a secret) or a hex string.
+export function encodeHello({ clientId = "", token = new Uint8Array(0), versions = [VERSION], heartbeatMs = 0 } = {}) {
+  const w = new ArchiveWriter();
+  const tokenBytes = typeof token === "string" ? fromHex(token) : toBytes(token);
+  const id = writeData(w, clientId);
+  const tok = writeData(w, tokenBytes);
+  const ver = writeData(w, Uint8Array.from(versions));
+  writeStruct(w, [["ptr", id], ["ptr", tok], ["ptr", ver], ["u32", heartbeatMs >>> 0]]);
+  return w.finish();
+}
+
+/// Subscribe / Unsubscribe payload: a list of topic names.
+export function encodeTopics(topics) {
+  const w = new ArchiveWriter();
+  const names = topics.map((topic) => writeData(w, topic));
+  const arrayAt = w.length;
+  for (const name of names) writeStruct(w, [["ptr", name]]);
+  writeStruct(w, [["ptr", { at: arrayAt, len: topics.length }]]);
+  return w.finish();
+}
+
+export function encodeEvent(topic, payload) {
+  const w = new ArchiveWriter();
+  const t = writeData(w, topic);
+  const p = writeData(w, payload);
+  writeStruct(w, [["ptr", t], ["ptr", p]]);
+  return w.finish();
+}
+
+export function encodeRequest(method, body) {
+  const w = new ArchiveWriter();
+  const m = writeData(w, method);
+  const b = writeData(w, body);
+  writeStruct(w, [["ptr", m], ["ptr", b]]);
+  return w.finish();
+}
+
+export function encodeGoodbye(reason, reconnectAfterMs = 0) {
+  const w = new ArchiveWriter();
+  const r = writeData(w, reason);
+  writeStruct(w, [["ptr", r], ["u32", reconnectAfterMs >>> 0]]);
+  return w.finish();
+}
+
+/// One whole frame: header then payload. `id` is a number or a BigInt (u64).
+export function encodeFrame(kind, id, payload = new Uint8Array(0), flags = 0) {
+  const body = toBytes(payload);
+  const frame = new Uint8Array(HEADER_BYTES + body.length);
+  const view = new DataView(frame.buffer);
+  view.setUint32(0, frame.length, true);
+  frame[4] = VERSION;
+  frame[5] = kind;
+  view.setUint16(6, flags, true);
+  view.setBigUint64(8, BigInt(id), true);
+  frame.set(body, HEADER_BYTES);
+  return frame;
+}
+
+// ---- payload decoding ----
+
+export class ProtocolError extends Error {}
+
+class ArchiveReader {
+  constructor(payload, rootSize) {
+    if (payload.length < rootSize) throw new ProtocolError(`payload of ${payload.length} bytes is below its root's ${rootSize}`);
+    this.payload = payload;
+    this.view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+    this.root = payload.length - rootSize;
+  }
+
+  u16(off) {
+    return this.view.getUint16(this.root + off, true);
+  }
+
+  u32(off) {
+    return this.view.getUint32(this.root + off, true);
+  }
+
+  u64(off) {
+    return this.view.getBigUint64(this.root + off, true);
+  }
+
+  /// Bytes a pointer at absolute position `at` points to (checked to lie inside, before it).
+  bytesAt(at) {
+    const offset = this.view.getInt32(at, true);
+    const len = this.view.getUint32(at + 4, true);
+    const start = at + offset;
+    if (start < 0 || start + len > at) throw new ProtocolError("pointer out of range");
+    return this.payload.subarray(start, start + len);
+  }
+
+  bytes(off) {
+    return this.bytesAt(this.root + off);
+  }
+
+  string(off) {
+    try {
+      return utf8Decoder.decode(this.bytes(off));
+    } catch (e) {
+      if (e instanceof ProtocolError) throw e;
+      throw new ProtocolError("string is not UTF-8");
+    }
+  }
+}
+
+/// Reads a payload of `kind` into a plain object (fields named as in docs/PROTOCOL.md, in
+/// camelCase; u64 fields are BigInts).
+export function decodePayload(kind, payload) {
+  switch (kind) {
+    case Kind.Welcome: {
+      const r = new ArchiveReader(payload, 24);
+      return {
+        sessionId: r.u64(0),
+        heartbeatMs: r.u32(8),
+        heartbeatTimeoutMs: r.u32(12),
+        maxFrameBytes: r.u32(16),
+        maxInflightRequests: r.u32(20),
+      };
+    }
+    case Kind.Push: {
+      const r = new ArchiveReader(payload, 24);
+      return { topic: r.string(0), seq: r.u64(8), payload: r.bytes(16) };
+    }
+    case Kind.Response: {
+      const r = new ArchiveReader(payload, 8);
+      return { body: r.bytes(0) };
+    }
+    case Kind.Error: {
+      const r = new ArchiveReader(payload, 10);
+      const code = r.u16(0);
+      return { code, name: ErrorCode[code] ?? "unknown", reason: r.string(2) };
+    }
+    case Kind.Goodbye: {
+      const r = new ArchiveReader(payload, 12);
+      return { reason: r.string(0), reconnectAfterMs: r.u32(8) };
+    }
+    case Kind.Hello: {
+      if (payload.length === 0) return { anonymous: true };
+      const r = new ArchiveReader(payload, 28);
+      return { clientId: r.string(0), token: r.bytes(8), versions: Array.from(r.bytes(16)), heartbeatMs: r.u32(24) };
+    }
+    case Kind.Subscribe:
+    case Kind.Unsubscribe: {
+      const r = new ArchiveReader(payload, 8);
+      const at = r.root;
+      const offset = r.view.getInt32(at, true);
+      const count = r.view.getUint32(at + 4, true);
+      const start = at + offset;
+      if (start < 0 || start + 8 * count > at) throw new ProtocolError("topic list out of range");
+      const topics = [];
+      for (let i = 0; i < count; i++) {
+        topics.push(utf8Decoder.decode(r.bytesAt(start + 8 * i)));
+      }
+      return { topics };
+    }
+    case Kind.Ping:
+    case Kind.Pong:
+    case Kind.Ack:
+      if (payload.length !== 0) throw new ProtocolError(`${KIND_NAMES[kind]} payload must be empty`);
+      return {};
+    case Kind.Echo:
+      return { bytes: payload };
+    default:
+      throw new ProtocolError(`unknown kind ${kind}`);
+  }
+}
+
+/// A stream decoder: feed it bytes in any split, get whole frames back.
+export class FrameDecoder {
+  constructor(maxFrameBytes = MAX_FRAME_BYTES_DEFAULT) {
+    this.maxFrameBytes = maxFrameBytes;
+    this.buffer = new Uint8Array(0);
+  }
+
+  /// Returns the frames completed by `bytes`: {kind, kindName, flags, id (BigInt), payload, body}.
+  feed(bytes) {
+    const input = toBytes(bytes);
+    let data;
+    if (this.buffer.length === 0) {
+      data = input;
+    } else {
+      data = new Uint8Array(this.buffer.length + input.length);
+      data.set(this.buffer);
+      data.set(input, this.buffer.length);
+    }
+    const frames = [];
+    let at = 0;
+    while (data.length - at >= HEADER_BYTES) {
+      const view = new DataView(data.buffer, data.byteOffset + at, HEADER_BYTES);
+      const len = view.getUint32(0, true);
+      if (len < HEADER_BYTES) throw new ProtocolError(`frame length ${len} below the header`);
+      if (len > this.maxFrameBytes) throw new ProtocolError(`frame length ${len} above ${this.maxFrameBytes}`);
+      if (data[at + 4] !== VERSION) throw new ProtocolError(`frame version ${data[at + 4]}`);
+      const kind = data[at + 5];
+      if (!(kind in KIND_NAMES)) throw new ProtocolError(`unknown kind ${kind}`);
+      const flags = view.getUint16(6, true);
+      if (flags & ~FLAG_ACK_REQUESTED) throw new ProtocolError(`reserved flags ${flags}`);
+      if (data.length - at < len) break;
+      const payload = data.slice(at + HEADER_BYTES, at + len);
+      frames.push({
+        kind,
+        kindName: KIND_NAMES[kind],
+        flags,
+        id: view.getBigUint64(8, true),
+        payload,
+        body: decodePayload(kind, payload),
+      });
+      at += len;
+    }
+    this.buffer = data.slice(at);
+    return frames;
+  }
+}
+
+// ---- the client ----
+
+export const ClientState = Object.freeze({
+  Idle: "idle",
+  Connecting: "connecting",
+  Open: "open",
+  Waiting: "waiting",
+  Closed: "closed",
+});
+
+/// A session that reconnects. Events (CustomEvent, data in `detail`):
+///   state    {state, delayMs?}        every state change (waiting carries the delay)
+///   welcome  Welcome fields            the session is open
+///   push     {topic, seq, payload, gap, text}  gap = messages missed before this one (0 = none)
+///   error    {code, name, reason, id}  an Error frame from the server
+///   goodbye  {reason, reconnectAfterMs}
+///   ack      {id}
+///   response {id, body}
+///   close    {code, reason}            the WebSocket closed
+export class HoldfastClient extends EventTarget {
+  /// options: clientId, token (bytes or hex), heartbeatMs, topics, reconnect
+  /// ({baseMs, maxMs, enabled}), and for tests WebSocket (the constructor), setTimeout,
+  /// clearTimeout, random.
+  constructor(url, options = {}) {
+    super();
+    this.url = url;
+    this.options = options;
+    this.topics = new Set(options.topics ?? []);
+    this.lastSeq = new Map();
+    this.state = ClientState.Idle;
+    this.nextId = 1n;
+    this.attempt = 0;
+    this.goodbyeDelayMs = null;
+    this.stopped = false;
+    this.socket = null;
+    this.timer = null;
+    this.welcome = null;
+    this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
+    this.setTimeout = options.setTimeout ?? globalThis.setTimeout.bind(globalThis);
+    this.clearTimeout = options.clearTimeout ?? globalThis.clearTimeout.bind(globalThis);
+    this.random = options.random ?? Math.random;
+    const reconnect = options.reconnect ?? {};
+    this.reconnectBaseMs = reconnect.baseMs ?? 500;
+    this.reconnectMaxMs = reconnect.maxMs ?? 30000;
+    this.reconnectEnabled = reconnect.enabled ?? true;
+  }
+
+  emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  setState(state, extra = {}) {
+    this.state = state;
+    this.emit("state", { state, ...extra });
+  }
+
+  connect() {
+    this.stopped = false;
+    if (this.socket) return;
+    this.setState(ClientState.Connecting);
+    this.decoder = new FrameDecoder(MAX_FRAME_BYTES_DEFAULT);
+    this.welcome = null;
+    this.goodbyeDelayMs = null;
+    const socket = new this.WebSocket(this.url, SUBPROTOCOL);
+    socket.binaryType = "arraybuffer";
+    this.socket = socket;
+    socket.onopen = () => this.onOpen(socket);
+    socket.onmessage = (event) => this.onMessage(socket, event.data);
+    socket.onclose = (event) => this.onClose(socket, event.code, event.reason);
+    socket.onerror = () => {};
+  }
+
+  /// Closes for good (no reconnect).
+  close() {
+    this.stopped = true;
+    if (this.timer !== null) this.clearTimeout(this.timer);
+    this.timer = null;
+    if (this.socket) {
+      this.send(Kind.Goodbye, encodeGoodbye("client closing", 0));
+      this.socket.close(1000, "bye");
+    } else {
+      this.setState(ClientState.Closed);
+    }
+  }
+
+  takeId() {
+    const id = this.nextId;
+    this.nextId += 1n;
+    return id;
+  }
+
+  send(kind, payload, flags = 0, id = this.takeId()) {
+    if (!this.socket || this.socket.readyState !== 1) return null;
+    this.socket.send(encodeFrame(kind, id, payload, flags));
+    return id;
+  }
+
+  subscribe(topics) {
+    for (const topic of topics) this.topics.add(topic);
+    if (this.welcome) return this.send(Kind.Subscribe, encodeTopics(topics), FLAG_ACK_REQUESTED);
+    return null;
+  }
+
+  unsubscribe(topics) {
+    for (const topic of topics) this.topics.delete(topic);
+    if (this.welcome) return this.send(Kind.Unsubscribe, encodeTopics(topics), FLAG_ACK_REQUESTED);
+    return null;
+  }
+
+  publishEvent(topic, payload) {
+    return this.send(Kind.Event, encodeEvent(topic, payload), FLAG_ACK_REQUESTED);
+  }
+
+  request(method, body) {
+    return this.send(Kind.Request, encodeRequest(method, body));
+  }
+
+  onOpen(socket) {
+    if (socket !== this.socket) return;
+    const { clientId, token, heartbeatMs } = this.options;
+    const anonymous = !clientId && !token;
+    const payload = anonymous ? new Uint8Array(0) : encodeHello({ clientId: clientId ?? "", token, heartbeatMs: heartbeatMs ?? 0 });
+    this.send(Kind.Hello, payload);
+  }
+
+  onMessage(socket, data) {
+    if (socket !== this.socket) return;
+    let frames;
+    try {
+      frames = this.decoder.feed(new Uint8Array(data));
+    } catch (e) {
+      this.emit("error", { code: 0, name: "client_decode", reason: String(e.message), id: 0n });
+      socket.close(1002, "bad Holdfast frame");
+      return;
+    }
+    for (const frame of frames) this.onFrame(frame);
+  }
+
+  onFrame(frame) {
+    const { kind, id, body } = frame;
+    switch (kind) {
+      case Kind.Welcome:
+        this.welcome = body;
+        this.decoder.maxFrameBytes = body.maxFrameBytes;
+        this.attempt = 0;
+        this.setState(ClientState.Open);
+        this.emit("welcome", body);
+        if (this.topics.size > 0) this.send(Kind.Subscribe, encodeTopics([...this.topics]), FLAG_ACK_REQUESTED);
+        break;
+      case Kind.Ping:
+        this.send(Kind.Pong, new Uint8Array(0), 0, id);
+        break;
+      case Kind.Push: {
+        const last = this.lastSeq.get(body.topic);
+        const gap = last === undefined || body.seq <= last ? 0 : Number(body.seq - last - 1n);
+        this.lastSeq.set(body.topic, body.seq);
+        let text = null;
+        try {
+          text = utf8Decoder.decode(body.payload);
+        } catch {
+          text = null;
+        }
+        this.emit("push", { ...body, gap, text });
+        break;
+      }
+      case Kind.Error:
+        this.emit("error", { ...body, id });
+        break;
+      case Kind.Goodbye:
+        this.goodbyeDelayMs = body.reconnectAfterMs;
+        this.emit("goodbye", body);
+        this.socket?.close(1000, "goodbye");
+        break;
+      case Kind.Ack:
+        this.emit("ack", { id });
+        break;
+      case Kind.Response:
+        this.emit("response", { id, body: body.body });
+        break;
+      default:
+        break;
+    }
+  }
+
+  /// Delay before the next connect: at least a Goodbye's `reconnect_after_ms`, otherwise
+  /// exponential backoff from `baseMs` up to `maxMs`, with jitter (half to all of it) so that
+  /// clients cut at once do not come back at once.
+  nextDelayMs() {
+    const backoff = Math.min(this.reconnectMaxMs, this.reconnectBaseMs * 2 ** this.attempt);
+    const jittered = backoff / 2 + (this.random() * backoff) / 2;
+    if (this.goodbyeDelayMs !== null) return this.goodbyeDelayMs + (this.random() * this.reconnectBaseMs);
+    return Math.round(jittered);
+  }
+
+  onClose(socket, code, reason) {
+    if (socket !== this.socket) return;
+    this.socket = null;
+    this.welcome = null;
+    this.emit("close", { code, reason });
+    if (this.stopped || !this.reconnectEnabled) {
+      this.setState(ClientState.Closed);
+      return;
+    }
+    const delayMs = this.nextDelayMs();
+    this.attempt += 1;
+    this.setState(ClientState.Waiting, { delayMs });
+    this.timer = this.setTimeout(() => {
+      this.timer = null;
+      if (!this.stopped) this.connect();
+    }, delayMs);
+  }
+}

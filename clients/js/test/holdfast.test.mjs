@@ -1,0 +1,305 @@
+// node --test clients/js/test/   (run by protocol/tests/js_golden.rs under cargo test)
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+
+import {
+  ClientState,
+  FrameDecoder,
+  HoldfastClient,
+  Kind,
+  ProtocolError,
+  SUBPROTOCOL,
+  decodePayload,
+  encodeEvent,
+  encodeFrame,
+  encodeGoodbye,
+  encodeHello,
+  encodeRequest,
+  encodeTopics,
+  fromHex,
+  toHex,
+} from "../holdfast.js";
+
+const golden = JSON.parse(readFileSync(new URL("./golden.json", import.meta.url), "utf8"));
+const bytes = (name) => fromHex(golden[name]);
+
+// The token the Rust side signed: secret "0123456789abcdef", client "alice", expiry 1.8e9.
+const ALICE_TOKEN =
+  "00d2496b00000000180e82ee16259a2b6d024dedec1fe7a51e550da4713392777b85ddab76cce6ad";
+
+test("client frames are byte-exact with the Rust encoder", () => {
+  const cases = {
+    hello_anonymous: encodeFrame(Kind.Hello, 1),
+    hello_alice_token: encodeFrame(
+      Kind.Hello,
+      1,
+      encodeHello({ clientId: "alice", token: ALICE_TOKEN, versions: [1], heartbeatMs: 5000 }),
+    ),
+    hello_empty_fields: encodeFrame(Kind.Hello, 2, encodeHello({})),
+    subscribe_two_ack: encodeFrame(Kind.Subscribe, 3, encodeTopics(["news", "sports/é"]), 1),
+    subscribe_one: encodeFrame(Kind.Subscribe, 4, encodeTopics(["t"])),
+    unsubscribe_none: encodeFrame(Kind.Unsubscribe, 5, encodeTopics([])),
+    event_clicks: encodeFrame(Kind.Event, 6, encodeEvent("clicks", [0, 1, 2, 255]), 1),
+    request_echo: encodeFrame(Kind.Request, 7, encodeRequest("kv.get", "key")),
+    pong_42: encodeFrame(Kind.Pong, 42n),
+    goodbye_client: encodeFrame(Kind.Goodbye, 8, encodeGoodbye("client closing", 0)),
+  };
+  for (const [name, frame] of Object.entries(cases)) {
+    assert.equal(toHex(frame), golden[name], name);
+  }
+});
+
+test("the annotated Hello of PROTOCOL.md decodes back to its fields", () => {
+  const [frame] = new FrameDecoder().feed(bytes("hello_alice_token"));
+  assert.equal(frame.kindName, "Hello");
+  assert.equal(frame.body.clientId, "alice");
+  assert.equal(toHex(frame.body.token), ALICE_TOKEN);
+  assert.deepEqual(frame.body.versions, [1]);
+  assert.equal(frame.body.heartbeatMs, 5000);
+  const [sub] = new FrameDecoder().feed(bytes("subscribe_two_ack"));
+  assert.deepEqual(sub.body.topics, ["news", "sports/é"]);
+  assert.equal(sub.flags, 1);
+});
+
+test("server frames from the Rust encoder decode to their fields", () => {
+  const decoder = new FrameDecoder();
+  const [welcome] = decoder.feed(bytes("welcome"));
+  assert.equal(welcome.kind, Kind.Welcome);
+  assert.equal(welcome.id, 1n);
+  assert.deepEqual(welcome.body, {
+    sessionId: 0x0102030405060708n,
+    heartbeatMs: 5000,
+    heartbeatTimeoutMs: 45000,
+    maxFrameBytes: 65536,
+    maxInflightRequests: 64,
+  });
+  const [push] = decoder.feed(bytes("push_news_7"));
+  assert.equal(push.body.topic, "news");
+  assert.equal(push.body.seq, 7n);
+  assert.equal(new TextDecoder().decode(push.body.payload), "hello ✓");
+  const [big] = decoder.feed(bytes("push_big_seq_empty"));
+  assert.equal(big.body.seq, 2n ** 64n - 2n);
+  assert.equal(big.body.payload.length, 0);
+  const [error] = decoder.feed(bytes("error_no_method"));
+  assert.deepEqual(error.body, { code: 13, name: "unknown_method", reason: "no method" });
+  assert.equal(error.id, 7n);
+  const [goodbye] = decoder.feed(bytes("goodbye_server"));
+  assert.deepEqual(goodbye.body, { reason: "shutting down", reconnectAfterMs: 1500 });
+  const [response] = decoder.feed(bytes("response_body"));
+  assert.equal(new TextDecoder().decode(response.body.body), "value");
+  const [ack] = decoder.feed(bytes("ack_3"));
+  assert.equal(ack.kindName, "Ack");
+  assert.equal(ack.id, 3n);
+  const [ping] = decoder.feed(bytes("ping_9"));
+  assert.equal(ping.kindName, "Ping");
+  assert.equal(ping.id, 9n);
+});
+
+test("the stream decoder gives the same frames for every split of a stream", () => {
+  const names = ["welcome", "push_news_7", "ping_9", "push_big_seq_empty", "goodbye_server"];
+  const stream = new Uint8Array(names.reduce((n, name) => n + bytes(name).length, 0));
+  let at = 0;
+  for (const name of names) {
+    stream.set(bytes(name), at);
+    at += bytes(name).length;
+  }
+  const whole = new FrameDecoder().feed(stream).map((f) => f.kindName);
+  assert.deepEqual(whole, ["Welcome", "Push", "Ping", "Push", "Goodbye"]);
+  for (let cut = 0; cut <= stream.length; cut++) {
+    const decoder = new FrameDecoder();
+    const got = [...decoder.feed(stream.slice(0, cut)), ...decoder.feed(stream.slice(cut))];
+    assert.deepEqual(got.map((f) => f.kindName), whole, `cut at ${cut}`);
+  }
+  const bytewise = new FrameDecoder();
+  const got = [];
+  for (const b of stream) got.push(...bytewise.feed([b]));
+  assert.deepEqual(got.map((f) => f.kindName), whole);
+});
+
+test("bad frames and payloads are refused with ProtocolError", () => {
+  const frame = bytes("push_news_7");
+  const badVersion = frame.slice();
+  badVersion[4] = 2;
+  assert.throws(() => new FrameDecoder().feed(badVersion), ProtocolError);
+  const tooBig = frame.slice();
+  new DataView(tooBig.buffer).setUint32(0, 70000, true);
+  assert.throws(() => new FrameDecoder().feed(tooBig), ProtocolError);
+  const badKind = frame.slice();
+  badKind[5] = 99;
+  assert.throws(() => new FrameDecoder().feed(badKind), ProtocolError);
+  // A pointer past the root.
+  const payload = frame.slice(16);
+  new DataView(payload.buffer).setInt32(payload.length - 24, 100, true);
+  assert.throws(() => decodePayload(Kind.Push, payload), ProtocolError);
+  assert.throws(() => decodePayload(Kind.Welcome, new Uint8Array(3)), ProtocolError);
+  assert.throws(() => decodePayload(Kind.Ack, new Uint8Array(1)), ProtocolError);
+});
+
+// ---- the client against a fake WebSocket ----
+
+class FakeSocket {
+  static all = [];
+  constructor(url, protocol) {
+    this.url = url;
+    this.protocol = protocol;
+    this.readyState = 0;
+    this.sent = [];
+    this.closed = null;
+    FakeSocket.all.push(this);
+  }
+  send(data) {
+    this.sent.push(new FrameDecoder().feed(data)[0]);
+  }
+  close(code, reason) {
+    this.closed = { code, reason };
+  }
+  // Test side:
+  open() {
+    this.readyState = 1;
+    this.onopen();
+  }
+  receive(...names) {
+    const parts = names.map((n) => (typeof n === "string" ? bytes(n) : n));
+    const total = parts.reduce((n, p) => n + p.length, 0);
+    const message = new Uint8Array(total);
+    let at = 0;
+    for (const p of parts) {
+      message.set(p, at);
+      at += p.length;
+    }
+    this.onmessage({ data: message.buffer });
+  }
+  drop(code = 1006) {
+    this.readyState = 3;
+    this.onclose({ code, reason: "" });
+  }
+}
+
+function pushFrame(topic, seq, text) {
+  // Push payload by hand: [topic][payload][root: topic ptr, seq, payload ptr].
+  const t = new TextEncoder().encode(topic);
+  const p = new TextEncoder().encode(text);
+  const payload = new Uint8Array(t.length + p.length + 24);
+  payload.set(t, 0);
+  payload.set(p, t.length);
+  const root = t.length + p.length;
+  const view = new DataView(payload.buffer);
+  view.setInt32(root, 0 - root, true);
+  view.setUint32(root + 4, t.length, true);
+  view.setBigUint64(root + 8, BigInt(seq), true);
+  view.setInt32(root + 16, t.length - (root + 16), true);
+  view.setUint32(root + 20, p.length, true);
+  return encodeFrame(Kind.Push, 0, payload);
+}
+
+function fakeClient(options = {}) {
+  FakeSocket.all = [];
+  const timers = [];
+  const client = new HoldfastClient("ws://127.0.0.1:1/ws", {
+    WebSocket: FakeSocket,
+    setTimeout: (fn, ms) => {
+      timers.push({ fn, ms });
+      return timers.length;
+    },
+    clearTimeout: () => {},
+    random: () => 0.5,
+    ...options,
+  });
+  return { client, timers };
+}
+
+function record(client, type) {
+  const seen = [];
+  client.addEventListener(type, (e) => seen.push(e.detail));
+  return seen;
+}
+
+test("client says Hello on open, subscribes after Welcome, answers Ping with Pong of its id", () => {
+  const { client } = fakeClient({ topics: ["news"] });
+  client.connect();
+  const socket = FakeSocket.all[0];
+  assert.equal(socket.protocol, SUBPROTOCOL);
+  socket.open();
+  assert.equal(socket.sent[0].kindName, "Hello");
+  assert.equal(socket.sent[0].payload.length, 0, "anonymous Hello");
+  socket.receive("welcome");
+  assert.equal(client.state, ClientState.Open);
+  assert.equal(socket.sent[1].kindName, "Subscribe");
+  assert.deepEqual(socket.sent[1].body.topics, ["news"]);
+  assert.equal(socket.sent[1].flags, 1);
+  socket.receive("ping_9");
+  assert.equal(socket.sent[2].kindName, "Pong");
+  assert.equal(socket.sent[2].id, 9n);
+});
+
+test("client with a token sends a full Hello", () => {
+  const { client } = fakeClient({ clientId: "alice", token: ALICE_TOKEN, heartbeatMs: 5000 });
+  client.connect();
+  FakeSocket.all[0].open();
+  assert.equal(toHex(encodeFrame(Kind.Hello, 1, FakeSocket.all[0].sent[0].payload)), golden.hello_alice_token);
+});
+
+test("pushes carry their sequence numbers and the gaps before them", () => {
+  const { client } = fakeClient({ topics: ["news"] });
+  const pushes = record(client, "push");
+  client.connect();
+  const socket = FakeSocket.all[0];
+  socket.open();
+  // Welcome and the first push in one message, the next two split across messages.
+  const second = pushFrame("news", 2, "b");
+  socket.receive("welcome", pushFrame("news", 1, "a"), second.slice(0, 5));
+  socket.receive(second.slice(5), pushFrame("news", 5, "e"), pushFrame("other", 9, "x"));
+  assert.deepEqual(
+    pushes.map((p) => [p.topic, p.seq, p.gap, p.text]),
+    [
+      ["news", 1n, 0, "a"],
+      ["news", 2n, 0, "b"],
+      ["news", 5n, 2, "e"],
+      ["other", 9n, 0, "x"],
+    ],
+  );
+});
+
+test("reconnects with exponential backoff and jitter, honouring Goodbye's delay", () => {
+  const { client, timers } = fakeClient({ reconnect: { baseMs: 100, maxMs: 1000 } });
+  const states = record(client, "state");
+  client.connect();
+  FakeSocket.all[0].drop();
+  assert.equal(client.state, ClientState.Waiting);
+  // random() = 0.5: half of the backoff plus a quarter.
+  assert.equal(timers[0].ms, 75);
+  timers[0].fn();
+  FakeSocket.all[1].drop();
+  assert.equal(timers[1].ms, 150);
+  timers[1].fn();
+  for (let i = 2; i < 8; i++) {
+    FakeSocket.all[i].drop();
+    timers[i].fn();
+  }
+  assert.equal(timers[7].ms, 750, "capped at maxMs");
+  // A Welcome resets the backoff; a Goodbye's delay wins over it.
+  const socket = FakeSocket.all[8];
+  socket.open();
+  socket.receive("welcome");
+  socket.receive("goodbye_server");
+  assert.deepEqual(socket.closed, { code: 1000, reason: "goodbye" });
+  socket.drop(1000);
+  assert.ok(timers[8].ms >= 1500 && timers[8].ms <= 1600, `waited ${timers[8].ms}`);
+  assert.ok(states.some((s) => s.state === "waiting" && s.delayMs === timers[8].ms));
+  // close() stops for good.
+  timers[8].fn();
+  client.close();
+  FakeSocket.all[9].drop(1000);
+  assert.equal(client.state, ClientState.Closed);
+  assert.equal(timers.length, 9, "no reconnect after close()");
+});
+
+test("an Error frame is reported with its code name and id", () => {
+  const { client } = fakeClient();
+  const errors = record(client, "error");
+  client.connect();
+  FakeSocket.all[0].open();
+  FakeSocket.all[0].receive("error_no_method");
+  assert.deepEqual(errors, [{ code: 13, name: "unknown_method", reason: "no method", id: 7n }]);
+});
