@@ -1,6 +1,6 @@
 //! End to end: each workload runs for about a second with tens of sessions against a baseline
-//! server that the test starts on loopback, and against `holdfast serve` when its binary is
-//! built (set HOLDFAST_BIN, or it is looked for next to holdfast-bench). The JSON summary must
+//! server that the test starts on loopback, and against `holdfast serve` (set HOLDFAST_BIN, or
+//! it is looked for next to holdfast-bench; without it the test fails, never skips). The JSON summary must
 //! show counts that add up.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -244,10 +244,10 @@ fn plot_draws_svg_and_png_from_a_run() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&plot.stderr);
-    if stderr.contains("no font found") {
-        println!("SKIP: plot needs a TrueType font (Debian fonts-dejavu-core): {stderr}");
-        return;
-    }
+    assert!(
+        !stderr.contains("no font found"),
+        "plot needs a TrueType font: run ./run.sh deps (Debian fonts-dejavu-core): {stderr}"
+    );
     assert!(plot.status.success(), "{stderr}");
     for name in [
         "chart-percentiles.svg",
@@ -262,12 +262,9 @@ fn plot_draws_svg_and_png_from_a_run() {
 
 #[test]
 fn every_workload_against_holdfast_serve_adds_up() {
-    let Some(bin) = holdfast_bin() else {
-        println!(
-            "SKIP: holdfast binary not built (cargo build -p holdfast-server, or set HOLDFAST_BIN)"
-        );
-        return;
-    };
+    let bin = holdfast_bin().unwrap_or_else(|| {
+        panic!("the holdfast binary is not built: cargo build -p holdfast-server (or set HOLDFAST_BIN); looked beside {BENCH}")
+    });
     let server = start(&bin, &["serve", "--shards", "1"]);
     check_echo(&server, &[]);
     check_rate(&server, "rate");

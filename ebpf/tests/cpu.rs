@@ -31,9 +31,7 @@ fn own_context_switches() -> u64 {
 
 #[test]
 fn sleeping_thread_shows_offcpu_runqueue_and_oncpu_time_under_its_tid() {
-    let Some(probes) = attach_to_self(0) else {
-        return;
-    };
+    let probes = attach_to_self(0);
     let (tx, rx) = mpsc::channel();
     std::thread::Builder::new()
         .name("probe-sleeper".into())
@@ -103,9 +101,7 @@ fn sleeping_thread_shows_offcpu_runqueue_and_oncpu_time_under_its_tid() {
 
 #[test]
 fn threads_of_other_processes_are_not_counted() {
-    let Some(probes) = attach_to_self(0) else {
-        return;
-    };
+    let probes = attach_to_self(0);
     let child = std::process::Command::new("sleep")
         .arg("0.05")
         .spawn()

@@ -27,8 +27,10 @@ pub enum DecodeError {
     ReservedFlags { flags: u16 },
     #[error("frame kind {kind} is unknown: kinds are 1..=14")]
     UnknownKind { kind: u8 },
-    #[error("payload of a {kind:?} frame is not a valid archive of its layout (docs/PROTOCOL.md)")]
-    InvalidArchive { kind: Kind },
+    #[error(
+        "payload of {kind:?} frame {id} is not a valid archive of its layout (docs/PROTOCOL.md)"
+    )]
+    InvalidArchive { kind: Kind, id: u64 },
 }
 
 impl DecodeError {
@@ -41,6 +43,15 @@ impl DecodeError {
             DecodeError::ReservedFlags { .. } => ErrorCode::ReservedFlags,
             DecodeError::UnknownKind { .. } => ErrorCode::UnknownKind,
             DecodeError::InvalidArchive { .. } => ErrorCode::InvalidArchive,
+        }
+    }
+
+    /// The id of the frame the error is about, for the Error frame sent back: the offending
+    /// frame's id once its header parsed (a bad payload), 0 when no header parsed.
+    pub fn frame_id(&self) -> u64 {
+        match self {
+            DecodeError::InvalidArchive { id, .. } => *id,
+            _ => 0,
         }
     }
 }
@@ -88,7 +99,7 @@ where
     T: rkyv::Portable
         + for<'v> rkyv::bytecheck::CheckBytes<rkyv::api::low::LowValidator<'v, Failure>>,
 {
-    access::<T, Failure>(payload).map_err(|_| DecodeError::InvalidArchive { kind })
+    access::<T, Failure>(payload).map_err(|_| DecodeError::InvalidArchive { kind, id: 0 })
 }
 
 fn empty(
@@ -99,7 +110,7 @@ fn empty(
     if payload.is_empty() {
         Ok(value)
     } else {
-        Err(DecodeError::InvalidArchive { kind })
+        Err(DecodeError::InvalidArchive { kind, id: 0 })
     }
 }
 
@@ -124,6 +135,17 @@ pub fn validate_payload(kind: Kind, payload: &[u8]) -> Result<Payload<'_>, Decod
     })
 }
 
+/// Validates the payload of the frame `header` heads; an invalid one names the frame's id.
+fn payload_of<'a>(header: &Header, payload: &'a [u8]) -> Result<Payload<'a>, DecodeError> {
+    validate_payload(header.kind, payload).map_err(|error| match error {
+        DecodeError::InvalidArchive { kind, .. } => DecodeError::InvalidArchive {
+            kind,
+            id: header.id,
+        },
+        other => other,
+    })
+}
+
 /// Decodes the frame at the start of `buf`. `Ok(None)` means more bytes are needed; a bad
 /// header is reported as soon as its 16 bytes are present, before the body arrives.
 pub fn next_frame(buf: &[u8], max_frame_bytes: u32) -> Result<Option<Frame<'_>>, DecodeError> {
@@ -134,7 +156,7 @@ pub fn next_frame(buf: &[u8], max_frame_bytes: u32) -> Result<Option<Frame<'_>>,
     let Some(bytes) = buf.get(..header.len as usize) else {
         return Ok(None);
     };
-    let payload = validate_payload(header.kind, &bytes[HEADER_BYTES..])?;
+    let payload = payload_of(&header, &bytes[HEADER_BYTES..])?;
     Ok(Some(Frame {
         header,
         bytes,
@@ -244,7 +266,7 @@ impl Decoder {
             return Ok((taken, None));
         }
         debug_assert_eq!(self.partial.len(), header.len as usize);
-        let payload = validate_payload(header.kind, &self.partial[HEADER_BYTES..])?;
+        let payload = payload_of(&header, &self.partial[HEADER_BYTES..])?;
         let flow = on_frame(Frame {
             header,
             bytes: &self.partial,

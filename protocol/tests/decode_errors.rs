@@ -52,7 +52,11 @@ fn each_bad_header_field_maps_to_its_error_and_stable_code() {
         assert_eq!(error, expected, "{name}");
         assert_eq!(error.code(), code, "{name}");
     }
-    let archive = DecodeError::InvalidArchive { kind: Kind::Push };
+    let archive = DecodeError::InvalidArchive {
+        kind: Kind::Push,
+        id: 77,
+    };
+    assert_eq!(archive.frame_id(), 77);
     assert_eq!(archive.code(), ErrorCode::InvalidArchive);
     assert_eq!(ErrorCode::InvalidArchive as u16, 6);
 }
@@ -166,7 +170,7 @@ fn non_empty_ping_pong_and_ack_payloads_are_invalid_archives() {
     for kind in [Kind::Ping, Kind::Pong, Kind::Ack] {
         let frame = raw_frame(17, 1, kind as u8, 0, 1, &[0]);
         let error = next_frame(&frame, MAX).unwrap_err();
-        assert_eq!(error, DecodeError::InvalidArchive { kind });
+        assert_eq!(error, DecodeError::InvalidArchive { kind, id: 1 });
         assert_eq!(error.code(), ErrorCode::InvalidArchive);
     }
 }
@@ -197,7 +201,7 @@ fn assert_invalid_archive(kind: Kind, payload: &[u8], what: &str) {
     );
     assert_eq!(
         next_frame(&frame, MAX).unwrap_err(),
-        DecodeError::InvalidArchive { kind },
+        DecodeError::InvalidArchive { kind, id: 1 },
         "{kind:?}: {what}"
     );
 }
@@ -261,7 +265,8 @@ fn invalid_archive_is_reported_when_the_last_byte_arrives_and_no_frame_is_yielde
     assert_eq!(
         error,
         DecodeError::InvalidArchive {
-            kind: Kind::Request
+            kind: Kind::Request,
+            id: 1
         }
     );
 }

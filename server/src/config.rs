@@ -1,6 +1,10 @@
 //! Configuration: embedded defaults, overridden by a TOML file (`--config`), then by
 //! `HOLDFAST_*` environment variables, then by CLI flags (figment merges them in that order).
 //! Every limit is a key whose name carries its unit.
+//!
+//! An unknown key in the file is an error (a typo must not silently run the default); an
+//! unknown `HOLDFAST_*` environment variable is not (a deploy tool's `HOLDFAST_VERSION` must
+//! not stop the server): it is left out and [`unknown_env_vars`] names it for one warning.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -11,6 +15,12 @@ use holdfast_protocol::header::MAX_FRAME_BYTES_CEILING;
 use serde::{Deserialize, Serialize};
 
 use crate::conn::id::{MAX_SHARDS, MAX_SLOTS_PER_SHARD};
+
+/// Prefix of the environment variables that set config keys (`HOLDFAST_SHARDS=2`).
+pub const ENV_PREFIX: &str = "HOLDFAST_";
+/// `HOLDFAST_*` variables holdfast reads that are not config keys: `HOLDFAST_LOG` (the log
+/// filter).
+const ENV_NOT_KEYS: &[&str] = &["log"];
 
 /// Smallest `max_frame_bytes` allowed: every frame the server writes itself (Welcome, Error with
 /// a reason of at most MAX_ERROR_REASON_BYTES, Goodbye, Pong, Ack) must fit.
@@ -23,13 +33,22 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Shards (pinned executors); 0 = one per available CPU.
     pub shards: usize,
-    /// Connections one shard holds; also its ring's fixed-file table size. 0 = RLIMIT_NOFILE
-    /// (the kernel caps a ring's table there), at most 16,777,215.
+    /// Sessions one shard holds (its ring's fixed-file table has up to 64 refusal slots more,
+    /// SERVER_FULL_REFUSAL_SLOTS). 0 = RLIMIT_NOFILE less those slots (the kernel caps a
+    /// ring's table at RLIMIT_NOFILE), at most 16,777,215.
     pub max_connections_per_shard: u32,
     pub listen_backlog: u32,
+    /// SO_SNDBUF of every accepted connection (the kernel doubles it for bookkeeping): the most
+    /// kernel memory a client that never reads can pin beyond `max_outbound_bytes`. 0 = the
+    /// kernel's autotuning (up to net.ipv4.tcp_wmem's maximum, 4 MB by default).
+    pub socket_send_buffer_bytes: u32,
     pub max_frame_bytes: u32,
     /// Bytes queued for one connection (sent and unsent) before it is cut off as a slow consumer.
     pub max_outbound_bytes: u32,
+    /// Bytes of incomplete frames all of one shard's connections may hold together (each holds
+    /// at most max_frame_bytes - 1); the connection that would pass it gets Error
+    /// limit_exceeded and is closed, so many half-sent frames cannot exhaust memory.
+    pub max_partial_frame_bytes_per_shard: u64,
     /// Requests answered but not yet flushed to the socket, per session.
     pub max_inflight_requests: u32,
     pub hello_timeout_ms: u64,
@@ -66,6 +85,21 @@ pub struct Config {
     /// private network: it has no authentication.
     pub admin_listen: SocketAddr,
     pub admin_enabled: bool,
+    /// Admin connections served at once (idle keep-alive ones included); one more is answered
+    /// 503 and closed at once, so a flood of idle connections cannot hold the listener. Each
+    /// open connection costs a descriptor and ~9 KiB (hyper's read buffer and task).
+    pub admin_max_connections: u32,
+    /// Time a client has to send a whole request head, counted from the moment the admin
+    /// listener starts waiting for it: a connection that sends no complete head in this time
+    /// (slowloris, or an idle keep-alive connection) is closed.
+    pub admin_header_timeout_ms: u64,
+    /// Time a client has to send a request body once its head is in; later is 408 and close.
+    pub admin_body_timeout_ms: u64,
+    /// Largest request body (`POST /publish` JSON) accepted; larger is 413 and close.
+    pub admin_max_body_bytes: u32,
+    /// Keep admin connections open between requests (HTTP/1.1 keep-alive); false = one request
+    /// per connection.
+    pub admin_keep_alive: bool,
     /// Attach the eBPF probes to this process at start (`serve --probes`); without eBPF the
     /// server runs without them and logs why.
     pub probes: bool,
@@ -111,6 +145,18 @@ pub struct Config {
     pub tls_cert_file: Option<std::path::PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the TLS listener; re-read on SIGHUP.
     pub tls_key_file: Option<std::path::PathBuf>,
+    /// Log lines on stderr: `text` (human; ANSI colour only when stderr is a terminal) or
+    /// `json` (one JSON object per line, for log shippers). `HOLDFAST_LOG` sets the filter.
+    pub log_format: LogFormat,
+}
+
+/// How `serve` writes its log lines (`log_format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 impl Config {
@@ -125,8 +171,10 @@ impl Default for Config {
             shards: 0,
             max_connections_per_shard: 0,
             listen_backlog: 4096,
+            socket_send_buffer_bytes: 131_072,
             max_frame_bytes: holdfast_protocol::MAX_FRAME_BYTES_DEFAULT,
             max_outbound_bytes: 256 * 1024,
+            max_partial_frame_bytes_per_shard: 64 * 1024 * 1024,
             max_inflight_requests: 64,
             hello_timeout_ms: 5_000,
             heartbeat_interval_ms: 15_000,
@@ -146,6 +194,12 @@ impl Default for Config {
             glommio_io_memory_bytes: 1024 * 1024,
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9878)),
             admin_enabled: true,
+            admin_max_connections: 4_096,
+            admin_header_timeout_ms: 5_000,
+            admin_body_timeout_ms: 10_000,
+            // Fits a max_frame_bytes payload (64 KiB by default) base64-encoded in its JSON.
+            admin_max_body_bytes: 256 * 1024,
+            admin_keep_alive: true,
             probes: false,
             max_topics_per_session: 32,
             event_pipeline_capacity: 4_096,
@@ -165,6 +219,7 @@ impl Default for Config {
             tls_listen: None,
             tls_cert_file: None,
             tls_key_file: None,
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -184,6 +239,14 @@ fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
         problem: problem.into(),
     }
 }
+
+/// The most entries one io_uring fixed-file table may have (IORING_MAX_FIXED_FILES in
+/// io_uring/rsrc.c); RLIMIT_NOFILE caps it further.
+pub const IORING_MAX_FIXED_FILES: u32 = 1 << 20;
+
+/// Bounds of a non-zero `socket_send_buffer_bytes`.
+pub const MIN_SOCKET_SEND_BUFFER_BYTES: u32 = 4_096;
+pub const MAX_SOCKET_SEND_BUFFER_BYTES: u32 = 64 * 1024 * 1024;
 
 /// Connection slots per shard beyond `max_connections_per_shard`, in which a connection over
 /// the cap is accepted just long enough to get Error(server_full) with a reconnect hint.
@@ -220,6 +283,33 @@ impl Config {
         }
     }
 
+    /// Whether each shard's ring can be built on this host: its fixed-file table (sessions plus
+    /// refusal slots) may hold at most IORING_MAX_FIXED_FILES entries and at most RLIMIT_NOFILE
+    /// (io_uring/rsrc.c). The error names the limit and the fix.
+    pub fn check_ring_table(&self) -> Result<(), String> {
+        let sessions = self.capacity_per_shard();
+        if sessions > IORING_MAX_FIXED_FILES {
+            let shards_needed = (u64::from(sessions) * self.shard_count() as u64)
+                .div_ceil(u64::from(IORING_MAX_FIXED_FILES));
+            return Err(format!(
+                "max_connections_per_shard = {sessions} is above the kernel's cap on one io_uring \
+                 fixed-file table ({IORING_MAX_FIXED_FILES}, IORING_MAX_FIXED_FILES): run at \
+                 least {shards_needed} shards (shards = N, one per core) or lower \
+                 max_connections_per_shard"
+            ));
+        }
+        let nofile = nofile_limit();
+        if sessions > nofile {
+            return Err(format!(
+                "max_connections_per_shard = {sessions} is above RLIMIT_NOFILE = {nofile}, which \
+                 caps each io_uring fixed-file table: raise LimitNOFILE= in holdfast.service (or \
+                 ulimit -n) to at least {}, or lower max_connections_per_shard",
+                u64::from(sessions) + u64::from(SERVER_FULL_REFUSAL_SLOTS)
+            ));
+        }
+        Ok(())
+    }
+
     /// Slots beyond `capacity_per_shard` in which connections over the cap are told
     /// Error(server_full): [`SERVER_FULL_REFUSAL_SLOTS`], or fewer if RLIMIT_NOFILE leaves no
     /// room (then the kernel closes over-cap connections at accept instead).
@@ -243,8 +333,11 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
+        let keys = config_keys();
         let config: Config = figment
-            .merge(Env::prefixed("HOLDFAST_").ignore(&["log"]))
+            .merge(
+                Env::prefixed(ENV_PREFIX).filter(move |key| keys.iter().any(|k| key == k.as_str())),
+            )
             .merge(Serialized::defaults(overrides))
             .extract()
             .map_err(Box::new)?;
@@ -261,6 +354,24 @@ impl Config {
             return Err(invalid(
                 "max_connections_per_shard",
                 format!("below {MAX_SLOTS_PER_SHARD}"),
+            ));
+        }
+        if self.socket_send_buffer_bytes != 0
+            && !(MIN_SOCKET_SEND_BUFFER_BYTES..=MAX_SOCKET_SEND_BUFFER_BYTES)
+                .contains(&self.socket_send_buffer_bytes)
+        {
+            return Err(invalid(
+                "socket_send_buffer_bytes",
+                format!(
+                    "0 (kernel autotuning) or {MIN_SOCKET_SEND_BUFFER_BYTES} ..= \
+                     {MAX_SOCKET_SEND_BUFFER_BYTES}"
+                ),
+            ));
+        }
+        if self.max_partial_frame_bytes_per_shard < u64::from(self.max_frame_bytes) {
+            return Err(invalid(
+                "max_partial_frame_bytes_per_shard",
+                "at least max_frame_bytes (one connection's largest incomplete frame)",
             ));
         }
         if !(MIN_MAX_FRAME_BYTES..=MAX_FRAME_BYTES_CEILING).contains(&self.max_frame_bytes) {
@@ -381,6 +492,20 @@ impl Config {
         if !self.ws_path.starts_with('/') || self.ws_path.contains(['?', '#', ' ']) {
             return Err(invalid("ws_path", "a path starting with / (no query)"));
         }
+        if !(1..=65_536).contains(&self.admin_max_connections) {
+            return Err(invalid("admin_max_connections", "between 1 and 65536"));
+        }
+        for (key, value) in [
+            ("admin_header_timeout_ms", self.admin_header_timeout_ms),
+            ("admin_body_timeout_ms", self.admin_body_timeout_ms),
+        ] {
+            if !(100..=600_000).contains(&value) {
+                return Err(invalid(key, "between 100 and 600000"));
+            }
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.admin_max_body_bytes) {
+            return Err(invalid("admin_max_body_bytes", "between 1024 and 67108864"));
+        }
         if !(1..=1024).contains(&self.max_topics_per_session) {
             return Err(invalid("max_topics_per_session", "between 1 and 1024"));
         }
@@ -438,6 +563,37 @@ impl Config {
     }
 }
 
+/// Every config key (the fields of [`Config`]).
+pub fn config_keys() -> Vec<String> {
+    match serde_json::to_value(Config::default()) {
+        Ok(serde_json::Value::Object(fields)) => fields.keys().cloned().collect(),
+        _ => unreachable!("Config serializes to a JSON object"),
+    }
+}
+
+/// The `HOLDFAST_*` variables in `vars` that name no config key (and are not `HOLDFAST_LOG`),
+/// sorted: what `serve` leaves out and warns about once.
+pub fn unknown_env_vars(vars: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
+    let keys = config_keys();
+    let mut unknown: Vec<String> = vars
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| {
+            let Some(key) = name
+                .get(..ENV_PREFIX.len())
+                .filter(|prefix| prefix.eq_ignore_ascii_case(ENV_PREFIX))
+                .and_then(|_| name.get(ENV_PREFIX.len()..))
+            else {
+                return false;
+            };
+            let known = |k: &str| k.eq_ignore_ascii_case(key);
+            !keys.iter().any(|k| known(k)) && !ENV_NOT_KEYS.iter().any(|k| known(k))
+        })
+        .collect();
+    unknown.sort();
+    unknown
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -445,6 +601,61 @@ mod tests {
     #[test]
     fn defaults_validate() {
         Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn websocket_keys_load_from_toml_and_a_clashing_port_or_bad_path_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ws.toml");
+        std::fs::write(
+            &path,
+            "ws_listen = \"127.0.0.1:7879\"\nws_path = \"/holdfast\"\n\
+             ws_allowed_origins = [\"file://\", \"https://app.example\"]\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&path), &serde_json::json!({})).unwrap();
+        assert_eq!(
+            config.ws_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 7879)))
+        );
+        assert_eq!(config.ws_path, "/holdfast");
+        assert_eq!(
+            config.ws_allowed_origins,
+            ["file://", "https://app.example"]
+        );
+        config.validate().unwrap();
+        let clash = Config {
+            ws_listen: Some(Config::default().listen),
+            ..Config::default()
+        };
+        let err = clash.validate().unwrap_err().to_string();
+        assert!(err.contains("ws_listen"), "{err}");
+        let bad_path = Config {
+            ws_path: "ws?x=1".to_owned(),
+            ..Config::default()
+        };
+        let err = bad_path.validate().unwrap_err().to_string();
+        assert!(err.contains("ws_path"), "{err}");
+    }
+
+    #[test]
+    fn unknown_holdfast_env_vars_are_named_and_keys_log_and_other_vars_are_not() {
+        let vars = [
+            ("HOLDFAST_VERSION", "1"),
+            ("HOLDFAST_SHARDS", "2"),
+            ("HOLDFAST_LOG", "debug"),
+            ("HOLDFAST_ADMIN_MAX_CONNECTIONS", "10"),
+            ("HOLDFAST_BIN", "/x"),
+            ("PATH", "/bin"),
+            ("HOLDFAST", "x"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        assert_eq!(unknown_env_vars(vars), ["HOLDFAST_BIN", "HOLDFAST_VERSION"]);
+        assert!(config_keys().iter().any(|k| k == "admin_max_connections"));
+        assert!(
+            config_keys().iter().any(|k| k == "nats_url"),
+            "None keys count too"
+        );
     }
 
     #[test]

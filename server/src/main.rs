@@ -1,10 +1,11 @@
 //! The `holdfast` command.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use holdfast_server::config::Config;
+use holdfast_server::config::{Config, LogFormat};
 use serde::Serialize;
 
 #[global_allocator]
@@ -75,15 +76,14 @@ struct ConfigArgs {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Serve(ConfigArgs::default())) {
+    let command = cli.command.unwrap_or(Command::Serve(ConfigArgs::default()));
+    // serve and check-config log in the configured format, once the config is read; the other
+    // commands in text.
+    if !matches!(command, Command::Serve(_) | Command::CheckConfig(_)) {
+        init_logging(LogFormat::Text);
+    }
+    match command {
         Command::Serve(args) => {
             let config = match Config::load(args.config.as_deref(), &args) {
                 Ok(config) => config,
@@ -92,6 +92,8 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_BAD_CONFIG);
                 }
             };
+            init_logging(config.log_format);
+            warn_unknown_env();
             match holdfast_server::serve::serve(config) {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(message) => {
@@ -109,8 +111,16 @@ fn main() -> ExitCode {
         },
         Command::CheckConfig(args) => match Config::load(args.config.as_deref(), &args) {
             Ok(config) => {
+                init_logging(config.log_format);
+                warn_unknown_env();
                 print!("{}", config.to_toml());
-                ExitCode::SUCCESS
+                match config.check_ring_table() {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("holdfast: {e}");
+                        ExitCode::from(EXIT_BAD_CONFIG)
+                    }
+                }
             }
             Err(e) => {
                 eprintln!("holdfast: {e}");
@@ -132,5 +142,38 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_RUNTIME_FAILURE)
             }
         },
+    }
+}
+
+/// Log lines go to stderr, filtered by HOLDFAST_LOG (default info). Text has ANSI colour only
+/// when stderr is a terminal: a file or journald gets plain text.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().flatten_event(true).with_ansi(false).init(),
+    }
+}
+
+/// One warning naming every `HOLDFAST_*` environment variable that is not a config key (they
+/// are ignored, not fatal: deploy tools set their own).
+fn warn_unknown_env() {
+    let vars = std::env::vars_os().map(|(name, value)| {
+        (
+            name.to_string_lossy().into_owned(),
+            value.to_string_lossy().into_owned(),
+        )
+    });
+    let unknown = holdfast_server::config::unknown_env_vars(vars);
+    if !unknown.is_empty() {
+        tracing::warn!(
+            "ignoring environment variables that are not config keys: {} (key KEY is set as {}KEY)",
+            unknown.join(", "),
+            holdfast_server::config::ENV_PREFIX
+        );
     }
 }

@@ -23,6 +23,7 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let shards = config.shard_count();
     let capacity = config.capacity_per_shard();
+    config.check_ring_table()?;
     crate::ops::tune::warn_host_shortfalls(&config, shards, capacity);
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -77,6 +78,10 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
         .as_ref()
         .and_then(|l| l.local_addr().ok())
         .and_then(|a| a.as_socket());
+    for listener in listeners.iter().chain(ws_listeners.iter().flatten()) {
+        socket::limit_send_buffer(listener, config.socket_send_buffer_bytes)
+            .map_err(|e| format!("cannot set socket_send_buffer_bytes: {e}"))?;
+    }
     let local = listeners[0]
         .local_addr()
         .ok()
@@ -218,7 +223,8 @@ fn start_admin(
         publish_secret: config.publish_secret.clone(),
         max_frame_bytes: config.max_frame_bytes,
     };
-    let admin = crate::admin::spawn(config.admin_listen, state).map_err(|e| {
+    let limits = crate::admin::AdminLimits::from_config(config);
+    let admin = crate::admin::spawn(config.admin_listen, state, limits).map_err(|e| {
         format!(
             "cannot listen for admin on {}: {e} (set admin_listen, or admin_enabled = false)",
             config.admin_listen

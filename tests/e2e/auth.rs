@@ -1,7 +1,7 @@
 use holdfast_protocol::token;
 use holdfast_protocol::{ErrorCode, Kind};
 
-use crate::support::Server;
+use crate::support::{Ending, Server};
 
 const SECRET: &str = "test-secret-of-some-length";
 
@@ -33,7 +33,7 @@ fn token_for_another_client_id_is_refused_and_closed() {
         client.hello_with("device-2", &token).error_code(),
         Some(ErrorCode::AuthFailed)
     );
-    assert!(client.closed_by_server());
+    assert_eq!(client.ending(), Ending::Eof(vec![]));
 }
 
 #[test]
@@ -45,7 +45,7 @@ fn expired_token_is_refused_with_auth_expired() {
         client.hello_with("device-1", &token).error_code(),
         Some(ErrorCode::AuthExpired)
     );
-    assert!(client.closed_by_server());
+    assert_eq!(client.ending(), Ending::Eof(vec![]));
 }
 
 #[test]
@@ -54,7 +54,7 @@ fn anonymous_hello_is_refused_when_auth_is_on() {
     let mut client = server.connect();
     client.send(Kind::Hello, 1, &[]);
     assert_eq!(client.recv().error_code(), Some(ErrorCode::AuthFailed));
-    assert!(client.closed_by_server());
+    assert_eq!(client.ending(), Ending::Eof(vec![]));
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use std::net::Shutdown;
 
-use crate::support::{echo_frame, Server};
+use crate::support::{echo_frame, Ending, Server};
 
 const TWO_SLOTS: &str = "shards = 1\nmax_connections_per_shard = 2\n";
 
@@ -42,7 +42,11 @@ fn half_closed_peers_are_cleaned_up() {
         let mut a = server.connect();
         a.hello();
         a.stream.shutdown(Shutdown::Write).unwrap();
-        assert!(a.closed_by_server(), "server closes after the peer's EOF");
+        assert_eq!(
+            a.ending(),
+            Ending::Eof(vec![]),
+            "server closes after the peer's EOF"
+        );
     }
     both_slots_work(&server);
 }
@@ -56,7 +60,7 @@ fn eof_in_the_middle_of_a_frame_frees_the_slot() {
         let frame = echo_frame(1, &[7; 1000]);
         a.send_raw(&frame[..500]);
         a.stream.shutdown(Shutdown::Write).unwrap();
-        assert!(a.closed_by_server());
+        assert_eq!(a.ending(), Ending::Eof(vec![]));
     }
     both_slots_work(&server);
 }
@@ -70,5 +74,5 @@ fn half_closed_peer_still_gets_its_replies() {
     a.send_raw(&frame);
     a.stream.shutdown(Shutdown::Write).unwrap();
     assert_eq!(a.recv().bytes, frame);
-    assert!(a.closed_by_server());
+    assert_eq!(a.ending(), Ending::Eof(vec![]));
 }

@@ -20,13 +20,13 @@ const NATS_SERVER_PATHS: [&str; 2] = ["/usr/sbin/nats-server", "/usr/bin/nats-se
 const DELIVERY_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A nats-server on 127.0.0.1:`port`, killed on drop.
-struct Nats {
+pub(crate) struct Nats {
     child: Child,
     port: u16,
 }
 
 impl Nats {
-    fn start(port: u16) -> Nats {
+    pub(crate) fn start(port: u16) -> Nats {
         let binary = nats_server_binary().unwrap_or_else(|| {
             panic!(
                 "nats-server is missing (looked in {NATS_SERVER_PATHS:?} and PATH): the cluster test needs a real NATS server; run ./run.sh deps (Debian package nats-server)"
@@ -90,7 +90,7 @@ impl Nats {
         }
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -111,7 +111,7 @@ fn nats_server_binary() -> Option<std::path::PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -119,7 +119,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn host(nats: &Nats, id: &str) -> Server {
+pub(crate) fn host(nats: &Nats, id: &str) -> Server {
     Server::start(&format!(
         "shards = 2\nnats_url = \"{}\"\ncluster_host_id = \"{id}\"\n",
         nats.url()
@@ -127,7 +127,7 @@ fn host(nats: &Nats, id: &str) -> Server {
 }
 
 /// A session on `server` with `client_id`, subscribed to `topics`.
-fn session(server: &Server, client_id: &str, topics: &[&str]) -> Client {
+pub(crate) fn session(server: &Server, client_id: &str, topics: &[&str]) -> Client {
     let mut client = server.connect();
     let mut out = BytesMut::new();
     let hello = Hello {
@@ -151,7 +151,7 @@ fn session(server: &Server, client_id: &str, topics: &[&str]) -> Client {
 }
 
 /// (topic, seq, payload) of every Push queued for `client` up to the Pong of a Ping.
-fn pushes(client: &mut Client, ping_id: u64) -> Vec<(String, u64, String)> {
+pub(crate) fn pushes(client: &mut Client, ping_id: u64) -> Vec<(String, u64, String)> {
     client.send(Kind::Ping, ping_id, &[]);
     let mut out = Vec::new();
     loop {
@@ -175,7 +175,7 @@ fn pushes(client: &mut Client, ping_id: u64) -> Vec<(String, u64, String)> {
 /// Calls `send` (a publish somewhere, with a fresh payload) until `client` receives a Push with
 /// that payload: NATS subscriptions are made asynchronously after the Ack, and reconnects take
 /// a moment. Returns the push (topic, seq) and how many publishes it took.
-fn until_received(
+pub(crate) fn until_received(
     client: &mut Client,
     label: &str,
     mut send: impl FnMut(&str),
@@ -203,13 +203,13 @@ fn until_received(
     }
 }
 
-fn publish_ok(server: &Server, json: &str) -> String {
+pub(crate) fn publish_ok(server: &Server, json: &str) -> String {
     let (status, body) = publish(server, json, None);
     assert!((200..300).contains(&status), "{status} {body}");
     body
 }
 
-fn metric(server: &Server, name: &str) -> u64 {
+pub(crate) fn metric(server: &Server, name: &str) -> u64 {
     let (status, body) = admin_request(
         server.admin.unwrap(),
         "GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n",

@@ -1,7 +1,10 @@
+use std::time::{Duration, Instant};
+
 use holdfast_protocol::Kind;
 
+use crate::metrics::{counter_sum, scrape};
 use crate::slow_consumer::small_window_client;
-use crate::support::{echo_frame, Server};
+use crate::support::{echo_frame, Ending, Server};
 
 #[test]
 fn sigterm_delivers_queued_frames_then_goodbye_and_exits_zero() {
@@ -15,7 +18,9 @@ fn sigterm_delivers_queued_frames_then_goodbye_and_exits_zero() {
     for _ in 0..FRAMES {
         client.send_raw(&frame);
     }
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    // SIGTERM only once the server has read every echo (its replies are then queued or sent),
+    // not after a guessed sleep: the promise under test is about frames already taken in.
+    wait_for_frames_received(&server, FRAMES as f64 + 1.0);
     server.signal(libc::SIGTERM);
 
     let mut echoes = 0;
@@ -39,9 +44,9 @@ fn sigterm_delivers_queued_frames_then_goodbye_and_exits_zero() {
         (1000..=1500).contains(&hint),
         "reconnect hint {hint} within base + jitter"
     );
-    assert!(client.closed_by_server());
+    assert_eq!(client.ending(), Ending::Eof(vec![]));
     drop(client);
-    let status = server.wait_exit(std::time::Duration::from_secs(15));
+    let status = server.wait_exit(Duration::from_secs(15));
     assert!(status.success(), "exit status {status:?}");
 }
 
@@ -55,10 +60,25 @@ fn drain_with_idle_sessions_exits_promptly() {
     server.signal(libc::SIGTERM);
     for client in &mut clients {
         assert_eq!(client.recv().kind, Kind::Goodbye);
-        assert!(client.closed_by_server());
+        assert_eq!(client.ending(), Ending::Eof(vec![]));
     }
     drop(clients);
-    assert!(server
-        .wait_exit(std::time::Duration::from_secs(15))
-        .success());
+    assert!(server.wait_exit(Duration::from_secs(15)).success());
+}
+
+/// Polls /metrics until the server has counted `frames` received frames (over all shards).
+fn wait_for_frames_received(server: &Server, frames: f64) {
+    const WAIT_LIMIT: Duration = Duration::from_secs(10);
+    let start = Instant::now();
+    loop {
+        let received = counter_sum(&scrape(server), "holdfast_frames_received_total");
+        if received >= frames {
+            return;
+        }
+        assert!(
+            start.elapsed() < WAIT_LIMIT,
+            "the server read {received} of {frames} frames in {WAIT_LIMIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

@@ -2,15 +2,22 @@
 
 mod support;
 
+mod admin_flood;
 mod auth;
 mod bad_input;
 mod cleanup;
+mod client;
 mod cluster;
+mod config_env;
 mod drain;
+mod ending;
+mod fault_proxy;
+mod faults;
 mod hostile;
 mod metrics;
 mod push;
 mod reads;
+mod reconnect_jitter;
 mod requests;
 mod scale;
 mod session;

@@ -3,9 +3,11 @@
 //! pipeline's ack, drop and backpressure behaviour; the trending processor.
 
 use bytes::BytesMut;
-use holdfast_protocol::payload::{Event, Hello, Subscribe, TopicName, Unsubscribe};
+use holdfast_client::{ClientConfig, TokenSource};
+use holdfast_protocol::payload::{Event, Subscribe, TopicName, Unsubscribe};
 use holdfast_protocol::{encode_frame, next_frame, ErrorCode, Kind, Payload, FLAG_ACK_REQUESTED};
 
+use crate::client::{connect, next_push};
 use crate::support::{publish, Client, Received, Server};
 
 fn topics_frame(kind: Kind, id: u64, names: &[&str]) -> Vec<u8> {
@@ -139,28 +141,24 @@ fn connection_target_delivers_and_a_stale_id_is_refused() {
     assert_eq!(status, 404, "the closed connection's id is stale");
 }
 
-#[test]
-fn client_id_target_reaches_that_clients_session() {
+#[tokio::test]
+async fn client_id_target_reaches_that_clients_session() {
     let server = Server::start("shards = 2\n");
-    let mut alice = server.connect();
-    let mut out = BytesMut::new();
-    let hello = Hello {
-        client_id: "alice",
-        token: &[],
-        versions: &[1],
-        heartbeat_ms: 0,
-    };
-    encode_frame(&mut out, 0, 1, &hello, 65_536).unwrap();
-    alice.send_raw(&out);
-    assert_eq!(alice.recv().kind, Kind::Welcome);
-    nothing_pending(&mut alice); // the directory registration has landed by now
+    let (alice, mut pushes) =
+        connect(ClientConfig::tcp(server.addr.to_string()).with_client_id("alice")).await;
+    alice.request("echo", "").await.unwrap(); // the directory registration has landed by now
     let (status, body) = publish(
         &server,
         r#"{"target":"client","client_id":"alice","payload":"for alice"}"#,
         None,
     );
     assert_eq!((status, body.trim()), (200, r#"{"delivered":1}"#));
-    assert_eq!(push_of(&alice.recv()).2, b"for alice");
+    let push = next_push(&mut pushes).await;
+    assert_eq!(
+        (push.topic.as_str(), push.seq, &push.payload[..]),
+        ("", 0, &b"for alice"[..]),
+        "pushes to a client id carry no topic and no sequence number"
+    );
     let (status, _) = publish(
         &server,
         r#"{"target":"client","client_id":"bob","payload":"x"}"#,
@@ -396,42 +394,33 @@ fn holdfast_publish_command_reaches_a_subscriber() {
     );
 }
 
-#[test]
-fn only_a_publisher_session_may_publish_from_a_connection() {
+#[tokio::test]
+async fn only_a_publisher_session_may_publish_from_a_connection() {
     let secret = "test-secret-of-some-length";
     let server = Server::start(&format!("shards = 2\nauth_secret = \"{secret}\"\n"));
-    let expiry = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 60;
-    let sign = |client: &str| holdfast_protocol::token::sign(secret.as_bytes(), client, expiry);
-    let mut reader = server.connect();
-    assert_eq!(
-        reader.hello_with("device-1", &sign("device-1")).kind,
-        Kind::Welcome
-    );
-    subscribe(&mut reader, 1, &["alerts"]);
+    let session = |client_id: &str| {
+        ClientConfig::tcp(server.addr.to_string())
+            .with_client_id(client_id)
+            .with_token(TokenSource::Secret {
+                secret: secret.as_bytes().to_vec(),
+                ttl_s: 60,
+            })
+    };
+    let (reader, mut pushes) = connect(session("device-1")).await;
+    reader.subscribe(["alerts"]).await.unwrap();
     let body = br#"{"target":"topic","topic":"alerts","payload":"from a session"}"#;
-    reader.request(2, "publish", body);
+    let refused = reader.request("publish", &body[..]).await.unwrap_err();
     assert_eq!(
-        reader.recv().error_code(),
+        refused.code(),
         Some(ErrorCode::AuthFailed),
         "not a publisher"
     );
-    let mut publisher = server.connect();
+    let (publisher, _) = connect(session("publisher:backend")).await;
+    publisher.request("publish", &body[..]).await.unwrap();
+    let push = next_push(&mut pushes).await;
     assert_eq!(
-        publisher
-            .hello_with("publisher:backend", &sign("publisher:backend"))
-            .kind,
-        Kind::Welcome
-    );
-    publisher.request(3, "publish", body);
-    let response = publisher.recv();
-    assert_eq!((response.kind, response.id), (Kind::Response, 3));
-    assert_eq!(
-        push_of(&reader.recv()),
-        ("alerts".into(), 1, b"from a session".to_vec())
+        (push.topic.as_str(), push.seq, &push.payload[..]),
+        ("alerts", 1, &b"from a session"[..])
     );
 }
 

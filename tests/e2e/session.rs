@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use holdfast_protocol::Kind;
 
-use crate::support::{echo_frame, Server};
+use crate::support::{echo_frame, Ending, Server};
 
 #[test]
 fn hello_welcome_then_echo_is_byte_exact() {
@@ -79,7 +79,7 @@ fn client_goodbye_is_answered_by_a_prompt_close() {
     holdfast_protocol::encode_frame(&mut out, 0, 3, &goodbye, 65_536).unwrap();
     client.send_raw(&out);
     let start = std::time::Instant::now();
-    assert!(client.closed_by_server());
+    assert_eq!(client.ending(), Ending::Eof(vec![]));
     assert!(
         start.elapsed() < Duration::from_secs(5),
         "the server shut its side at once, not after close_linger_ms"

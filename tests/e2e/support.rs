@@ -39,11 +39,22 @@ impl Server {
 
     /// As [`Server::start_with`], with extra `holdfast serve` flags (e.g. `--probes`).
     pub fn start_with_args(toml: &str, env: &[(&str, &str)], args: &[&str]) -> Server {
+        Server::start_listening("127.0.0.1:0".parse().unwrap(), toml, env, args)
+    }
+
+    /// As [`Server::start_with_args`], listening on `listen` (e.g. a restart on the port a
+    /// killed server had).
+    pub fn start_listening(
+        listen: SocketAddr,
+        toml: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("holdfast.toml");
         std::fs::write(
             &path,
-            format!("listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{toml}"),
+            format!("listen = \"{listen}\"\nadmin_listen = \"127.0.0.1:0\"\n{toml}"),
         )
         .unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_holdfast"));
@@ -256,8 +267,39 @@ impl Client {
             .unwrap_or_else(|| panic!("connection closed while a frame was expected"))
     }
 
-    /// Next frame, or None on EOF / reset.
+    /// Next frame, or None on EOF / reset. Panics if nothing arrives within REPLY_TIMEOUT_MS.
     pub fn try_recv(&mut self) -> Option<Received> {
+        let deadline = Instant::now() + Duration::from_millis(REPLY_TIMEOUT_MS);
+        match self.next_until(deadline) {
+            Next::Frame(received) => Some(received),
+            Next::Eof | Next::Reset => None,
+            Next::TimedOut => panic!("nothing arrived within {REPLY_TIMEOUT_MS} ms"),
+        }
+    }
+
+    /// How the connection ends, waiting at most REPLY_TIMEOUT_MS: [`Ending::Eof`] or
+    /// [`Ending::Reset`] if the server closed it, [`Ending::Open`] if it was still open when the
+    /// wait ran out. Each carries the kinds of the frames that arrived during the wait.
+    pub fn ending(&mut self) -> Ending {
+        self.ending_within(Duration::from_millis(REPLY_TIMEOUT_MS))
+    }
+
+    /// As [`Client::ending`], waiting at most `wait`.
+    pub fn ending_within(&mut self, wait: Duration) -> Ending {
+        let deadline = Instant::now() + wait;
+        let mut frames = Vec::new();
+        loop {
+            match self.next_until(deadline) {
+                Next::Frame(received) => frames.push(received.kind),
+                Next::Eof => return Ending::Eof(frames),
+                Next::Reset => return Ending::Reset(frames),
+                Next::TimedOut => return Ending::Open(frames),
+            }
+        }
+    }
+
+    /// The next whole frame, or how the stream ended, or nothing by `deadline`.
+    fn next_until(&mut self, deadline: Instant) -> Next {
         loop {
             if let Some(frame) =
                 next_frame(&self.buf, u32::MAX >> 8).expect("server sends valid frames")
@@ -269,27 +311,53 @@ impl Client {
                 };
                 let len = frame.bytes.len();
                 let _ = self.buf.split_to(len);
-                return Some(received);
+                return Next::Frame(received);
             }
+            let now = Instant::now();
+            if now >= deadline {
+                return Next::TimedOut;
+            }
+            // A zero read timeout means "block forever": keep at least 1 ms.
+            let left = (deadline - now).max(Duration::from_millis(1));
+            self.stream.set_read_timeout(Some(left)).unwrap();
             let mut chunk = [0u8; 65_536];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return None,
+            let read = self.stream.read(&mut chunk);
+            self.stream
+                .set_read_timeout(Some(Duration::from_millis(REPLY_TIMEOUT_MS)))
+                .unwrap();
+            match read {
+                Ok(0) => return Next::Eof,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Next::Reset,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => panic!("read failed: {e}"),
             }
         }
     }
+}
 
-    /// True once the server has closed the connection (EOF or reset) within the timeout.
-    pub fn closed_by_server(&mut self) -> bool {
-        loop {
-            match self.try_recv() {
-                None => return true,
-                Some(_) => continue,
-            }
-        }
-    }
+/// What [`Client::next_until`] found.
+enum Next {
+    Frame(Received),
+    Eof,
+    Reset,
+    TimedOut,
+}
+
+/// How a connection ended during a wait, with the kinds of the frames that arrived first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// The server shut its side down (FIN): a graceful close.
+    Eof(Vec<Kind>),
+    /// The connection was reset (RST), e.g. closed with bytes of ours still unread.
+    Reset(Vec<Kind>),
+    /// Still open when the wait ran out.
+    Open(Vec<Kind>),
 }
 
 /// An Echo frame with `payload`.
@@ -307,25 +375,70 @@ pub fn echo_frame(id: u64, payload: &[u8]) -> Vec<u8> {
     out.to_vec()
 }
 
-/// One raw HTTP request to the admin listener: (status, body).
+/// One raw HTTP request to the admin listener on a new connection: (status, body).
 pub fn admin_request(admin: SocketAddr, raw: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(admin).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     stream.write_all(raw.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split_whitespace()
-        .nth(1)
+    let response =
+        read_http_response(&mut stream).unwrap_or_else(|| panic!("no response to {raw:?}"));
+    (response.status, response.body)
+}
+
+/// One HTTP/1.1 response as read off the wire.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header lines, names lowercased: ("content-length", "12").
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one response (head, then `Content-Length` bytes of body) without waiting for the
+/// connection to close, so it works on keep-alive connections. None if the connection closed
+/// (or failed) before a whole response.
+pub fn read_http_response(stream: &mut TcpStream) -> Option<HttpResponse> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    let head = String::from_utf8(head).expect("response head is UTF-8");
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {response:?}"));
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+        .unwrap_or_else(|| panic!("no status line in {head:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .map_or(0, |(_, v)| v.parse().expect("numeric Content-Length"));
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).ok()?;
+    Some(HttpResponse {
+        status,
+        headers,
+        body: String::from_utf8(body).expect("response body is UTF-8"),
+    })
 }
 
 /// `POST /publish` with a JSON body (and a bearer secret if given).

@@ -2,7 +2,7 @@ use std::time::{Duration, Instant};
 
 use holdfast_protocol::{ErrorCode, Kind};
 
-use crate::support::Server;
+use crate::support::{Ending, Server};
 
 #[test]
 fn silent_connection_is_closed_after_hello_timeout() {
@@ -11,7 +11,7 @@ fn silent_connection_is_closed_after_hello_timeout() {
     let mut client = server.connect();
     let error = client.recv();
     assert_eq!(error.error_code(), Some(ErrorCode::HelloTimeout));
-    assert!(client.closed_by_server());
+    assert_eq!(client.ending(), Ending::Eof(vec![]));
     let waited = start.elapsed();
     assert!(
         waited >= Duration::from_millis(290),
@@ -34,7 +34,7 @@ fn server_pings_then_closes_a_session_that_stays_silent() {
         "closed at the timeout, not before: {:?}",
         start.elapsed()
     );
-    assert!(client.closed_by_server());
+    assert_eq!(client.ending(), Ending::Eof(vec![]));
 }
 
 #[test]

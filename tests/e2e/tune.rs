@@ -142,3 +142,46 @@ fn serve_warns_about_a_shortfall_at_start_and_still_serves() {
     );
     assert!(warnings.iter().all(|l| !l.contains('\n')), "one line each");
 }
+
+/// The kernel caps one io_uring fixed-file table at 1,048,576 entries (IORING_MAX_FIXED_FILES)
+/// and at RLIMIT_NOFILE: a plan or a config past either is refused up front with the limit
+/// and the fix named, not left to fail at ring setup.
+#[test]
+fn plans_and_configs_past_the_kernels_per_ring_cap_are_refused_naming_it() {
+    let output = holdfast(&[
+        "tune",
+        "--connections",
+        "10000000",
+        "--cores",
+        "2",
+        "--memory-gib",
+        "64",
+    ]);
+    let text = format!(
+        "{}{}",
+        stdout(&output),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains("IORING_MAX_FIXED_FILES"), "{text}");
+    assert!(text.contains("shards"), "{text}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("holdfast.toml");
+    let nofile = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap().0;
+    std::fs::write(
+        &path,
+        format!(
+            "listen = \"127.0.0.1:0\"\nadmin_enabled = false\nshards = 1\nmax_connections_per_shard = {}\n",
+            nofile + 1
+        ),
+    )
+    .unwrap();
+    for command in ["check-config", "serve"] {
+        let output = holdfast(&[command, "--config", path.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{command}: {stderr}");
+        assert!(stderr.contains("RLIMIT_NOFILE"), "{command}: {stderr}");
+        assert!(stderr.contains("LimitNOFILE"), "{command}: {stderr}");
+    }
+}

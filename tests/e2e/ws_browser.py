@@ -1,11 +1,11 @@
-"""The JS client page in a real browser: headless Chromium opens clients/js/index.html (from a
-file, the server address in its query string), the page connects to Holdfast's ws_listen and
-subscribes; this script publishes through POST /publish and reads the page's DOM over the
+"""The JS client page in a real browser: headless Chromium opens the page the admin listener
+serves (`GET /`, clients/js/index.html built into the binary; the WebSocket address in its
+query string), the page connects to Holdfast's ws_listen and subscribes; this script publishes through POST /publish and reads the page's DOM over the
 DevTools protocol until every push is shown, checks they arrived in order with no gap, and
 saves a screenshot.
 
 Run by tests/e2e/ws.rs as
-    python3 ws_browser.py WS_URL ADMIN_ADDR PAGE_PATH SCREENSHOT_PATH
+    python3 ws_browser.py WS_URL ADMIN_ADDR SCREENSHOT_PATH
 Prints `1 passed, 0 failed` on success; exits 1 with the reason otherwise.
 """
 
@@ -23,7 +23,7 @@ import urllib.request
 
 import websockets
 
-WS_URL, ADMIN, PAGE, SCREENSHOT = sys.argv[1:5]
+WS_URL, ADMIN, SCREENSHOT = sys.argv[1:4]
 TOPIC = "browser-news"
 PUSHES = 12
 TIMEOUT_S = 20
@@ -107,7 +107,7 @@ def main():
     assert chromium, "chromium is not installed (Debian package chromium, see run.sh)"
     profile = tempfile.mkdtemp(prefix="holdfast-chromium-")
     query = urllib.parse.urlencode({"server": WS_URL, "topic": TOPIC})
-    url = f"file://{os.path.abspath(PAGE)}?{query}"
+    url = f"http://{ADMIN}/?{query}"
     browser = subprocess.Popen(
         [
             chromium,
@@ -119,8 +119,6 @@ def main():
             "--disable-sync",
             "--no-first-run",
             f"--user-data-dir={profile}",
-            # ES modules load from file:// pages only with this flag (their origin is "null").
-            "--allow-file-access-from-files",
             "--remote-debugging-address=127.0.0.1",
             "--remote-debugging-port=0",
             "--window-size=900,700",

@@ -973,6 +973,11 @@ impl Worker {
         let reconnect =
             (self.plan.workload == Workload::Storm).then_some(self.plan.retry_backoff_ms);
         let reconnect = reconnect.filter(|_| self.plan.storm_mode == StormMode::Goodbye);
+        if reconnect.is_some() {
+            // A connection lost without a Goodbye (the server was killed) starts the storm's
+            // clock too, so "all back after" is measured from the first loss.
+            self.storm_first_drop_ns.get_or_insert(now);
+        }
         self.close_session(idx, now, reconnect);
     }
 

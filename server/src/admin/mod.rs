@@ -1,27 +1,31 @@
 //! The admin HTTP listener: `GET /metrics` (Prometheus text), `GET /healthz` (live),
-//! `GET /readyz` (accepting, not draining). One thread of its own, one connection at a time, off
-//! the data path: it reaches shards only by putting `ShardMsg::Stats` in their inboxes and
-//! waiting (bounded) for the copies they send back.
+//! `GET /readyz` (accepting, not draining), `POST /publish`. One thread of its own, off the data
+//! path: it reaches shards only by putting messages in their inboxes and waiting (bounded) for
+//! what they send back.
 //!
-//! - [`http`]: read one request, write one response, with a bound on every size and wait.
-//! - [`routes`]: the one `match` on (method, path); add new routes there.
+//! - [`server`]: hyper's HTTP/1.1 on a current-thread tokio runtime on the admin thread: many
+//!   connections at once (up to `admin_max_connections`), keep-alive, a header read timeout, a
+//!   body timeout and size limit, a write timeout.
+//! - [`http`]: the request and response the routes see (no hyper types in the routes).
+//! - [`routes`]: the route table (method, path, handler); add new routes there.
 //! - [`stats`]: ask every shard for its report, with a timeout.
 //! - [`exposition`]: reports and probe snapshots as Prometheus text (prometheus-client).
 //!
 //! This module does not know how shards work inside, and a shard does not know this module
-//! exists. Why not tiny_http: it starts a pool of at least four worker threads plus an accept
-//! thread and adds a thread per concurrent connection without a cap or a read timeout, so a
-//! handful of idle clients would cost unbounded threads. Here one thread serves one request at
-//! a time, each within `ADMIN_REQUEST_TIMEOUT_MS`; scrapes and health checks are rare and cheap.
+//! exists. Why hyper on one thread: an idle or slow client costs a task and a buffer, not a
+//! thread, so 2,000 idle connections do not keep `/healthz` from answering; handlers that wait
+//! on shards run on a small blocking pool so the accept loop and other connections go on.
 
 pub mod exposition;
 pub mod http;
 pub mod publish;
 pub mod publish_cmd;
 mod routes;
+mod server;
 pub mod stats;
+mod write_timeout;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -29,10 +33,14 @@ use std::time::Duration;
 
 use holdfast_ebpf::Probes;
 
+use crate::config::Config;
 use crate::mesh::Mesh;
 
-/// Pause after a failed accept (e.g. EMFILE) so the thread does not spin.
-pub const ADMIN_ACCEPT_ERROR_BACKOFF_MS: u64 = 100;
+/// Connections waiting in the kernel for the admin thread to accept them.
+pub const ADMIN_LISTEN_BACKLOG: i32 = 1024;
+/// How long stopping the admin thread waits for handlers still running (a publish waiting on a
+/// shard) before it drops them.
+pub const ADMIN_STOP_TIMEOUT_MS: u64 = 1_000;
 
 /// Told by the signal thread when draining starts; read by `/readyz`. Cloneable and `Send`, the
 /// one value the admin thread shares with another thread.
@@ -60,11 +68,33 @@ pub struct AdminState {
     pub max_frame_bytes: u32,
 }
 
+/// The admin listener's HTTP limits (config keys `admin_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdminLimits {
+    pub max_connections: u32,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub max_body_bytes: u32,
+    pub keep_alive: bool,
+}
+
+impl AdminLimits {
+    pub fn from_config(config: &Config) -> AdminLimits {
+        AdminLimits {
+            max_connections: config.admin_max_connections,
+            header_timeout: Duration::from_millis(config.admin_header_timeout_ms),
+            body_timeout: Duration::from_millis(config.admin_body_timeout_ms),
+            max_body_bytes: config.admin_max_body_bytes,
+            keep_alive: config.admin_keep_alive,
+        }
+    }
+}
+
 /// The running admin thread.
 pub struct AdminHandle {
     local_addr: SocketAddr,
     drain: DrainNotice,
-    stop: Arc<AtomicBool>,
+    stop: tokio::sync::oneshot::Sender<()>,
     join: JoinHandle<()>,
 }
 
@@ -79,33 +109,31 @@ impl AdminHandle {
         self.drain.clone()
     }
 
-    /// Stops accepting and joins the thread (after at most the request in progress).
+    /// Stops accepting, closes every admin connection and joins the thread (handlers still
+    /// waiting on a shard get at most ADMIN_STOP_TIMEOUT_MS).
     pub fn stop(self) {
-        self.stop.store(true, Ordering::Release);
-        // Wake the blocking accept with a connection of our own.
-        let mut wake = self.local_addr;
-        if wake.ip().is_unspecified() {
-            wake.set_ip(match wake {
-                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
-        }
-        let _ = TcpStream::connect_timeout(&wake, Duration::from_millis(500));
+        let _ = self.stop.send(());
         let _ = self.join.join();
     }
 }
 
-/// Binds `addr` and starts the admin thread. Fails only if the address cannot be bound.
-pub fn spawn(addr: SocketAddr, state: AdminState) -> std::io::Result<AdminHandle> {
-    let listener = TcpListener::bind(addr)?;
+/// Binds `addr` and starts the admin thread. Fails only if the address cannot be bound or the
+/// thread or its runtime cannot start.
+pub fn spawn(
+    addr: SocketAddr,
+    state: AdminState,
+    limits: AdminLimits,
+) -> std::io::Result<AdminHandle> {
+    let listener = server::bind(addr)?;
     let local_addr = listener.local_addr()?;
-    let stop = Arc::new(AtomicBool::new(false));
+    let runtime = server::runtime()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel();
     let drain = state.drain.clone();
     let join = std::thread::Builder::new()
         .name("holdfast-admin".into())
-        .spawn({
-            let stop = stop.clone();
-            move || serve_admin(listener, &state, &stop)
+        .spawn(move || {
+            runtime.block_on(server::serve(listener, Arc::new(state), limits, stopped));
+            runtime.shutdown_timeout(Duration::from_millis(ADMIN_STOP_TIMEOUT_MS));
         })?;
     Ok(AdminHandle {
         local_addr,
@@ -113,29 +141,4 @@ pub fn spawn(addr: SocketAddr, state: AdminState) -> std::io::Result<AdminHandle
         stop,
         join,
     })
-}
-
-fn serve_admin(listener: TcpListener, state: &AdminState, stop: &AtomicBool) {
-    for stream in listener.incoming() {
-        if stop.load(Ordering::Acquire) {
-            return;
-        }
-        match stream {
-            Ok(mut stream) => {
-                let _ = stream.set_nodelay(true);
-                let response = match http::read_request(&mut stream) {
-                    Ok(request) => routes::route(state, &request),
-                    Err(Some(response)) => response,
-                    Err(None) => continue,
-                };
-                if let Err(e) = http::write_response(&mut stream, &response) {
-                    tracing::debug!("admin response not delivered: {e}");
-                }
-            }
-            Err(e) => {
-                tracing::warn!("admin accept failed: {e}");
-                std::thread::sleep(Duration::from_millis(ADMIN_ACCEPT_ERROR_BACKOFF_MS));
-            }
-        }
-    }
 }

@@ -1,6 +1,7 @@
-//! Every admin route, in one `match` on (method, path). To add a route (say `POST /publish`),
-//! add an arm here and a function below; [`super::http`] already reads bodies up to
-//! `ADMIN_BODY_MAX_BYTES` and refuses larger ones.
+//! Every admin route, in one table: method, path, handler. To add a route (say `GET /` serving
+//! a static page), add a row to [`ROUTES`] and a function below; the server has already read the
+//! body under `admin_max_body_bytes` and `admin_body_timeout_ms`, and answers 404 for unknown
+//! paths and 405 (with `Allow`) for a known path with another method.
 
 use std::time::Duration;
 
@@ -9,24 +10,98 @@ use super::http::{Request, Response};
 use super::stats::{poll_shards, ShardPoll, ADMIN_STATS_TIMEOUT_MS};
 use super::AdminState;
 
-/// Paths served, with the one method each takes (for 405 `Allow`).
-pub const ROUTES: [(&str, &str); 4] = [
-    ("GET", "/metrics"),
-    ("GET", "/healthz"),
-    ("GET", "/readyz"),
-    ("POST", "/publish"),
+/// A route's handler and how it may run.
+#[derive(Clone, Copy)]
+pub enum Handler {
+    /// Answers from memory at once (the static page and its script): runs on the admin
+    /// runtime's thread.
+    Inline(fn(&AdminState, &Request) -> Response),
+    /// Waits on shards (bounded by ADMIN_STATS_TIMEOUT_MS or ADMIN_PUBLISH_TIMEOUT_MS): runs on
+    /// the runtime's blocking pool, so other connections are served meanwhile.
+    Blocking(fn(&AdminState, &Request) -> Response),
+}
+
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub handler: Handler,
+}
+
+/// Every route served.
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: "GET",
+        path: "/metrics",
+        handler: Handler::Blocking(metrics),
+    },
+    Route {
+        method: "GET",
+        path: "/healthz",
+        handler: Handler::Blocking(healthz),
+    },
+    Route {
+        method: "GET",
+        path: "/readyz",
+        handler: Handler::Blocking(readyz),
+    },
+    Route {
+        method: "POST",
+        path: "/publish",
+        handler: Handler::Blocking(super::publish::publish),
+    },
+    Route {
+        method: "GET",
+        path: "/",
+        handler: Handler::Inline(page),
+    },
+    Route {
+        method: "GET",
+        path: "/holdfast.js",
+        handler: Handler::Inline(page_script),
+    },
 ];
 
-pub fn route(state: &AdminState, request: &Request) -> Response {
-    match (request.method.as_str(), request.path.as_str()) {
-        ("GET", "/metrics") => metrics(state),
-        ("GET", "/healthz") => healthz(state),
-        ("GET", "/readyz") => readyz(state),
-        ("POST", "/publish") => super::publish::publish(state, request),
-        (_, path) => match ROUTES.iter().find(|(_, p)| *p == path) {
-            Some((method, _)) => Response::method_not_allowed(method),
-            None => Response::not_found(),
-        },
+/// The browser page (clients/js/index.html): give it the WebSocket listener in its query
+/// string, `/?server=ws://HOST:PORT/ws&topic=news`. Built into the binary.
+const PAGE_HTML: &str = include_str!("../../../clients/js/index.html");
+/// The page's client module (clients/js/holdfast.js).
+const PAGE_SCRIPT: &str = include_str!("../../../clients/js/holdfast.js");
+
+fn page(_: &AdminState, _: &Request) -> Response {
+    Response {
+        content_type: "text/html; charset=utf-8",
+        ..Response::text(200, PAGE_HTML)
+    }
+}
+
+fn page_script(_: &AdminState, _: &Request) -> Response {
+    // An ES module must come with a JavaScript type or browsers refuse it.
+    Response {
+        content_type: "text/javascript; charset=utf-8",
+        ..Response::text(200, PAGE_SCRIPT)
+    }
+}
+
+/// What the table says about a request line.
+pub enum Lookup {
+    Found(Handler),
+    /// The path exists with other methods (the `Allow` value, e.g. "GET, POST").
+    WrongMethod(String),
+    NotFound,
+}
+
+pub fn lookup(routes: &[Route], method: &str, path: &str) -> Lookup {
+    if let Some(route) = routes.iter().find(|r| r.method == method && r.path == path) {
+        return Lookup::Found(route.handler);
+    }
+    let allowed: Vec<&str> = routes
+        .iter()
+        .filter(|r| r.path == path)
+        .map(|r| r.method)
+        .collect();
+    match allowed.is_empty() {
+        true => Lookup::NotFound,
+        false => Lookup::WrongMethod(allowed.join(", ")),
     }
 }
 
@@ -34,7 +109,7 @@ fn poll(state: &AdminState) -> ShardPoll {
     poll_shards(&state.mesh, Duration::from_millis(ADMIN_STATS_TIMEOUT_MS))
 }
 
-fn metrics(state: &AdminState) -> Response {
+fn metrics(state: &AdminState, _: &Request) -> Response {
     let probes = state.probes.as_ref().map(|probes| match probes.snapshot() {
         Ok(snapshot) => Some(snapshot),
         Err(e) => {
@@ -53,7 +128,7 @@ fn metrics(state: &AdminState) -> Response {
 }
 
 /// Live: the admin thread runs (it answered) and every shard answered within the bound.
-fn healthz(state: &AdminState) -> Response {
+fn healthz(state: &AdminState, _: &Request) -> Response {
     let poll = poll(state);
     if poll.all_answered() {
         Response::text(200, "ok\n")
@@ -63,7 +138,7 @@ fn healthz(state: &AdminState) -> Response {
 }
 
 /// Ready: every shard answers and none drains, and no drain was signalled.
-fn readyz(state: &AdminState) -> Response {
+fn readyz(state: &AdminState, _: &Request) -> Response {
     if state.drain.is_draining() {
         return Response::text(503, "draining\n");
     }
@@ -83,4 +158,63 @@ fn silent_message(poll: &ShardPoll) -> String {
         poll.silent(),
         poll.timeout_ms
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(_: &AdminState, _: &Request) -> Response {
+        Response::text(200, "page\n")
+    }
+
+    #[test]
+    fn lookup_finds_the_route_names_other_methods_or_says_not_found() {
+        assert!(matches!(
+            lookup(ROUTES, "GET", "/healthz"),
+            Lookup::Found(Handler::Blocking(_))
+        ));
+        assert!(matches!(
+            lookup(ROUTES, "POST", "/publish"),
+            Lookup::Found(Handler::Blocking(_))
+        ));
+        match lookup(ROUTES, "POST", "/metrics") {
+            Lookup::WrongMethod(allow) => assert_eq!(allow, "GET"),
+            _ => panic!("POST /metrics is a wrong method"),
+        }
+        assert!(matches!(lookup(ROUTES, "GET", "/nope"), Lookup::NotFound));
+        // The page: served inline; other methods are told GET.
+        assert!(matches!(
+            lookup(ROUTES, "GET", "/"),
+            Lookup::Found(Handler::Inline(_))
+        ));
+        match lookup(ROUTES, "HEAD", "/") {
+            Lookup::WrongMethod(allow) => assert_eq!(allow, "GET"),
+            _ => panic!("HEAD / is a wrong method"),
+        }
+    }
+
+    #[test]
+    fn a_path_served_with_two_methods_allows_both() {
+        let routes = [
+            Route {
+                method: "GET",
+                path: "/",
+                handler: Handler::Inline(page),
+            },
+            Route {
+                method: "POST",
+                path: "/",
+                handler: Handler::Inline(page),
+            },
+        ];
+        assert!(matches!(
+            lookup(&routes, "GET", "/"),
+            Lookup::Found(Handler::Inline(_))
+        ));
+        match lookup(&routes, "PUT", "/") {
+            Lookup::WrongMethod(allow) => assert_eq!(allow, "GET, POST"),
+            _ => panic!("PUT / is a wrong method"),
+        }
+    }
 }

@@ -13,14 +13,16 @@ use futures_util::StreamExt;
 use tokio::task::JoinHandle;
 
 use super::{
-    target_of, Control, Interest, Outgoing, ORIGIN_HEADER, PUBLISHED, PUBLISH_FAILED, RECEIVED,
-    RECEIVE_DROPPED, SUBJECT_BROADCAST,
+    target_of, Control, Outgoing, CONTROL_CAPACITY, ORIGIN_HEADER, PUBLISHED, PUBLISH_FAILED,
+    RECEIVED, RECEIVE_DROPPED, SUBJECT_BROADCAST,
 };
 use crate::mesh::{Mesh, ShardMsg};
 use crate::mesh::{Publish, Target};
 
 /// Longest wait between reconnect attempts.
 const RECONNECT_DELAY_MAX_MS: u64 = 1_000;
+/// NATS subscribes one batch of interest changes runs at once.
+const SUBSCRIBES_IN_FLIGHT_MAX: usize = 64;
 
 pub(super) struct Bridge {
     pub url: String,
@@ -98,8 +100,17 @@ impl Bridge {
         loop {
             tokio::select! {
                 control = self.control.recv_async() => match control {
-                    Ok(Control::Interest { interest, on }) => {
-                        self.interest(&client, &mut held, &interest, on, &host).await
+                    Ok(first) => {
+                        // Everything queued now is one round: coalesced across shards.
+                        let mut batches = vec![first];
+                        while batches.len() < CONTROL_CAPACITY {
+                            match self.control.try_recv() {
+                                Ok(batch) => batches.push(batch),
+                                Err(_) => break,
+                            }
+                        }
+                        let plan = plan(|subject| held.get(subject).map_or(0, |h| h.holders), coalesce(batches));
+                        apply(&client, &mut held, plan, &host, &self.mesh).await;
                     }
                     Err(_) => break,
                 },
@@ -109,35 +120,6 @@ impl Bridge {
                 },
                 Some(event) = events.recv() => on_event(&mut link, event),
             }
-        }
-    }
-
-    async fn interest(
-        &self,
-        client: &Client,
-        held: &mut HashMap<String, Held>,
-        interest: &Interest,
-        on: bool,
-        host: &Arc<str>,
-    ) {
-        let subject = interest.subject();
-        match (on, held.get_mut(&subject)) {
-            (true, Some(entry)) => entry.holders += 1,
-            (true, None) => {
-                let task = subscribe(client, &subject, host, &self.mesh).await;
-                held.insert(subject, Held { holders: 1, task });
-            }
-            (false, Some(entry)) => {
-                entry.holders -= 1;
-                if entry.holders == 0 {
-                    // Dropping the subscriber (with its task) unsubscribes.
-                    if let Some(task) = held.remove(&subject).and_then(|entry| entry.task) {
-                        task.abort();
-                    }
-                    tracing::debug!(subject, "cluster: unsubscribed");
-                }
-            }
-            (false, None) => {}
         }
     }
 
@@ -164,6 +146,105 @@ impl Bridge {
             }
         }
     }
+}
+
+/// Net change in holders per subject over `batches` (several shards' flushes); subjects whose
+/// changes cancel out are left out.
+fn coalesce(batches: Vec<Control>) -> HashMap<String, i64> {
+    let mut net: HashMap<String, i64> = HashMap::new();
+    for (interest, change) in batches.into_iter().flat_map(|batch| batch.changes) {
+        *net.entry(interest.subject()).or_insert(0) += i64::from(change);
+    }
+    net.retain(|_, change| *change != 0);
+    net
+}
+
+/// What one round of interest changes does to the bridge's subscriptions.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Plan {
+    /// New subjects, with their holder count.
+    subscribe: Vec<(String, usize)>,
+    /// Subjects whose last holder left.
+    unsubscribe: Vec<String>,
+    /// Subjects still held, with their new holder count.
+    recount: Vec<(String, usize)>,
+}
+
+/// The plan for `net` changes given the holders each subject has now.
+fn plan(holders: impl Fn(&str) -> usize, net: HashMap<String, i64>) -> Plan {
+    let mut plan = Plan::default();
+    for (subject, change) in net {
+        let before = holders(&subject);
+        let after = usize::try_from((before as i64).saturating_add(change)).unwrap_or(0);
+        match (before, after) {
+            (0, 0) => {}
+            (0, _) => plan.subscribe.push((subject, after)),
+            (_, 0) => plan.unsubscribe.push(subject),
+            _ => plan.recount.push((subject, after)),
+        }
+    }
+    plan
+}
+
+/// Carries out a plan: unsubscribes at once, subscribes concurrently (at most
+/// SUBSCRIBES_IN_FLIGHT_MAX at a time).
+async fn apply(
+    client: &Client,
+    held: &mut HashMap<String, Held>,
+    plan: Plan,
+    host: &Arc<str>,
+    mesh: &Mesh,
+) {
+    for subject in plan.unsubscribe {
+        // Dropping the subscriber (with its task) unsubscribes.
+        if let Some(task) = held.remove(&subject).and_then(|entry| entry.task) {
+            task.abort();
+        }
+        tracing::debug!(subject, "cluster: unsubscribed");
+    }
+    for (subject, holders) in plan.recount {
+        if let Some(entry) = held.get_mut(&subject) {
+            entry.holders = holders;
+        }
+    }
+    let subscribed = concurrently(plan.subscribe, SUBSCRIBES_IN_FLIGHT_MAX, |subject| {
+        let (client, host, mesh) = (client.clone(), host.clone(), mesh.clone());
+        async move { subscribe(&client, &subject, &host, &mesh).await }
+    })
+    .await;
+    for (subject, holders, task) in subscribed {
+        held.insert(subject, Held { holders, task });
+    }
+}
+
+/// Runs `run(subject)` for every item, at most `in_flight` at once; each result with its item.
+async fn concurrently<T, F, Fut>(
+    items: Vec<(String, usize)>,
+    in_flight: usize,
+    run: F,
+) -> Vec<(String, usize, T)>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let mut done = Vec::with_capacity(items.len());
+    let mut running = tokio::task::JoinSet::new();
+    for (subject, holders) in items {
+        if running.len() >= in_flight.max(1) {
+            if let Some(Ok(result)) = running.join_next().await {
+                done.push(result);
+            }
+        }
+        let work = run(subject.clone());
+        running.spawn(async move { (subject, holders, work.await) });
+    }
+    while let Some(result) = running.join_next().await {
+        if let Ok(result) = result {
+            done.push(result);
+        }
+    }
+    done
 }
 
 fn on_event(link: &mut Link, event: Event) {
@@ -254,5 +335,88 @@ async fn deliver(mut subscriber: Subscriber, target: Target, host: Arc<str>, mes
         } else {
             RECEIVE_DROPPED.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::Interest;
+
+    fn batch(changes: &[(&str, i32)]) -> Control {
+        Control {
+            changes: changes
+                .iter()
+                .map(|(topic, change)| (Interest::Topic((*topic).into()), *change))
+                .collect(),
+        }
+    }
+
+    fn subject(topic: &str) -> String {
+        Interest::Topic(topic.into()).subject()
+    }
+
+    #[test]
+    fn batches_from_several_shards_coalesce_per_subject_and_cancelled_ones_vanish() {
+        let net = coalesce(vec![
+            batch(&[("a", 1), ("b", 1)]),
+            batch(&[("a", 1), ("b", -1), ("c", -1)]),
+        ]);
+        let mut net: Vec<_> = net.into_iter().collect();
+        net.sort();
+        assert_eq!(net, [(subject("a"), 2), (subject("c"), -1)]);
+    }
+
+    #[test]
+    fn plan_subscribes_new_subjects_unsubscribes_emptied_ones_and_recounts_the_rest() {
+        let holders = |s: &str| match s {
+            s if s == subject("held") => 2,
+            s if s == subject("last") => 1,
+            _ => 0,
+        };
+        let net = coalesce(vec![
+            // Subscribed then unsubscribed within the round: nothing to do.
+            batch(&[("flash", 1)]),
+            batch(&[("flash", -1)]),
+            batch(&[("new", 1), ("new2", 1), ("held", 1), ("last", -1)]),
+            batch(&[("new", 1), ("never", -1)]),
+        ]);
+        let mut plan = plan(holders, net);
+        plan.subscribe.sort();
+        assert_eq!(
+            plan,
+            Plan {
+                subscribe: vec![(subject("new"), 2), (subject("new2"), 1)],
+                unsubscribe: vec![subject("last")],
+                recount: vec![(subject("held"), 3)],
+            }
+        );
+    }
+
+    #[test]
+    fn subscribes_of_one_round_run_concurrently_within_the_bound() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let items: Vec<(String, usize)> = (0..10).map(|i| (format!("s{i}"), 1)).collect();
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let mut done = runtime.block_on(concurrently(items, 5, |subject| {
+            let (running, most) = (running.clone(), most.clone());
+            async move {
+                let now = running.fetch_add(1, SeqCst) + 1;
+                most.fetch_max(now, SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                running.fetch_sub(1, SeqCst);
+                subject.len()
+            }
+        }));
+        done.sort();
+        assert_eq!(done.len(), 10, "every subscribe ran");
+        assert_eq!(done[0], ("s0".to_owned(), 1, 2));
+        // One at a time would be 1; the bound is 5.
+        assert_eq!(most.load(SeqCst), 5, "five in flight at once, no more");
     }
 }

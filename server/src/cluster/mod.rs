@@ -20,6 +20,8 @@
 
 mod bridge;
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -66,12 +68,17 @@ impl Interest {
     }
 }
 
-/// Shard -> bridge: interest changes (never dropped: unbounded, and they happen only when a
-/// shard's first subscriber of a topic arrives or its last leaves).
-#[derive(Debug)]
-enum Control {
-    Interest { interest: Interest, on: bool },
+/// Shard -> bridge: one shard's interest changes since its last flush, coalesced: each interest
+/// at most once, with its net change in holders (+1 first holder here, -1 last one gone). A
+/// change that is undone before the flush (a subscribe then an unsubscribe) never travels.
+#[derive(Debug, PartialEq, Eq)]
+struct Control {
+    changes: Vec<(Interest, i32)>,
 }
+
+/// Interest batches queued from the shards to the bridge. Full, a shard keeps its changes in
+/// its pending set and tries again at its next flush: never blocked, never dropped.
+pub const CONTROL_CAPACITY: usize = 1_024;
 
 /// Shard -> bridge: a local publish to forward.
 #[derive(Debug)]
@@ -80,18 +87,59 @@ struct Outgoing {
     payload: Bytes,
 }
 
-/// A shard's way to the bridge. Cheap to clone.
-#[derive(Clone, Debug)]
+/// A shard's way to the bridge. Each shard has its own (a clone starts with no pending
+/// changes); the shard thread alone uses it.
+#[derive(Debug)]
 pub struct Link {
     control: flume::Sender<Control>,
     outgoing: flume::Sender<Outgoing>,
+    /// Interest changes not yet handed to the bridge, net per interest (never 0).
+    pending: RefCell<HashMap<Interest, i32>>,
+}
+
+impl Clone for Link {
+    fn clone(&self) -> Link {
+        Link {
+            control: self.control.clone(),
+            outgoing: self.outgoing.clone(),
+            pending: RefCell::default(),
+        }
+    }
 }
 
 impl Link {
     /// A topic gained its first (`on`) or lost its last local subscriber on this shard, or a
-    /// client id its first or last session (on its directory owner shard).
+    /// client id its first or last session (on its directory owner shard). Recorded; the
+    /// bridge hears of it at the next [`Link::flush`].
     pub fn interest(&self, interest: Interest, on: bool) {
-        let _ = self.control.send(Control::Interest { interest, on });
+        let mut pending = self.pending.borrow_mut();
+        let net = pending.entry(interest).or_insert(0);
+        *net += if on { 1 } else { -1 };
+        if *net == 0 {
+            pending.retain(|_, net| *net != 0);
+        }
+    }
+
+    /// Hands the pending changes to the bridge as one batch, without blocking: if its channel
+    /// is full they stay pending (and keep coalescing) until a later flush.
+    pub fn flush(&self) {
+        let mut pending = self.pending.borrow_mut();
+        if pending.is_empty() || self.control.is_full() {
+            return;
+        }
+        let changes: Vec<(Interest, i32)> = pending.drain().collect();
+        match self.control.try_send(Control { changes }) {
+            Ok(()) => {}
+            // Another shard filled it first: keep them for the next flush.
+            Err(flume::TrySendError::Full(Control { changes })) => pending.extend(changes),
+            // The bridge has stopped (it logged why): no one is left to tell.
+            Err(flume::TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    /// Interest changes waiting for room in the bridge's channel.
+    pub fn pending_changes(&self) -> usize {
+        self.pending.borrow().len()
     }
 
     /// Forwards a publish that entered this host. Returns whether the target is one the
@@ -185,7 +233,7 @@ pub fn start(config: &Config, mesh: Mesh) -> Result<Option<Link>, String> {
         return Ok(None);
     };
     let host = host_id(config);
-    let (control_tx, control_rx) = flume::unbounded();
+    let (control_tx, control_rx) = flume::bounded(CONTROL_CAPACITY);
     let (outgoing_tx, outgoing_rx) = flume::bounded(OUTGOING_CAPACITY);
     let bridge = bridge::Bridge {
         url: url.clone(),
@@ -203,12 +251,99 @@ pub fn start(config: &Config, mesh: Mesh) -> Result<Option<Link>, String> {
     Ok(Some(Link {
         control: control_tx,
         outgoing: outgoing_tx,
+        pending: RefCell::default(),
     }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn link(capacity: usize) -> (Link, flume::Receiver<Control>) {
+        let (control, control_rx) = flume::bounded(capacity);
+        let (outgoing, _) = flume::bounded(1);
+        let link = Link {
+            control,
+            outgoing,
+            pending: RefCell::default(),
+        };
+        (link, control_rx)
+    }
+
+    fn topic(name: &str) -> Interest {
+        Interest::Topic(name.into())
+    }
+
+    fn sorted(mut changes: Vec<(Interest, i32)>) -> Vec<(Interest, i32)> {
+        changes.sort_by_key(|(interest, _)| interest.subject());
+        changes
+    }
+
+    #[test]
+    fn a_subscribe_undone_before_the_flush_sends_nothing() {
+        let (link, control) = link(4);
+        link.interest(topic("a"), true);
+        link.interest(topic("a"), false);
+        link.interest(Interest::Client("c".into()), false);
+        link.interest(Interest::Client("c".into()), true);
+        link.flush();
+        assert!(control.try_recv().is_err(), "nothing to tell the bridge");
+        assert_eq!(link.pending_changes(), 0);
+    }
+
+    #[test]
+    fn one_flush_sends_one_batch_with_each_interest_once() {
+        let (link, control) = link(4);
+        link.interest(topic("a"), true);
+        link.interest(topic("b"), true);
+        link.interest(topic("b"), false);
+        link.interest(topic("b"), true);
+        link.interest(topic("c"), false);
+        link.flush();
+        let batch = control.try_recv().unwrap();
+        assert_eq!(
+            sorted(batch.changes),
+            [(topic("a"), 1), (topic("b"), 1), (topic("c"), -1)]
+        );
+        assert!(control.try_recv().is_err(), "one batch");
+    }
+
+    #[test]
+    fn a_full_channel_keeps_changes_pending_until_a_later_flush() {
+        let (link, control) = link(1);
+        link.interest(topic("first"), true);
+        link.flush();
+        // The channel is full: these wait, coalescing, in the shard's pending set.
+        link.interest(topic("a"), true);
+        link.interest(topic("b"), true);
+        link.flush();
+        assert_eq!(link.pending_changes(), 2);
+        link.interest(topic("b"), false);
+        link.interest(topic("c"), true);
+        link.flush();
+        assert_eq!(link.pending_changes(), 2, "a and c");
+        // The bridge takes the first batch; the next flush delivers the rest.
+        assert_eq!(control.try_recv().unwrap().changes, [(topic("first"), 1)]);
+        link.flush();
+        assert_eq!(link.pending_changes(), 0);
+        assert_eq!(
+            sorted(control.try_recv().unwrap().changes),
+            [(topic("a"), 1), (topic("c"), 1)]
+        );
+    }
+
+    #[test]
+    fn a_clone_is_another_shards_link_with_its_own_pending_changes() {
+        let (link, control) = link(4);
+        link.interest(topic("a"), true);
+        let other = link.clone();
+        assert_eq!(other.pending_changes(), 0);
+        other.interest(topic("a"), true);
+        other.flush();
+        link.flush();
+        assert_eq!(control.try_recv().unwrap().changes, [(topic("a"), 1)]);
+        assert_eq!(control.try_recv().unwrap().changes, [(topic("a"), 1)]);
+    }
 
     #[test]
     fn subjects_round_trip_plain_and_hex() {

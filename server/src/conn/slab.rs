@@ -24,6 +24,9 @@ pub enum SessionState {
     AwaitHello,
     /// Welcome sent; frames flow.
     Open,
+    /// The server is shutting down and sent Goodbye: requests still get their answers until
+    /// the client closes, or is quiet for close_linger_ms, or the drain deadline passes.
+    Draining,
     /// Last bytes queued; waiting for them to flush, then for the peer's EOF (bounded by
     /// close_linger_ms).
     Closing,
@@ -31,33 +34,40 @@ pub enum SessionState {
 
 /// Small per-connection flags.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ConnFlags(u8);
+pub struct ConnFlags(u16);
 
 impl ConnFlags {
-    pub const RECV_IN_FLIGHT: u8 = 1 << 0;
+    pub const RECV_IN_FLIGHT: u16 = 1 << 0;
     /// Readiness arrived while a recv was in flight: read again when it completes.
-    pub const READ_AGAIN: u8 = 1 << 1;
-    pub const SEND_IN_FLIGHT: u8 = 1 << 2;
+    pub const READ_AGAIN: u16 = 1 << 1;
+    pub const SEND_IN_FLIGHT: u16 = 1 << 2;
     /// The server sent a heartbeat Ping since the last frame from the peer.
-    pub const PINGED: u8 = 1 << 3;
+    pub const PINGED: u16 = 1 << 3;
     /// Write side shut down; only the peer's EOF or the linger deadline remain.
-    pub const WRITE_SHUT: u8 = 1 << 4;
+    pub const WRITE_SHUT: u16 = 1 << 4;
     /// The peer sent EOF; close once our queued bytes are flushed.
-    pub const PEER_EOF: u8 = 1 << 5;
-    /// Events of this connection are parked (backpressure): no recv until they are taken.
-    pub const READ_PAUSED: u8 = 1 << 6;
+    pub const PEER_EOF: u16 = 1 << 5;
+    /// Not read: its events are parked (backpressure) or its replies backed up
+    /// (REPLIES_PAUSED); no recv until both clear.
+    pub const READ_PAUSED: u16 = 1 << 6;
     /// Reads come from a multishot recv (a busy connection) instead of poll readiness + recv.
-    pub const MULTISHOT_RECV: u8 = 1 << 7;
+    pub const MULTISHOT_RECV: u16 = 1 << 7;
+    /// Replies to this session's own requests backed up (REPLY_PAUSE_PERCENT of
+    /// max_outbound_bytes): not read (READ_PAUSED) until they drain to REPLY_RESUME_PERCENT.
+    pub const REPLIES_PAUSED: u16 = 1 << 8;
+    /// Accepted over max_connections_per_shard only to be told server_full: holds a refusal
+    /// slot, is not a session.
+    pub const REFUSED: u16 = 1 << 9;
 
-    pub fn has(self, flag: u8) -> bool {
+    pub fn has(self, flag: u16) -> bool {
         self.0 & flag != 0
     }
 
-    pub fn set(&mut self, flag: u8) {
+    pub fn set(&mut self, flag: u16) {
         self.0 |= flag;
     }
 
-    pub fn clear(&mut self, flag: u8) {
+    pub fn clear(&mut self, flag: u16) {
         self.0 &= !flag;
     }
 }

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use super::{OverflowPolicy, OwnedEvent};
+use crate::conn::ConnId;
 
 /// An event waiting for room in the pipeline; `ack_id` is set if the client asked for an Ack.
 #[derive(Debug)]
@@ -31,7 +32,8 @@ pub struct EventSink {
     /// Events parked at most (event_parked_max); more are refused.
     parked_max: usize,
     parked: VecDeque<Parked>,
-    parked_per_slot: HashMap<u32, u32>,
+    /// Parked events per connection, by full id (a slot's next tenant is another connection).
+    parked_per_conn: HashMap<ConnId, u32>,
 }
 
 impl EventSink {
@@ -46,15 +48,14 @@ impl EventSink {
             policy,
             parked_max,
             parked: VecDeque::new(),
-            parked_per_slot: HashMap::new(),
+            parked_per_conn: HashMap::new(),
         }
     }
 
     /// Offers an event. A connection with parked events parks every later one too, so its
     /// events reach the processor in order.
     pub fn offer(&mut self, event: OwnedEvent, ack_id: Option<u64>) -> Offer {
-        let slot = event.conn.slot();
-        if self.parked_per_slot.contains_key(&slot) {
+        if self.parked_per_conn.contains_key(&event.conn) {
             return self.park(event, ack_id);
         }
         match self.sender.try_send(event) {
@@ -71,35 +72,47 @@ impl EventSink {
         if self.parked.len() >= self.parked_max {
             return Offer::Refused;
         }
-        *self.parked_per_slot.entry(event.conn.slot()).or_default() += 1;
+        *self.parked_per_conn.entry(event.conn).or_default() += 1;
         self.parked.push_back(Parked { event, ack_id });
         Offer::Parked
     }
 
-    /// Moves parked events into the pipeline while it has room. `on_moved(parked, last)` is
-    /// called for each, with `last` true when it was its connection's last parked event.
-    pub fn unpark(&mut self, mut on_moved: impl FnMut(&Parked, bool)) {
-        while !self.parked.is_empty() {
-            if self.sender.is_full() {
-                return;
-            }
-            let parked = self.parked.pop_front().expect("not empty");
-            let slot = parked.event.conn.slot();
-            if self.sender.try_send(parked.event.clone()).is_err() {
-                self.parked.push_front(parked);
+    /// Moves parked events into the pipeline while it has room. `on_moved(conn, ack_id, last)`
+    /// is called for each, with `last` true when it was its connection's last parked event.
+    pub fn unpark(&mut self, mut on_moved: impl FnMut(ConnId, Option<u64>, bool)) {
+        while let Some(Parked { event, ack_id }) = self.parked.pop_front() {
+            let conn = event.conn;
+            if let Err(refused) = self.sender.try_send(event) {
+                let event = refused.into_inner();
+                self.parked.push_front(Parked { event, ack_id });
                 return;
             }
             let left = self
-                .parked_per_slot
-                .get_mut(&slot)
+                .parked_per_conn
+                .get_mut(&conn)
                 .expect("counted when parked");
             *left -= 1;
             let last = *left == 0;
             if last {
-                self.parked_per_slot.remove(&slot);
+                self.parked_per_conn.remove(&conn);
             }
-            on_moved(&parked, last);
+            on_moved(conn, ack_id, last);
         }
+    }
+
+    /// Whether `conn` has events parked.
+    pub fn has_parked(&self, conn: ConnId) -> bool {
+        self.parked_per_conn.contains_key(&conn)
+    }
+
+    /// Drops the parked events of a connection that closed: they were never acked, so they
+    /// are dropped, not accepted, and nobody waits behind them. Returns how many.
+    pub fn drop_conn(&mut self, conn: ConnId) -> u32 {
+        let Some(count) = self.parked_per_conn.remove(&conn) else {
+            return 0;
+        };
+        self.parked.retain(|parked| parked.event.conn != conn);
+        count
     }
 
     pub fn parked_len(&self) -> usize {
@@ -110,5 +123,62 @@ impl EventSink {
     pub fn close(&mut self) {
         let (closed, _) = flume::bounded(1);
         self.sender = closed;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(conn: ConnId) -> OwnedEvent {
+        OwnedEvent {
+            conn,
+            topic: "t".into(),
+            payload: bytes::Bytes::new(),
+            received_at: std::time::Instant::now(),
+        }
+    }
+
+    /// A closed connection's parked events are dropped, not accepted later, and the next
+    /// connection in its slot is not parked behind them.
+    #[test]
+    fn a_closed_connections_parked_events_are_dropped_and_its_slot_successor_is_not_held() {
+        let (sender, receiver) = flume::bounded(1);
+        let mut sink = EventSink::new(sender, OverflowPolicy::Backpressure, 8);
+        let dead = ConnId::new(0, 5, 1);
+        let next_tenant = ConnId::new(0, 5, 2);
+        assert_eq!(sink.offer(event(dead), Some(1)), Offer::Accepted);
+        assert_eq!(sink.offer(event(dead), Some(2)), Offer::Parked);
+        assert_eq!(sink.offer(event(dead), Some(3)), Offer::Parked);
+        assert_eq!(sink.drop_conn(dead), 2);
+        assert_eq!(sink.parked_len(), 0);
+        receiver.try_recv().unwrap();
+        assert_eq!(
+            sink.offer(event(next_tenant), Some(4)),
+            Offer::Accepted,
+            "the slot's next connection waits behind nobody"
+        );
+        let mut moved = Vec::new();
+        sink.unpark(|conn, ack_id, last| moved.push((conn, ack_id, last)));
+        assert!(
+            moved.is_empty(),
+            "nothing of the dead connection is accepted"
+        );
+    }
+
+    #[test]
+    fn parked_events_move_in_order_and_the_last_one_says_so() {
+        let (sender, receiver) = flume::bounded(1);
+        let mut sink = EventSink::new(sender, OverflowPolicy::Backpressure, 8);
+        let conn = ConnId::new(0, 1, 1);
+        assert_eq!(sink.offer(event(conn), None), Offer::Accepted);
+        assert_eq!(sink.offer(event(conn), Some(2)), Offer::Parked);
+        assert_eq!(sink.offer(event(conn), Some(3)), Offer::Parked);
+        let mut moved = Vec::new();
+        receiver.try_recv().unwrap();
+        sink.unpark(|conn, ack_id, last| moved.push((conn, ack_id, last)));
+        receiver.try_recv().unwrap();
+        sink.unpark(|conn, ack_id, last| moved.push((conn, ack_id, last)));
+        assert_eq!(moved, vec![(conn, Some(2), false), (conn, Some(3), true)]);
     }
 }

@@ -11,7 +11,7 @@
 pub mod address;
 pub mod msg;
 
-use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,10 +31,12 @@ pub enum SendError {
 }
 
 /// Every shard's inbox, indexed by shard. Each holder owns its own clone (cheap: the senders
-/// are shared) and counts the messages its sends lost to full or closed inboxes.
+/// are shared) and counts the messages its sends lost to full or closed inboxes. The count is
+/// atomic only so a holder may be shared by its own tasks (admin handlers); it is touched only
+/// when a send fails.
 pub struct Mesh {
     inboxes: Arc<[flume::Sender<ShardMsg>]>,
-    dropped: Cell<u64>,
+    dropped: AtomicU64,
 }
 
 impl Clone for Mesh {
@@ -42,7 +44,7 @@ impl Clone for Mesh {
     fn clone(&self) -> Mesh {
         Mesh {
             inboxes: self.inboxes.clone(),
-            dropped: Cell::new(0),
+            dropped: AtomicU64::new(0),
         }
     }
 }
@@ -111,7 +113,7 @@ impl Mesh {
     pub fn from_inboxes(inboxes: Vec<flume::Sender<ShardMsg>>) -> Mesh {
         Mesh {
             inboxes: inboxes.into(),
-            dropped: Cell::new(0),
+            dropped: AtomicU64::new(0),
         }
     }
 
@@ -121,12 +123,12 @@ impl Mesh {
 
     /// Messages this holder's sends lost to a full or closed inbox.
     pub fn dropped_count(&self) -> u64 {
-        self.dropped.get()
+        self.dropped.load(Ordering::Relaxed)
     }
 
     fn count(&self, result: Result<(), SendError>) -> Result<(), SendError> {
         if result.is_err() {
-            self.dropped.set(self.dropped.get() + 1);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
         }
         result
     }

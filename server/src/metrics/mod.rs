@@ -90,6 +90,9 @@ shard_counters! {
     /// Accepts the kernel closed because every slot, refusal slots included, was taken.
     accept_table_full => "holdfast_accept_table_full",
         "Connections closed at accept because every slot, refusal slots included, was taken.";
+    /// Connections closed because their incomplete frame would pass the shard's budget.
+    partial_frame_budget_refusals => "holdfast_partial_frame_budget_refusals",
+        "Connections closed because their incomplete frame would pass max_partial_frame_bytes_per_shard.";
     /// Recvs that found the provided-buffer ring empty and were retried.
     recv_no_buffers => "holdfast_recv_no_buffers",
         "Receives that found no provided buffer and were retried.";

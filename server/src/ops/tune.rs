@@ -231,6 +231,16 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, String> {
             "{n} connections over {shards} shards is {per_shard} per shard, above the {max_per_shard} a shard can address: add cores"
         ));
     }
+    let table = per_shard + u64::from(crate::config::SERVER_FULL_REFUSAL_SLOTS);
+    let ring_cap = u64::from(crate::config::IORING_MAX_FIXED_FILES);
+    if table > ring_cap {
+        let shards_needed = (n * (100 + SHARD_CAPACITY_HEADROOM_PERCENT) / 100).div_ceil(ring_cap);
+        return Err(format!(
+            "{n} connections over {shards} shards is {per_shard} per shard, but one io_uring \
+             fixed-file table holds at most {ring_cap} (IORING_MAX_FIXED_FILES) and this release \
+             runs one ring per shard: it needs at least {shards_needed} shards (cores)"
+        ));
+    }
     let capacity = shards * per_shard;
     let busy = ((n as f64) * input.busy_percent / 100.0).ceil() as u64;
     let busy_user_bytes = (DECODER_POOL_KEEP_BYTES + OUTBOUND_POOL_KEEP_BYTES) as u64;

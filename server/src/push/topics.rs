@@ -57,6 +57,41 @@ impl TopicIndex {
         Ok(())
     }
 
+    /// Adds `conn` to every topic in `topics`, or to none: if the new ones would take the
+    /// session past `max_topics_per_session`, nothing changes.
+    pub fn subscribe_all(
+        &mut self,
+        conn: ConnKey,
+        topics: &[&str],
+        max_topics_per_session: usize,
+    ) -> Result<(), SubscribeError> {
+        let held: &[Arc<str>] = match self.by_slot.get(&conn.slot) {
+            Some((generation, held)) => {
+                assert_eq!(
+                    *generation, conn.generation,
+                    "a closed connection's topics were removed"
+                );
+                held
+            }
+            None => &[],
+        };
+        let mut new_topics = 0;
+        for (i, topic) in topics.iter().enumerate() {
+            let repeated = topics[..i].contains(topic);
+            if !repeated && !held.iter().any(|t| &**t == *topic) {
+                new_topics += 1;
+            }
+        }
+        if held.len() + new_topics > max_topics_per_session {
+            return Err(SubscribeError::TooManyTopics);
+        }
+        for topic in topics {
+            self.subscribe(conn, topic, max_topics_per_session)
+                .expect("room was checked for every new topic");
+        }
+        Ok(())
+    }
+
     /// Removes `conn` from `topic` (no-op if it was not subscribed).
     pub fn unsubscribe(&mut self, conn: ConnKey, topic: &str) {
         if let Some((_, topics)) = self.by_slot.get_mut(&conn.slot) {

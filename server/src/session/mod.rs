@@ -183,14 +183,33 @@ fn refuse(
     Verdict::Close(CloseReason::ProtocolError)
 }
 
-/// After anything was queued: enforce the outbound bound. A slow consumer loses what was
-/// queued but not yet handed to the kernel (counted), gets Error(slow consumer), and is closed.
+/// Replies push back: once a session's queue holds this share of max_outbound_bytes, its
+/// socket is not read until the queue drains to REPLY_RESUME_PERCENT, so TCP flow control slows
+/// a client that writes requests faster than it reads answers (Redis and nginx do the same).
+pub const REPLY_PAUSE_PERCENT: usize = 50;
+/// Reading resumes once the queue is back under this share of max_outbound_bytes.
+pub const REPLY_RESUME_PERCENT: usize = 25;
+
+/// Whether a session paused for its replies may be read again.
+pub(crate) fn replies_drained(conn: &Conn, limits: &SessionLimits) -> bool {
+    let queued_bytes = conn.outbound.as_ref().map_or(0, |out| out.total_bytes());
+    queued_bytes < limits.max_outbound_bytes * REPLY_RESUME_PERCENT / 100
+}
+
+/// After anything was queued: replies past REPLY_PAUSE_PERCENT of max_outbound_bytes pause
+/// reading (push back); past max_outbound_bytes itself (one reply larger than the rest of the
+/// room) the session is a slow consumer: it loses what was queued but not yet handed to the
+/// kernel (counted), gets Error(slow consumer), and is closed.
 fn check_outbound(conn: &mut Conn, cx: &mut SessionCx<'_>) -> Verdict {
     let queued_bytes = conn.outbound.as_ref().map_or(0, |out| out.total_bytes());
-    if queued_bytes <= cx.limits.max_outbound_bytes {
-        return Verdict::Continue;
+    if queued_bytes > cx.limits.max_outbound_bytes {
+        return cut_slow_consumer(conn, cx, "outbound queue full: read your replies");
     }
-    cut_slow_consumer(conn, cx, "outbound queue full: read your replies")
+    if queued_bytes >= cx.limits.max_outbound_bytes * REPLY_PAUSE_PERCENT / 100 {
+        conn.flags
+            .set(ConnFlags::READ_PAUSED | ConnFlags::REPLIES_PAUSED);
+    }
+    Verdict::Continue
 }
 
 /// Handles one complete frame from the peer.
@@ -211,7 +230,9 @@ pub fn on_frame(
         (SessionState::AwaitHello, _) => {
             refuse(conn, cx, ErrorCode::UnexpectedFrame, id, "send Hello first")
         }
-        (SessionState::Open, payload) => on_open_frame(conn, cx, frame, payload),
+        (SessionState::Open | SessionState::Draining, payload) => {
+            on_open_frame(conn, cx, frame, payload)
+        }
     };
     match verdict {
         Verdict::Continue => check_outbound(conn, cx),

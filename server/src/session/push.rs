@@ -17,6 +17,8 @@ pub fn queue_ack(conn: &mut Conn, cx: &mut SessionCx<'_>, id: u64) {
     cx.queue_empty(conn, Kind::Ack, id);
 }
 
+/// Subscribe or Unsubscribe: all of the topics or none. A bad name anywhere in the list, or a
+/// Subscribe that would pass max_topics_per_session, gets an Error and changes nothing.
 pub fn on_topics(
     conn: &mut Conn,
     cx: &mut SessionCx<'_>,
@@ -24,36 +26,26 @@ pub fn on_topics(
     topics: &TopicsView,
     subscribe: bool,
 ) -> Verdict {
-    let entry = ConnKey {
+    let key = ConnKey {
         slot: cx.slot,
         generation: conn.generation,
     };
-    for topic in topics.topics.iter() {
-        let name: &str = &topic.name;
-        if !valid_topic(name) {
-            queue_error(
-                conn,
-                cx,
-                ErrorCode::LimitExceeded,
-                id,
-                "topic names are 1..=128 bytes and not \"*\"",
-            );
+    let names: Vec<&str> = topics.topics.iter().map(|topic| &*topic.name).collect();
+    if !names.iter().all(|name| valid_topic(name)) {
+        let reason = "topic names are 1..=128 bytes and not \"*\"; no topic was changed";
+        queue_error(conn, cx, ErrorCode::LimitExceeded, id, reason);
+        return Verdict::Continue;
+    }
+    if subscribe {
+        let max = cx.push.max_topics_per_session;
+        if cx.push.topics.subscribe_all(key, &names, max).is_err() {
+            let reason = "too many topics for one session; no topic was subscribed";
+            queue_error(conn, cx, ErrorCode::LimitExceeded, id, reason);
             return Verdict::Continue;
         }
-        if subscribe {
-            let max = cx.push.max_topics_per_session;
-            if cx.push.topics.subscribe(entry, name, max).is_err() {
-                queue_error(
-                    conn,
-                    cx,
-                    ErrorCode::LimitExceeded,
-                    id,
-                    "too many topics for one session",
-                );
-                return Verdict::Continue;
-            }
-        } else {
-            cx.push.topics.unsubscribe(entry, name);
+    } else {
+        for name in names {
+            cx.push.topics.unsubscribe(key, name);
         }
     }
     queue_ack(conn, cx, id);

@@ -6,7 +6,7 @@ use rand::Rng;
 
 use holdfast_protocol::ErrorCode;
 
-use crate::conn::SessionState;
+use crate::conn::{ConnFlags, SessionState};
 use crate::metrics::CloseReason;
 use crate::ring::user_data::{Op, UserData};
 use crate::session;
@@ -42,19 +42,36 @@ impl Shard {
         );
     }
 
-    /// Goodbye (with a reconnect hint spread over reconnect_jitter_ms) and a graceful close.
+    /// Goodbye with a reconnect hint spread over reconnect_jitter_ms. An open session keeps
+    /// being answered (Draining) until the client closes, is quiet for close_linger_ms, or the
+    /// drain deadline passes: everything it sent before it saw the Goodbye gets its answer. A
+    /// connection that never said Hello gets Error(shutting_down) with the Goodbye and is closed.
     pub(super) fn drain_one(&mut self, slot: u32) {
         let jitter = self.rng.gen_range(0..=self.config.reconnect_jitter_ms);
         let reconnect_after_ms = self.config.reconnect_after_ms.saturating_add(jitter);
+        let now = self.now_tick();
+        let linger = self.ticks.linger;
         let (conns, mut cx) = self.session_parts(slot);
         let Some(conn) = conns.get_live_mut(slot) else {
             return;
         };
-        if conn.state == SessionState::Closing {
-            return;
+        match conn.state {
+            SessionState::Open => {
+                session::queue_goodbye(conn, &mut cx, "server draining", reconnect_after_ms);
+                conn.state = SessionState::Draining;
+                conn.last_activity_tick = now;
+                let key = self.conns.key(slot);
+                self.wheel.insert(key, now + linger);
+                self.flush(slot);
+            }
+            SessionState::AwaitHello => {
+                let reason = "server shutting down: reconnect after the Goodbye's hint";
+                session::queue_error(conn, &mut cx, ErrorCode::ShuttingDown, 0, reason);
+                session::queue_goodbye(conn, &mut cx, "server draining", reconnect_after_ms);
+                self.begin_close(slot, CloseReason::Drain);
+            }
+            SessionState::Draining | SessionState::Closing | SessionState::Free => {}
         }
-        session::queue_goodbye(conn, &mut cx, "server draining", reconnect_after_ms);
-        self.begin_close(slot, CloseReason::Drain);
     }
 
     /// A connection over max_connections_per_shard: Error(server_full) saying when to come
@@ -72,9 +89,11 @@ impl Shard {
             "server full ({max_sessions} sessions per shard): reconnect after \
              {reconnect_after_ms} ms or use another host"
         );
+        conn.flags.set(ConnFlags::REFUSED);
         session::queue_error(conn, &mut cx, ErrorCode::ServerFull, 0, &reason);
         session::queue_goodbye(conn, &mut cx, "server_full", reconnect_after_ms);
         self.counters.refused_server_full += 1;
+        self.refusals_live += 1;
         self.begin_close(slot, CloseReason::ServerFull);
     }
 

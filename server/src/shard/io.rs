@@ -9,7 +9,10 @@
 //! shard, and swaps back once silent for heartbeat_interval_ms, when the buffer ring runs
 //! dry, or when its events are parked (backpressure).
 
+use bytes::{Buf, BytesMut};
 use holdfast_protocol::decode::Fed;
+
+use holdfast_protocol::ErrorCode;
 
 use crate::conn::{ConnFlags, ConnKey, SessionState};
 use crate::metrics::CloseReason;
@@ -71,6 +74,7 @@ impl Shard {
     }
 
     fn on_accept(&mut self, completion: Completion) {
+        // The listener's index rides in the slot field of the accept's user_data.
         let listener = completion.user_data.slot() as usize;
         if !completion.more() {
             self.accept_armed[listener] = false;
@@ -118,7 +122,8 @@ impl Shard {
             self.arm_accept();
             return;
         }
-        if self.conns.open_count() > self.max_sessions as usize {
+        let sessions = self.conns.open_count() - self.refusals_live as usize;
+        if sessions > self.max_sessions as usize {
             // Over max_connections_per_shard: this connection holds one of the refusal slots
             // just long enough to be told.
             self.refuse_server_full(slot);
@@ -381,9 +386,7 @@ impl Shard {
 
     /// Bytes from the socket -> frames -> session. Complete frames are read in place from the
     /// receive buffer; only an incomplete tail is copied into a pooled decoder the connection
-    /// keeps until the frame completes. A connection with a transport (WebSocket) sends the
-    /// buffer through it first (`on_transport_bytes`); bytes held while paused are plaintext
-    /// already and come straight here.
+    /// keeps until the frame completes.
     ///
     /// Under the `backpressure` policy an Event that finds the pipeline full is parked and
     /// the connection paused: decoding stops right after it, and the rest of the input (and
@@ -401,6 +404,7 @@ impl Shard {
         let generation = conn.generation;
         if conn.transport != TransportKind::Plain {
             if let Input::Buffer { buffer_id, len } = input {
+                // Through the transport first (shard/transport.rs); held bytes are plaintext.
                 return self.on_transport_bytes(slot, buffer_id, len);
             }
         }
@@ -408,13 +412,14 @@ impl Shard {
             let held = self
                 .held_input
                 .entry(slot)
-                .or_insert_with(|| (generation, Vec::new()));
+                .or_insert_with(|| (generation, BytesMut::new()));
             debug_assert_eq!(held.0, generation, "held input is dropped on close");
             match input {
                 Input::Buffer { buffer_id, len } => {
                     held.1.extend_from_slice(self.bufs.filled(buffer_id, len));
                 }
                 Input::Held(mut bytes) => {
+                    // Fed back and paused again before reading on: it comes first.
                     bytes.extend_from_slice(&held.1);
                     held.1 = bytes;
                 }
@@ -425,17 +430,20 @@ impl Shard {
             Some(decoder) => decoder,
             None => self.take_decoder(),
         };
-        let held_bytes;
+        // Counted again below if the connection keeps a partial frame.
+        self.partial_frame_bytes -= decoder.buffered_bytes() as u64;
         // A buffer was filled by a completion of this round; held bytes are fed later, from
         // any turn, so they read the clock.
-        let (bytes, received_at): (&[u8], _) = match input {
-            Input::Buffer { buffer_id, len } => (self.bufs.filled(buffer_id, len), self.reaped_at),
-            Input::Held(bytes) => {
-                held_bytes = bytes;
-                (&held_bytes, std::time::Instant::now())
-            }
+        let (mut held_bytes, buffer, received_at) = match input {
+            Input::Buffer { buffer_id, len } => (None, Some((buffer_id, len)), self.reaped_at),
+            Input::Held(bytes) => (Some(bytes), None, std::time::Instant::now()),
         };
-        let (conns, cx) = super::state::split_for_session(
+        let bytes: &[u8] = match (&held_bytes, buffer) {
+            (Some(held), _) => held,
+            (None, Some((buffer_id, len))) => self.bufs.filled(buffer_id, len),
+            (None, None) => unreachable!("input is a buffer or held bytes"),
+        };
+        let (conns, mut cx) = super::state::split_for_session(
             &mut self.conns,
             &mut self.handler,
             &mut self.counters,
@@ -447,46 +455,73 @@ impl Shard {
             received_at,
         );
         let conn = conns.get_live_mut(slot).expect("checked above");
-        let mut feed = Feed::new(conn, cx, &mut decoder, now);
-        let _ = feed.feed(bytes);
-        let result = feed.finish();
-        self.after_feed(slot, generation, decoder, result);
-    }
-
-    /// After plaintext was fed: log a decode error, hold what a pause left undecoded, keep
-    /// the decoder only while it holds a partial frame, then send or close.
-    pub(super) fn after_feed(
-        &mut self,
-        slot: u32,
-        generation: u32,
-        decoder: Box<holdfast_protocol::Decoder>,
-        result: FeedResult,
-    ) {
-        if let Some(error) = result.error {
+        let mut verdict = Verdict::Continue;
+        let fed = decoder.feed(bytes, |frame| {
+            verdict = session::on_frame(conn, &mut cx, frame, now);
+            if verdict == Verdict::Continue && conn.flags.has(ConnFlags::READ_PAUSED) {
+                // Its event was parked: nothing more is decoded until it is taken.
+                return std::ops::ControlFlow::Break(());
+            }
+            verdict.flow()
+        });
+        if let Err(error) = &fed {
+            let reason = error.to_string();
+            session::queue_error(conn, &mut cx, error.code(), error.frame_id(), &reason);
+            verdict = Verdict::Close(CloseReason::ProtocolError);
             if let Some(suppressed) = self.log_protocol_errors.allow(std::time::Instant::now()) {
                 tracing::info!(
                     shard = self.index,
                     slot,
                     code = error.code().name(),
                     suppressed,
-                    "bad input: {error}"
+                    "bad input: {reason}"
                 );
             }
         }
-        if !result.held.is_empty() && result.verdict == Verdict::Continue {
-            self.held_input
-                .entry(slot)
-                .or_insert_with(|| (generation, Vec::new()))
-                .1
-                .extend_from_slice(&result.held);
+        let paused_at = match fed {
+            Ok(Fed::Stopped { consumed }) if verdict == Verdict::Continue => Some(consumed),
+            _ => None,
+        };
+        debug_assert!(
+            matches!(fed, Err(_) | Ok(Fed::All))
+                || verdict != Verdict::Continue
+                || paused_at.is_some()
+        );
+        if let Some(consumed) = paused_at.filter(|&consumed| consumed < bytes.len()) {
+            // Read from a buffer: its rest is copied once. Already held: the rest stays where
+            // it is (advancing is O(1)), so a burst that pauses at every event is fed in
+            // linear time, not re-copied at each pause.
+            let copied = held_bytes
+                .is_none()
+                .then(|| BytesMut::from(&bytes[consumed..]));
+            let rest = copied.unwrap_or_else(|| {
+                let mut held = held_bytes.take().expect("held input was fed");
+                held.advance(consumed);
+                held
+            });
+            self.held_input.insert(slot, (generation, rest));
+        }
+        let partial_bytes = decoder.buffered_bytes() as u64;
+        if verdict == Verdict::Continue
+            && self.partial_frame_bytes + partial_bytes
+                > self.config.max_partial_frame_bytes_per_shard
+        {
+            let (conns, mut cx) = self.session_parts(slot);
+            let conn = conns.get_live_mut(slot).expect("still live");
+            let reason =
+                "incomplete frames on this server are over their memory budget: send whole frames";
+            session::queue_error(conn, &mut cx, ErrorCode::LimitExceeded, 0, reason);
+            self.counters.partial_frame_budget_refusals += 1;
+            verdict = Verdict::Close(CloseReason::ProtocolError);
         }
         let conn = self.conns.get_live_mut(slot).expect("still live");
-        if result.verdict == Verdict::Continue && decoder.buffered_bytes() > 0 {
+        if verdict == Verdict::Continue && partial_bytes > 0 {
+            self.partial_frame_bytes += partial_bytes;
             conn.decoder = Some(decoder);
         } else {
             self.give_decoder(decoder);
         }
-        match result.verdict {
+        match verdict {
             Verdict::Continue => self.flush(slot),
             Verdict::Close(reason) => self.begin_close(slot, reason),
         }
@@ -498,6 +533,7 @@ impl Shard {
         };
         conn.flags.set(ConnFlags::PEER_EOF);
         let closing = conn.state == SessionState::Closing;
+        let draining = conn.state == SessionState::Draining;
         let mid_frame = conn
             .decoder
             .as_ref()
@@ -507,15 +543,22 @@ impl Shard {
             (true, true) => self.close_now(slot, None),
             (true, false) => {}
             (false, true) => {
-                let reason = if mid_frame {
-                    CloseReason::PeerEofMidFrame
-                } else {
-                    CloseReason::PeerEof
+                let reason = match (draining, mid_frame) {
+                    (true, _) => CloseReason::Drain,
+                    (false, true) => CloseReason::PeerEofMidFrame,
+                    (false, false) => CloseReason::PeerEof,
                 };
                 self.close_now(slot, Some(reason));
             }
             // The peer half-closed but may still read: flush our replies, then close.
-            (false, false) => self.begin_close(slot, CloseReason::PeerEof),
+            (false, false) => {
+                let reason = if draining {
+                    CloseReason::Drain
+                } else {
+                    CloseReason::PeerEof
+                };
+                self.begin_close(slot, reason);
+            }
         }
     }
 
@@ -564,6 +607,24 @@ impl Shard {
             self.reply_latency_us.saturating_record(latency_us.max(1));
         }
         self.flush(slot);
+        self.resume_if_replies_drained(slot);
+    }
+}
+
+impl Shard {
+    /// A session paused for its backed-up replies reads again once they drained.
+    fn resume_if_replies_drained(&mut self, slot: u32) {
+        let Some(conn) = self.conns.get_live_mut(slot) else {
+            return;
+        };
+        if !conn.flags.has(ConnFlags::REPLIES_PAUSED)
+            || !session::replies_drained(conn, &self.limits)
+        {
+            return;
+        }
+        conn.flags.clear(ConnFlags::REPLIES_PAUSED);
+        let key = self.conns.key(slot);
+        self.resume_reading(key);
     }
 }
 
@@ -574,101 +635,10 @@ fn replies_queued(conn: &crate::conn::Conn, recv_buffer_bytes: u32) -> bool {
         .is_some_and(|out| out.total_bytes() >= recv_buffer_bytes as usize)
 }
 
-/// Plaintext into the decoder and the session, one run at a time (all of a plain recv, or
-/// each payload run a transport hands over), borrowed apart from the ring and the buffers.
-pub(super) struct Feed<'a> {
-    conn: &'a mut crate::conn::Conn,
-    cx: crate::session::SessionCx<'a>,
-    decoder: &'a mut holdfast_protocol::Decoder,
-    now: u32,
-    result: FeedResult,
-}
-
-/// What feeding did: the session's verdict, a decode error (already answered with an Error
-/// frame), and plaintext left undecoded by a pause (to hold until the parked event is taken).
-pub(super) struct FeedResult {
-    pub verdict: Verdict,
-    pub error: Option<holdfast_protocol::DecodeError>,
-    pub held: Vec<u8>,
-}
-
-impl FeedResult {
-    /// Closes for `reason` unless the session already decided to close.
-    pub fn close_if_open(&mut self, reason: CloseReason) {
-        if self.verdict == Verdict::Continue {
-            self.verdict = Verdict::Close(reason);
-        }
-    }
-}
-
-impl<'a> Feed<'a> {
-    pub fn new(
-        conn: &'a mut crate::conn::Conn,
-        cx: crate::session::SessionCx<'a>,
-        decoder: &'a mut holdfast_protocol::Decoder,
-        now: u32,
-    ) -> Feed<'a> {
-        Feed {
-            conn,
-            cx,
-            decoder,
-            now,
-            result: FeedResult {
-                verdict: Verdict::Continue,
-                error: None,
-                held: Vec::new(),
-            },
-        }
-    }
-
-    /// Decodes `bytes` into the session. `Break` once the session closes (the rest of the
-    /// stream is not read); a paused session holds the bytes instead.
-    pub fn feed(&mut self, bytes: &[u8]) -> std::ops::ControlFlow<()> {
-        use std::ops::ControlFlow;
-        if self.result.verdict != Verdict::Continue {
-            return ControlFlow::Break(());
-        }
-        if self.conn.flags.has(ConnFlags::READ_PAUSED) {
-            self.result.held.extend_from_slice(bytes);
-            return ControlFlow::Continue(());
-        }
-        let conn = &mut *self.conn;
-        let cx = &mut self.cx;
-        let now = self.now;
-        let verdict = &mut self.result.verdict;
-        let fed = self.decoder.feed(bytes, |frame| {
-            *verdict = session::on_frame(conn, cx, frame, now);
-            if *verdict == Verdict::Continue && conn.flags.has(ConnFlags::READ_PAUSED) {
-                // Its event was parked: nothing more is decoded until it is taken.
-                return ControlFlow::Break(());
-            }
-            verdict.flow()
-        });
-        match fed {
-            Ok(Fed::All) => ControlFlow::Continue(()),
-            Ok(Fed::Stopped { consumed }) if self.result.verdict == Verdict::Continue => {
-                self.result.held.extend_from_slice(&bytes[consumed..]);
-                ControlFlow::Continue(())
-            }
-            Ok(Fed::Stopped { .. }) => ControlFlow::Break(()),
-            Err(error) => {
-                session::queue_error(self.conn, &mut self.cx, error.code(), 0, &error.to_string());
-                self.result.verdict = Verdict::Close(CloseReason::ProtocolError);
-                self.result.error = Some(error);
-                ControlFlow::Break(())
-            }
-        }
-    }
-
-    pub fn finish(self) -> FeedResult {
-        self.result
-    }
-}
-
 /// Where the bytes [`Shard::on_bytes`] handles come from.
 pub(super) enum Input {
     /// `len` bytes the kernel put in a provided buffer.
     Buffer { buffer_id: u16, len: usize },
     /// Bytes read earlier and held while the connection's events were parked.
-    Held(Vec<u8>),
+    Held(BytesMut),
 }

@@ -161,6 +161,7 @@ impl Shard {
             for (topic, on) in self.push.topics.take_changes() {
                 link.interest(crate::cluster::Interest::Topic(topic), on);
             }
+            link.flush();
         }
         while !self.push.outbox.is_empty() {
             let outbox = std::mem::take(&mut self.push.outbox);
@@ -258,7 +259,7 @@ impl Shard {
         let mut moved: Vec<(ConnId, Option<u64>, bool)> = Vec::new();
         self.push
             .events
-            .unpark(|parked, last| moved.push((parked.event.conn, parked.ack_id, last)));
+            .unpark(|conn, ack_id, last| moved.push((conn, ack_id, last)));
         for (id, ack_id, last) in moved {
             self.counters.events_accepted += 1;
             let (conns, mut cx) = self.session_parts(id.slot());
@@ -269,24 +270,38 @@ impl Shard {
                 session::push::queue_ack(conn, &mut cx, ack_id);
             }
             if last {
-                conn.flags.clear(ConnFlags::READ_PAUSED);
-                // Bytes held since the pause come first; they may pause it again.
-                if let Some((generation, bytes)) = self.held_input.remove(&id.slot()) {
-                    debug_assert_eq!(generation, id.generation());
-                    self.on_bytes(id.slot(), super::io::Input::Held(bytes));
-                }
-                let Some(conn) = self.conns.get_mut(id.key()) else {
-                    continue;
-                };
-                if conn.flags.has(ConnFlags::READ_AGAIN)
-                    && !conn
-                        .flags
-                        .has(ConnFlags::RECV_IN_FLIGHT | ConnFlags::READ_PAUSED)
-                {
-                    self.start_recv(id.slot());
-                }
+                self.resume_reading(id.key());
             }
             self.flush(id.slot());
+        }
+    }
+
+    /// A reason to pause reading went away (the last parked event was taken, or the replies
+    /// drained): read again unless the other reason still holds. Bytes held since the pause are
+    /// fed first (they may pause it again), then the socket is read if it had more.
+    pub(super) fn resume_reading(&mut self, key: ConnKey) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.flags.has(ConnFlags::REPLIES_PAUSED)
+            || self.push.events.has_parked(key.id(self.index))
+        {
+            return;
+        }
+        conn.flags.clear(ConnFlags::READ_PAUSED);
+        if let Some((generation, bytes)) = self.held_input.remove(&key.slot) {
+            debug_assert_eq!(generation, key.generation);
+            self.on_bytes(key.slot, super::io::Input::Held(bytes));
+        }
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.flags.has(ConnFlags::READ_AGAIN)
+            && !conn
+                .flags
+                .has(ConnFlags::RECV_IN_FLIGHT | ConnFlags::READ_PAUSED)
+        {
+            self.start_recv(key.slot);
         }
     }
 }

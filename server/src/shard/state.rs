@@ -72,12 +72,18 @@ pub struct Shard {
     pub(super) conns: ConnSlab,
     /// max_connections_per_shard: a connection accepted beyond it is refused (server_full).
     pub(super) max_sessions: u32,
+    /// Live connections in refusal slots (flag REFUSED): not sessions, not counted against
+    /// max_sessions.
+    pub(super) refusals_live: u32,
     pub(super) wheel: TimerWheel<ConnKey>,
     // Boxed on purpose: a decoder moves between this pool and a connection slot, where
     // `Option<Box<Decoder>>` keeps the slot at 32 bytes.
     #[allow(clippy::vec_box)]
     pub(super) decoders: Vec<Box<Decoder>>,
     pub(super) outbound_pool: OutboundPool,
+    /// Bytes of incomplete frames held by this shard's connections (decoders in slots), at
+    /// most max_partial_frame_bytes_per_shard.
+    pub(super) partial_frame_bytes: u64,
     pub(super) handler: Router,
     pub(super) counters: ShardCounters,
     /// From receiving the bytes that caused a reply to the kernel taking the reply, in us.
@@ -96,7 +102,7 @@ pub struct Shard {
     /// Bytes read from connections whose events are parked, not yet decoded, by slot (with
     /// the connection's generation). At most one receive buffer's worth per paused
     /// connection, plus what a multishot recv read before its cancel landed.
-    pub(super) held_input: std::collections::HashMap<u32, (u32, Vec<u8>)>,
+    pub(super) held_input: std::collections::HashMap<u32, (u32, bytes::BytesMut)>,
     /// Set when draining: the tick by which every connection is closed.
     pub(super) drain_deadline_tick: Option<u32>,
     pub(super) started_at: Instant,
@@ -177,9 +183,11 @@ impl Shard {
             transports: std::collections::HashMap::new(),
             conns: ConnSlab::new(slots),
             max_sessions: capacity,
+            refusals_live: 0,
             wheel: TimerWheel::new(),
             decoders: Vec::new(),
             outbound_pool: OutboundPool::default(),
+            partial_frame_bytes: 0,
             handler: Router::default(),
             counters: ShardCounters::default(),
             reply_latency_us: Histogram::new_with_bounds(1, HISTOGRAM_MAX_US, 3)
@@ -192,7 +200,7 @@ impl Shard {
             held_input: std::collections::HashMap::new(),
             drain_deadline_tick: None,
             started_at: Instant::now(),
-            rng: SmallRng::seed_from_u64(index as u64 ^ 0x9e37_79b9_7f4a_7c15),
+            rng: SmallRng::from_entropy(),
             log_socket_errors: LogLimiter::default(),
             log_protocol_errors: LogLimiter::default(),
             log_accept_errors: LogLimiter::default(),
@@ -206,8 +214,13 @@ impl Shard {
         })
     }
 
+    /// The current tick: the wheel's, or the clock's at the last reap if the ticker lags
+    /// behind it (a loaded host). Deadlines are counted from here, so a late ticker never
+    /// makes a new deadline early (a hello_timeout_ms of 300 fired after ~100 ms under load).
     pub fn now_tick(&self) -> u32 {
-        self.wheel.now_tick()
+        let since_start = self.reaped_at.saturating_duration_since(self.started_at);
+        let clock_tick = (since_start.as_millis() as u64 / self.ticks.tick_ms) as u32;
+        self.wheel.now_tick().max(clock_tick)
     }
 
     /// The connection slab and what the session layer may touch besides it.
@@ -309,6 +322,7 @@ impl Shard {
         conn.state = SessionState::Closing;
         conn.last_activity_tick = now;
         if let Some(decoder) = conn.decoder.take() {
+            self.partial_frame_bytes -= decoder.buffered_bytes() as u64;
             self.give_decoder(decoder);
         }
         self.counters.closed(reason);
@@ -355,9 +369,14 @@ impl Shard {
             debug_assert_ne!(conn.state, SessionState::Closing);
             self.counters.closed(reason);
         }
+        if conn.flags.has(ConnFlags::REFUSED) {
+            self.refusals_live -= 1;
+        }
         self.push.topics.remove_conn(key);
         self.held_input.remove(&slot);
         self.transports.remove(&slot);
+        // Never acked, so not accepted: dropped with their connection (counted).
+        self.counters.events_dropped += u64::from(self.push.events.drop_conn(session.id));
         if let Some((generation, client_id)) = self.push.client_ids.remove(&slot) {
             debug_assert_eq!(generation, key.generation);
             let owner = crate::mesh::owner_shard(&client_id, self.push.shards);
@@ -369,6 +388,7 @@ impl Shard {
         }
         let (decoder, outbound) = self.conns.free(slot);
         if let Some(decoder) = decoder {
+            self.partial_frame_bytes -= decoder.buffered_bytes() as u64;
             self.give_decoder(decoder);
         }
         if let Some(outbound) = outbound {

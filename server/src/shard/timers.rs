@@ -15,6 +15,8 @@ enum Due {
     Ping,
     HeartbeatTimeout,
     LingerOver,
+    /// A draining session was quiet for close_linger_ms after its Goodbye.
+    DrainQuiet,
 }
 
 impl Shard {
@@ -63,6 +65,7 @@ impl Shard {
                 Due::HeartbeatTimeout,
             ),
             SessionState::Open => (last_activity_tick + heartbeat_interval, Due::Ping),
+            SessionState::Draining => (last_activity_tick + ticks.linger, Due::DrainQuiet),
             SessionState::Closing => (last_activity_tick + ticks.linger, Due::LingerOver),
             SessionState::Free => unreachable!("free slots have no deadline"),
         }
@@ -115,6 +118,7 @@ impl Shard {
                 CloseReason::HeartbeatTimeout,
             ),
             Due::LingerOver => self.close_now(entry.slot, None),
+            Due::DrainQuiet => self.begin_close(entry.slot, CloseReason::Drain),
         }
     }
 

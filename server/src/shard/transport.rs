@@ -5,12 +5,18 @@
 //! A connection with a transport has `Conn::transport` set and its state in
 //! `Shard::transports` (a side table by slot). Plain connections never touch either.
 
-use crate::conn::{ConnFlags, SessionState};
+use std::ops::ControlFlow;
+
+use bytes::BytesMut;
+use holdfast_protocol::decode::Fed;
+use holdfast_protocol::{DecodeError, Decoder, ErrorCode};
+
+use crate::conn::{Conn, ConnFlags, SessionState};
 use crate::metrics::CloseReason;
 use crate::ring::user_data::{Op, UserData};
+use crate::session::{self, SessionCx, Verdict};
 use crate::transport::{CloseCause, Outcome, TransportKind};
 
-use super::io::Feed;
 use super::state::Shard;
 
 /// Listeners per shard: plain TCP (index 0), WebSocket (index 1) and TLS (index 2).
@@ -89,6 +95,8 @@ impl Shard {
             Some(decoder) => decoder,
             None => self.take_decoder(),
         };
+        // Counted again in after_feed if the connection keeps a partial frame.
+        self.partial_frame_bytes -= decoder.buffered_bytes() as u64;
         let Some(transport) = self.transports.get_mut(&slot) else {
             debug_assert!(false, "a transport connection has its state");
             return;
@@ -139,6 +147,60 @@ impl Shard {
         self.after_feed(slot, generation, decoder, result);
     }
 
+    /// After a transport's plaintext was fed (as the end of `on_bytes` does for plain input):
+    /// log a decode error, hold what a pause left undecoded, keep the decoder only while it
+    /// holds a partial frame (within the shard's budget), then send or close.
+    fn after_feed(
+        &mut self,
+        slot: u32,
+        generation: u32,
+        decoder: Box<Decoder>,
+        mut result: FeedResult,
+    ) {
+        if let Some(error) = result.error {
+            if let Some(suppressed) = self.log_protocol_errors.allow(std::time::Instant::now()) {
+                tracing::info!(
+                    shard = self.index,
+                    slot,
+                    code = error.code().name(),
+                    suppressed,
+                    "bad input: {error}"
+                );
+            }
+        }
+        if !result.held.is_empty() && result.verdict == Verdict::Continue {
+            self.held_input
+                .entry(slot)
+                .or_insert_with(|| (generation, BytesMut::new()))
+                .1
+                .extend_from_slice(&result.held);
+        }
+        let partial_bytes = decoder.buffered_bytes() as u64;
+        if result.verdict == Verdict::Continue
+            && self.partial_frame_bytes + partial_bytes
+                > self.config.max_partial_frame_bytes_per_shard
+        {
+            let (conns, mut cx) = self.session_parts(slot);
+            let conn = conns.get_live_mut(slot).expect("still live");
+            let reason =
+                "incomplete frames on this server are over their memory budget: send whole frames";
+            session::queue_error(conn, &mut cx, ErrorCode::LimitExceeded, 0, reason);
+            self.counters.partial_frame_budget_refusals += 1;
+            result.verdict = Verdict::Close(CloseReason::ProtocolError);
+        }
+        let conn = self.conns.get_live_mut(slot).expect("still live");
+        if result.verdict == Verdict::Continue && partial_bytes > 0 {
+            self.partial_frame_bytes += partial_bytes;
+            conn.decoder = Some(decoder);
+        } else {
+            self.give_decoder(decoder);
+        }
+        match result.verdict {
+            Verdict::Continue => self.flush(slot),
+            Verdict::Close(reason) => self.begin_close(slot, reason),
+        }
+    }
+
     /// `flush` for a connection with a transport: the queued batch (if any) and the
     /// transport's own bytes become one send of wire bytes.
     pub(super) fn flush_transport(&mut self, slot: u32) {
@@ -177,5 +239,97 @@ impl Shard {
         if conn.outbound.is_none() && conn.state == SessionState::Closing {
             self.after_final_flush(slot);
         }
+    }
+}
+
+/// The plaintext a transport yields, into the decoder and the session, one run at a time,
+/// borrowed apart from the ring and the receive buffers (the transport holds the buffer).
+pub(super) struct Feed<'a> {
+    conn: &'a mut Conn,
+    cx: SessionCx<'a>,
+    decoder: &'a mut Decoder,
+    now: u32,
+    result: FeedResult,
+}
+
+/// What feeding did: the session's verdict, a decode error (already answered with an Error
+/// frame), and plaintext left undecoded by a pause (held until the parked event is taken).
+pub(super) struct FeedResult {
+    verdict: Verdict,
+    error: Option<DecodeError>,
+    held: Vec<u8>,
+}
+
+impl FeedResult {
+    /// Closes for `reason` unless the session already decided to close.
+    fn close_if_open(&mut self, reason: CloseReason) {
+        if self.verdict == Verdict::Continue {
+            self.verdict = Verdict::Close(reason);
+        }
+    }
+}
+
+impl<'a> Feed<'a> {
+    fn new(conn: &'a mut Conn, cx: SessionCx<'a>, decoder: &'a mut Decoder, now: u32) -> Self {
+        Feed {
+            conn,
+            cx,
+            decoder,
+            now,
+            result: FeedResult {
+                verdict: Verdict::Continue,
+                error: None,
+                held: Vec::new(),
+            },
+        }
+    }
+
+    /// Decodes `bytes` into the session. `Break` once the session closes (the rest of the
+    /// stream is not read); a paused session holds the bytes instead.
+    fn feed(&mut self, bytes: &[u8]) -> ControlFlow<()> {
+        if self.result.verdict != Verdict::Continue {
+            return ControlFlow::Break(());
+        }
+        if self.conn.flags.has(ConnFlags::READ_PAUSED) {
+            self.result.held.extend_from_slice(bytes);
+            return ControlFlow::Continue(());
+        }
+        let conn = &mut *self.conn;
+        let cx = &mut self.cx;
+        let now = self.now;
+        let verdict = &mut self.result.verdict;
+        let fed = self.decoder.feed(bytes, |frame| {
+            *verdict = session::on_frame(conn, cx, frame, now);
+            if *verdict == Verdict::Continue && conn.flags.has(ConnFlags::READ_PAUSED) {
+                // Its event was parked: nothing more is decoded until it is taken.
+                return ControlFlow::Break(());
+            }
+            verdict.flow()
+        });
+        match fed {
+            Ok(Fed::All) => ControlFlow::Continue(()),
+            Ok(Fed::Stopped { consumed }) if self.result.verdict == Verdict::Continue => {
+                self.result.held.extend_from_slice(&bytes[consumed..]);
+                ControlFlow::Continue(())
+            }
+            Ok(Fed::Stopped { .. }) => ControlFlow::Break(()),
+            Err(error) => {
+                let reason = error.to_string();
+                session::queue_error(
+                    self.conn,
+                    &mut self.cx,
+                    error.code(),
+                    error.frame_id(),
+                    &reason,
+                );
+                self.result.verdict = Verdict::Close(CloseReason::ProtocolError);
+                self.result.error = Some(error);
+                ControlFlow::Break(())
+            }
+        }
+    }
+
+    fn finish(self) -> FeedResult {
+        self.result
     }
 }

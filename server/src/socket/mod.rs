@@ -7,6 +7,16 @@ use std::net::SocketAddr;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+/// Caps the kernel send buffer of every connection accepted from `listener` (accepted sockets
+/// inherit SO_SNDBUF and its lock): a client that never reads pins at most about twice
+/// `send_buffer_bytes` of kernel memory. 0 leaves the kernel's autotuning.
+pub fn limit_send_buffer(listener: &Socket, send_buffer_bytes: u32) -> io::Result<()> {
+    if send_buffer_bytes == 0 {
+        return Ok(());
+    }
+    listener.set_send_buffer_size(send_buffer_bytes as usize)
+}
+
 /// Binds `count` listeners to `addr` with SO_REUSEPORT. With port 0, the first listener's
 /// port is used for the rest. Accepted sockets inherit TCP_NODELAY from the listener.
 pub fn bind_listeners(addr: SocketAddr, count: usize, backlog: u32) -> io::Result<Vec<Socket>> {

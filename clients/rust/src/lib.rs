@@ -1,0 +1,114 @@
+//! An async client for the Holdfast gateway, on tokio.
+//!
+//! It keeps one session open for you and does what every well-behaved Holdfast client has to:
+//!
+//! - **Connects** over TCP and says Hello, with a token when the server has auth on
+//!   ([`TokenSource`]; [`mint_token`] makes one the way the server checks it).
+//! - **Heartbeats** at the interval the Welcome gives: answers the server's Pings, pings after
+//!   that much silence, and treats a server silent for the Welcome's `heartbeat_timeout_ms` as
+//!   dead.
+//! - **Reconnects** when the connection is lost, with exponential backoff and full jitter
+//!   ([`Backoff`]); after a Goodbye (a server draining) it waits exactly the server's
+//!   `reconnect_after_ms` first (up to [`ClientConfig::reconnect_after_max_ms`]). Watch it
+//!   happen with [`Client::watch_state`].
+//! - **Resubscribes** to every topic after a reconnect, remembering the last sequence number
+//!   delivered per topic ([`Client::subscriptions`]).
+//! - **Requests** are futures with a timeout; no more are put on the wire than the Welcome
+//!   allows in flight, and at most [`ClientConfig::max_inflight_requests`] wait at once.
+//! - **Events** are acked ([`Client::event`]) or fire-and-forget ([`Client::event_unacked`]).
+//! - **Pushes** arrive on a [`PushStream`], in order, with a [`Gap`] report in front of any
+//!   push whose topic skipped sequence numbers.
+//! - **Errors** are typed ([`Error`]): one variant per class of the protocol's error codes,
+//!   plus transport, timeout, lost and closed.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use holdfast_client::{Client, ClientConfig, Gap, Incoming};
+//!
+//! #[tokio::main(flavor = "current_thread")]
+//! async fn main() -> Result<(), holdfast_client::Error> {
+//!     let config = ClientConfig::tcp("127.0.0.1:7878").with_client_id("device-1");
+//!     let (client, mut pushes) = Client::connect(config).await?;
+//!
+//!     let answer = client.request("echo", "hello").await?;
+//!     assert_eq!(&answer[..], b"hello");
+//!     client.event("clicks", "item-42").await?; // Ok once the server has it
+//!
+//!     client.subscribe(["news"]).await?;
+//!     while let Some(item) = pushes.recv().await {
+//!         match item {
+//!             Incoming::Push(push) => {
+//!                 println!("{} #{}: {:?}", push.topic, push.seq, push.payload)
+//!             }
+//!             Incoming::Gap(Gap::Missed { topic, first_missed_seq, last_missed_seq, .. }) => {
+//!                 println!("missed {topic} #{first_missed_seq}..=#{last_missed_seq}: re-fetch it")
+//!             }
+//!             Incoming::Gap(gap) => println!("{} was renumbered: re-fetch it", gap.topic()),
+//!             _ => {}
+//!         }
+//!     }
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Delivery, from your side
+//!
+//! The server numbers each topic's pushes 1, 2, 3, … and, today, keeps no history: a push
+//! published while your client is away (reconnecting after a drain, a network blip) is not
+//! sent again. The client tells you exactly when that happened: the first push after the hole
+//! comes after a [`Gap::Missed`] naming the missed range, or a [`Gap::Reset`] if the numbering
+//! started over (the server restarted). On either, re-fetch whatever state those pushes keep
+//! current. When the protocol gains resume (Subscribe carrying the last sequence number per
+//! topic), this client will send the numbers it already keeps and gaps will only be reported
+//! when the server's window no longer holds what was missed.
+//!
+//! If you do not read the [`PushStream`] and it fills up
+//! ([`ClientConfig::push_buffer_max_items`]), arriving pushes are dropped here and counted
+//! ([`Stats::pushes_dropped`]); requests, events and heartbeats are unaffected, and the drops
+//! show up as a [`Gap::Missed`] (with `dropped_here`) once you read again.
+//!
+//! # Transports
+//!
+//! TCP only, because that is the listener the server has. TLS (tokio-rustls) and WebSocket
+//! (tokio-tungstenite) are planned as further [`Endpoint`] variants once the server listens for
+//! them; the API above them does not change.
+//!
+//! # Limits
+//!
+//! Every limit is a [`ClientConfig`] field with its unit in its name, defaulting to a named
+//! constant (`*_DEFAULT`); [`WRITE_BUFFER_MAX_BYTES`], [`READ_CHUNK_BYTES`],
+//! [`COMMANDS_PER_WAKE_MAX`] and [`HEARTBEAT_MIN_MS`] are fixed.
+
+#![warn(missing_docs)]
+
+mod backoff;
+mod client;
+mod config;
+mod driver;
+mod error;
+mod frames;
+mod pushes;
+mod seq;
+mod state;
+mod token;
+mod transport;
+
+pub use backoff::Backoff;
+pub use client::Client;
+pub use config::{
+    ClientConfig, Endpoint, TokenFn, TokenSource, CLOSE_FLUSH_TIMEOUT_MS_DEFAULT,
+    COMMAND_QUEUE_MAX_ITEMS_DEFAULT, CONNECT_TIMEOUT_MS_DEFAULT, HELLO_TIMEOUT_MS_DEFAULT,
+    MAX_INFLIGHT_ACKS_DEFAULT, MAX_INFLIGHT_REQUESTS_DEFAULT, MAX_TOPICS_DEFAULT,
+    PUSH_BUFFER_MAX_ITEMS_DEFAULT, RECONNECT_AFTER_MAX_MS_DEFAULT, RECONNECT_BASE_DELAY_MS_DEFAULT,
+    RECONNECT_MAX_DELAY_MS_DEFAULT, REQUEST_TIMEOUT_MS_DEFAULT,
+};
+pub use driver::{
+    COMMANDS_PER_WAKE_MAX, HEARTBEAT_MIN_MS, READ_CHUNK_BYTES, WRITE_BUFFER_MAX_BYTES,
+};
+pub use error::{Error, ServerError};
+pub use holdfast_protocol::ErrorCode;
+pub use pushes::{Incoming, Push, PushStream};
+pub use seq::Gap;
+pub use state::{ConnectionState, SessionInfo, Stats};
+pub use token::{mint_token, TOKEN_BYTES};

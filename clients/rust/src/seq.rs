@@ -1,0 +1,314 @@
+//! Sequence numbers per topic: the subscribed topics, the last sequence number delivered on
+//! each (what a resume will ask the server to continue from), and gap detection.
+
+use std::collections::HashMap;
+
+/// The topic of broadcasts; numbered like a topic but never subscribed to.
+pub(crate) const BROADCAST_TOPIC: &str = "*";
+
+/// A break in a topic's numbering, reported on the push stream right before the push that
+/// revealed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Gap {
+    /// Pushes `first_missed_seq ..= last_missed_seq` of `topic` were not delivered.
+    /// `dropped_here` of them reached this client but were dropped because the push stream
+    /// was full; the rest never arrived (published while the client was reconnecting, or the
+    /// server cut a slow session). Today the server keeps no history: re-fetch the state
+    /// these pushes would have changed.
+    Missed {
+        /// The topic.
+        topic: String,
+        /// First sequence number not delivered.
+        first_missed_seq: u64,
+        /// Last sequence number not delivered (the push that follows has this + 1).
+        last_missed_seq: u64,
+        /// How many of the missed pushes were dropped by this client (stream full).
+        dropped_here: u64,
+    },
+    /// The topic's numbering went back: `received_seq` follows `last_seen_seq`. The server
+    /// restarted (or, in cluster mode, the client reconnected to another host), so the old
+    /// numbers mean nothing now; re-fetch the topic's state.
+    Reset {
+        /// The topic.
+        topic: String,
+        /// The last sequence number delivered before.
+        last_seen_seq: u64,
+        /// The sequence number of the push that follows.
+        received_seq: u64,
+    },
+}
+
+impl Gap {
+    /// The topic the gap is on.
+    pub fn topic(&self) -> &str {
+        match self {
+            Gap::Missed { topic, .. } | Gap::Reset { topic, .. } => topic,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct TopicSeq {
+    /// Subscribed by the user (resubscribed after a reconnect); false for the broadcast topic.
+    subscribed: bool,
+    /// Last sequence number delivered to the push stream.
+    last_seq: Option<u64>,
+    /// Pushes dropped (stream full) since the last one delivered.
+    dropped_since_delivery: u64,
+}
+
+/// The subscribed topics and their sequence state. At most `max_topics` subscribed topics,
+/// plus the broadcast topic: pushes on anything else are delivered but not tracked.
+#[derive(Debug, Default)]
+pub(crate) struct TopicSeqs {
+    topics: HashMap<String, TopicSeq>,
+    subscribed: usize,
+}
+
+impl TopicSeqs {
+    /// Subscribed topics.
+    pub(crate) fn subscribed_count(&self) -> usize {
+        self.subscribed
+    }
+
+    /// Marks `names` subscribed; returns those that were not already (to undo on refusal).
+    pub(crate) fn subscribe(&mut self, names: &[String]) -> Vec<String> {
+        let mut added = Vec::new();
+        for name in names {
+            let entry = self.topics.entry(name.clone()).or_default();
+            if !entry.subscribed {
+                entry.subscribed = true;
+                self.subscribed += 1;
+                added.push(name.clone());
+            }
+        }
+        added
+    }
+
+    /// Forgets `names` (unsubscribed, or a subscribe the server refused).
+    pub(crate) fn unsubscribe(&mut self, names: &[String]) {
+        for name in names {
+            if let Some(entry) = self.topics.get(name.as_str()) {
+                if entry.subscribed {
+                    self.subscribed -= 1;
+                    self.topics.remove(name.as_str());
+                }
+            }
+        }
+    }
+
+    /// The subscribed topics with the last sequence number delivered on each, sorted by name.
+    pub(crate) fn subscriptions(&self) -> Vec<(String, Option<u64>)> {
+        let mut list: Vec<_> = self
+            .topics
+            .iter()
+            .filter(|(_, entry)| entry.subscribed)
+            .map(|(name, entry)| (name.clone(), entry.last_seq))
+            .collect();
+        list.sort();
+        list
+    }
+
+    /// The last sequence number delivered on `topic`.
+    pub(crate) fn last_seq(&self, topic: &str) -> Option<u64> {
+        self.topics.get(topic).and_then(|entry| entry.last_seq)
+    }
+
+    fn tracked(&mut self, topic: &str, seq: u64) -> Option<&mut TopicSeq> {
+        if seq == 0 {
+            return None; // pushes to a connection or client id are not numbered
+        }
+        if topic == BROADCAST_TOPIC && !self.topics.contains_key(BROADCAST_TOPIC) {
+            self.topics
+                .insert(BROADCAST_TOPIC.to_owned(), TopicSeq::default());
+        }
+        self.topics.get_mut(topic)
+    }
+
+    /// The gap a push `(topic, seq)` would reveal if delivered now.
+    pub(crate) fn gap_before(&mut self, topic: &str, seq: u64) -> Option<Gap> {
+        let entry = *self.tracked(topic, seq)?;
+        let last = entry.last_seq?;
+        // Checked: the numbers come from the wire, and u64::MAX must not panic.
+        if last.checked_add(1) == Some(seq) {
+            None
+        } else if seq > last {
+            let missed = seq - last - 1;
+            Some(Gap::Missed {
+                topic: topic.to_owned(),
+                first_missed_seq: last + 1,
+                last_missed_seq: seq - 1,
+                dropped_here: entry.dropped_since_delivery.min(missed),
+            })
+        } else {
+            Some(Gap::Reset {
+                topic: topic.to_owned(),
+                last_seen_seq: last,
+                received_seq: seq,
+            })
+        }
+    }
+
+    /// Records that push `(topic, seq)` went into the stream.
+    pub(crate) fn delivered(&mut self, topic: &str, seq: u64) {
+        if let Some(entry) = self.tracked(topic, seq) {
+            entry.last_seq = Some(seq);
+            entry.dropped_since_delivery = 0;
+        }
+    }
+
+    /// Records that push `(topic, seq)` was dropped (stream full).
+    pub(crate) fn dropped(&mut self, topic: &str, seq: u64) {
+        if let Some(entry) = self.tracked(topic, seq) {
+            // The first push of a topic ever dropped leaves no number to measure a gap
+            // from; start from the one before it, so the drop is still reported.
+            if entry.last_seq.is_none() {
+                entry.last_seq = Some(seq - 1);
+            }
+            entry.dropped_since_delivery += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topics(names: &[&str]) -> Vec<String> {
+        names.iter().map(|name| name.to_string()).collect()
+    }
+
+    fn deliver(seqs: &mut TopicSeqs, topic: &str, seq: u64) -> Option<Gap> {
+        let gap = seqs.gap_before(topic, seq);
+        seqs.delivered(topic, seq);
+        gap
+    }
+
+    #[test]
+    fn consecutive_pushes_report_nothing_and_the_first_sets_the_base() {
+        let mut seqs = TopicSeqs::default();
+        seqs.subscribe(&topics(&["news"]));
+        for seq in 41..=45 {
+            assert_eq!(deliver(&mut seqs, "news", seq), None);
+        }
+        assert_eq!(seqs.last_seq("news"), Some(45));
+    }
+
+    #[test]
+    fn a_skip_is_reported_as_missed_with_its_exact_range() {
+        let mut seqs = TopicSeqs::default();
+        seqs.subscribe(&topics(&["news"]));
+        deliver(&mut seqs, "news", 3);
+        assert_eq!(
+            deliver(&mut seqs, "news", 7),
+            Some(Gap::Missed {
+                topic: "news".into(),
+                first_missed_seq: 4,
+                last_missed_seq: 6,
+                dropped_here: 0
+            })
+        );
+    }
+
+    #[test]
+    fn numbering_going_back_is_a_reset() {
+        let mut seqs = TopicSeqs::default();
+        seqs.subscribe(&topics(&["news"]));
+        deliver(&mut seqs, "news", 9);
+        assert_eq!(
+            deliver(&mut seqs, "news", 1),
+            Some(Gap::Reset {
+                topic: "news".into(),
+                last_seen_seq: 9,
+                received_seq: 1
+            })
+        );
+        assert_eq!(deliver(&mut seqs, "news", 2), None);
+    }
+
+    #[test]
+    fn local_drops_are_counted_in_the_gap_that_follows() {
+        let mut seqs = TopicSeqs::default();
+        seqs.subscribe(&topics(&["news"]));
+        deliver(&mut seqs, "news", 1);
+        seqs.dropped("news", 2);
+        seqs.dropped("news", 3);
+        // 4 never arrived at all.
+        assert_eq!(
+            deliver(&mut seqs, "news", 5),
+            Some(Gap::Missed {
+                topic: "news".into(),
+                first_missed_seq: 2,
+                last_missed_seq: 4,
+                dropped_here: 2
+            })
+        );
+        assert_eq!(deliver(&mut seqs, "news", 6), None, "count starts over");
+    }
+
+    #[test]
+    fn dropping_the_very_first_push_is_still_reported() {
+        let mut seqs = TopicSeqs::default();
+        seqs.subscribe(&topics(&["news"]));
+        seqs.dropped("news", 10);
+        assert!(matches!(
+            deliver(&mut seqs, "news", 11),
+            Some(Gap::Missed {
+                first_missed_seq: 10,
+                last_missed_seq: 10,
+                dropped_here: 1,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn numbers_at_the_top_of_the_range_do_not_overflow() {
+        let mut seqs = TopicSeqs::default();
+        seqs.subscribe(&topics(&["news"]));
+        deliver(&mut seqs, "news", u64::MAX - 1);
+        assert_eq!(deliver(&mut seqs, "news", u64::MAX), None);
+        assert!(matches!(
+            deliver(&mut seqs, "news", u64::MAX),
+            Some(Gap::Reset { .. })
+        ));
+        seqs.dropped("news", 1);
+        assert!(deliver(&mut seqs, "news", 1).is_some());
+    }
+
+    #[test]
+    fn broadcasts_are_tracked_and_unnumbered_or_unsubscribed_pushes_are_not() {
+        let mut seqs = TopicSeqs::default();
+        deliver(&mut seqs, BROADCAST_TOPIC, 1);
+        assert!(deliver(&mut seqs, BROADCAST_TOPIC, 3).is_some());
+        assert_eq!(deliver(&mut seqs, "", 0), None);
+        assert_eq!(deliver(&mut seqs, "", 0), None);
+        assert_eq!(deliver(&mut seqs, "other", 5), None);
+        assert_eq!(seqs.last_seq("other"), None, "not subscribed: not tracked");
+        assert_eq!(
+            seqs.subscriptions(),
+            vec![],
+            "broadcast is never resubscribed"
+        );
+    }
+
+    #[test]
+    fn subscriptions_remember_their_last_seq_and_unsubscribe_forgets() {
+        let mut seqs = TopicSeqs::default();
+        assert_eq!(seqs.subscribe(&topics(&["b", "a"])), topics(&["b", "a"]));
+        assert_eq!(seqs.subscribe(&topics(&["a", "c"])), topics(&["c"]));
+        deliver(&mut seqs, "a", 4);
+        assert_eq!(
+            seqs.subscriptions(),
+            vec![
+                ("a".into(), Some(4)),
+                ("b".into(), None),
+                ("c".into(), None)
+            ]
+        );
+        seqs.unsubscribe(&topics(&["a", "zzz"]));
+        assert_eq!(seqs.subscribed_count(), 2);
+        assert_eq!(seqs.last_seq("a"), None);
+    }
+}

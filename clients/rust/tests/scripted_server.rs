@@ -1,0 +1,240 @@
+//! The client against a scripted server on loopback: each accepted connection gets exactly the
+//! frames a test scripts, to reach paths the real server only takes under conditions that are
+//! hard to arrange (a refusal at the connection cap in the middle of a reconnect, a server that
+//! breaks the protocol). The real server is tested in the workspace's tests/e2e/client.rs.
+
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use holdfast_client::{Client, ClientConfig, ConnectionState, Error, ErrorCode};
+use holdfast_protocol::payload::{ErrorBody, Goodbye, Welcome};
+use holdfast_protocol::{encode_frame, encode_raw, Kind, HEADER_BYTES};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// How long a test waits for anything before failing.
+const WAIT_MS: u64 = 5_000;
+
+fn welcome() -> BytesMut {
+    let mut out = BytesMut::new();
+    let welcome = Welcome {
+        session_id: 7,
+        heartbeat_ms: 15_000,
+        heartbeat_timeout_ms: 45_000,
+        max_frame_bytes: 65_536,
+        max_inflight_requests: 64,
+    };
+    encode_frame(&mut out, 0, 1, &welcome, 65_536).unwrap();
+    out
+}
+
+/// What a server at its connection cap sends: Error server_full (id 0), then Goodbye.
+fn server_full(reconnect_after_ms: u32) -> BytesMut {
+    let mut out = BytesMut::new();
+    let error = ErrorBody {
+        code: ErrorCode::ServerFull as u16,
+        reason: "server full",
+    };
+    encode_frame(&mut out, 0, 0, &error, 65_536).unwrap();
+    let goodbye = Goodbye {
+        reason: "server full",
+        reconnect_after_ms,
+    };
+    encode_frame(&mut out, 0, 0, &goodbye, 65_536).unwrap();
+    out
+}
+
+/// Reads the client's Hello header (its payload, if any, is left unread).
+async fn read_hello(stream: &mut TcpStream) {
+    let mut header = [0u8; HEADER_BYTES];
+    stream.read_exact(&mut header).await.unwrap();
+    assert_eq!(header[5], Kind::Hello as u8, "the first frame is a Hello");
+}
+
+async fn accept(listener: &TcpListener) -> TcpStream {
+    tokio::time::timeout(Duration::from_millis(WAIT_MS), listener.accept())
+        .await
+        .expect("the client connects")
+        .unwrap()
+        .0
+}
+
+async fn wait_state(
+    states: &mut watch::Receiver<ConnectionState>,
+    wanted: impl FnMut(&ConnectionState) -> bool,
+) -> ConnectionState {
+    tokio::time::timeout(Duration::from_millis(WAIT_MS), states.wait_for(wanted))
+        .await
+        .expect("the state arrives")
+        .expect("the client task lives")
+        .clone()
+}
+
+fn config(listener: &TcpListener) -> ClientConfig {
+    let mut config = ClientConfig::tcp(listener.local_addr().unwrap().to_string());
+    // Backoff far below the hint, so honouring the hint is what the timing shows.
+    config.reconnect_base_delay_ms = 10;
+    config.reconnect_max_delay_ms = 20;
+    config
+}
+
+#[tokio::test]
+async fn a_refusal_at_the_connection_cap_is_retried_after_its_goodbye_hint() {
+    const HINT_MS: u32 = 400;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = config(&listener);
+    let script = async {
+        // 1: a session, then the connection drops (a crash, say).
+        let mut first = accept(&listener).await;
+        read_hello(&mut first).await;
+        first.write_all(&welcome()).await.unwrap();
+        drop(first);
+        // 2: the reconnect finds the server full.
+        let mut second = accept(&listener).await;
+        second.write_all(&server_full(HINT_MS)).await.unwrap();
+        second.shutdown().await.unwrap();
+        let refused_at = Instant::now();
+        // 3: the next attempt gets in.
+        let mut third = accept(&listener).await;
+        let waited = refused_at.elapsed();
+        read_hello(&mut third).await;
+        third.write_all(&welcome()).await.unwrap();
+        (waited, third)
+    };
+    let client_side = async {
+        let (client, _pushes) = Client::connect(config).await.unwrap();
+        let mut states = client.watch_state();
+        let refused = wait_state(&mut states, |state| {
+            matches!(
+                state,
+                ConnectionState::Disconnected {
+                    cause: Error::Unavailable(_),
+                    ..
+                }
+            )
+        })
+        .await;
+        let back = wait_state(&mut states, |state| {
+            matches!(state, ConnectionState::Connected(_))
+        })
+        .await;
+        (client, refused, back)
+    };
+    let ((waited, _third), (client, refused, back)) = tokio::join!(script, client_side);
+    let ConnectionState::Disconnected { cause, retry_in } = refused else {
+        unreachable!()
+    };
+    assert_eq!(cause.code(), Some(ErrorCode::ServerFull), "{cause:?}");
+    assert_eq!(retry_in, Duration::from_millis(u64::from(HINT_MS)));
+    assert!(
+        waited >= Duration::from_millis(u64::from(HINT_MS)),
+        "came back after {waited:?}, before the {HINT_MS} ms hint"
+    );
+    assert_eq!(back.session().map(|s| s.session_id), Some(7));
+    assert_eq!(client.stats().sessions_opened, 2);
+}
+
+#[tokio::test]
+async fn a_first_connect_refused_at_the_cap_reports_server_full() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = config(&listener);
+    let script = async {
+        let mut stream = accept(&listener).await;
+        stream.write_all(&server_full(1_000)).await.unwrap();
+        stream.shutdown().await.unwrap();
+        stream
+    };
+    let (_stream, connected) = tokio::join!(script, Client::connect(config));
+    let error = connected.expect_err("refused");
+    assert!(
+        matches!(&error, Error::Unavailable(server) if server.code == ErrorCode::ServerFull),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_breaks_the_protocol_loses_the_connection_not_the_client() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = config(&listener);
+    // The client side says when it has seen each session, so the script breaks the protocol
+    // only then (a session lost before it was seen would be skipped by the state watch).
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let script = async {
+        let mut first = accept(&listener).await;
+        read_hello(&mut first).await;
+        first.write_all(&welcome()).await.unwrap();
+        seen_rx.recv().await.unwrap();
+        // A Request is a client-only kind: the client must drop this connection.
+        let mut bogus = BytesMut::new();
+        let request = holdfast_protocol::payload::Request {
+            method: "x",
+            body: b"",
+        };
+        encode_frame(&mut bogus, 0, 9, &request, 65_536).unwrap();
+        first.write_all(&bogus).await.unwrap();
+        let mut second = accept(&listener).await;
+        read_hello(&mut second).await;
+        second.write_all(&welcome()).await.unwrap();
+        seen_rx.recv().await.unwrap();
+        // A header that is not a frame at all.
+        second.write_all(&[0xffu8; HEADER_BYTES]).await.unwrap();
+        let mut third = accept(&listener).await;
+        read_hello(&mut third).await;
+        third.write_all(&welcome()).await.unwrap();
+        // A Ping must be answered with a Pong carrying its id.
+        let mut ping = BytesMut::new();
+        encode_raw(&mut ping, Kind::Ping, 0, 42, &[], 65_536).unwrap();
+        third.write_all(&ping).await.unwrap();
+        let mut pong = [0u8; HEADER_BYTES];
+        loop {
+            third.read_exact(&mut pong).await.unwrap();
+            if pong[5] == Kind::Pong as u8 {
+                break;
+            }
+        }
+        (first, second, third, pong)
+    };
+    let client_side = async {
+        let (client, _pushes) = Client::connect(config).await.unwrap();
+        let mut states = client.watch_state();
+        let mut causes = Vec::new();
+        while causes.len() < 2 {
+            seen_tx.send(()).unwrap();
+            // Disconnected may pass unseen (a backoff of 0 ms); Connecting cannot, since it
+            // waits for the script's Welcome, and it carries the cause too.
+            let state = wait_state(&mut states, |state| {
+                matches!(
+                    state,
+                    ConnectionState::Disconnected { .. } | ConnectionState::Connecting { .. }
+                )
+            })
+            .await;
+            if let ConnectionState::Disconnected { cause, .. }
+            | ConnectionState::Connecting { cause, .. } = state
+            {
+                causes.push(cause);
+            }
+            wait_state(&mut states, |state| {
+                matches!(state, ConnectionState::Connected(_))
+            })
+            .await;
+        }
+        (client, causes)
+    };
+    let ((_first, _second, _third, pong), (client, causes)) = tokio::join!(script, client_side);
+    assert!(
+        matches!(
+            causes[0],
+            Error::UnexpectedFrame {
+                kind: Kind::Request,
+                id: 9
+            }
+        ),
+        "{:?}",
+        causes[0]
+    );
+    assert!(matches!(causes[1], Error::Decode(_)), "{:?}", causes[1]);
+    assert_eq!(u64::from_le_bytes(pong[8..16].try_into().unwrap()), 42);
+    assert_eq!(client.stats().sessions_opened, 3);
+}
