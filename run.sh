@@ -12,8 +12,9 @@ cd "$(dirname "$0")"
 #   systemd: systemd-analyze verify on the units in systemd/
 #   file, binutils, libc6-dev: .ci/static-build (file(1), strip, libc.a for the static binary)
 #   nodejs: node --test runs the JS client's tests (clients/js/test, from protocol/tests/js_golden.rs)
+#   openssl: server/tls/make-test-cert.sh (test certificates) and the TLS tests that run it
 #   python3-websockets, chromium: the WebSocket conformance set and the browser page test (tests/e2e/ws.rs)
-DEBIAN_PACKAGES=(clang libelf-dev zlib1g-dev pkg-config make fonts-dejavu-core systemd file binutils libc6-dev nats-server nodejs python3-websockets chromium)
+DEBIAN_PACKAGES=(clang libelf-dev zlib1g-dev pkg-config make fonts-dejavu-core systemd file binutils libc6-dev nats-server nodejs python3-websockets chromium openssl)
 
 deps() {
     local missing=()

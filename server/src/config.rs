@@ -149,6 +149,15 @@ pub struct Config {
     /// sends `file://` for a page opened from a file). Empty = any origin. A request without `Origin` (not a
     /// browser) is always allowed.
     pub ws_allowed_origins: Vec<String>,
+    /// TLS listener (one per shard, SO_REUSEPORT, beside `listen`): TLS 1.3 and 1.2, ALPN
+    /// `holdfast/1`, Holdfast frames inside. Needs `tls_cert_file` and `tls_key_file`.
+    /// Unset = no TLS listener.
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain (leaf first) of the TLS listener; re-read on SIGHUP (new
+    /// handshakes use it, live sessions keep theirs).
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the TLS listener; re-read on SIGHUP.
+    pub tls_key_file: Option<std::path::PathBuf>,
     /// Log lines on stderr: `text` (human; ANSI colour only when stderr is a terminal) or
     /// `json` (one JSON object per line, for log shippers). `HOLDFAST_LOG` sets the filter.
     pub log_format: LogFormat,
@@ -226,6 +235,9 @@ impl Default for Config {
             ws_listen: None,
             ws_path: "/ws".to_owned(),
             ws_allowed_origins: Vec::new(),
+            tls_listen: None,
+            tls_cert_file: None,
+            tls_key_file: None,
             log_format: LogFormat::Text,
         }
     }
@@ -468,6 +480,31 @@ impl Config {
                 return Err(invalid(
                     "ws_listen",
                     "a port other than listen's and admin_listen's",
+                ));
+            }
+        }
+        if let Some(tls) = self.tls_listen {
+            let others = [
+                Some(self.listen.port()),
+                Some(self.admin_listen.port()),
+                self.ws_listen.map(|ws| ws.port()),
+            ];
+            if tls.port() != 0 && others.contains(&Some(tls.port())) {
+                return Err(invalid(
+                    "tls_listen",
+                    "a port other than listen's, admin_listen's and ws_listen's",
+                ));
+            }
+            if self.tls_cert_file.is_none() {
+                return Err(invalid(
+                    "tls_cert_file",
+                    "set (a PEM file) when tls_listen is",
+                ));
+            }
+            if self.tls_key_file.is_none() {
+                return Err(invalid(
+                    "tls_key_file",
+                    "set (a PEM file) when tls_listen is",
                 ));
             }
         }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::config::Config;
@@ -19,7 +19,7 @@ pub const STARTUP_TIMEOUT_MS: u64 = 10_000;
 pub fn serve(config: Config) -> Result<ShardCounters, String> {
     // Handlers first: a SIGTERM that arrives while shards start (or right after the listening
     // line) is held and starts the drain, instead of killing the process.
-    let mut signals = Signals::new([SIGTERM, SIGINT])
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let shards = config.shard_count();
     let capacity = config.capacity_per_shard();
@@ -48,6 +48,32 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
             .collect(),
         None => (0..shards).map(|_| None).collect(),
     };
+    // TLS listeners likewise, with the certificate every shard reads (reloaded on SIGHUP).
+    let tls_source = match (
+        &config.tls_listen,
+        &config.tls_cert_file,
+        &config.tls_key_file,
+    ) {
+        (Some(_), Some(cert), Some(key)) => Some(crate::transport::tls::TlsConfigSource::new(
+            crate::transport::tls::server_config_from_pem_files(cert, key)
+                .map_err(|e| format!("cannot start the TLS listener: {e}"))?,
+        )),
+        _ => None,
+    };
+    let mut tls_listeners: Vec<Option<socket2::Socket>> = match (config.tls_listen, &tls_source) {
+        (Some(tls_listen), Some(_)) => {
+            socket::bind_listeners(tls_listen, shards, config.listen_backlog)
+                .map_err(|e| format!("cannot listen for TLS on {tls_listen}: {e}"))?
+                .into_iter()
+                .map(Some)
+                .collect()
+        }
+        _ => (0..shards).map(|_| None).collect(),
+    };
+    let tls_local = tls_listeners[0]
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .and_then(|a| a.as_socket());
     let ws_local = ws_listeners[0]
         .as_ref()
         .and_then(|l| l.local_addr().ok())
@@ -80,6 +106,7 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
             config: config.clone(),
             listener,
             ws_listener: ws_listeners[index].take(),
+            tls_listener: tls_listeners[index].take().zip(tls_source.clone()),
             capacity,
             shards,
             events,
@@ -113,16 +140,25 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
         // Before the listening line, which stays the last start-up line.
         println!("holdfast ws on {ws_local}");
     }
+    if let Some(tls_local) = tls_local {
+        tracing::info!(tls_listen = %tls_local, "TLS listener started");
+        println!("holdfast tls on {tls_local}");
+    }
     // One machine-readable line on stdout for scripts and tests.
     println!("holdfast listening on {local} shards={shards}");
 
     let drain_notice = admin.as_ref().map(|admin| admin.drain_notice());
     let signal_mesh = mesh.clone();
+    let (reload_config, reload_source) = (config.clone(), tls_source.clone());
     std::thread::Builder::new()
         .name("holdfast-signals".into())
         .spawn(move || {
             let mut received = 0;
             for signal in signals.forever() {
+                if signal == SIGHUP {
+                    reload_tls(&reload_config, reload_source.as_deref());
+                    continue;
+                }
                 received += 1;
                 if received > 1 {
                     tracing::warn!(signal, "second signal: exiting without finishing the drain");
@@ -214,4 +250,24 @@ fn spawn_processor(
         .name("holdfast-events".into())
         .spawn(move || crate::events::run_processor(pipelines, processor, mesh))
         .map_err(|e| format!("cannot start the event processor thread: {e}"))
+}
+
+/// SIGHUP: re-reads the TLS certificate and key. New handshakes use them; live sessions keep
+/// theirs; on any error the current certificate stays and the error is logged.
+fn reload_tls(config: &Config, source: Option<&crate::transport::tls::TlsConfigSource>) {
+    let (Some(source), Some(cert), Some(key)) =
+        (source, &config.tls_cert_file, &config.tls_key_file)
+    else {
+        tracing::info!("SIGHUP: no TLS listener, nothing to reload");
+        return;
+    };
+    match source.reload_from_pem_files(cert, key) {
+        Ok(()) => tracing::info!(
+            generation = source.generation(),
+            "SIGHUP: TLS certificate reloaded; new handshakes use it"
+        ),
+        Err(e) => {
+            tracing::warn!("SIGHUP: TLS certificate not reloaded, the current one stays: {e}")
+        }
+    }
 }

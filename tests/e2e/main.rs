@@ -25,5 +25,6 @@ mod session;
 mod slow_consumer;
 mod systemd;
 mod timeouts;
+mod tls;
 mod tune;
 mod ws;

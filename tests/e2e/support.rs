@@ -22,6 +22,8 @@ pub struct Server {
     pub admin: Option<SocketAddr>,
     /// The WebSocket listener (`holdfast ws on ADDR`), when `ws_listen` is set.
     pub ws: Option<SocketAddr>,
+    /// The TLS listener (`holdfast tls on ADDR`), when `tls_listen` is set.
+    pub tls: Option<SocketAddr>,
     _dir: tempfile::TempDir,
 }
 
@@ -74,6 +76,7 @@ impl Server {
         // start-up line.
         let mut admin = None;
         let mut ws = None;
+        let mut tls = None;
         let mut line = String::new();
         loop {
             line.clear();
@@ -89,12 +92,17 @@ impl Server {
                 ws = addr;
                 continue;
             }
+            if line.starts_with("holdfast tls on ") {
+                tls = addr;
+                continue;
+            }
             let addr = addr.unwrap_or_else(|| panic!("no listening line, got {line:?}"));
             break Server {
                 child,
                 addr,
                 admin,
                 ws,
+                tls,
                 _dir: dir,
             };
         }

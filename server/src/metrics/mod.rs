@@ -118,6 +118,12 @@ shard_counters! {
     /// Push frames replayed from history to resuming sessions.
     resume_replayed_pushes => "holdfast_resume_replayed_pushes",
         "Push frames an owner shard replayed from history to resuming sessions.";
+    /// TLS handshakes completed on the TLS listener.
+    tls_handshakes => "holdfast_tls_handshakes", "TLS handshakes completed.";
+    /// TLS handshakes that failed (bad ClientHello, no common version, suite or ALPN, a bad
+    /// record): the peer got a fatal alert and only that connection was closed.
+    tls_handshake_failures => "holdfast_tls_handshake_failures",
+        "TLS handshakes that failed (only that connection closed).";
     /// Messages to another shard refused because its inbox was full (counted, logged).
     cross_shard_dropped => "holdfast_cross_shard_dropped",
         "Messages to another shard dropped because its inbox was full.";

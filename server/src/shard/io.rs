@@ -115,8 +115,13 @@ impl Shard {
         self.counters.accepted += 1;
         // Before a refusal too: a refused WebSocket peer is closed without a word (it has not
         // upgraded, so it cannot take the Error frame).
-        self.start_transport(slot, listener);
+        let started = self.start_transport(slot, listener);
         self.ring.poll_multishot(slot, key.user_data(Op::Poll));
+        if !started {
+            self.close_now(slot, Some(CloseReason::TransportError));
+            self.arm_accept();
+            return;
+        }
         let sessions = self.conns.open_count() - self.refusals_live as usize;
         if sessions > self.max_sessions as usize {
             // Over max_connections_per_shard: this connection holds one of the refusal slots

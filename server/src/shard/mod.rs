@@ -43,6 +43,12 @@ pub struct ShardSpec {
     pub listener: Socket,
     /// This shard's WebSocket listener (`ws_listen`), if configured.
     pub ws_listener: Option<Socket>,
+    /// This shard's TLS listener (`tls_listen`) and the certificate source it reads, if
+    /// configured.
+    pub tls_listener: Option<(
+        Socket,
+        std::sync::Arc<crate::transport::tls::TlsConfigSource>,
+    )>,
     /// Connection slots (= fixed-file table size).
     pub capacity: u32,
     /// Shards in the process.
@@ -67,6 +73,7 @@ pub fn spawn(
         config,
         listener,
         ws_listener,
+        tls_listener,
         capacity,
         shards,
         events,
@@ -79,7 +86,12 @@ pub fn spawn(
         .name(&format!("holdfast-shard-{index}"))
         .io_memory(config.glommio_io_memory_bytes)
         .spawn(move || async move {
-            let shard = match Shard::new(index, config, [Some(listener), ws_listener], capacity, mesh, events) {
+            let (tls_listener, tls_config) = match tls_listener {
+                Some((listener, source)) => (Some(listener), Some(source)),
+                None => (None, None),
+            };
+            let listeners = [Some(listener), ws_listener, tls_listener];
+            let shard = match Shard::new(index, config, listeners, tls_config, capacity, mesh, events) {
                 Ok(mut shard) => {
                     shard.attach_cluster(cluster);
                     shard

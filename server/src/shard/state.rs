@@ -66,6 +66,8 @@ pub struct Shard {
     /// byte says there is nothing to look up). Removed when the slot is freed.
     pub(super) transports: std::collections::HashMap<u32, Transport>,
     pub(super) transport_config: TransportConfig,
+    /// The TLS listener's certificate (`tls_listen`), re-read by new handshakes after a reload.
+    pub(super) tls_config: Option<crate::transport::tls::TlsConfigCache>,
     /// Slots for sessions (max_connections_per_shard) and, beyond them, refusal slots.
     pub(super) conns: ConnSlab,
     /// max_connections_per_shard: a connection accepted beyond it is refused (server_full).
@@ -121,6 +123,7 @@ impl Shard {
         index: usize,
         config: Config,
         listeners: [Option<Socket>; LISTENER_COUNT],
+        tls_config: Option<std::sync::Arc<crate::transport::tls::TlsConfigSource>>,
         capacity: u32,
         mesh: Mesh,
         events: flume::Sender<crate::events::OwnedEvent>,
@@ -174,6 +177,7 @@ impl Shard {
             limits,
             ticks,
             transport_config,
+            tls_config: tls_config.map(crate::transport::tls::TlsConfigCache::new),
             listeners,
             accept_armed: [false; LISTENER_COUNT],
             transports: std::collections::HashMap::new(),

@@ -19,14 +19,15 @@ use crate::transport::{CloseCause, Outcome, TransportKind};
 
 use super::state::Shard;
 
-/// Listeners per shard: plain TCP (index 0) and WebSocket (index 1).
-pub const LISTENER_COUNT: usize = 2;
+/// Listeners per shard: plain TCP (index 0), WebSocket (index 1) and TLS (index 2).
+pub const LISTENER_COUNT: usize = 3;
 
 /// The transport of connections accepted on listener `index`.
 pub fn listener_kind(index: usize) -> TransportKind {
     match index {
         0 => TransportKind::Plain,
-        _ => TransportKind::Ws,
+        1 => TransportKind::Ws,
+        _ => TransportKind::Tls,
     }
 }
 
@@ -42,15 +43,35 @@ fn close_cause(reason: CloseReason) -> CloseCause {
 }
 
 impl Shard {
-    /// A connection was accepted on listener `listener`: give it its transport state.
-    pub(super) fn start_transport(&mut self, slot: u32, listener: usize) {
+    /// A connection was accepted on listener `listener`: give it its transport state. `false`:
+    /// it could not start (counted and logged); the caller closes the connection.
+    pub(super) fn start_transport(&mut self, slot: u32, listener: usize) -> bool {
         let kind = listener_kind(listener);
         if kind == TransportKind::Plain {
-            return;
+            return true;
         }
-        if let Some(conn) = self.conns.get_live_mut(slot) {
-            conn.transport = kind;
-            self.transports.insert(slot, kind.start());
+        // A TLS connection starts from the certificate current now (a reload since the last
+        // accept is picked up here); live sessions keep the one they started with.
+        let tls = self.tls_config.as_mut().map(|cache| cache.current());
+        match kind.start(tls) {
+            Ok(transport) => {
+                if let Some(conn) = self.conns.get_live_mut(slot) {
+                    conn.transport = kind;
+                    self.transports.insert(slot, transport);
+                }
+                true
+            }
+            Err(error) => {
+                tracing::warn!(
+                    shard = self.index,
+                    slot,
+                    "cannot start the transport: {error}"
+                );
+                if kind == TransportKind::Tls {
+                    self.counters.tls_handshake_failures += 1;
+                }
+                false
+            }
         }
     }
 
@@ -98,7 +119,13 @@ impl Shard {
         let outcome = transport.on_received(&self.transport_config, bytes, |run| feed.feed(run));
         let mut result = feed.finish();
         if !upgraded_before && transport.is_established() {
-            self.counters.ws_upgrades += 1;
+            match transport.kind_name() {
+                "tls" => self.counters.tls_handshakes += 1,
+                _ => self.counters.ws_upgrades += 1,
+            }
+        }
+        if !upgraded_before && matches!(outcome, Err(crate::transport::TransportError::Tls(_))) {
+            self.counters.tls_handshake_failures += 1;
         }
         match outcome {
             Ok(Outcome::Continue | Outcome::SinkStopped) => {}

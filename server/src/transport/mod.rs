@@ -24,19 +24,22 @@
 //! (the plaintext slice is `&mut`, so it unmasks in place too), and whose `wrap_outbound`
 //! encrypts what the WebSocket's produced.
 //!
-//! TLS: `Tls` is an uninhabited placeholder ([`TlsPending`]) until the TLS module lands; its
-//! arms below are the only places to fill: replace `TlsPending` with `Box<tls::TlsState>`,
-//! add `Wss(Box<(tls::TlsState, ws::WsState)>)` or similar, and a `TransportError::Tls`.
+//! TLS ([`tls`]): `Tls` holds a boxed [`TlsState`] (a rustls unbuffered session: records
+//! decrypted in place, batches encrypted into the send); a failure is a [`TlsRefusal`] whose
+//! fatal alert is queued like the WebSocket's answers. `Wss` (TLS carrying WebSocket) is not
+//! wired yet: it composes the two as described above.
 //!
 //! Memory: `Transport` is 16 bytes; each state is boxed, so a plain connection pays nothing
 //! and an idle WebSocket one pays its [`ws::WsState`] (no heap buffer once upgraded).
 
+pub mod tls;
 pub mod ws;
 
 use std::ops::ControlFlow;
 
 use bytes::Bytes;
 
+pub use tls::{TlsRefusal, TlsState};
 pub use ws::{WsConfig, WsError, WsState};
 
 /// Which transport a listener speaks; each accepted connection starts its state from this.
@@ -46,15 +49,26 @@ pub enum TransportKind {
     #[default]
     Plain,
     Ws,
+    Tls,
 }
 
 impl TransportKind {
-    /// A connection's transport state right after accept.
-    pub fn start(self) -> Transport {
-        match self {
+    /// A connection's transport state right after accept. TLS starts from the listener's
+    /// current `ServerConfig` (`tls`; `None` for the other kinds).
+    pub fn start(
+        self,
+        tls: Option<&std::sync::Arc<rustls::ServerConfig>>,
+    ) -> Result<Transport, TransportError> {
+        Ok(match self {
             TransportKind::Plain => Transport::Plain,
             TransportKind::Ws => Transport::Ws(Box::default()),
-        }
+            TransportKind::Tls => {
+                let config = tls.ok_or(TransportError::Tls(TlsRefusal::Handshake))?;
+                let state = TlsState::new(std::sync::Arc::clone(config))
+                    .map_err(|_| TransportError::Tls(TlsRefusal::Handshake))?;
+                Transport::Tls(Box::new(state))
+            }
+        })
     }
 
     /// The name used in logs and metric labels.
@@ -62,21 +76,17 @@ impl TransportKind {
         match self {
             TransportKind::Plain => "tcp",
             TransportKind::Ws => "ws",
+            TransportKind::Tls => "tls",
         }
     }
 }
-
-/// Placeholder for the TLS state, filled by the TLS module (uninhabited: no value exists, so
-/// its match arms cost nothing and cannot run).
-#[derive(Debug)]
-pub enum TlsPending {}
 
 /// One connection's transport.
 #[derive(Debug)]
 pub enum Transport {
     Plain,
     Ws(Box<WsState>),
-    Tls(TlsPending),
+    Tls(Box<TlsState>),
 }
 
 /// What one shard's transports need to know; shared by its connections.
@@ -101,6 +111,8 @@ pub enum Outcome {
 pub enum TransportError {
     #[error(transparent)]
     Ws(#[from] WsError),
+    #[error(transparent)]
+    Tls(#[from] TlsRefusal),
 }
 
 /// Why the server ends a session, for the transport's closing bytes.
@@ -119,7 +131,7 @@ impl Transport {
         match self {
             Transport::Plain => TransportKind::Plain.name(),
             Transport::Ws(_) => TransportKind::Ws.name(),
-            Transport::Tls(never) => match *never {},
+            Transport::Tls(_) => TransportKind::Tls.name(),
         }
     }
 
@@ -143,7 +155,11 @@ impl Transport {
                 ws::WsOutcome::PeerClosed => Outcome::PeerClosed,
                 ws::WsOutcome::SinkStopped => Outcome::SinkStopped,
             }),
-            Transport::Tls(never) => match *never {},
+            Transport::Tls(tls) => Ok(match tls.on_received_for_seam(bytes, sink)? {
+                tls::TlsOutcome::Continue => Outcome::Continue,
+                tls::TlsOutcome::PeerClosed => Outcome::PeerClosed,
+                tls::TlsOutcome::SinkStopped => Outcome::SinkStopped,
+            }),
         }
     }
 
@@ -153,7 +169,7 @@ impl Transport {
         match self {
             Transport::Plain => true,
             Transport::Ws(ws) => ws.is_upgraded(),
-            Transport::Tls(never) => match *never {},
+            Transport::Tls(tls) => tls.is_established(),
         }
     }
 
@@ -162,7 +178,7 @@ impl Transport {
         match self {
             Transport::Plain => batch,
             Transport::Ws(ws) => ws.wrap_outbound(batch),
-            Transport::Tls(never) => match *never {},
+            Transport::Tls(tls) => tls.wrap_outbound_for_seam(&batch),
         }
     }
 
@@ -171,7 +187,7 @@ impl Transport {
         match self {
             Transport::Plain => false,
             Transport::Ws(ws) => ws.has_wire_bytes(),
-            Transport::Tls(never) => match *never {},
+            Transport::Tls(tls) => tls.has_wire_bytes(),
         }
     }
 
@@ -190,7 +206,9 @@ impl Transport {
                 };
                 ws.close(code, reason);
             }
-            Transport::Tls(never) => match *never {},
+            // close_notify whatever the cause: the Holdfast Error or Goodbye frame before it
+            // says why.
+            Transport::Tls(tls) => tls.close(),
         }
     }
 
@@ -199,7 +217,7 @@ impl Transport {
         match self {
             Transport::Plain => 0,
             Transport::Ws(ws) => std::mem::size_of::<WsState>() + ws.heap_bytes(),
-            Transport::Tls(never) => match *never {},
+            Transport::Tls(tls) => tls.held_bytes(),
         }
     }
 }
@@ -220,7 +238,7 @@ mod tests {
 
     #[test]
     fn plain_hands_every_byte_to_the_sink_and_sends_batches_unchanged() {
-        let mut transport = TransportKind::Plain.start();
+        let mut transport = TransportKind::Plain.start(None).unwrap();
         let mut input = *b"sixteen byte hdr and a payload";
         let mut seen = Vec::new();
         let outcome = transport
