@@ -24,22 +24,24 @@
 //! on its own thread, reading shards only through their inboxes; [`probe`] attaches the eBPF
 //! probes (`serve --probes`, `holdfast probe`).
 
+#![warn(unreachable_pub)]
+
 pub mod admin;
-pub mod cluster;
+pub(crate) mod cluster;
 pub mod config;
 pub mod conn;
 pub mod events;
-pub mod handler;
-pub mod mesh;
-pub mod metrics;
+pub(crate) mod handler;
+pub(crate) mod mesh;
+pub(crate) mod metrics;
 pub mod ops;
-pub mod outbound;
+pub(crate) mod outbound;
 pub mod probe;
-pub mod push;
-pub mod ring;
+pub(crate) mod push;
+pub(crate) mod ring;
 pub mod serve;
-pub mod session;
-pub mod shard;
-pub mod socket;
+pub(crate) mod session;
+pub(crate) mod shard;
+pub(crate) mod socket;
 pub mod timer;
 pub mod transport;

@@ -12,7 +12,7 @@ use super::AdminState;
 
 /// A route's handler and how it may run.
 #[derive(Clone, Copy)]
-pub enum Handler {
+pub(super) enum Handler {
     /// Answers from memory at once (the static page and its script): runs on the admin
     /// runtime's thread.
     Inline(fn(&AdminState, &Request) -> Response),
@@ -21,14 +21,14 @@ pub enum Handler {
     Blocking(fn(&AdminState, &Request) -> Response),
 }
 
-pub struct Route {
+pub(super) struct Route {
     pub method: &'static str,
     pub path: &'static str,
     pub handler: Handler,
 }
 
 /// Every route served.
-pub const ROUTES: &[Route] = &[
+pub(super) const ROUTES: &[Route] = &[
     Route {
         method: "GET",
         path: "/metrics",
@@ -83,14 +83,14 @@ fn page_script(_: &AdminState, _: &Request) -> Response {
 }
 
 /// What the table says about a request line.
-pub enum Lookup {
+pub(super) enum Lookup {
     Found(Handler),
     /// The path exists with other methods (the `Allow` value, e.g. "GET, POST").
     WrongMethod(String),
     NotFound,
 }
 
-pub fn lookup(routes: &[Route], method: &str, path: &str) -> Lookup {
+pub(super) fn lookup(routes: &[Route], method: &str, path: &str) -> Lookup {
     if let Some(route) = routes.iter().find(|r| r.method == method && r.path == path) {
         return Lookup::Found(route.handler);
     }

@@ -32,29 +32,29 @@ use super::{AdminLimits, AdminState, ADMIN_LISTEN_BACKLOG};
 
 /// Largest request head (request line and headers); larger is 431. hyper's read buffer is this
 /// size, its minimum.
-pub const ADMIN_HEAD_MAX_BYTES: usize = 8 * 1024;
+pub(super) const ADMIN_HEAD_MAX_BYTES: usize = 8 * 1024;
 /// Most headers one request may carry; more is 431.
-pub const ADMIN_HEADERS_MAX: usize = 32;
+pub(super) const ADMIN_HEADERS_MAX: usize = 32;
 /// Time a client may take no response bytes before its connection is closed.
-pub const ADMIN_WRITE_TIMEOUT_MS: u64 = 2_000;
+pub(super) const ADMIN_WRITE_TIMEOUT_MS: u64 = 2_000;
 /// Connections over `admin_max_connections` being answered 503 at once; beyond this they are
 /// closed without an answer.
-pub const ADMIN_REFUSALS_MAX: usize = 64;
+pub(super) const ADMIN_REFUSALS_MAX: usize = 64;
 /// How long a refused connection has to send its request head before it is closed unanswered.
-pub const ADMIN_REFUSAL_TIMEOUT_MS: u64 = 1_000;
+pub(super) const ADMIN_REFUSAL_TIMEOUT_MS: u64 = 1_000;
 /// `Retry-After` on the 503 for a connection over the limit.
-pub const ADMIN_REFUSAL_RETRY_AFTER_S: u32 = 1;
+pub(super) const ADMIN_REFUSAL_RETRY_AFTER_S: u32 = 1;
 /// Threads that run handlers waiting on shards (/metrics, /healthz, /readyz, /publish); made on
 /// demand, gone after 10 s idle. Enough that a few scrapes stuck on a silent shard (1 s each)
 /// do not queue the health checks behind them.
-pub const ADMIN_BLOCKING_THREADS_MAX: usize = 16;
+pub(super) const ADMIN_BLOCKING_THREADS_MAX: usize = 16;
 /// Pause after a failed accept (e.g. EMFILE) so the thread does not spin.
-pub const ADMIN_ACCEPT_ERROR_BACKOFF_MS: u64 = 100;
+pub(super) const ADMIN_ACCEPT_ERROR_BACKOFF_MS: u64 = 100;
 /// At most one "listener full" warning per this interval.
-pub const ADMIN_FULL_LOG_INTERVAL_MS: u64 = 10_000;
+pub(super) const ADMIN_FULL_LOG_INTERVAL_MS: u64 = 10_000;
 
 /// Binds the admin listener (blocking, so a bad address fails `serve` at start).
-pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+pub(super) fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
@@ -68,7 +68,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 }
 
 /// The admin thread's runtime: one thread for I/O and timers, a few for handlers that block.
-pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+pub(super) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
@@ -78,7 +78,7 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 /// Accepts until `stop` fires (or its sender is dropped).
-pub async fn serve(
+pub(super) async fn serve(
     listener: std::net::TcpListener,
     state: Arc<AdminState>,
     limits: AdminLimits,

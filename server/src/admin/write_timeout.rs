@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
-pub struct WriteTimeout<S> {
+pub(super) struct WriteTimeout<S> {
     inner: S,
     timeout: Duration,
     /// Running while a write waits for room; cleared when one makes progress.
@@ -21,7 +21,7 @@ pub struct WriteTimeout<S> {
 }
 
 impl<S> WriteTimeout<S> {
-    pub fn new(inner: S, timeout: Duration) -> WriteTimeout<S> {
+    pub(super) fn new(inner: S, timeout: Duration) -> WriteTimeout<S> {
         WriteTimeout {
             inner,
             timeout,

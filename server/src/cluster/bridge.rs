@@ -49,7 +49,7 @@ struct Link {
 }
 
 impl Bridge {
-    pub fn run(self) {
+    pub(super) fn run(self) {
         let runtime = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

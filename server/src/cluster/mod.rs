@@ -31,36 +31,36 @@ use crate::config::Config;
 use crate::mesh::Mesh;
 use crate::mesh::Target;
 
-pub const SUBJECT_BROADCAST: &str = "holdfast.broadcast";
+pub(crate) const SUBJECT_BROADCAST: &str = "holdfast.broadcast";
 const TOPIC_PREFIX: &str = "holdfast.topic.";
 const TOPIC_HEX_PREFIX: &str = "holdfast.topic_hex.";
 const CLIENT_PREFIX: &str = "holdfast.client.";
 const CLIENT_HEX_PREFIX: &str = "holdfast.client_hex.";
 /// The header naming the host a message was first published on.
-pub const ORIGIN_HEADER: &str = "Holdfast-Origin";
+pub(crate) const ORIGIN_HEADER: &str = "Holdfast-Origin";
 /// Publishes queued from the shards to the bridge; beyond this they are dropped and counted.
-pub const OUTGOING_CAPACITY: usize = 65_536;
+pub(crate) const OUTGOING_CAPACITY: usize = 65_536;
 
 /// Process-wide cluster counters, read by the admin exposition (`/metrics`).
-pub static ENABLED: AtomicBool = AtomicBool::new(false);
+pub(crate) static ENABLED: AtomicBool = AtomicBool::new(false);
 /// Local publishes that did not reach NATS (disconnected, send error, bridge queue full).
-pub static PUBLISH_FAILED: AtomicU64 = AtomicU64::new(0);
+pub(crate) static PUBLISH_FAILED: AtomicU64 = AtomicU64::new(0);
 /// Local publishes handed to NATS.
-pub static PUBLISHED: AtomicU64 = AtomicU64::new(0);
+pub(crate) static PUBLISHED: AtomicU64 = AtomicU64::new(0);
 /// Messages from NATS handed to a local shard.
-pub static RECEIVED: AtomicU64 = AtomicU64::new(0);
+pub(crate) static RECEIVED: AtomicU64 = AtomicU64::new(0);
 /// Messages from NATS dropped because the owner shard's inbox was full.
-pub static RECEIVE_DROPPED: AtomicU64 = AtomicU64::new(0);
+pub(crate) static RECEIVE_DROPPED: AtomicU64 = AtomicU64::new(0);
 
 /// What a subscription is for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Interest {
+pub(crate) enum Interest {
     Topic(Arc<str>),
     Client(Box<str>),
 }
 
 impl Interest {
-    pub fn subject(&self) -> String {
+    pub(crate) fn subject(&self) -> String {
         match self {
             Interest::Topic(topic) => subject(TOPIC_PREFIX, TOPIC_HEX_PREFIX, topic),
             Interest::Client(client) => subject(CLIENT_PREFIX, CLIENT_HEX_PREFIX, client),
@@ -78,7 +78,7 @@ struct Control {
 
 /// Interest batches queued from the shards to the bridge. Full, a shard keeps its changes in
 /// its pending set and tries again at its next flush: never blocked, never dropped.
-pub const CONTROL_CAPACITY: usize = 1_024;
+pub(crate) const CONTROL_CAPACITY: usize = 1_024;
 
 /// Shard -> bridge: a local publish to forward.
 #[derive(Debug)]
@@ -90,7 +90,7 @@ struct Outgoing {
 /// A shard's way to the bridge. Each shard has its own (a clone starts with no pending
 /// changes); the shard thread alone uses it.
 #[derive(Debug)]
-pub struct Link {
+pub(crate) struct Link {
     control: flume::Sender<Control>,
     outgoing: flume::Sender<Outgoing>,
     /// Interest changes not yet handed to the bridge, net per interest (never 0).
@@ -111,7 +111,7 @@ impl Link {
     /// A topic gained its first (`on`) or lost its last local subscriber on this shard, or a
     /// client id its first or last session (on its directory owner shard). Recorded; the
     /// bridge hears of it at the next [`Link::flush`].
-    pub fn interest(&self, interest: Interest, on: bool) {
+    pub(crate) fn interest(&self, interest: Interest, on: bool) {
         let mut pending = self.pending.borrow_mut();
         let net = pending.entry(interest).or_insert(0);
         *net += if on { 1 } else { -1 };
@@ -122,7 +122,7 @@ impl Link {
 
     /// Hands the pending changes to the bridge as one batch, without blocking: if its channel
     /// is full they stay pending (and keep coalescing) until a later flush.
-    pub fn flush(&self) {
+    pub(crate) fn flush(&self) {
         let mut pending = self.pending.borrow_mut();
         if pending.is_empty() || self.control.is_full() {
             return;
@@ -138,13 +138,14 @@ impl Link {
     }
 
     /// Interest changes waiting for room in the bridge's channel.
-    pub fn pending_changes(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn pending_changes(&self) -> usize {
         self.pending.borrow().len()
     }
 
     /// Forwards a publish that entered this host. Returns whether the target is one the
     /// cluster forwards (connection ids are host-local and are not).
-    pub fn publish(&self, target: &Target, payload: &Bytes) -> bool {
+    pub(crate) fn publish(&self, target: &Target, payload: &Bytes) -> bool {
         let subject = match target {
             Target::Topic(topic) => subject(TOPIC_PREFIX, TOPIC_HEX_PREFIX, topic),
             Target::Broadcast => SUBJECT_BROADCAST.to_owned(),
@@ -183,7 +184,7 @@ fn subject(plain: &str, hex: &str, name: &str) -> String {
 }
 
 /// The target a subject from NATS stands for, if it is one of ours.
-pub fn target_of(subject: &str) -> Option<Target> {
+pub(crate) fn target_of(subject: &str) -> Option<Target> {
     fn unhex(hex: &str) -> Option<String> {
         if !hex.len().is_multiple_of(2) {
             return None;
@@ -220,7 +221,7 @@ pub fn target_of(subject: &str) -> Option<Target> {
 }
 
 /// A random host id (16 hex digits) when `cluster_host_id` is not set.
-pub fn host_id(config: &Config) -> String {
+pub(crate) fn host_id(config: &Config) -> String {
     match &config.cluster_host_id {
         Some(id) => id.clone(),
         None => format!("{:016x}", rand::random::<u64>()),
@@ -228,7 +229,7 @@ pub fn host_id(config: &Config) -> String {
 }
 
 /// Starts the bridge thread when `nats_url` is set; returns the link shards are given.
-pub fn start(config: &Config, mesh: Mesh) -> Result<Option<Link>, String> {
+pub(crate) fn start(config: &Config, mesh: Mesh) -> Result<Option<Link>, String> {
     let Some(url) = config.nats_url.clone() else {
         return Ok(None);
     };

@@ -2,8 +2,8 @@
 
 use super::{HandlerError, Reply};
 
-pub const METHOD: &str = "echo";
+pub(crate) const METHOD: &str = "echo";
 
-pub fn call(body: &[u8], reply: &mut Reply<'_>) -> Result<(), HandlerError> {
+pub(crate) fn call(body: &[u8], reply: &mut Reply<'_>) -> Result<(), HandlerError> {
     reply.body(body)
 }

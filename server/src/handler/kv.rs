@@ -7,21 +7,21 @@ use std::collections::HashMap;
 use super::{HandlerError, Reply, Session};
 use crate::conn::ConnId;
 
-pub const METHOD_PREFIX: &str = "kv.";
-pub const KV_MAX_KEYS_PER_SESSION: usize = 64;
-pub const KV_MAX_KEY_BYTES: usize = 128;
-pub const KV_MAX_VALUE_BYTES: usize = 4096;
+pub(crate) const METHOD_PREFIX: &str = "kv.";
+pub(crate) const KV_MAX_KEYS_PER_SESSION: usize = 64;
+pub(crate) const KV_MAX_KEY_BYTES: usize = 128;
+pub(crate) const KV_MAX_VALUE_BYTES: usize = 4096;
 
 /// One session's keys and values.
 type SessionStore = HashMap<Box<[u8]>, Box<[u8]>>;
 
 #[derive(Default)]
-pub struct KvHandler {
+pub(crate) struct KvHandler {
     sessions: HashMap<ConnId, SessionStore>,
 }
 
 impl KvHandler {
-    pub fn call(
+    pub(crate) fn call(
         &mut self,
         session: Session,
         method: &str,
@@ -67,7 +67,7 @@ impl KvHandler {
         }
     }
 
-    pub fn on_close(&mut self, session: Session) {
+    pub(crate) fn on_close(&mut self, session: Session) {
         self.sessions.remove(&session.id);
     }
 }

@@ -2,8 +2,8 @@
 //! archived request (read in place), answering in place into the connection's outbound queue.
 //! Handlers are synchronous and must not block; they know nothing about rings or sockets.
 
-pub mod echo;
-pub mod kv;
+pub(crate) mod echo;
+pub(crate) mod kv;
 
 use bytes::BytesMut;
 use holdfast_protocol::{encode_frame, payload::Response, ErrorCode};
@@ -12,20 +12,20 @@ use crate::conn::ConnId;
 
 /// Who is asking.
 #[derive(Clone, Copy, Debug)]
-pub struct Session {
+pub(crate) struct Session {
     pub id: ConnId,
 }
 
 /// Why a request failed; sent back as an Error frame with the request's id. The connection
 /// stays open.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HandlerError {
+pub(crate) struct HandlerError {
     pub code: ErrorCode,
     pub reason: &'static str,
 }
 
 impl HandlerError {
-    pub fn failed(reason: &'static str) -> HandlerError {
+    pub(crate) fn failed(reason: &'static str) -> HandlerError {
         HandlerError {
             code: ErrorCode::HandlerFailed,
             reason,
@@ -34,7 +34,7 @@ impl HandlerError {
 }
 
 /// Where a handler writes its response: straight into the connection's outbound queue.
-pub struct Reply<'a> {
+pub(crate) struct Reply<'a> {
     out: &'a mut BytesMut,
     id: u64,
     max_frame_bytes: u32,
@@ -42,7 +42,7 @@ pub struct Reply<'a> {
 }
 
 impl<'a> Reply<'a> {
-    pub fn new(out: &'a mut BytesMut, id: u64, max_frame_bytes: u32) -> Reply<'a> {
+    pub(crate) fn new(out: &'a mut BytesMut, id: u64, max_frame_bytes: u32) -> Reply<'a> {
         Reply {
             out,
             id,
@@ -52,7 +52,7 @@ impl<'a> Reply<'a> {
     }
 
     /// Encodes a Response frame carrying `body`. At most one per request.
-    pub fn body(&mut self, body: &[u8]) -> Result<(), HandlerError> {
+    pub(crate) fn body(&mut self, body: &[u8]) -> Result<(), HandlerError> {
         assert!(!self.sent, "one response per request");
         encode_frame(
             self.out,
@@ -66,12 +66,12 @@ impl<'a> Reply<'a> {
         Ok(())
     }
 
-    pub fn sent(&self) -> bool {
+    pub(crate) fn sent(&self) -> bool {
         self.sent
     }
 }
 
-pub trait Handler {
+pub(crate) trait Handler {
     /// Answers one request. Return Ok after writing exactly one response with `reply`, or Err
     /// (the shard sends the Error frame).
     fn call(
@@ -88,7 +88,7 @@ pub trait Handler {
 
 /// The built-in handler set: routes by method name.
 #[derive(Default)]
-pub struct Router {
+pub(crate) struct Router {
     kv: kv::KvHandler,
 }
 

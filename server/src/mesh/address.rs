@@ -7,9 +7,9 @@ use bytes::Bytes;
 use crate::conn::ConnId;
 
 /// Longest topic name, in bytes.
-pub const MAX_TOPIC_BYTES: usize = 128;
+pub(crate) const MAX_TOPIC_BYTES: usize = 128;
 /// The pseudo-topic of broadcasts (its own sequence numbers).
-pub const BROADCAST_TOPIC: &str = "*";
+pub(crate) const BROADCAST_TOPIC: &str = "*";
 
 /// Who a publish is for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,7 +64,7 @@ pub struct Publish {
 }
 
 /// The shard that owns `key` (a topic's sequence, a client id's directory entry).
-pub fn owner_shard(key: &str, shards: usize) -> usize {
+pub(crate) fn owner_shard(key: &str, shards: usize) -> usize {
     // FNV-1a: stable across processes and builds, so every host and shard agrees.
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in key.as_bytes() {
@@ -75,7 +75,7 @@ pub fn owner_shard(key: &str, shards: usize) -> usize {
 }
 
 /// Checks a topic name from a client or a publisher.
-pub fn valid_topic(topic: &str) -> bool {
+pub(crate) fn valid_topic(topic: &str) -> bool {
     !topic.is_empty() && topic.len() <= MAX_TOPIC_BYTES && topic != BROADCAST_TOPIC
 }
 

@@ -8,18 +8,18 @@
 //! - [`Mesh`]: send to one shard or to all without blocking a shard, count what a full inbox
 //!   refused, and ask every shard for its report before a deadline.
 
-pub mod address;
-pub mod msg;
+pub(crate) mod address;
+pub(crate) mod msg;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use address::{
+pub(crate) use address::{
     owner_shard, valid_topic, Publish, PublishOutcome, Scope, Target, BROADCAST_TOPIC,
     MAX_TOPIC_BYTES,
 };
-pub use msg::{ShardMsg, ShardReport, INBOX_BATCH_MAX, SHARD_INBOX_CAPACITY};
+pub(crate) use msg::{ShardMsg, ShardReport, INBOX_BATCH_MAX, SHARD_INBOX_CAPACITY};
 
 /// Why a message did not reach its shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,9 +9,9 @@ use crate::metrics::ShardCounters;
 
 /// Inbox depth per shard: control, publishes and cross-shard deliveries. A sender never blocks
 /// on a full inbox: the message is dropped and counted ([`super::Mesh::dropped_count`]).
-pub const SHARD_INBOX_CAPACITY: usize = 16_384;
+pub(crate) const SHARD_INBOX_CAPACITY: usize = 16_384;
 /// Inbox messages a shard handles per ring turn.
-pub const INBOX_BATCH_MAX: usize = 256;
+pub(crate) const INBOX_BATCH_MAX: usize = 256;
 
 /// Messages other threads (and other shards) send a shard.
 pub enum ShardMsg {

@@ -4,17 +4,17 @@
 use std::time::{Duration, Instant};
 
 /// At most one line per class per this interval.
-pub const LOG_INTERVAL_MS: u64 = 1_000;
+pub(crate) const LOG_INTERVAL_MS: u64 = 1_000;
 
 #[derive(Default)]
-pub struct LogLimiter {
+pub(crate) struct LogLimiter {
     last: Option<Instant>,
     suppressed: u64,
 }
 
 impl LogLimiter {
     /// Returns `Some(suppressed_since_last_line)` when a line may be logged now.
-    pub fn allow(&mut self, now: Instant) -> Option<u64> {
+    pub(crate) fn allow(&mut self, now: Instant) -> Option<u64> {
         match self.last {
             Some(last) if now.duration_since(last) < Duration::from_millis(LOG_INTERVAL_MS) => {
                 self.suppressed += 1;

@@ -1,7 +1,7 @@
 //! Per-shard counters. Each shard owns its counters as plain integers; other threads read them
 //! only as a copy sent by message ([`crate::mesh::ShardMsg::Stats`]), merged on read.
 
-pub mod log_limit;
+pub(crate) mod log_limit;
 
 use holdfast_protocol::ErrorCode;
 use serde::Serialize;
@@ -50,7 +50,7 @@ macro_rules! shard_counters {
         }
 
         /// Every plain counter: Prometheus name (before `_total`), help, and its reader.
-        pub const SHARD_COUNTER_METRICS: &[(&str, &str, fn(&ShardCounters) -> u64)] = &[
+        pub(crate) const SHARD_COUNTER_METRICS: &[(&str, &str, fn(&ShardCounters) -> u64)] = &[
             $( ($metric, $help, |c| c.$field), )+
         ];
 

@@ -13,9 +13,9 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 /// Queues kept in a shard's pool for reuse (each keeps its allocation).
-pub const OUTBOUND_POOL_MAX_ITEMS: usize = 1024;
+pub(crate) const OUTBOUND_POOL_MAX_ITEMS: usize = 1024;
 /// A pooled queue's buffer is shrunk to this on return so the pool stays small.
-pub const OUTBOUND_POOL_KEEP_BYTES: usize = 16 * 1024;
+pub(crate) const OUTBOUND_POOL_KEEP_BYTES: usize = 16 * 1024;
 
 #[derive(Debug, Default)]
 pub struct Outbound {
@@ -107,7 +107,7 @@ impl Outbound {
 
 /// A shard's pool of idle outbound queues.
 #[derive(Default)]
-pub struct OutboundPool {
+pub(crate) struct OutboundPool {
     // Boxed on purpose: a queue moves between this pool and a connection slot, where
     // `Option<Box<Outbound>>` keeps the slot at 32 bytes.
     #[allow(clippy::vec_box)]
@@ -115,12 +115,12 @@ pub struct OutboundPool {
 }
 
 impl OutboundPool {
-    pub fn take(&mut self) -> Box<Outbound> {
+    pub(crate) fn take(&mut self) -> Box<Outbound> {
         self.idle.pop().unwrap_or_default()
     }
 
     /// Returns an idle queue; drops it when the pool is full.
-    pub fn give(&mut self, mut outbound: Box<Outbound>) {
+    pub(crate) fn give(&mut self, mut outbound: Box<Outbound>) {
         debug_assert!(outbound.is_idle());
         if self.idle.len() < OUTBOUND_POOL_MAX_ITEMS {
             outbound.discard_queued();

@@ -6,15 +6,15 @@ use std::collections::HashMap;
 use crate::conn::ConnId;
 
 /// Sessions one client id may hold at once (a directory entry is bounded).
-pub const MAX_SESSIONS_PER_CLIENT: usize = 64;
+pub(crate) const MAX_SESSIONS_PER_CLIENT: usize = 64;
 
 #[derive(Default)]
-pub struct ClientDirectory {
+pub(crate) struct ClientDirectory {
     clients: HashMap<Box<str>, Vec<ConnId>>,
 }
 
 impl ClientDirectory {
-    pub fn register(&mut self, client_id: &str, conn: ConnId) {
+    pub(crate) fn register(&mut self, client_id: &str, conn: ConnId) {
         let conns = self.clients.entry(client_id.into()).or_default();
         if !conns.contains(&conn) {
             if conns.len() >= MAX_SESSIONS_PER_CLIENT {
@@ -24,7 +24,7 @@ impl ClientDirectory {
         }
     }
 
-    pub fn unregister(&mut self, client_id: &str, conn: ConnId) {
+    pub(crate) fn unregister(&mut self, client_id: &str, conn: ConnId) {
         if let Some(conns) = self.clients.get_mut(client_id) {
             conns.retain(|c| *c != conn);
             if conns.is_empty() {
@@ -33,7 +33,7 @@ impl ClientDirectory {
         }
     }
 
-    pub fn lookup(&self, client_id: &str) -> &[ConnId] {
+    pub(crate) fn lookup(&self, client_id: &str) -> &[ConnId] {
         self.clients.get(client_id).map_or(&[], Vec::as_slice)
     }
 }

@@ -15,12 +15,12 @@ use bytes::Bytes;
 /// Bookkeeping a held frame costs beyond its bytes: its ring entry (seq, time, `Bytes`
 /// handle) and its place in the shard-wide order (key handle and seq). Counted against the byte
 /// limits so that many tiny frames cannot hold more memory than the limits say.
-pub const ENTRY_OVERHEAD_BYTES: usize =
+pub(crate) const ENTRY_OVERHEAD_BYTES: usize =
     std::mem::size_of::<Entry>() + std::mem::size_of::<(Arc<str>, u64)>();
 
 /// The limits of one [`History`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HistoryLimits {
+pub(crate) struct HistoryLimits {
     pub max_messages: usize,
     pub max_bytes: usize,
     pub max_age: Duration,
@@ -29,7 +29,7 @@ pub struct HistoryLimits {
 
 impl HistoryLimits {
     /// Any limit at 0 turns history off.
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.max_messages > 0
             && self.max_bytes > 0
             && !self.max_age.is_zero()
@@ -57,7 +57,7 @@ struct Ring {
 
 /// What a key's history holds after a given sequence number.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Since {
+pub(crate) enum Since {
     /// Every frame after the asked-for seq, oldest first (empty when nothing is missed).
     Complete(Vec<Bytes>),
     /// The window no longer reaches back that far; `oldest_seq` is the oldest still held (0:
@@ -66,7 +66,7 @@ pub enum Since {
 }
 
 /// One shard's rings (see the module comment).
-pub struct History {
+pub(crate) struct History {
     limits: HistoryLimits,
     rings: HashMap<Arc<str>, Ring>,
     /// Every held frame as (key, seq), oldest first, for the shard-wide bound and age. Entries
@@ -78,7 +78,7 @@ pub struct History {
 }
 
 impl History {
-    pub fn new(limits: HistoryLimits) -> History {
+    pub(crate) fn new(limits: HistoryLimits) -> History {
         History {
             limits,
             rings: HashMap::new(),
@@ -88,22 +88,24 @@ impl History {
         }
     }
 
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.limits.enabled()
     }
 
     /// Bytes held across every key (frames plus [`ENTRY_OVERHEAD_BYTES`] each).
-    pub fn held_bytes(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn held_bytes(&self) -> usize {
         self.held_bytes
     }
 
-    pub fn held_messages(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn held_messages(&self) -> usize {
         self.held_messages
     }
 
     /// Holds `frame` as `key`'s message `seq` (seqs of one key must grow), then evicts what the
     /// bounds no longer allow. A frame bigger than a key's byte bound is not held.
-    pub fn record(&mut self, key: &str, seq: u64, frame: Bytes, now: Instant) {
+    pub(crate) fn record(&mut self, key: &str, seq: u64, frame: Bytes, now: Instant) {
         if !self.enabled() {
             return;
         }
@@ -211,7 +213,7 @@ impl History {
     }
 
     /// The oldest seq held for `key` (0: none).
-    pub fn oldest_seq(&mut self, key: &str, now: Instant) -> u64 {
+    pub(crate) fn oldest_seq(&mut self, key: &str, now: Instant) -> u64 {
         self.expire(key, now);
         self.rings
             .get(key)
@@ -221,7 +223,13 @@ impl History {
 
     /// The frames of `key` after `after_seq` up to `last_seq` (the key's latest seq), if the
     /// history still holds every one of them.
-    pub fn since(&mut self, key: &str, after_seq: u64, last_seq: u64, now: Instant) -> Since {
+    pub(crate) fn since(
+        &mut self,
+        key: &str,
+        after_seq: u64,
+        last_seq: u64,
+        now: Instant,
+    ) -> Since {
         self.expire(key, now);
         let ring = self.rings.get(key);
         let oldest_seq = ring
@@ -244,7 +252,7 @@ impl History {
 
     /// Removes and returns every frame held for `key`, oldest first (a client's inbox on
     /// reconnect).
-    pub fn take(&mut self, key: &str, now: Instant) -> Vec<Bytes> {
+    pub(crate) fn take(&mut self, key: &str, now: Instant) -> Vec<Bytes> {
         self.expire(key, now);
         let Some(ring) = self.rings.remove(key) else {
             return Vec::new();

@@ -6,9 +6,9 @@
 //! copies them into its subscribers' outbound queues, where they coalesce with other queued
 //! frames into one send per connection.
 
-pub mod directory;
-pub mod history;
-pub mod request;
-pub mod resume;
-pub mod state;
-pub mod topics;
+pub(crate) mod directory;
+pub(crate) mod history;
+pub(crate) mod request;
+pub(crate) mod resume;
+pub(crate) mod state;
+pub(crate) mod topics;

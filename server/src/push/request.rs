@@ -11,7 +11,7 @@ use crate::conn::ConnId;
 use crate::mesh::{valid_topic, Target};
 
 /// Bytes a Push frame adds around the payload and topic (header, archive fields).
-pub const PUSH_FRAME_OVERHEAD_BYTES: usize = 64;
+pub(crate) const PUSH_FRAME_OVERHEAD_BYTES: usize = 64;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,7 +26,7 @@ struct PublishBody {
 
 /// Why a publish request was refused; `status` is the HTTP status it maps to.
 #[derive(Debug, PartialEq, Eq)]
-pub struct RequestError {
+pub(crate) struct RequestError {
     pub status: u16,
     pub message: String,
 }
@@ -40,14 +40,14 @@ fn refuse(status: u16, message: &str) -> RequestError {
 
 /// A checked publish: what, to whom, and which shard to hand it to.
 #[derive(Debug)]
-pub struct ParsedPublish {
+pub(crate) struct ParsedPublish {
     pub target: Target,
     pub payload: Bytes,
     pub shard: usize,
 }
 
 /// Parses and checks a publish request against the frame limit and shard count.
-pub fn parse(
+pub(crate) fn parse(
     body: &[u8],
     shards: usize,
     max_frame_bytes: u32,

@@ -17,17 +17,17 @@ use crate::conn::ConnKey;
 /// How long a subscriber's shard waits for the owners' answers (a message lost to a full
 /// inbox must not hold a session's pushes forever); then the missing topics are answered
 /// "not recovered" and live delivery resumes.
-pub const RESUME_REPLY_TIMEOUT_MS: u64 = 2_000;
+pub(crate) const RESUME_REPLY_TIMEOUT_MS: u64 = 2_000;
 
 /// An owner's answer for one topic.
-pub struct TopicReply {
+pub(crate) struct TopicReply {
     pub resumed: TopicResumed,
     /// The replayed frames, oldest first (empty unless recovered).
     pub frames: Vec<Bytes>,
 }
 
 /// One session's SubscribeResume waiting for its owners.
-pub struct PendingResume {
+pub(crate) struct PendingResume {
     pub generation: u32,
     /// The SubscribeResume's frame id (its Ack carries it).
     pub request_id: u64,
@@ -37,31 +37,31 @@ pub struct PendingResume {
 }
 
 impl PendingResume {
-    pub fn complete(&self) -> bool {
+    pub(crate) fn complete(&self) -> bool {
         self.replies.iter().all(Option::is_some)
     }
 }
 
 /// The resumes in flight on one shard, by connection slot (one per session at a time).
 #[derive(Default)]
-pub struct Resumes {
+pub(crate) struct Resumes {
     pending: HashMap<u32, PendingResume>,
 }
 
 impl Resumes {
-    pub fn is_pending(&self, conn: ConnKey) -> bool {
+    pub(crate) fn is_pending(&self, conn: ConnKey) -> bool {
         self.pending
             .get(&conn.slot)
             .is_some_and(|p| p.generation == conn.generation)
     }
 
-    pub fn start(&mut self, conn: ConnKey, pending: PendingResume) {
+    pub(crate) fn start(&mut self, conn: ConnKey, pending: PendingResume) {
         debug_assert_eq!(pending.generation, conn.generation);
         self.pending.insert(conn.slot, pending);
     }
 
     /// Whether a live Push of `topic` for `conn` is held back (dropped: the replay has it).
-    pub fn holds(&self, conn: ConnKey, topic: &str) -> bool {
+    pub(crate) fn holds(&self, conn: ConnKey, topic: &str) -> bool {
         if self.pending.is_empty() {
             return false;
         }
@@ -71,7 +71,7 @@ impl Resumes {
     }
 
     /// Stores an owner's answer; returns the whole resume once every topic is answered.
-    pub fn answer(
+    pub(crate) fn answer(
         &mut self,
         conn: ConnKey,
         request_id: u64,
@@ -92,7 +92,7 @@ impl Resumes {
 
     /// Takes the resumes whose owners did not all answer by `now` (their missing topics are
     /// then answered "not recovered").
-    pub fn take_expired(&mut self, now: Instant) -> Vec<(u32, PendingResume)> {
+    pub(crate) fn take_expired(&mut self, now: Instant) -> Vec<(u32, PendingResume)> {
         if self.pending.is_empty() {
             return Vec::new();
         }
@@ -109,7 +109,7 @@ impl Resumes {
     }
 
     /// A closing connection's resume goes with it.
-    pub fn remove_conn(&mut self, conn: ConnKey) {
+    pub(crate) fn remove_conn(&mut self, conn: ConnKey) {
         if self.is_pending(conn) {
             self.pending.remove(&conn.slot);
         }

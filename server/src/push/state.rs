@@ -13,7 +13,7 @@ use super::topics::TopicIndex;
 use crate::events::sink::EventSink;
 use crate::mesh::ShardMsg;
 
-pub struct PushState {
+pub(crate) struct PushState {
     pub topics: TopicIndex,
     pub directory: ClientDirectory,
     /// slot -> (generation, client id) of local sessions that said who they are.
@@ -42,19 +42,19 @@ pub struct PushState {
 
 /// The limits of the push state taken from the config.
 #[derive(Clone, Copy, Debug)]
-pub struct PushLimits {
+pub(crate) struct PushLimits {
     pub max_topics_per_session: usize,
     pub history: HistoryLimits,
     pub inbox: HistoryLimits,
 }
 
 /// Bytes one client's inbox may hold (and at most half of `max_outbound_bytes`).
-pub const CLIENT_INBOX_MAX_BYTES: usize = 256 * 1024;
+pub(crate) const CLIENT_INBOX_MAX_BYTES: usize = 256 * 1024;
 /// Bytes all the client inboxes of one shard may hold.
-pub const CLIENT_INBOX_MAX_BYTES_PER_SHARD: usize = 16 * 1024 * 1024;
+pub(crate) const CLIENT_INBOX_MAX_BYTES_PER_SHARD: usize = 16 * 1024 * 1024;
 
 impl PushLimits {
-    pub fn from_config(config: &crate::config::Config) -> PushLimits {
+    pub(crate) fn from_config(config: &crate::config::Config) -> PushLimits {
         let inbox_on = config.auth_secret.is_some();
         PushLimits {
             max_topics_per_session: config.max_topics_per_session,
@@ -81,7 +81,7 @@ impl PushLimits {
 }
 
 impl PushState {
-    pub fn new(events: EventSink, shards: usize, limits: PushLimits) -> PushState {
+    pub(crate) fn new(events: EventSink, shards: usize, limits: PushLimits) -> PushState {
         PushState {
             topics: TopicIndex::default(),
             directory: ClientDirectory::default(),
@@ -102,7 +102,7 @@ impl PushState {
 
     /// The epoch of `topic`'s sequence on this owner shard: fixed for the life of the process
     /// (a topic's sequence is never reset while it runs), different after a restart, never 0.
-    pub fn epoch(&self, topic: &str) -> u64 {
+    pub(crate) fn epoch(&self, topic: &str) -> u64 {
         let mut hash = self.epoch_seed ^ 0xcbf2_9ce4_8422_2325;
         for byte in topic.as_bytes() {
             hash ^= u64::from(*byte);
@@ -112,12 +112,12 @@ impl PushState {
     }
 
     /// The last sequence number `topic` was given (0: none yet).
-    pub fn last_seq(&self, topic: &str) -> u64 {
+    pub(crate) fn last_seq(&self, topic: &str) -> u64 {
         self.topic_seqs.get(topic).copied().unwrap_or(0)
     }
 
     /// The next sequence number of `topic` (first publish gets 1).
-    pub fn next_seq(&mut self, topic: &str) -> u64 {
+    pub(crate) fn next_seq(&mut self, topic: &str) -> u64 {
         let seq = match self.topic_seqs.get_mut(topic) {
             Some(seq) => seq,
             None => self.topic_seqs.entry(topic.into()).or_default(),

@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 /// Why a subscribe was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SubscribeError {
+pub(crate) enum SubscribeError {
     TooManyTopics,
 }
 
 #[derive(Default)]
-pub struct TopicIndex {
+pub(crate) struct TopicIndex {
     subscribers: HashMap<Arc<str>, Vec<ConnKey>>,
     by_slot: HashMap<u32, (u32, Vec<Arc<str>>)>,
     /// Cluster mode: topics that gained their first (`true`) or lost their last local
@@ -22,7 +22,7 @@ pub struct TopicIndex {
 
 impl TopicIndex {
     /// Adds `conn` to `topic`'s subscribers (idempotent).
-    pub fn subscribe(
+    pub(crate) fn subscribe(
         &mut self,
         conn: ConnKey,
         topic: &str,
@@ -59,7 +59,7 @@ impl TopicIndex {
 
     /// Adds `conn` to every topic in `topics`, or to none: if the new ones would take the
     /// session past `max_topics_per_session`, nothing changes.
-    pub fn subscribe_all(
+    pub(crate) fn subscribe_all(
         &mut self,
         conn: ConnKey,
         topics: &[&str],
@@ -93,7 +93,7 @@ impl TopicIndex {
     }
 
     /// Removes `conn` from `topic` (no-op if it was not subscribed).
-    pub fn unsubscribe(&mut self, conn: ConnKey, topic: &str) {
+    pub(crate) fn unsubscribe(&mut self, conn: ConnKey, topic: &str) {
         if let Some((_, topics)) = self.by_slot.get_mut(&conn.slot) {
             topics.retain(|t| &**t != topic);
         }
@@ -101,7 +101,7 @@ impl TopicIndex {
     }
 
     /// Drops every subscription of a closing connection.
-    pub fn remove_conn(&mut self, conn: ConnKey) {
+    pub(crate) fn remove_conn(&mut self, conn: ConnKey) {
         let Some((generation, topics)) = self.by_slot.remove(&conn.slot) else {
             return;
         };
@@ -128,12 +128,12 @@ impl TopicIndex {
     }
 
     /// Starts recording first-subscriber / last-subscriber changes (cluster mode).
-    pub fn track_changes(&mut self) {
+    pub(crate) fn track_changes(&mut self) {
         self.changes.get_or_insert_with(Vec::new);
     }
 
     /// The changes recorded since the last call, oldest first.
-    pub fn take_changes(&mut self) -> Vec<(Arc<str>, bool)> {
+    pub(crate) fn take_changes(&mut self) -> Vec<(Arc<str>, bool)> {
         self.changes
             .as_mut()
             .map(std::mem::take)
@@ -141,12 +141,13 @@ impl TopicIndex {
     }
 
     /// The local subscribers of `topic`.
-    pub fn subscribers(&self, topic: &str) -> &[ConnKey] {
+    pub(crate) fn subscribers(&self, topic: &str) -> &[ConnKey] {
         self.subscribers.get(topic).map_or(&[], Vec::as_slice)
     }
 
     /// Topics with at least one local subscriber.
-    pub fn topic_count(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn topic_count(&self) -> usize {
         self.subscribers.len()
     }
 }

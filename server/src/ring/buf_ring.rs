@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use io_uring::{types::BufRingEntry, IoUring};
 
 /// One shard's provided-buffer ring and the buffers it hands out.
-pub struct BufRing {
+pub(crate) struct BufRing {
     /// Page-aligned, mmap'd array of `entries` ring descriptors shared with the kernel.
     ring_ptr: *mut BufRingEntry,
     ring_bytes: usize,
@@ -26,7 +26,7 @@ pub struct BufRing {
 impl BufRing {
     /// Allocates and registers a ring of `entries` buffers of `buffer_bytes` each, all handed to
     /// the kernel. `entries` must be a power of two no larger than 32,768.
-    pub fn register(
+    pub(crate) fn register(
         uring: &IoUring,
         group_id: u16,
         entries: u16,
@@ -78,16 +78,16 @@ impl BufRing {
         Ok(ring)
     }
 
-    pub fn group_id(&self) -> u16 {
+    pub(crate) fn group_id(&self) -> u16 {
         self.group_id
     }
 
-    pub fn buffer_bytes(&self) -> u32 {
+    pub(crate) fn buffer_bytes(&self) -> u32 {
         self.buffer_bytes
     }
 
     /// The first `len` bytes the kernel wrote into buffer `buffer_id`.
-    pub fn filled(&self, buffer_id: u16, len: usize) -> &[u8] {
+    pub(crate) fn filled(&self, buffer_id: u16, len: usize) -> &[u8] {
         assert!(buffer_id < self.entries);
         assert!(len <= self.buffer_bytes as usize);
         let start = usize::from(buffer_id) * self.buffer_bytes as usize;
@@ -96,7 +96,7 @@ impl BufRing {
 
     /// As [`BufRing::filled`], writable: a transport unmasks or decrypts in place. The buffer
     /// is ours from the recv's completion until [`BufRing::recycle`].
-    pub fn filled_mut(&mut self, buffer_id: u16, len: usize) -> &mut [u8] {
+    pub(crate) fn filled_mut(&mut self, buffer_id: u16, len: usize) -> &mut [u8] {
         assert!(buffer_id < self.entries);
         assert!(len <= self.buffer_bytes as usize);
         let start = usize::from(buffer_id) * self.buffer_bytes as usize;
@@ -104,7 +104,7 @@ impl BufRing {
     }
 
     /// Returns buffer `buffer_id` to the kernel (visible after the next [`BufRing::publish`]).
-    pub fn recycle(&mut self, buffer_id: u16) {
+    pub(crate) fn recycle(&mut self, buffer_id: u16) {
         assert!(buffer_id < self.entries);
         self.push(buffer_id);
     }
@@ -124,7 +124,7 @@ impl BufRing {
     }
 
     /// Publishes every buffer pushed since the last publish with one release store of the tail.
-    pub fn publish(&mut self) {
+    pub(crate) fn publish(&mut self) {
         // SAFETY: the tail field overlays descriptor 0's `resv` in the mapping, which is
         // 2-aligned and shared with the kernel; it is accessed only atomically here.
         let tail = unsafe { &*(BufRingEntry::tail(self.ring_ptr).cast::<AtomicU16>()) };

@@ -10,8 +10,8 @@
 //! `sends_by_slot` until the send's CQE is reaped ([`Ring::take_sent`]). Receive buffers
 //! belong to the buffer ring, which outlives the io_uring (field order below).
 
-pub mod buf_ring;
-pub mod user_data;
+pub(crate) mod buf_ring;
+pub(crate) mod user_data;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -25,7 +25,7 @@ use self::user_data::UserData;
 
 /// How a shard's ring is built. Every field is a config key (see config.rs).
 #[derive(Clone, Debug)]
-pub struct RingParams {
+pub(crate) struct RingParams {
     pub sq_entries: u32,
     pub cq_entries: u32,
     /// Size of the fixed-file (direct descriptor) table; also the shard's connection limit.
@@ -36,20 +36,20 @@ pub struct RingParams {
 
 /// An error number from the kernel: a failed completion (a negative CQE result) or syscall.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Errno(pub i32);
+pub(crate) struct Errno(pub i32);
 
 impl Errno {
-    pub const EAGAIN: Errno = Errno(libc::EAGAIN);
-    pub const EBUSY: Errno = Errno(libc::EBUSY);
-    pub const ECANCELED: Errno = Errno(libc::ECANCELED);
-    pub const EINTR: Errno = Errno(libc::EINTR);
-    pub const ENFILE: Errno = Errno(libc::ENFILE);
-    pub const ENOBUFS: Errno = Errno(libc::ENOBUFS);
+    pub(crate) const EAGAIN: Errno = Errno(libc::EAGAIN);
+    pub(crate) const EBUSY: Errno = Errno(libc::EBUSY);
+    pub(crate) const ECANCELED: Errno = Errno(libc::ECANCELED);
+    pub(crate) const EINTR: Errno = Errno(libc::EINTR);
+    pub(crate) const ENFILE: Errno = Errno(libc::ENFILE);
+    pub(crate) const ENOBUFS: Errno = Errno(libc::ENOBUFS);
 
     /// An `io_uring_enter` error that means "reap completions and submit again", not failure:
     /// the completion queue is full (EBUSY), the kernel is short of memory (EAGAIN), or a
     /// signal arrived (EINTR).
-    pub fn is_transient_submit(self) -> bool {
+    pub(crate) fn is_transient_submit(self) -> bool {
         matches!(self, Errno::EBUSY | Errno::EAGAIN | Errno::EINTR)
     }
 
@@ -75,7 +75,7 @@ macro_rules! syscall {
 
 /// One reaped completion, its result turned into a `Result` once, here.
 #[derive(Clone, Copy, Debug)]
-pub struct Completion {
+pub(crate) struct Completion {
     pub user_data: UserData,
     /// The CQE's result: a count (bytes, a descriptor index) or the errno it failed with.
     pub result: Result<u32, Errno>,
@@ -94,17 +94,17 @@ impl Completion {
 
 impl Completion {
     /// The multishot request stays armed (IORING_CQE_F_MORE).
-    pub fn more(&self) -> bool {
+    pub(crate) fn more(&self) -> bool {
         cqueue::more(self.flags)
     }
 
     /// The provided buffer a recv completed into.
-    pub fn buffer_id(&self) -> Option<u16> {
+    pub(crate) fn buffer_id(&self) -> Option<u16> {
         cqueue::buffer_select(self.flags)
     }
 
     /// The socket still had data after this recv (IORING_CQE_F_SOCK_NONEMPTY).
-    pub fn socket_nonempty(&self) -> bool {
+    pub(crate) fn socket_nonempty(&self) -> bool {
         cqueue::sock_nonempty(self.flags)
     }
 }
@@ -112,7 +112,7 @@ impl Completion {
 /// A shard's ring. The shard owns it beside its [`BufRing`] (so frames can be read from a
 /// receive buffer while replies are queued on the ring) and must drop the ring first: see
 /// [`RingParts`].
-pub struct Ring {
+pub(crate) struct Ring {
     uring: IoUring,
     eventfd: OwnedFd,
     /// The bytes of the send in flight on each slot (40 bytes per slot, allocated up front: a
@@ -132,7 +132,7 @@ pub struct Ring {
 /// A ring and its receive buffers. Field order is drop order: the io_uring is closed (every
 /// request cancelled) before the buffer ring's memory is unmapped. Keep this order wherever
 /// the two are stored.
-pub struct RingParts {
+pub(crate) struct RingParts {
     pub ring: Ring,
     pub bufs: BufRing,
 }
@@ -142,7 +142,7 @@ const RECV_BUFFER_GROUP: u16 = 0;
 
 impl RingParts {
     /// Builds a shard's ring: fixed-file table, eventfd, provided-buffer ring.
-    pub fn new(params: &RingParams) -> io::Result<RingParts> {
+    pub(crate) fn new(params: &RingParams) -> io::Result<RingParts> {
         let mut builder = IoUring::builder();
         builder.setup_cqsize(params.cq_entries).setup_submit_all();
         // COOP_TASKRUN: completions are posted at our next enter instead of interrupting the
@@ -179,27 +179,22 @@ impl RingParts {
 }
 
 impl Ring {
-    /// The eventfd the kernel signals on every completion; the shard awaits it when idle.
-    pub fn eventfd(&self) -> RawFd {
-        self.eventfd.as_raw_fd()
-    }
-
     /// A duplicate of the eventfd, for a reactor that closes what it is given.
-    pub fn eventfd_dup(&self) -> io::Result<OwnedFd> {
+    pub(crate) fn eventfd_dup(&self) -> io::Result<OwnedFd> {
         let fd = syscall!(dup(self.eventfd.as_raw_fd()))?;
         // SAFETY: dup(2) succeeded, so `fd` is a fresh descriptor nobody else owns.
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 
     /// Whether SQEs are queued (or held back) and not yet handed to the kernel.
-    pub fn has_unsubmitted(&mut self) -> bool {
+    pub(crate) fn has_unsubmitted(&mut self) -> bool {
         !self.uring.submission().is_empty() || !self.backlog.is_empty()
     }
 
     /// Submits queued SQEs without waiting, after moving held-back entries into the queue as
     /// room allows. A transient refusal ([`Errno::is_transient_submit`]) is `Ok(0)`: the
     /// caller reaps and comes back. Any other error is returned: the shard stops, logged.
-    pub fn submit(&mut self) -> io::Result<usize> {
+    pub(crate) fn submit(&mut self) -> io::Result<usize> {
         while let Some(entry) = self.backlog.pop_front() {
             // SAFETY: as in `push`: the entry was built by this module and points only at
             // memory that outlives the request.
@@ -218,7 +213,7 @@ impl Ring {
     /// Turns the kernel's eventfd signal on completions on or off (IORING_CQ_EVENTFD_DISABLED).
     /// The shard keeps it off while it is busy reaping anyway, so a completion costs no
     /// eventfd wakeup, and turns it on only before it sleeps.
-    pub fn set_eventfd_notify(&mut self, enabled: bool) {
+    pub(crate) fn set_eventfd_notify(&mut self, enabled: bool) {
         let cq = self.uring.completion();
         if enabled {
             cq.enable_eventfd();
@@ -228,14 +223,14 @@ impl Ring {
     }
 
     /// Whether completions are waiting to be reaped.
-    pub fn has_completions(&mut self) -> bool {
+    pub(crate) fn has_completions(&mut self) -> bool {
         let mut cq = self.uring.completion();
         cq.sync();
         !cq.is_empty()
     }
 
     /// Moves every available completion into `out` (cleared first).
-    pub fn reap(&mut self, out: &mut Vec<Completion>) {
+    pub(crate) fn reap(&mut self, out: &mut Vec<Completion>) {
         out.clear();
         let mut cq = self.uring.completion();
         cq.sync();
@@ -270,14 +265,9 @@ impl Ring {
         self.backlog.push_back(entry);
     }
 
-    /// Entries held back because the submission queue was full.
-    pub fn backlog_len(&self) -> usize {
-        self.backlog.len()
-    }
-
     /// Multishot accept on `listener` into auto-allocated direct descriptors (no SOCK_CLOEXEC:
     /// direct descriptors are not in the fd table, and the kernel refuses the flag with them).
-    pub fn accept_multishot(&mut self, listener: RawFd, user_data: UserData) {
+    pub(crate) fn accept_multishot(&mut self, listener: RawFd, user_data: UserData) {
         let entry = opcode::AcceptMulti::new(types::Fd(listener))
             .allocate_file_index(true)
             .build()
@@ -286,7 +276,7 @@ impl Ring {
     }
 
     /// Multishot readiness poll (POLLIN | POLLRDHUP) on a direct descriptor.
-    pub fn poll_multishot(&mut self, slot: u32, user_data: UserData) {
+    pub(crate) fn poll_multishot(&mut self, slot: u32, user_data: UserData) {
         let events = (libc::POLLIN | libc::POLLRDHUP) as u32;
         let entry = opcode::PollAdd::new(types::Fixed(slot), events)
             .multi(true)
@@ -296,7 +286,7 @@ impl Ring {
     }
 
     /// One recv into a buffer the kernel picks from the provided-buffer ring.
-    pub fn recv(&mut self, slot: u32, user_data: UserData) {
+    pub(crate) fn recv(&mut self, slot: u32, user_data: UserData) {
         let entry = opcode::Recv::new(
             types::Fixed(slot),
             std::ptr::null_mut(),
@@ -314,7 +304,7 @@ impl Ring {
     /// (ENOBUFS), or the peer closes. Costs ~600 bytes more kernel memory than a poll while
     /// armed (docs/CAPACITY.md, "Platform facts"), so only busy connections hold one. No `len`
     /// cap: one (2 KiB per completion) cost a 1,000-connection echo ~10% (PERFORMANCE.md).
-    pub fn recv_multishot(&mut self, slot: u32, user_data: UserData) {
+    pub(crate) fn recv_multishot(&mut self, slot: u32, user_data: UserData) {
         let entry = opcode::RecvMulti::new(types::Fixed(slot), self.recv_buffer_group)
             .build()
             .user_data(user_data.0);
@@ -323,7 +313,7 @@ impl Ring {
 
     /// Sends `bytes` on a direct descriptor. The ring keeps `bytes` alive until the completion
     /// is reaped; get them back with [`Ring::take_sent`]. One send per connection at a time.
-    pub fn send(&mut self, slot: u32, user_data: UserData, bytes: Bytes) {
+    pub(crate) fn send(&mut self, slot: u32, user_data: UserData, bytes: Bytes) {
         assert!(!bytes.is_empty());
         let len =
             u32::try_from(bytes.len()).expect("send batches are bounded by max_outbound_bytes");
@@ -348,7 +338,7 @@ impl Ring {
     }
 
     /// Returns the bytes of a completed send (exactly once per [`Ring::send`]).
-    pub fn take_sent(&mut self, user_data: UserData) -> Bytes {
+    pub(crate) fn take_sent(&mut self, user_data: UserData) -> Bytes {
         self.sends_in_flight -= 1;
         let held = &mut self.sends_by_slot[user_data.slot() as usize];
         match held.take() {
@@ -363,7 +353,7 @@ impl Ring {
     }
 
     /// Number of sends whose completion has not been reaped yet.
-    pub fn sends_in_flight(&self) -> usize {
+    pub(crate) fn sends_in_flight(&self) -> usize {
         self.sends_in_flight
     }
 
@@ -376,7 +366,7 @@ impl Ring {
     /// costs O(N^2) (measured: 30,000 closes took ~2.8 s of server CPU, see PERFORMANCE.md).
     /// In-flight requests hold their own file reference, so the socket closes when the last
     /// of them completes; the kernel may reuse the slot as soon as the close is processed.
-    pub fn cancel_and_close(
+    pub(crate) fn cancel_and_close(
         &mut self,
         slot: u32,
         targets: &[UserData],
@@ -394,7 +384,7 @@ impl Ring {
     }
 
     /// Cancels the request with `target` user_data (used to stop the multishot accept).
-    pub fn cancel(&mut self, target: UserData, user_data: UserData) {
+    pub(crate) fn cancel(&mut self, target: UserData, user_data: UserData) {
         let entry = opcode::AsyncCancel::new(target.0)
             .build()
             .user_data(user_data.0);
@@ -402,7 +392,7 @@ impl Ring {
     }
 
     /// Half-closes the write side of a direct descriptor after the last bytes are queued.
-    pub fn shutdown_write(&mut self, slot: u32, user_data: UserData) {
+    pub(crate) fn shutdown_write(&mut self, slot: u32, user_data: UserData) {
         let entry = opcode::Shutdown::new(types::Fixed(slot), libc::SHUT_WR)
             .build()
             .user_data(user_data.0);

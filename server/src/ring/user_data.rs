@@ -20,7 +20,7 @@ holdfast_protocol::wire_codes! {
 /// Generation bits carried in user_data (the slab keeps 32; 24 are enough to tell a stale
 /// completion from a live one: a slot would have to be reused 16M times while one request of
 /// its old tenant is still pending).
-pub const GENERATION_MASK: u32 = (1 << 24) - 1;
+pub(crate) const GENERATION_MASK: u32 = (1 << 24) - 1;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct UserData(pub u64);

@@ -7,13 +7,13 @@ use holdfast_protocol::{ErrorCode, VERSION};
 
 /// A Hello the session layer may answer with Welcome.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Admitted {
+pub(crate) struct Admitted {
     /// Heartbeat interval the client asked for (0 = none asked).
     pub requested_heartbeat_ms: u32,
 }
 
 /// Seconds since the Unix epoch, the clock tokens expire by (read per Hello only).
-pub fn now_unix_s() -> u64 {
+pub(crate) fn now_unix_s() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -21,7 +21,7 @@ pub fn now_unix_s() -> u64 {
 }
 
 /// Checks a Hello; `secret` None means auth is off.
-pub fn admit(
+pub(crate) fn admit(
     hello: Option<&HelloView>,
     secret: Option<&[u8]>,
     now_unix_s: u64,

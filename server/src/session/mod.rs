@@ -2,8 +2,8 @@
 //! machine"). It reads validated frames and writes replies into the connection's outbound
 //! queue; it knows nothing about io_uring. It returns a [`Verdict`]; the shard acts on it.
 
-pub mod auth;
-pub mod push;
+pub(crate) mod auth;
+pub(crate) mod push;
 
 use std::ops::ControlFlow;
 use std::time::Instant;
@@ -19,7 +19,7 @@ use crate::outbound::{Outbound, OutboundPool};
 
 /// What the session layer needs from the config, in the units it uses.
 #[derive(Clone, Debug)]
-pub struct SessionLimits {
+pub(crate) struct SessionLimits {
     pub max_frame_bytes: u32,
     pub max_outbound_bytes: usize,
     pub max_inflight_requests: u16,
@@ -34,7 +34,7 @@ pub struct SessionLimits {
 }
 
 /// Everything a frame may touch besides its own connection.
-pub struct SessionCx<'a> {
+pub(crate) struct SessionCx<'a> {
     pub limits: &'a SessionLimits,
     pub handler: &'a mut dyn Handler,
     pub counters: &'a mut ShardCounters,
@@ -49,14 +49,14 @@ pub struct SessionCx<'a> {
 
 /// The session layer's decision after a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Continue,
     /// Flush what is queued (an Error or Goodbye, usually), then close.
     Close(CloseReason),
 }
 
 impl Verdict {
-    pub fn flow(self) -> ControlFlow<()> {
+    pub(crate) fn flow(self) -> ControlFlow<()> {
         match self {
             Verdict::Continue => ControlFlow::Continue(()),
             Verdict::Close(_) => ControlFlow::Break(()),
@@ -128,11 +128,11 @@ pub(crate) fn cut_slow_consumer(conn: &mut Conn, cx: &mut SessionCx<'_>, reason:
 
 /// Longest reason an Error frame carries; longer ones (some quote client input, e.g. a JSON
 /// parse error) are cut at a character boundary.
-pub const MAX_ERROR_REASON_BYTES: usize = 256;
+pub(crate) const MAX_ERROR_REASON_BYTES: usize = 256;
 
 /// Queues an Error frame. Never fails: the reason is cut to MAX_ERROR_REASON_BYTES, so the frame
 /// fits in any max_frame_bytes config validation allows (>= 512).
-pub fn queue_error(
+pub(crate) fn queue_error(
     conn: &mut Conn,
     cx: &mut SessionCx<'_>,
     code: ErrorCode,
@@ -152,7 +152,7 @@ pub fn queue_error(
 }
 
 /// Queues a Goodbye frame.
-pub fn queue_goodbye(
+pub(crate) fn queue_goodbye(
     conn: &mut Conn,
     cx: &mut SessionCx<'_>,
     reason: &str,
@@ -166,7 +166,7 @@ pub fn queue_goodbye(
 }
 
 /// Queues a heartbeat Ping from the server.
-pub fn queue_ping(conn: &mut Conn, cx: &mut SessionCx<'_>) {
+pub(crate) fn queue_ping(conn: &mut Conn, cx: &mut SessionCx<'_>) {
     cx.queue_empty(conn, Kind::Ping, 0);
     cx.counters.heartbeat_pings_sent += 1;
 }
@@ -186,9 +186,9 @@ fn refuse(
 /// Replies push back: once a session's queue holds this share of max_outbound_bytes, its
 /// socket is not read until the queue drains to REPLY_RESUME_PERCENT, so TCP flow control slows
 /// a client that writes requests faster than it reads answers (Redis and nginx do the same).
-pub const REPLY_PAUSE_PERCENT: usize = 50;
+pub(crate) const REPLY_PAUSE_PERCENT: usize = 50;
 /// Reading resumes once the queue is back under this share of max_outbound_bytes.
-pub const REPLY_RESUME_PERCENT: usize = 25;
+pub(crate) const REPLY_RESUME_PERCENT: usize = 25;
 
 /// Whether a session paused for its replies may be read again.
 pub(crate) fn replies_drained(conn: &Conn, limits: &SessionLimits) -> bool {
@@ -213,7 +213,7 @@ fn check_outbound(conn: &mut Conn, cx: &mut SessionCx<'_>) -> Verdict {
 }
 
 /// Handles one complete frame from the peer.
-pub fn on_frame(
+pub(crate) fn on_frame(
     conn: &mut Conn,
     cx: &mut SessionCx<'_>,
     frame: Frame<'_>,

@@ -14,13 +14,13 @@ use crate::mesh::{owner_shard, valid_topic, BROADCAST_TOPIC};
 use crate::push::resume::{PendingResume, RESUME_REPLY_TIMEOUT_MS};
 
 /// Queues an Ack for frame `id`.
-pub fn queue_ack(conn: &mut Conn, cx: &mut SessionCx<'_>, id: u64) {
+pub(crate) fn queue_ack(conn: &mut Conn, cx: &mut SessionCx<'_>, id: u64) {
     cx.queue_empty(conn, Kind::Ack, id);
 }
 
 /// Subscribe or Unsubscribe: all of the topics or none. A bad name anywhere in the list, or a
 /// Subscribe that would pass max_topics_per_session, gets an Error and changes nothing.
-pub fn on_topics(
+pub(crate) fn on_topics(
     conn: &mut Conn,
     cx: &mut SessionCx<'_>,
     id: u64,
@@ -57,7 +57,7 @@ pub fn on_topics(
 /// broadcasts, which every session gets anyway) and asks each topic's owner shard for what the
 /// session missed. The Ack, with one result per topic, and the replayed Pushes follow once
 /// every owner has answered (see push::resume). One SubscribeResume at a time per session.
-pub fn on_subscribe_resume(
+pub(crate) fn on_subscribe_resume(
     conn: &mut Conn,
     cx: &mut SessionCx<'_>,
     id: u64,
@@ -121,7 +121,7 @@ pub fn on_subscribe_resume(
 }
 
 /// Queues the Ack of a SubscribeResume: one result per topic, in request order.
-pub fn queue_frame_ack(
+pub(crate) fn queue_frame_ack(
     conn: &mut Conn,
     cx: &mut SessionCx<'_>,
     id: u64,
@@ -134,7 +134,7 @@ pub fn queue_frame_ack(
     );
 }
 
-pub fn on_event(
+pub(crate) fn on_event(
     conn: &mut Conn,
     cx: &mut SessionCx<'_>,
     id: u64,
@@ -187,7 +187,7 @@ pub fn on_event(
 }
 
 /// A session said who it is: record it here and in the client directory's owner shard.
-pub fn register_client(conn: &Conn, cx: &mut SessionCx<'_>, client_id: &str) {
+pub(crate) fn register_client(conn: &Conn, cx: &mut SessionCx<'_>, client_id: &str) {
     if client_id.is_empty() {
         return;
     }
@@ -206,11 +206,11 @@ pub fn register_client(conn: &Conn, cx: &mut SessionCx<'_>, client_id: &str) {
 }
 
 /// The request method a publisher session publishes with (body: the JSON of `POST /publish`).
-pub const PUBLISH_METHOD: &str = "publish";
+pub(crate) const PUBLISH_METHOD: &str = "publish";
 
 /// `publish` from a session: allowed when auth is on and the session's verified client id
 /// carries the publisher prefix. Handed to the owning shard; answered with `{"accepted":true}`.
-pub fn on_publish_request(
+pub(crate) fn on_publish_request(
     conn: &mut Conn,
     cx: &mut SessionCx<'_>,
     id: u64,

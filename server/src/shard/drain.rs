@@ -15,7 +15,7 @@ use super::state::Shard;
 
 impl Shard {
     /// Starts draining: no new connections; every live one gets Goodbye and a graceful close.
-    pub fn start_drain(&mut self) {
+    pub(crate) fn start_drain(&mut self) {
         if self.drain_deadline_tick.is_some() {
             return;
         }
@@ -122,7 +122,7 @@ impl Shard {
     }
 
     /// Drained: nothing live and no send whose bytes the kernel may still read.
-    pub fn drained(&self) -> bool {
+    pub(crate) fn drained(&self) -> bool {
         self.drain_deadline_tick.is_some()
             && self.conns.open_count() == 0
             && self.ring.sends_in_flight() == 0

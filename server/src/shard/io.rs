@@ -24,12 +24,12 @@ use crate::transport::TransportKind;
 use super::state::Shard;
 
 /// Rounds of submit-and-reap per turn before yielding to the executor (timers, inbox).
-pub const TURN_ROUNDS_MAX: usize = 16;
+pub(super) const TURN_ROUNDS_MAX: usize = 16;
 
 impl Shard {
     /// Submits, reaps and handles completions until the ring is quiet (or for
     /// TURN_ROUNDS_MAX rounds). Returns how many completions were handled.
-    pub fn turn(&mut self) -> std::io::Result<usize> {
+    pub(crate) fn turn(&mut self) -> std::io::Result<usize> {
         let mut handled = 0;
         for _ in 0..TURN_ROUNDS_MAX {
             self.ring.submit()?;

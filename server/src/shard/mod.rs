@@ -9,7 +9,7 @@
 mod drain;
 mod io;
 mod push;
-pub mod state;
+pub(crate) mod state;
 mod timers;
 mod transport;
 
@@ -24,19 +24,19 @@ use socket2::Socket;
 
 use crate::config::Config;
 use crate::metrics::ShardCounters;
-pub use state::Shard;
+pub(crate) use state::Shard;
 
 use crate::mesh::{Mesh, ShardMsg, INBOX_BATCH_MAX};
 
 /// A running shard as the main thread sees it.
-pub struct ShardHandle {
+pub(crate) struct ShardHandle {
     pub index: usize,
     pub join: glommio::ExecutorJoinHandle<Result<ShardCounters, String>>,
 }
 
 /// Starts shard `index` pinned to `cpu`. `ready` gets the shard index once it accepts.
 /// Everything a shard is started with.
-pub struct ShardSpec {
+pub(crate) struct ShardSpec {
     pub index: usize,
     pub cpu: usize,
     pub config: Config,
@@ -63,7 +63,7 @@ pub struct ShardSpec {
     pub cluster: Option<crate::cluster::Link>,
 }
 
-pub fn spawn(
+pub(crate) fn spawn(
     spec: ShardSpec,
     ready: flume::Sender<Result<usize, String>>,
 ) -> std::io::Result<ShardHandle> {

@@ -16,7 +16,7 @@ use crate::session::{self, Verdict};
 
 impl Shard {
     /// Handles one message from another thread.
-    pub fn on_message(&mut self, msg: ShardMsg) {
+    pub(crate) fn on_message(&mut self, msg: ShardMsg) {
         match msg {
             ShardMsg::Drain => self.start_drain(),
             ShardMsg::Stats(reply) => {

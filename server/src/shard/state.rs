@@ -28,15 +28,15 @@ use crate::transport::{Transport, TransportConfig, WsConfig};
 use super::transport::LISTENER_COUNT;
 
 /// Upper bound of latency histograms: 60 s in us.
-pub const HISTOGRAM_MAX_US: u64 = 60_000_000;
+pub(crate) const HISTOGRAM_MAX_US: u64 = 60_000_000;
 /// Decoders kept for reuse per shard.
-pub const DECODER_POOL_MAX_ITEMS: usize = 1024;
+pub(crate) const DECODER_POOL_MAX_ITEMS: usize = 1024;
 /// A pooled decoder keeps at most this much buffer capacity.
-pub const DECODER_POOL_KEEP_BYTES: usize = 4 * 1024;
+pub(crate) const DECODER_POOL_KEEP_BYTES: usize = 4 * 1024;
 
 /// Timer wheel deadlines, in ticks.
 #[derive(Clone, Copy, Debug)]
-pub struct TickLimits {
+pub(crate) struct TickLimits {
     pub tick_ms: u64,
     pub hello: u32,
     pub heartbeat_interval: u32,
@@ -48,7 +48,7 @@ pub struct TickLimits {
     pub drain: u32,
 }
 
-pub struct Shard {
+pub(crate) struct Shard {
     /// Dropped before `bufs` (RingParts drop order): the kernel stops using receive buffers
     /// before they are unmapped.
     pub(super) ring: Ring,
@@ -119,7 +119,7 @@ pub struct Shard {
 }
 
 impl Shard {
-    pub fn new(
+    pub(crate) fn new(
         index: usize,
         config: Config,
         listeners: [Option<Socket>; LISTENER_COUNT],
@@ -217,7 +217,7 @@ impl Shard {
     /// The current tick: the wheel's, or the clock's at the last reap if the ticker lags
     /// behind it (a loaded host). Deadlines are counted from here, so a late ticker never
     /// makes a new deadline early (a hello_timeout_ms of 300 fired after ~100 ms under load).
-    pub fn now_tick(&self) -> u32 {
+    pub(crate) fn now_tick(&self) -> u32 {
         let since_start = self.reaped_at.saturating_duration_since(self.started_at);
         let clock_tick = (since_start.as_millis() as u64 / self.ticks.tick_ms) as u32;
         self.wheel.now_tick().max(clock_tick)
@@ -422,7 +422,7 @@ impl Shard {
     }
 
     /// Snapshot of this shard's counters.
-    pub fn counters(&self) -> ShardCounters {
+    pub(crate) fn counters(&self) -> ShardCounters {
         let mut counters = self.counters.clone();
         counters.open = self.conns.open_count() as u64;
         counters.cross_shard_dropped = self.mesh.dropped_count();
@@ -430,7 +430,7 @@ impl Shard {
     }
 
     /// Snapshot of this shard's counters and histograms, sent to whoever asked.
-    pub fn report(&self) -> ShardReport {
+    pub(crate) fn report(&self) -> ShardReport {
         ShardReport {
             index: self.index,
             counters: self.counters(),

@@ -21,7 +21,7 @@ enum Due {
 
 impl Shard {
     /// Advances the wheel to the current time, handling every entry that comes due.
-    pub fn on_timer(&mut self) {
+    pub(crate) fn on_timer(&mut self) {
         let elapsed_ms = self.started_at.elapsed().as_millis() as u64;
         let target_tick = (elapsed_ms / self.ticks.tick_ms) as u32;
         while self.wheel.now_tick() <= target_tick {

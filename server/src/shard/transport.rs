@@ -20,10 +20,10 @@ use crate::transport::{CloseCause, Outcome, TransportKind};
 use super::state::Shard;
 
 /// Listeners per shard: plain TCP (index 0), WebSocket (index 1) and TLS (index 2).
-pub const LISTENER_COUNT: usize = 3;
+pub(super) const LISTENER_COUNT: usize = 3;
 
 /// The transport of connections accepted on listener `index`.
-pub fn listener_kind(index: usize) -> TransportKind {
+pub(super) fn listener_kind(index: usize) -> TransportKind {
     match index {
         0 => TransportKind::Plain,
         1 => TransportKind::Ws,

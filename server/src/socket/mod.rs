@@ -10,7 +10,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// Caps the kernel send buffer of every connection accepted from `listener` (accepted sockets
 /// inherit SO_SNDBUF and its lock): a client that never reads pins at most about twice
 /// `send_buffer_bytes` of kernel memory. 0 leaves the kernel's autotuning.
-pub fn limit_send_buffer(listener: &Socket, send_buffer_bytes: u32) -> io::Result<()> {
+pub(crate) fn limit_send_buffer(listener: &Socket, send_buffer_bytes: u32) -> io::Result<()> {
     if send_buffer_bytes == 0 {
         return Ok(());
     }
@@ -19,7 +19,11 @@ pub fn limit_send_buffer(listener: &Socket, send_buffer_bytes: u32) -> io::Resul
 
 /// Binds `count` listeners to `addr` with SO_REUSEPORT. With port 0, the first listener's
 /// port is used for the rest. Accepted sockets inherit TCP_NODELAY from the listener.
-pub fn bind_listeners(addr: SocketAddr, count: usize, backlog: u32) -> io::Result<Vec<Socket>> {
+pub(crate) fn bind_listeners(
+    addr: SocketAddr,
+    count: usize,
+    backlog: u32,
+) -> io::Result<Vec<Socket>> {
     assert!(count > 0);
     let mut listeners: Vec<Socket> = Vec::with_capacity(count);
     let mut bind_addr = addr;
