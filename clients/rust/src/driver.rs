@@ -21,7 +21,7 @@ use crate::frames::{
     self, FrameReader, Inbound, ResumeAnswer, ResumePoint, TOPICS_FRAME_OVERHEAD_BYTES,
 };
 use crate::pushes::{Incoming, Push};
-use crate::seq::TopicSeqs;
+use crate::seq::{Gap, TopicSeqs};
 use crate::state::{ConnectionState, Counters, SessionInfo};
 use crate::transport::{self, Reader, Writer};
 
@@ -670,6 +670,12 @@ impl Driver {
                 );
                 match self.pushes.try_send(Incoming::Gap(gap)) {
                     Ok(()) => Counters::bump(&self.shared.counters.gaps_reported),
+                    // Stream full: put the base back, so the next push delivered on the topic
+                    // reveals the same missed range (a reset cannot be deferred that way).
+                    Err(TrySendError::Full(Incoming::Gap(Gap::Missed {
+                        first_missed_seq,
+                        ..
+                    }))) => self.shared.topics().rebase(name, first_missed_seq - 1),
                     Err(error) => tracing::warn!(?error, "holdfast gap report not delivered"),
                 }
             }

@@ -169,6 +169,14 @@ impl TopicSeqs {
         gap
     }
 
+    /// Sets `topic`'s last delivered seq back to `last_seq` (a gap report that could not be
+    /// delivered is then revealed again by the next push).
+    pub(crate) fn rebase(&mut self, topic: &str, last_seq: u64) {
+        if let Some(entry) = self.topics.get_mut(topic) {
+            entry.last_seq = Some(last_seq);
+        }
+    }
+
     /// The last sequence number delivered on `topic`.
     pub(crate) fn last_seq(&self, topic: &str) -> Option<u64> {
         self.topics.get(topic).and_then(|entry| entry.last_seq)
@@ -407,6 +415,30 @@ mod tests {
         assert_eq!(
             seqs.resume_points(&topics(&["b"])),
             vec![("b".into(), 8, 3)]
+        );
+    }
+
+    #[test]
+    fn a_lost_range_not_delivered_is_revealed_again_by_the_next_push() {
+        let mut seqs = TopicSeqs::default();
+        seqs.subscribe(&topics(&["news"]));
+        seqs.resumed("news", 7, 0, false);
+        deliver(&mut seqs, "news", 1);
+        let Some(Gap::Missed {
+            first_missed_seq, ..
+        }) = seqs.resumed("news", 7, 9, false)
+        else {
+            panic!("a lost range")
+        };
+        seqs.rebase("news", first_missed_seq - 1);
+        assert_eq!(
+            deliver(&mut seqs, "news", 10),
+            Some(Gap::Missed {
+                topic: "news".into(),
+                first_missed_seq: 2,
+                last_missed_seq: 9,
+                dropped_here: 0
+            })
         );
     }
 
