@@ -1,4 +1,6 @@
 // Holdfast client for browsers (and Node 22+), over WebSocket. No dependencies.
+// After a reconnect it resumes every topic (SubscribeResume with the epoch and last seq seen):
+// missed pushes are replayed as `push` events; only what could not be replayed is a `lost` event.
 //
 // The wire format is docs/PROTOCOL.md: each WebSocket binary message carries whole or partial
 // Holdfast frames (a 16-byte little-endian header, then an rkyv payload laid out as that page
@@ -17,6 +19,9 @@ export const SUBPROTOCOL = "holdfast.v1";
 export const FLAG_ACK_REQUESTED = 1;
 /// Frames larger than this are refused before the Welcome says the server's limit.
 export const MAX_FRAME_BYTES_DEFAULT = 65536;
+/// Times per session the client asks again for topics whose resume the server answered with
+/// epoch 0 (an internal queue was full).
+export const RESUME_RETRIES_PER_SESSION_MAX = 8;
 
 export const Kind = Object.freeze({
   Hello: 1,
@@ -33,6 +38,7 @@ export const Kind = Object.freeze({
   Ack: 12,
   Error: 13,
   Goodbye: 14,
+  SubscribeResume: 15,
 });
 
 const KIND_NAMES = Object.fromEntries(Object.entries(Kind).map(([name, value]) => [value, name]));
@@ -170,6 +176,17 @@ export function encodeTopics(topics) {
   return w.finish();
 }
 
+/// SubscribeResume payload: per topic its resume point, `{name, epoch, lastSeq}` (epoch 0 =
+/// none: subscribe and tell me the epoch). u64s are numbers or BigInts.
+export function encodeSubscribeResume(points) {
+  const w = new ArchiveWriter();
+  const names = points.map((point) => writeData(w, point.name));
+  const arrayAt = w.length;
+  points.forEach((point, i) => writeStruct(w, [["ptr", names[i]], ["u64", point.epoch ?? 0], ["u64", point.lastSeq ?? 0]]));
+  writeStruct(w, [["ptr", { at: arrayAt, len: points.length }]]);
+  return w.finish();
+}
+
 export function encodeEvent(topic, payload) {
   const w = new ArchiveWriter();
   const t = writeData(w, topic);
@@ -229,6 +246,16 @@ class ArchiveReader {
 
   u64(off) {
     return this.view.getBigUint64(this.root + off, true);
+  }
+
+  /// The `count` elements of `size` bytes of the list whose pointer is at absolute `at`:
+  /// their absolute positions (checked to lie inside, before the pointer).
+  listAt(at, size) {
+    const offset = this.view.getInt32(at, true);
+    const count = this.view.getUint32(at + 4, true);
+    const start = at + offset;
+    if (start < 0 || start + size * count > at) throw new ProtocolError("list out of range");
+    return Array.from({ length: count }, (_, i) => start + size * i);
   }
 
   /// Bytes a pointer at absolute position `at` points to (checked to lie inside, before it).
@@ -304,9 +331,29 @@ export function decodePayload(kind, payload) {
       }
       return { topics };
     }
+    case Kind.SubscribeResume: {
+      const r = new ArchiveReader(payload, 8);
+      const topics = r.listAt(r.root, 24).map((at) => ({
+        name: utf8Decoder.decode(r.bytesAt(at)),
+        epoch: r.view.getBigUint64(at + 8, true),
+        lastSeq: r.view.getBigUint64(at + 16, true),
+      }));
+      return { topics };
+    }
+    case Kind.Ack: {
+      if (payload.length === 0) return {};
+      // A SubscribeAck: per topic of the SubscribeResume, in its order, what the server did.
+      const r = new ArchiveReader(payload, 8);
+      const topics = r.listAt(r.root, 25).map((at) => ({
+        epoch: r.view.getBigUint64(at, true),
+        seq: r.view.getBigUint64(at + 8, true),
+        oldestSeq: r.view.getBigUint64(at + 16, true),
+        recovered: r.view.getUint8(at + 24) !== 0,
+      }));
+      return { topics };
+    }
     case Kind.Ping:
     case Kind.Pong:
-    case Kind.Ack:
       if (payload.length !== 0) throw new ProtocolError(`${KIND_NAMES[kind]} payload must be empty`);
       return {};
     case Kind.Echo:
@@ -377,6 +424,10 @@ export const ClientState = Object.freeze({
 ///   state    {state, delayMs?}        every state change (waiting carries the delay)
 ///   welcome  Welcome fields            the session is open
 ///   push     {topic, seq, payload, gap, text}  gap = messages missed before this one (0 = none)
+///   lost     {topic, firstMissedSeq, lastMissedSeq} or {topic, reset: true, lastSeenSeq, nextSeq}
+///            a resume after a reconnect could not replay what was missed (away longer than the
+///            server's window, or its epoch changed: a restart lost the history): re-fetch
+///            the topic's state. Replayed pushes arrive as `push` events like live ones.
 ///   error    {code, name, reason, id}  an Error frame from the server
 ///   goodbye  {reason, reconnectAfterMs}
 ///   ack      {id}
@@ -392,6 +443,13 @@ export class HoldfastClient extends EventTarget {
     this.options = options;
     this.topics = new Set(options.topics ?? []);
     this.lastSeq = new Map();
+    /// Per topic, the epoch `lastSeq` belongs to (from the SubscribeAck).
+    this.epochs = new Map();
+    /// Topic lists waiting to be sent as a SubscribeResume: the server takes one at a time.
+    this.resumeQueue = [];
+    /// The SubscribeResume on the wire: {id, names}.
+    this.resumeInFlight = null;
+    this.resumeRetries = 0;
     this.state = ClientState.Idle;
     this.nextId = 1n;
     this.attempt = 0;
@@ -460,14 +518,70 @@ export class HoldfastClient extends EventTarget {
     return id;
   }
 
+  /// Subscribes (now if the session is open, else after the next Welcome) with a
+  /// SubscribeResume: its Ack tells each topic's epoch, which a reconnect resumes from.
   subscribe(topics) {
-    for (const topic of topics) this.topics.add(topic);
-    if (this.welcome) return this.send(Kind.Subscribe, encodeTopics(topics), FLAG_ACK_REQUESTED);
-    return null;
+    const added = topics.filter((topic) => !this.topics.has(topic));
+    for (const topic of added) this.topics.add(topic);
+    if (this.welcome && added.length > 0) this.queueResume(added);
+  }
+
+  queueResume(names) {
+    this.resumeQueue.push(names);
+    this.sendNextResume();
+  }
+
+  /// Sends the next queued SubscribeResume unless one awaits its Ack.
+  sendNextResume() {
+    while (this.resumeInFlight === null && this.resumeQueue.length > 0) {
+      const names = this.resumeQueue.shift().filter((name) => this.topics.has(name));
+      if (names.length === 0) continue;
+      const points = names.map((name) => {
+        const epoch = this.epochs.get(name);
+        const lastSeq = this.lastSeq.get(name);
+        return epoch !== undefined && lastSeq !== undefined ? { name, epoch, lastSeq } : { name, epoch: 0, lastSeq: 0 };
+      });
+      const id = this.send(Kind.SubscribeResume, encodeSubscribeResume(points), FLAG_ACK_REQUESTED);
+      if (id !== null) this.resumeInFlight = { id, names };
+      else return;
+    }
+  }
+
+  /// The SubscribeAck of the resume in flight: remember epochs, report what was lost.
+  onResumed(names, answers) {
+    this.resumeInFlight = null;
+    const again = [];
+    names.forEach((topic, i) => {
+      const answer = answers[i];
+      if (answer === undefined) return;
+      if (answer.epoch === 0n) {
+        again.push(topic); // the server could not look it up in time: ask again
+        return;
+      }
+      const previousEpoch = this.epochs.get(topic);
+      this.epochs.set(topic, answer.epoch);
+      const last = this.lastSeq.get(topic);
+      if (answer.recovered && last !== undefined) return; // replayed pushes follow
+      if (last !== undefined && previousEpoch === answer.epoch && last < answer.seq) {
+        this.emit("lost", { topic, firstMissedSeq: last + 1n, lastMissedSeq: answer.seq });
+      } else if (last !== undefined && !(previousEpoch === answer.epoch && last === answer.seq)) {
+        this.emit("lost", { topic, reset: true, lastSeenSeq: last, nextSeq: answer.seq + 1n });
+      }
+      this.lastSeq.set(topic, answer.seq);
+    });
+    if (again.length > 0 && this.resumeRetries < RESUME_RETRIES_PER_SESSION_MAX) {
+      this.resumeRetries += 1;
+      this.resumeQueue.push(again);
+    }
+    this.sendNextResume();
   }
 
   unsubscribe(topics) {
-    for (const topic of topics) this.topics.delete(topic);
+    for (const topic of topics) {
+      this.topics.delete(topic);
+      this.lastSeq.delete(topic);
+      this.epochs.delete(topic);
+    }
     if (this.welcome) return this.send(Kind.Unsubscribe, encodeTopics(topics), FLAG_ACK_REQUESTED);
     return null;
   }
@@ -510,7 +624,11 @@ export class HoldfastClient extends EventTarget {
         this.attempt = 0;
         this.setState(ClientState.Open);
         this.emit("welcome", body);
-        if (this.topics.size > 0) this.send(Kind.Subscribe, encodeTopics([...this.topics]), FLAG_ACK_REQUESTED);
+        this.resumeQueue = [];
+        this.resumeInFlight = null;
+        this.resumeRetries = 0;
+        // Resume every topic from where it was left: what was missed is replayed.
+        if (this.topics.size > 0) this.queueResume([...this.topics]);
         break;
       case Kind.Ping:
         this.send(Kind.Pong, new Uint8Array(0), 0, id);
@@ -529,6 +647,10 @@ export class HoldfastClient extends EventTarget {
         break;
       }
       case Kind.Error:
+        if (this.resumeInFlight !== null && this.resumeInFlight.id === id) {
+          this.resumeInFlight = null;
+          this.sendNextResume();
+        }
         this.emit("error", { ...body, id });
         break;
       case Kind.Goodbye:
@@ -537,7 +659,10 @@ export class HoldfastClient extends EventTarget {
         this.socket?.close(1000, "goodbye");
         break;
       case Kind.Ack:
-        this.emit("ack", { id });
+        if (this.resumeInFlight !== null && this.resumeInFlight.id === id) {
+          this.onResumed(this.resumeInFlight.names, body.topics ?? []);
+        }
+        this.emit("ack", { id, topics: body.topics });
         break;
       case Kind.Response:
         this.emit("response", { id, body: body.body });

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use holdfast_protocol::payload::{
-    ErrorBody, Event, Goodbye, Hello, Push, Request, Response, Subscribe, TopicName, Unsubscribe,
-    Welcome,
+    ErrorBody, Event, Goodbye, Hello, Push, Request, Response, ResumeTopic, Subscribe,
+    SubscribeAck, SubscribeResume, TopicName, TopicResumed, Unsubscribe, Welcome,
 };
 use holdfast_protocol::{encode_frame, encode_raw, token, Kind, FLAG_ACK_REQUESTED};
 
@@ -96,6 +96,33 @@ fn golden_frames() -> Vec<(&'static str, Vec<u8>)> {
         };
         encode_frame(out, 0, 8, &goodbye, MAX).unwrap();
     });
+    // PROTOCOL.md's annotated SubscribeResume (news after seq 41 of an epoch), and one with a
+    // topic that has no resume point yet.
+    add("subscribe_resume_news", &|out| {
+        let topics = [ResumeTopic {
+            name: "news",
+            epoch: 0x1122_3344_5566_7788,
+            last_seq: 41,
+        }];
+        let resume = SubscribeResume { topics: &topics };
+        encode_frame(out, 0, 9, &resume, MAX).unwrap();
+    });
+    add("subscribe_resume_two_ack", &|out| {
+        let topics = [
+            ResumeTopic {
+                name: "news",
+                epoch: 7,
+                last_seq: u64::MAX - 1,
+            },
+            ResumeTopic {
+                name: "sports/é",
+                epoch: 0,
+                last_seq: 0,
+            },
+        ];
+        let resume = SubscribeResume { topics: &topics };
+        encode_frame(out, FLAG_ACK_REQUESTED, 10, &resume, MAX).unwrap();
+    });
     // Server frames the client decodes.
     add("welcome", &|out| {
         let welcome = Welcome {
@@ -143,6 +170,32 @@ fn golden_frames() -> Vec<(&'static str, Vec<u8>)> {
     });
     add("ack_3", &|out| {
         encode_raw(out, Kind::Ack, 0, 3, &[], MAX).unwrap();
+    });
+    add("subscribe_ack_9", &|out| {
+        let topics = [TopicResumed {
+            epoch: 0x1122_3344_5566_7788,
+            seq: 45,
+            oldest_seq: 12,
+            recovered: 1,
+        }];
+        encode_frame(out, 0, 9, &SubscribeAck { topics: &topics }, MAX).unwrap();
+    });
+    add("subscribe_ack_two", &|out| {
+        let topics = [
+            TopicResumed {
+                epoch: 8,
+                seq: 3,
+                oldest_seq: 0,
+                recovered: 0,
+            },
+            TopicResumed {
+                epoch: 0,
+                seq: 0,
+                oldest_seq: 0,
+                recovered: 0,
+            },
+        ];
+        encode_frame(out, 0, 10, &SubscribeAck { topics: &topics }, MAX).unwrap();
     });
     add("ping_9", &|out| {
         encode_raw(out, Kind::Ping, 0, 9, &[], MAX).unwrap();

@@ -13,7 +13,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::cluster::free_port;
-use crate::support::{publish, Server, REPLY_TIMEOUT_MS};
+use crate::fault_proxy::FaultProxy;
+use crate::support::{admin_request, publish, Server, REPLY_TIMEOUT_MS};
 
 const SECRET: &str = "test-secret-of-some-length";
 /// How long a test waits for a state change (a reconnect included) before failing.
@@ -510,9 +511,9 @@ async fn client_reconnects_after_a_drain_honouring_goodbye_and_resubscribes() {
         "reconnected {:?} after SIGTERM, before the {hint_ms} ms hint",
         drained_at.elapsed()
     );
-    // Frames are handled in order: once this answer is back, the resubscribe was too.
     assert_eq!(&client.request("echo", "back").await.unwrap()[..], b"back");
-    assert_eq!(publish_topic(&server, "news", "after 1"), 1);
+    // The resume's Ack tells it: the topic is in a new epoch (the restart lost the
+    // history), so what was missed is unknown; reported before anything is published.
     assert_eq!(
         next_item(&mut pushes).await,
         Incoming::Gap(Gap::Reset {
@@ -522,6 +523,7 @@ async fn client_reconnects_after_a_drain_honouring_goodbye_and_resubscribes() {
         }),
         "the new server numbers from 1: the client says so"
     );
+    assert_eq!(publish_topic(&server, "news", "after 1"), 1);
     let push = next_push(&mut pushes).await;
     assert_eq!((push.seq, &push.payload[..]), (1, &b"after 1"[..]));
     let stats = client.stats();
@@ -675,4 +677,154 @@ async fn client_stops_reconnecting_when_the_server_refuses_its_token() {
         handed_out.load(std::sync::atomic::Ordering::SeqCst),
         at_refusal
     );
+}
+
+/// A client connected through a fault proxy to `server`, subscribed to `topic`.
+async fn subscribed_through_proxy(
+    server: &Server,
+    proxy: &FaultProxy,
+    topic: &str,
+) -> (Client, PushStream) {
+    let mut config = config(server);
+    config.endpoint = ClientConfig::tcp(proxy.addr().to_string()).endpoint;
+    let (client, pushes) = connect(config).await;
+    client.subscribe([topic]).await.unwrap();
+    (client, pushes)
+}
+
+/// Cuts the client's current link and waits until it has opened a new session (counted, so a
+/// reconnect quicker than this task's polling is not missed).
+async fn cut_and_wait_reconnect(client: &Client, proxy: &FaultProxy) {
+    let sessions_before = client.stats().sessions_opened;
+    proxy.links().last().expect("a link").cut();
+    let deadline = Instant::now() + Duration::from_millis(STATE_TIMEOUT_MS);
+    while client.stats().sessions_opened == sessions_before {
+        assert!(
+            Instant::now() < deadline,
+            "no new session within {STATE_TIMEOUT_MS} ms: {:?}",
+            client.watch_state().borrow().clone()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn client_resumes_after_a_cut_connection_with_every_push_once_in_order_and_no_gap() {
+    const PUBLISHED: u64 = 400;
+    const CUT_AFTER: u64 = 60;
+    let server = Server::start("shards = 2\nhistory_max_messages = 100000\n");
+    let proxy = FaultProxy::start(server.addr);
+    let (client, mut pushes) = subscribed_through_proxy(&server, &proxy, "news").await;
+    let admin = server.admin.expect("admin listener on");
+    // The publisher goes on through the cut and the reconnect, over HTTP.
+    let publisher = std::thread::spawn(move || {
+        for i in 1..=PUBLISHED {
+            let json = format!(r#"{{"target":"topic","topic":"news","payload":"{i}"}}"#);
+            let raw = format!(
+                "POST /publish HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\n\r\n{json}",
+                json.len()
+            );
+            let (status, body) = admin_request(admin, &raw);
+            assert_eq!(status, 202, "{body}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+    let mut seqs = Vec::new();
+    while seqs.len() < CUT_AFTER as usize {
+        seqs.push(next_push(&mut pushes).await.seq);
+    }
+    cut_and_wait_reconnect(&client, &proxy).await;
+    while seqs.len() < PUBLISHED as usize {
+        match next_item(&mut pushes).await {
+            Incoming::Push(push) => {
+                assert_eq!(push.payload, push.seq.to_string().into_bytes());
+                seqs.push(push.seq);
+            }
+            other => panic!("after {} pushes: {other:?}", seqs.len()),
+        }
+    }
+    publisher.join().expect("publisher");
+    assert_eq!(
+        seqs,
+        (1..=PUBLISHED).collect::<Vec<_>>(),
+        "every seq once, in order"
+    );
+    let stats = client.stats();
+    assert_eq!(stats.sessions_opened, 2, "the cut forced a reconnect");
+    assert_eq!((stats.gaps_reported, stats.resubscribe_failures), (0, 0));
+    assert!(
+        pushes.is_empty(),
+        "nothing after the last push: {:?}",
+        pushes.try_recv()
+    );
+}
+
+#[tokio::test]
+async fn client_away_longer_than_the_history_window_is_told_exactly_what_was_lost() {
+    let server = Server::start("shards = 2\nhistory_max_messages = 5\n");
+    let proxy = FaultProxy::start(server.addr);
+    let (client, mut pushes) = subscribed_through_proxy(&server, &proxy, "news").await;
+    for i in 1..=3 {
+        publish_topic(&server, "news", &i.to_string());
+    }
+    for seq in 1..=3 {
+        assert_eq!(next_push(&mut pushes).await.seq, seq);
+    }
+    // The link goes silent (pushes swallowed), 20 more are published, then it breaks.
+    proxy.links().last().expect("a link").blackhole();
+    for i in 4..=23 {
+        publish_topic(&server, "news", &i.to_string());
+    }
+    cut_and_wait_reconnect(&client, &proxy).await;
+    assert_eq!(
+        next_item(&mut pushes).await,
+        Incoming::Gap(Gap::Missed {
+            topic: "news".into(),
+            first_missed_seq: 4,
+            last_missed_seq: 23,
+            dropped_here: 0
+        }),
+        "only 19..=23 are held: nothing replayed, the whole range reported"
+    );
+    assert_eq!(publish_topic(&server, "news", "24"), 24);
+    let push = next_push(&mut pushes).await;
+    assert_eq!(
+        (push.seq, &push.payload[..]),
+        (24, &b"24"[..]),
+        "live, no second gap"
+    );
+    assert_eq!(client.stats().gaps_reported, 1);
+    assert!(pushes.is_empty());
+}
+
+#[tokio::test]
+async fn client_with_history_off_resumes_only_when_nothing_was_missed() {
+    let server = Server::start("shards = 1\nhistory_max_messages = 0\n");
+    let proxy = FaultProxy::start(server.addr);
+    let (client, mut pushes) = subscribed_through_proxy(&server, &proxy, "news").await;
+    publish_topic(&server, "news", "1");
+    assert_eq!(next_push(&mut pushes).await.seq, 1);
+    // Nothing published while away: the server acks recovered, no report.
+    cut_and_wait_reconnect(&client, &proxy).await;
+    assert_eq!(&client.request("echo", "back").await.unwrap()[..], b"back");
+    publish_topic(&server, "news", "2");
+    assert_eq!(next_push(&mut pushes).await.seq, 2, "no gap before it");
+    // Published while away: nothing held, so it is reported lost.
+    proxy.links().last().expect("a link").blackhole();
+    publish_topic(&server, "news", "3");
+    cut_and_wait_reconnect(&client, &proxy).await;
+    assert_eq!(
+        next_item(&mut pushes).await,
+        Incoming::Gap(Gap::Missed {
+            topic: "news".into(),
+            first_missed_seq: 3,
+            last_missed_seq: 3,
+            dropped_here: 0
+        })
+    );
+    publish_topic(&server, "news", "4");
+    assert_eq!(next_push(&mut pushes).await.seq, 4);
+    let stats = client.stats();
+    assert_eq!((stats.sessions_opened, stats.gaps_reported), (3, 1));
 }

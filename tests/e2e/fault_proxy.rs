@@ -160,6 +160,12 @@ impl Link {
         self.shared.reset_by_proxy.load(Ordering::Relaxed)
     }
 
+    /// Closes both sides now (the client and the server each see their connection end), as
+    /// a network failure would, without the server restarting.
+    pub fn cut(&self) {
+        self.finish();
+    }
+
     fn finish(&self) {
         self.shared.done.store(true, Ordering::Relaxed);
         let _ = self.shared.client.shutdown(Shutdown::Both);
@@ -216,6 +222,16 @@ impl FaultProxy {
             stop,
             accept_thread: Some(accept_thread),
         }
+    }
+
+    /// Where the proxy listens (for a client that connects by itself).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Every link accepted so far, oldest first.
+    pub fn links(&self) -> Vec<Link> {
+        self.links.lock().unwrap().clone()
     }
 
     /// A client connected through the proxy, and the handle of its link.

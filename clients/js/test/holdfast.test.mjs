@@ -16,6 +16,7 @@ import {
   encodeGoodbye,
   encodeHello,
   encodeRequest,
+  encodeSubscribeResume,
   encodeTopics,
   fromHex,
   toHex,
@@ -44,6 +45,20 @@ test("client frames are byte-exact with the Rust encoder", () => {
     request_echo: encodeFrame(Kind.Request, 7, encodeRequest("kv.get", "key")),
     pong_42: encodeFrame(Kind.Pong, 42n),
     goodbye_client: encodeFrame(Kind.Goodbye, 8, encodeGoodbye("client closing", 0)),
+    subscribe_resume_news: encodeFrame(
+      Kind.SubscribeResume,
+      9,
+      encodeSubscribeResume([{ name: "news", epoch: 0x1122334455667788n, lastSeq: 41 }]),
+    ),
+    subscribe_resume_two_ack: encodeFrame(
+      Kind.SubscribeResume,
+      10,
+      encodeSubscribeResume([
+        { name: "news", epoch: 7, lastSeq: 2n ** 64n - 2n },
+        { name: "sports/é", epoch: 0, lastSeq: 0 },
+      ]),
+      1,
+    ),
   };
   for (const [name, frame] of Object.entries(cases)) {
     assert.equal(toHex(frame), golden[name], name);
@@ -94,6 +109,27 @@ test("server frames from the Rust encoder decode to their fields", () => {
   const [ping] = decoder.feed(bytes("ping_9"));
   assert.equal(ping.kindName, "Ping");
   assert.equal(ping.id, 9n);
+});
+
+test("SubscribeResume and its SubscribeAck decode to PROTOCOL.md's fields", () => {
+  const [resume] = new FrameDecoder().feed(bytes("subscribe_resume_news"));
+  assert.equal(resume.kindName, "SubscribeResume");
+  assert.deepEqual(resume.body.topics, [{ name: "news", epoch: 0x1122334455667788n, lastSeq: 41n }]);
+  const [two] = new FrameDecoder().feed(bytes("subscribe_resume_two_ack"));
+  assert.deepEqual(two.body.topics.map((t) => t.name), ["news", "sports/é"]);
+  const [ack] = new FrameDecoder().feed(bytes("subscribe_ack_9"));
+  assert.equal(ack.kindName, "Ack");
+  assert.equal(ack.id, 9n);
+  assert.deepEqual(ack.body.topics, [{ epoch: 0x1122334455667788n, seq: 45n, oldestSeq: 12n, recovered: true }]);
+  const [ackTwo] = new FrameDecoder().feed(bytes("subscribe_ack_two"));
+  assert.deepEqual(ackTwo.body.topics, [
+    { epoch: 8n, seq: 3n, oldestSeq: 0n, recovered: false },
+    { epoch: 0n, seq: 0n, oldestSeq: 0n, recovered: false },
+  ]);
+  // A list pointing past its root is refused.
+  const payload = bytes("subscribe_ack_9").slice(16);
+  new DataView(payload.buffer).setInt32(payload.length - 8, 4, true);
+  assert.throws(() => decodePayload(Kind.Ack, payload), ProtocolError);
 });
 
 test("the stream decoder gives the same frames for every split of a stream", () => {
@@ -225,8 +261,8 @@ test("client says Hello on open, subscribes after Welcome, answers Ping with Pon
   assert.equal(socket.sent[0].payload.length, 0, "anonymous Hello");
   socket.receive("welcome");
   assert.equal(client.state, ClientState.Open);
-  assert.equal(socket.sent[1].kindName, "Subscribe");
-  assert.deepEqual(socket.sent[1].body.topics, ["news"]);
+  assert.equal(socket.sent[1].kindName, "SubscribeResume");
+  assert.deepEqual(socket.sent[1].body.topics, [{ name: "news", epoch: 0n, lastSeq: 0n }], "no resume point yet");
   assert.equal(socket.sent[1].flags, 1);
   socket.receive("ping_9");
   assert.equal(socket.sent[2].kindName, "Pong");
@@ -302,4 +338,111 @@ test("an Error frame is reported with its code name and id", () => {
   FakeSocket.all[0].open();
   FakeSocket.all[0].receive("error_no_method");
   assert.deepEqual(errors, [{ code: 13, name: "unknown_method", reason: "no method", id: 7n }]);
+});
+
+/// An Ack carrying a SubscribeAck: answers [{epoch, seq, oldestSeq, recovered}], 25 bytes each.
+function subscribeAckFrame(id, answers) {
+  const payload = new Uint8Array(25 * answers.length + 8);
+  const view = new DataView(payload.buffer);
+  answers.forEach((a, i) => {
+    view.setBigUint64(25 * i, BigInt(a.epoch), true);
+    view.setBigUint64(25 * i + 8, BigInt(a.seq), true);
+    view.setBigUint64(25 * i + 16, BigInt(a.oldestSeq ?? 0), true);
+    payload[25 * i + 24] = a.recovered ? 1 : 0;
+  });
+  const root = 25 * answers.length;
+  view.setInt32(root, -root, true);
+  view.setUint32(root + 4, answers.length, true);
+  return encodeFrame(Kind.Ack, id, payload);
+}
+
+/// The last SubscribeResume `socket` sent.
+function lastResume(socket) {
+  return socket.sent.filter((f) => f.kindName === "SubscribeResume").at(-1);
+}
+
+test("reconnects resume each topic: replayed pushes continue, lost ranges and new epochs are reported", () => {
+  const { client, timers } = fakeClient({ topics: ["news"] });
+  const pushes = record(client, "push");
+  const lost = record(client, "lost");
+  const session = (n) => {
+    const socket = FakeSocket.all[n];
+    socket.open();
+    socket.receive("welcome");
+    return socket;
+  };
+  client.connect();
+  let socket = session(0);
+  let resume = lastResume(socket);
+  socket.receive(subscribeAckFrame(resume.id, [{ epoch: 7, seq: 0 }]));
+  socket.receive(pushFrame("news", 1, "a"), pushFrame("news", 2, "b"));
+  // One SubscribeResume at a time: a subscribe now waits for the Ack of the one in flight.
+  socket.drop();
+  timers.at(-1).fn();
+  socket = session(1);
+  resume = lastResume(socket);
+  assert.deepEqual(resume.body.topics, [{ name: "news", epoch: 7n, lastSeq: 2n }]);
+  client.subscribe(["sport"]);
+  assert.equal(lastResume(socket), resume, "sport waits for news's Ack");
+  socket.receive(
+    subscribeAckFrame(resume.id, [{ epoch: 7, seq: 4, oldestSeq: 1, recovered: true }]),
+    pushFrame("news", 3, "c"),
+    pushFrame("news", 4, "d"),
+  );
+  const sport = lastResume(socket);
+  assert.deepEqual(sport.body.topics, [{ name: "sport", epoch: 0n, lastSeq: 0n }]);
+  // The server could not look sport up (epoch 0): asked again.
+  socket.receive(subscribeAckFrame(sport.id, [{ epoch: 0, seq: 0 }]));
+  const again = lastResume(socket);
+  assert.notEqual(again.id, sport.id);
+  assert.deepEqual(again.body.topics, [{ name: "sport", epoch: 0n, lastSeq: 0n }]);
+  socket.receive(subscribeAckFrame(again.id, [{ epoch: 5, seq: 0 }]));
+  assert.deepEqual(lost, [], "replayed, nothing lost");
+  // Away past the window: the lost range, at once; the next live push has no gap.
+  socket.drop();
+  timers.at(-1).fn();
+  socket = session(2);
+  resume = lastResume(socket);
+  assert.deepEqual(resume.body.topics, [
+    { name: "news", epoch: 7n, lastSeq: 4n },
+    { name: "sport", epoch: 5n, lastSeq: 0n },
+  ], "sport resumes from its Ack's seq, though no push came");
+  socket.receive(
+    subscribeAckFrame(resume.id, [
+      { epoch: 7, seq: 9, oldestSeq: 7 },
+      { epoch: 5, seq: 0 },
+    ]),
+    pushFrame("news", 10, "j"),
+  );
+  assert.deepEqual(lost, [{ topic: "news", firstMissedSeq: 5n, lastMissedSeq: 9n }]);
+  // A restarted server: a new epoch, so what was missed is unknown.
+  socket.drop();
+  timers.at(-1).fn();
+  socket = session(3);
+  resume = lastResume(socket);
+  socket.receive(
+    subscribeAckFrame(resume.id, [
+      { epoch: 8, seq: 2 },
+      { epoch: 6, seq: 0 },
+    ]),
+    pushFrame("news", 3, "c2"),
+  );
+  assert.deepEqual(lost[1], { topic: "news", reset: true, lastSeenSeq: 10n, nextSeq: 3n });
+  assert.deepEqual(
+    lost[2],
+    { topic: "sport", reset: true, lastSeenSeq: 0n, nextSeq: 1n },
+    "no push seen, but a new epoch may hide some",
+  );
+  assert.equal(lost.length, 3);
+  assert.deepEqual(
+    pushes.map((p) => [p.seq, p.gap]),
+    [
+      [1n, 0],
+      [2n, 0],
+      [3n, 0],
+      [4n, 0],
+      [10n, 0],
+      [3n, 0],
+    ],
+  );
 });

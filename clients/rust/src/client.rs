@@ -162,8 +162,13 @@ impl Client {
     /// Subscribes to `topics` and waits for the server's Ack. The client remembers them and
     /// subscribes again after every reconnect; pushes on them arrive on the [`PushStream`].
     ///
-    /// [`Error::Limit`] when the server refuses (too many topics for it, or a reserved name
-    /// such as `*`); [`Error::Invalid`] when it would exceed [`ClientConfig::max_topics`].
+    /// It is sent as a SubscribeResume without a resume point: the Ack tells each topic's
+    /// epoch and sequence number, from which a reconnect resumes. Topics already subscribed
+    /// are not asked for again. `*` subscribes nothing (broadcasts come anyway) but makes them
+    /// resume after a reconnect like a topic.
+    ///
+    /// [`Error::Limit`] when the server refuses (too many topics for it);
+    /// [`Error::Invalid`] when it would exceed [`ClientConfig::max_topics`].
     /// If the connection drops before the Ack, the call fails with [`Error::ConnectionLost`]
     /// but the topics stay subscribed: the reconnect subscribes to them with the rest.
     pub async fn subscribe<I, S>(&self, topics: I) -> Result<(), Error>
@@ -189,7 +194,7 @@ impl Client {
     }
 
     /// The subscribed topics, each with the last sequence number delivered on the push stream
-    /// (`None` before the first push), sorted by topic.
+    /// (`None` until the server's Ack tells where the topic stands), sorted by topic.
     pub fn subscriptions(&self) -> Vec<(String, Option<u64>)> {
         self.inner.shared.topics().subscriptions()
     }

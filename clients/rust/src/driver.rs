@@ -17,9 +17,11 @@ use tokio::time::{sleep, sleep_until, Instant};
 use crate::backoff::Backoff;
 use crate::config::ClientConfig;
 use crate::error::Error;
-use crate::frames::{self, FrameReader, Inbound, TopicsOp, TOPICS_FRAME_OVERHEAD_BYTES};
+use crate::frames::{
+    self, FrameReader, Inbound, ResumeAnswer, ResumePoint, TOPICS_FRAME_OVERHEAD_BYTES,
+};
 use crate::pushes::{Incoming, Push};
-use crate::seq::TopicSeqs;
+use crate::seq::{Gap, TopicSeqs};
 use crate::state::{ConnectionState, Counters, SessionInfo};
 use crate::transport::{self, Reader, Writer};
 
@@ -36,6 +38,9 @@ pub const READ_CHUNK_BYTES: usize = 64 * 1024;
 pub const HEARTBEAT_MIN_MS: u64 = 100;
 /// Id of the Hello (and so of the Welcome); later frames count up from the next one.
 const HELLO_ID: u64 = 1;
+/// Times per session the client asks again for topics whose resume the server answered with
+/// epoch 0 (an internal queue was full), before leaving them to the next reconnect.
+pub const RESUME_RETRIES_PER_SESSION_MAX: u32 = 8;
 /// Reason sent in the client's Goodbye on close.
 const CLOSE_REASON: &str = "client closing";
 
@@ -228,10 +233,28 @@ enum Pending {
     },
     /// An acked event or an unsubscribe.
     Ack(AckReply),
-    /// A subscribe: `added` are the topics it newly tracked, forgotten again if refused.
-    Subscribe { reply: AckReply, added: Vec<String> },
-    /// The task's own resubscribe after a reconnect.
-    Resubscribe { topics: usize },
+    /// A SubscribeResume: the user's subscribe or the task's own resubscribe.
+    Resume(ResumeJob),
+}
+
+/// A SubscribeResume to send: the server takes one at a time per session, so they queue.
+struct ResumeJob {
+    /// Topics to subscribe with their resume points (read when the frame is encoded).
+    names: Vec<String>,
+    /// The user's subscribe this answers; `None` for the resubscribe after a reconnect.
+    user: Option<AckReply>,
+}
+
+impl ResumeJob {
+    /// Fails the user's call, if it is one, forgetting its topics when `forget` (refused).
+    fn fail(self, shared: &Shared, error: Error, forget: bool) {
+        if let Some(reply) = self.user {
+            if forget {
+                shared.topics().unsubscribe(&self.names);
+            }
+            let _ = reply.tx.send(Err(error));
+        }
+    }
 }
 
 /// Per-session state of the loop.
@@ -245,6 +268,12 @@ struct Session {
     /// The last Error frame tied to no call, which the server follows with a close: the
     /// cause of the EOF.
     fatal_error: Option<Error>,
+    /// SubscribeResumes waiting for the one on the wire to be answered.
+    resume_queue: VecDeque<ResumeJob>,
+    /// A SubscribeResume is on the wire, unanswered.
+    resume_in_flight: bool,
+    /// Topics asked again after an epoch-0 answer, this session.
+    resume_retries: u32,
 }
 
 impl Session {
@@ -260,18 +289,29 @@ impl Session {
     }
 
     /// Fails everything awaiting an answer with `error` (a fresh one per caller).
+    /// A user's subscribe that did not get its answer keeps its topics: the next session
+    /// subscribes to them with the rest.
     fn fail_pending(&mut self, error: impl Fn() -> Error) {
         for (_, pending) in self.pending.drain() {
             match pending {
                 Pending::Request { reply, .. } => {
                     let _ = reply.send(Err(error()));
                 }
-                Pending::Ack(reply) | Pending::Subscribe { reply, .. } => {
+                Pending::Ack(reply)
+                | Pending::Resume(ResumeJob {
+                    user: Some(reply), ..
+                }) => {
                     let _ = reply.tx.send(Err(error()));
                 }
-                Pending::Resubscribe { .. } => {}
+                Pending::Resume(ResumeJob { user: None, .. }) => {}
             }
         }
+        for job in self.resume_queue.drain(..) {
+            if let Some(reply) = job.user {
+                let _ = reply.tx.send(Err(error()));
+            }
+        }
+        self.resume_in_flight = false;
         self.wire_requests = 0;
     }
 }
@@ -434,6 +474,9 @@ impl Driver {
             next_id: HELLO_ID + 1,
             wire_requests: 0,
             fatal_error: None,
+            resume_queue: VecDeque::new(),
+            resume_in_flight: false,
+            resume_retries: 0,
         };
         self.resubscribe(&mut session);
         let heartbeat = Duration::from_millis(u64::from(info.heartbeat_ms).max(HEARTBEAT_MIN_MS));
@@ -526,52 +569,128 @@ impl Driver {
         }
     }
 
-    /// Subscribes again to every topic after a reconnect, in as few frames as fit.
+    /// Subscribes again to every topic after a reconnect, in as few SubscribeResumes as fit,
+    /// each topic with its resume point (epoch and last seq delivered) so the server replays
+    /// what was missed.
     fn resubscribe(&mut self, session: &mut Session) {
-        // Each topic's last delivered sequence number is what a resume will send with it once
-        // the protocol's Subscribe carries one; today it is what gap detection measures from.
         let subscriptions = self.shared.topics().subscriptions();
         let budget_bytes =
             (session.info.max_frame_bytes as usize).saturating_sub(TOPICS_FRAME_OVERHEAD_BYTES);
         let mut chunk: Vec<String> = Vec::new();
         let mut chunk_bytes = 0;
         for (topic, _last_seq) in subscriptions {
-            let bytes = frames::topic_frame_bytes(&topic);
+            let bytes = frames::resume_topic_frame_bytes(&topic);
             if !chunk.is_empty() && chunk_bytes + bytes > budget_bytes {
-                self.send_resubscribe(session, std::mem::take(&mut chunk));
+                session.resume_queue.push_back(ResumeJob {
+                    names: std::mem::take(&mut chunk),
+                    user: None,
+                });
                 chunk_bytes = 0;
             }
             chunk_bytes += bytes;
             chunk.push(topic);
         }
         if !chunk.is_empty() {
-            self.send_resubscribe(session, chunk);
+            session.resume_queue.push_back(ResumeJob {
+                names: chunk,
+                user: None,
+            });
+        }
+        self.send_next_resume(session);
+    }
+
+    /// Puts the next queued SubscribeResume on the wire unless one is awaiting its Ack.
+    fn send_next_resume(&mut self, session: &mut Session) {
+        while !session.resume_in_flight {
+            let Some(job) = session.resume_queue.pop_front() else {
+                return;
+            };
+            let points: Vec<ResumePoint> = self
+                .shared
+                .topics()
+                .resume_points(&job.names)
+                .into_iter()
+                .map(|(name, epoch, last_seq)| ResumePoint {
+                    name,
+                    epoch,
+                    last_seq,
+                })
+                .collect();
+            if points.is_empty() {
+                // Unsubscribed meanwhile: nothing to ask.
+                if let Some(reply) = job.user {
+                    let _ = reply.tx.send(Ok(()));
+                }
+                continue;
+            }
+            let id = session.next_id();
+            let max_frame_bytes = session.info.max_frame_bytes;
+            match frames::encode_subscribe_resume(&mut session.out, id, &points, max_frame_bytes) {
+                Ok(()) => {
+                    session.resume_in_flight = true;
+                    session.pending.insert(id, Pending::Resume(job));
+                }
+                Err(error) => {
+                    if job.user.is_none() {
+                        Counters::bump(&self.shared.counters.resubscribe_failures);
+                        tracing::warn!(%error, topics = points.len(), "holdfast resubscribe not sent");
+                    }
+                    job.fail(&self.shared, error, true);
+                }
+            }
         }
     }
 
-    fn send_resubscribe(&mut self, session: &mut Session, topics: Vec<String>) {
-        let id = session.next_id();
-        let max_frame_bytes = session.info.max_frame_bytes;
-        match frames::encode_topics(
-            &mut session.out,
-            TopicsOp::Subscribe,
-            id,
-            &topics,
-            max_frame_bytes,
-        ) {
-            Ok(()) => {
-                session.pending.insert(
-                    id,
-                    Pending::Resubscribe {
-                        topics: topics.len(),
-                    },
-                );
+    /// The SubscribeAck of `job`: learn each topic's epoch, report what could not be
+    /// recovered, ask again for topics the server could not look up.
+    fn on_resumed(&mut self, session: &mut Session, job: ResumeJob, answers: &[ResumeAnswer]) {
+        session.resume_in_flight = false;
+        if answers.len() != job.names.len() {
+            tracing::debug!(
+                asked = job.names.len(),
+                answered = answers.len(),
+                "holdfast SubscribeAck does not answer every topic"
+            );
+        }
+        let mut again = Vec::new();
+        for (name, answer) in job.names.iter().zip(answers) {
+            if answer.epoch == 0 {
+                again.push(name.clone());
+                continue;
             }
-            Err(error) => {
-                Counters::bump(&self.shared.counters.resubscribe_failures);
-                tracing::warn!(%error, topics = topics.len(), "holdfast resubscribe not sent");
+            let gap =
+                self.shared
+                    .topics()
+                    .resumed(name, answer.epoch, answer.seq, answer.recovered);
+            if let Some(gap) = gap {
+                tracing::debug!(
+                    ?gap,
+                    oldest_seq = answer.oldest_seq,
+                    "holdfast resume lost pushes"
+                );
+                match self.pushes.try_send(Incoming::Gap(gap)) {
+                    Ok(()) => Counters::bump(&self.shared.counters.gaps_reported),
+                    // Stream full: put the base back, so the next push delivered on the topic
+                    // reveals the same missed range (a reset cannot be deferred that way).
+                    Err(TrySendError::Full(Incoming::Gap(Gap::Missed {
+                        first_missed_seq,
+                        ..
+                    }))) => self.shared.topics().rebase(name, first_missed_seq - 1),
+                    Err(error) => tracing::warn!(?error, "holdfast gap report not delivered"),
+                }
             }
         }
+        if !again.is_empty() && session.resume_retries < RESUME_RETRIES_PER_SESSION_MAX {
+            session.resume_retries += 1;
+            session.resume_queue.push_back(ResumeJob {
+                names: again,
+                user: None,
+            });
+        }
+        if let Some(reply) = job.user {
+            let _ = reply.tx.send(Ok(()));
+        }
+        self.send_next_resume(session);
     }
 
     /// Puts queued requests on the wire while Welcome's in-flight limit allows.
@@ -673,24 +792,18 @@ impl Driver {
                     }
                     added
                 };
-                let id = session.next_id();
-                match frames::encode_topics(
-                    &mut session.out,
-                    TopicsOp::Subscribe,
-                    id,
-                    &topics,
-                    max_frame_bytes,
-                ) {
-                    Ok(()) => {
-                        session
-                            .pending
-                            .insert(id, Pending::Subscribe { reply, added });
-                    }
-                    Err(error) => {
-                        self.shared.topics().unsubscribe(&added);
-                        let _ = reply.tx.send(Err(error));
-                    }
+                if added.is_empty() {
+                    // Already subscribed (on this session, or asked for by a queued resume).
+                    let _ = reply.tx.send(Ok(()));
+                    return;
                 }
+                // A SubscribeResume with no resume point: the Ack tells each topic's epoch
+                // and seq, what a resume after a reconnect continues from.
+                session.resume_queue.push_back(ResumeJob {
+                    names: added,
+                    user: Some(reply),
+                });
+                self.send_next_resume(session);
             }
             Command::Unsubscribe { topics, reply } => {
                 // Forget them now: pushes already on their way are delivered, untracked.
@@ -699,13 +812,7 @@ impl Driver {
                     return;
                 }
                 let id = session.next_id();
-                match frames::encode_topics(
-                    &mut session.out,
-                    TopicsOp::Unsubscribe,
-                    id,
-                    &topics,
-                    max_frame_bytes,
-                ) {
+                match frames::encode_unsubscribe(&mut session.out, id, &topics, max_frame_bytes) {
                     Ok(()) => {
                         session.pending.insert(id, Pending::Ack(reply));
                     }
@@ -736,11 +843,11 @@ impl Driver {
                     }
                     other => self.unmatched(session, id, Kind::Response, other),
                 },
-                Inbound::Ack => match session.pending.remove(&id) {
-                    Some(Pending::Ack(reply)) | Some(Pending::Subscribe { reply, .. }) => {
+                Inbound::Ack(answers) => match session.pending.remove(&id) {
+                    Some(Pending::Ack(reply)) => {
                         let _ = reply.tx.send(Ok(()));
                     }
-                    Some(Pending::Resubscribe { .. }) => {}
+                    Some(Pending::Resume(job)) => self.on_resumed(session, job, &answers),
                     other => self.unmatched(session, id, Kind::Ack, other),
                 },
                 Inbound::Error(error) => self.on_error(session, id, error),
@@ -777,13 +884,14 @@ impl Driver {
             Some(Pending::Ack(reply)) => {
                 let _ = reply.tx.send(Err(error));
             }
-            Some(Pending::Subscribe { reply, added }) => {
-                self.shared.topics().unsubscribe(&added);
-                let _ = reply.tx.send(Err(error));
-            }
-            Some(Pending::Resubscribe { topics }) => {
-                Counters::bump(&self.shared.counters.resubscribe_failures);
-                tracing::warn!(%error, topics, "holdfast server refused a resubscribe");
+            Some(Pending::Resume(job)) => {
+                session.resume_in_flight = false;
+                if job.user.is_none() {
+                    Counters::bump(&self.shared.counters.resubscribe_failures);
+                    tracing::warn!(%error, topics = job.names.len(), "holdfast server refused a resubscribe");
+                }
+                job.fail(&self.shared, error, true);
+                self.send_next_resume(session);
             }
             // Tied to no call (id 0: a timeout, a slow-consumer cut, …): the server closes
             // next, and this is why.
@@ -843,7 +951,7 @@ impl Inbound {
             Inbound::Pong => Kind::Pong,
             Inbound::Response(_) => Kind::Response,
             Inbound::Push(_) => Kind::Push,
-            Inbound::Ack => Kind::Ack,
+            Inbound::Ack(_) => Kind::Ack,
             Inbound::Error(_) => Kind::Error,
             Inbound::Goodbye { .. } => Kind::Goodbye,
             Inbound::Unexpected(kind) => *kind,

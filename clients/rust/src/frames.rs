@@ -6,7 +6,7 @@ use bytes::{Bytes, BytesMut};
 use holdfast_protocol::decode::validate_payload;
 use holdfast_protocol::header::MAX_FRAME_BYTES_CEILING;
 use holdfast_protocol::payload::{
-    Event, Goodbye, Hello, Request, Subscribe, TopicName, Unsubscribe,
+    Event, Goodbye, Hello, Request, ResumeTopic, SubscribeResume, TopicName, Unsubscribe,
 };
 use holdfast_protocol::{
     encode_frame, encode_raw, DecodeError, EncodeError, Header, Kind, Payload, FLAG_ACK_REQUESTED,
@@ -25,7 +25,8 @@ pub(crate) enum Inbound {
     Pong,
     Response(Bytes),
     Push(Push),
-    Ack,
+    /// An Ack; the answer per topic when it answers a SubscribeResume (empty otherwise).
+    Ack(Vec<ResumeAnswer>),
     /// An Error frame, classified.
     Error(Error),
     Goodbye {
@@ -34,6 +35,27 @@ pub(crate) enum Inbound {
     },
     /// A kind the server never sends to a client (Hello, Echo we did not ask for, Request, …).
     Unexpected(Kind),
+}
+
+/// What the server did with one topic of a SubscribeResume (a SubscribeAck entry, owned).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ResumeAnswer {
+    /// The topic's epoch now; 0 when the server could not look it up (ask again).
+    pub(crate) epoch: u64,
+    /// The topic's last seq at the seam: live pushes continue from `seq + 1`.
+    pub(crate) seq: u64,
+    /// Oldest seq the server still holds (0 if none).
+    pub(crate) oldest_seq: u64,
+    /// Every push after the resume point follows, replayed then live.
+    pub(crate) recovered: bool,
+}
+
+/// One topic's resume point as sent in a SubscribeResume: epoch 0 means none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ResumePoint {
+    pub(crate) name: String,
+    pub(crate) epoch: u64,
+    pub(crate) last_seq: u64,
 }
 
 /// Reassembles frames from the byte stream. Holds at most one incomplete frame plus one read's
@@ -99,9 +121,18 @@ fn inbound(frame: &Bytes, kind: Kind) -> Result<Inbound, DecodeError> {
             seq: push.seq.to_native(),
             payload: frame.slice_ref(&push.payload),
         }),
-        // A SubscribeAck (kind 12 with a payload) answers a SubscribeResume, which this crate
-        // does not send yet; as an Ack it still completes the request it names.
-        Payload::Ack | Payload::SubscribeAck(_) => Inbound::Ack,
+        Payload::Ack => Inbound::Ack(Vec::new()),
+        Payload::SubscribeAck(ack) => Inbound::Ack(
+            ack.topics
+                .iter()
+                .map(|topic| ResumeAnswer {
+                    epoch: topic.epoch.to_native(),
+                    seq: topic.seq.to_native(),
+                    oldest_seq: topic.oldest_seq.to_native(),
+                    recovered: topic.recovered != 0,
+                })
+                .collect(),
+        ),
         Payload::Error(error) => {
             Inbound::Error(Error::from_server(error.code.to_native(), &error.reason))
         }
@@ -189,45 +220,44 @@ pub(crate) fn encode_event(
         .map_err(too_large(max_frame_bytes))
 }
 
-/// Subscribe or Unsubscribe.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum TopicsOp {
-    Subscribe,
-    Unsubscribe,
-}
-
-/// A Subscribe or Unsubscribe for `names`, with the ack flag.
-pub(crate) fn encode_topics(
+/// An Unsubscribe for `names`, with the ack flag.
+pub(crate) fn encode_unsubscribe(
     out: &mut BytesMut,
-    op: TopicsOp,
     id: u64,
     names: &[String],
     max_frame_bytes: u32,
 ) -> Result<(), Error> {
     let topics: Vec<TopicName<'_>> = names.iter().map(|name| TopicName { name }).collect();
-    let topics = &topics[..];
-    let encoded = match op {
-        TopicsOp::Subscribe => encode_frame(
-            out,
-            FLAG_ACK_REQUESTED,
-            id,
-            &Subscribe { topics },
-            max_frame_bytes,
-        ),
-        TopicsOp::Unsubscribe => encode_frame(
-            out,
-            FLAG_ACK_REQUESTED,
-            id,
-            &Unsubscribe { topics },
-            max_frame_bytes,
-        ),
-    };
-    encoded.map(drop).map_err(too_large(max_frame_bytes))
+    let unsubscribe = Unsubscribe { topics: &topics };
+    encode_frame(out, FLAG_ACK_REQUESTED, id, &unsubscribe, max_frame_bytes)
+        .map(drop)
+        .map_err(too_large(max_frame_bytes))
 }
 
-/// Bytes a Subscribe frame spends on one topic: its name and its 8-byte list element.
-pub(crate) fn topic_frame_bytes(name: &str) -> usize {
-    name.len() + 8
+/// A SubscribeResume (kind 15) for `points`, in order.
+pub(crate) fn encode_subscribe_resume(
+    out: &mut BytesMut,
+    id: u64,
+    points: &[ResumePoint],
+    max_frame_bytes: u32,
+) -> Result<(), Error> {
+    let topics: Vec<ResumeTopic<'_>> = points
+        .iter()
+        .map(|point| ResumeTopic {
+            name: &point.name,
+            epoch: point.epoch,
+            last_seq: point.last_seq,
+        })
+        .collect();
+    let resume = SubscribeResume { topics: &topics };
+    encode_frame(out, FLAG_ACK_REQUESTED, id, &resume, max_frame_bytes)
+        .map(drop)
+        .map_err(too_large(max_frame_bytes))
+}
+
+/// Bytes a SubscribeResume spends on one topic: its name and its 24-byte ResumeTopic.
+pub(crate) fn resume_topic_frame_bytes(name: &str) -> usize {
+    name.len() + 24
 }
 
 /// Bytes of a Subscribe frame beyond its topics: header and 8-byte root.

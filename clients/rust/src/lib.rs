@@ -11,8 +11,9 @@
 //!   ([`Backoff`]); after a Goodbye (a server draining) it waits exactly the server's
 //!   `reconnect_after_ms` first (up to [`ClientConfig::reconnect_after_max_ms`]). Watch it
 //!   happen with [`Client::watch_state`].
-//! - **Resubscribes** to every topic after a reconnect, remembering the last sequence number
-//!   delivered per topic ([`Client::subscriptions`]).
+//! - **Resumes** every topic after a reconnect: it remembers per topic the server's epoch and
+//!   the last sequence number delivered ([`Client::subscriptions`]) and subscribes again with
+//!   them (SubscribeResume), so the server replays what was published meanwhile.
 //! - **Requests** are futures with a timeout; no more are put on the wire than the Welcome
 //!   allows in flight, and at most [`ClientConfig::max_inflight_requests`] wait at once.
 //! - **Events** are acked ([`Client::event`]) or fire-and-forget ([`Client::event_unacked`]).
@@ -54,14 +55,17 @@
 //!
 //! # Delivery, from your side
 //!
-//! The server numbers each topic's pushes 1, 2, 3, … and, today, keeps no history: a push
-//! published while your client is away (reconnecting after a drain, a network blip) is not
-//! sent again. The client tells you exactly when that happened: the first push after the hole
-//! comes after a [`Gap::Missed`] naming the missed range, or a [`Gap::Reset`] if the numbering
-//! started over (the server restarted). On either, re-fetch whatever state those pushes keep
-//! current. When the protocol gains resume (Subscribe carrying the last sequence number per
-//! topic), this client will send the numbers it already keeps and gaps will only be reported
-//! when the server's window no longer holds what was missed.
+//! The server numbers each topic's pushes 1, 2, 3, … within an epoch (a server restart
+//! starts new epochs) and keeps the last ones per topic (its `history_max_*` window). When
+//! your client reconnects (after a drain, a network blip), it sends each topic's epoch and
+//! last delivered sequence number; what was published meanwhile is replayed and arrives on
+//! the [`PushStream`] like live pushes, in order, each once, with no gap report. When the
+//! server cannot replay it, the client tells you as soon as the server answers, before any
+//! push that follows: [`Gap::Missed`] naming the lost range (you were away longer than the
+//! window, or the server has history off), or [`Gap::Reset`] when the topic is in a new epoch
+//! (the server restarted and lost its history, so what was missed is unknown). On either,
+//! re-fetch whatever state those pushes keep current. Subscribing to `*` makes broadcasts
+//! resume too.
 //!
 //! If you do not read the [`PushStream`] and it fills up
 //! ([`ClientConfig::push_buffer_max_items`]), arriving pushes are dropped here and counted

@@ -14,8 +14,10 @@ pub enum Gap {
     /// Pushes `first_missed_seq ..= last_missed_seq` of `topic` were not delivered.
     /// `dropped_here` of them reached this client but were dropped because the push stream
     /// was full; the rest never arrived (published while the client was reconnecting, or the
-    /// server cut a slow session). Today the server keeps no history: re-fetch the state
-    /// these pushes would have changed.
+    /// server cut a slow session, and the server's history no longer held them): re-fetch the
+    /// state these pushes would have changed. Reported right after a reconnect when the
+    /// server could not replay what was missed (older than its history window): then the
+    /// range is everything after the last push delivered up to the resume's seam.
     Missed {
         /// The topic.
         topic: String,
@@ -28,7 +30,9 @@ pub enum Gap {
     },
     /// The topic's numbering went back: `received_seq` follows `last_seen_seq`. The server
     /// restarted (or, in cluster mode, the client reconnected to another host), so the old
-    /// numbers mean nothing now; re-fetch the topic's state.
+    /// numbers mean nothing now; re-fetch the topic's state. Also reported as soon as a
+    /// resume after a reconnect finds the topic in another epoch (its history is gone, so
+    /// what was missed is unknown): then `received_seq` is the seq the next push will carry.
     Reset {
         /// The topic.
         topic: String,
@@ -56,6 +60,8 @@ struct TopicSeq {
     last_seq: Option<u64>,
     /// Pushes dropped (stream full) since the last one delivered.
     dropped_since_delivery: u64,
+    /// The epoch `last_seq` belongs to, from the server's SubscribeAck; 0 = not known yet.
+    epoch: u64,
 }
 
 /// The subscribed topics and their sequence state. At most `max_topics` subscribed topics,
@@ -108,6 +114,67 @@ impl TopicSeqs {
             .collect();
         list.sort();
         list
+    }
+
+    /// The resume point (epoch, last seq delivered) of each of `names` that is subscribed;
+    /// `(0, 0)` where there is none yet.
+    pub(crate) fn resume_points(&self, names: &[String]) -> Vec<(String, u64, u64)> {
+        names
+            .iter()
+            .filter_map(|name| {
+                let entry = self.topics.get(name.as_str()).filter(|e| e.subscribed)?;
+                Some(match (entry.epoch, entry.last_seq) {
+                    (epoch, Some(last)) if epoch != 0 => (name.clone(), epoch, last),
+                    _ => (name.clone(), 0, 0),
+                })
+            })
+            .collect()
+    }
+
+    /// Applies the server's answer to a resume of `topic`: remembers the epoch, and when the
+    /// server could not recover, returns what was lost (and moves the base to the seam, so
+    /// the live pushes that follow are not reported again). `None` when nothing was lost.
+    pub(crate) fn resumed(
+        &mut self,
+        topic: &str,
+        epoch: u64,
+        seam_seq: u64,
+        recovered: bool,
+    ) -> Option<Gap> {
+        let entry = self.topics.get_mut(topic).filter(|e| e.subscribed)?;
+        if epoch == 0 {
+            return None; // the server could not look it up: nothing learned
+        }
+        let previous_epoch = std::mem::replace(&mut entry.epoch, epoch);
+        if recovered && entry.last_seq.is_some() {
+            return None; // the missed pushes follow, replayed, then live ones
+        }
+        let gap = match entry.last_seq {
+            None => None,
+            Some(last) if previous_epoch == epoch && last < seam_seq => Some(Gap::Missed {
+                topic: topic.to_owned(),
+                first_missed_seq: last + 1,
+                last_missed_seq: seam_seq,
+                dropped_here: entry.dropped_since_delivery.min(seam_seq - last),
+            }),
+            Some(last) if previous_epoch == epoch && last == seam_seq => None,
+            Some(last) => Some(Gap::Reset {
+                topic: topic.to_owned(),
+                last_seen_seq: last,
+                received_seq: seam_seq.saturating_add(1),
+            }),
+        };
+        entry.last_seq = Some(seam_seq);
+        entry.dropped_since_delivery = 0;
+        gap
+    }
+
+    /// Sets `topic`'s last delivered seq back to `last_seq` (a gap report that could not be
+    /// delivered is then revealed again by the next push).
+    pub(crate) fn rebase(&mut self, topic: &str, last_seq: u64) {
+        if let Some(entry) = self.topics.get_mut(topic) {
+            entry.last_seq = Some(last_seq);
+        }
     }
 
     /// The last sequence number delivered on `topic`.
@@ -290,6 +357,88 @@ mod tests {
             seqs.subscriptions(),
             vec![],
             "broadcast is never resubscribed"
+        );
+    }
+
+    #[test]
+    fn a_recovered_resume_keeps_the_base_so_replayed_pushes_continue_it() {
+        let mut seqs = TopicSeqs::default();
+        seqs.subscribe(&topics(&["news"]));
+        assert_eq!(seqs.resumed("news", 7, 0, false), None, "first subscribe");
+        deliver(&mut seqs, "news", 1);
+        deliver(&mut seqs, "news", 2);
+        assert_eq!(
+            seqs.resume_points(&topics(&["news", "gone"])),
+            vec![("news".into(), 7, 2)]
+        );
+        assert_eq!(seqs.resumed("news", 7, 5, true), None);
+        for seq in 3..=6 {
+            assert_eq!(deliver(&mut seqs, "news", seq), None, "seq {seq}");
+        }
+    }
+
+    #[test]
+    fn an_unrecovered_resume_reports_the_lost_range_or_a_reset_on_a_new_epoch() {
+        let mut seqs = TopicSeqs::default();
+        seqs.subscribe(&topics(&["a", "b"]));
+        seqs.resumed("a", 7, 0, false);
+        seqs.resumed("b", 7, 0, false);
+        deliver(&mut seqs, "a", 1);
+        deliver(&mut seqs, "b", 1);
+        assert_eq!(
+            seqs.resumed("a", 7, 90, false),
+            Some(Gap::Missed {
+                topic: "a".into(),
+                first_missed_seq: 2,
+                last_missed_seq: 90,
+                dropped_here: 0
+            })
+        );
+        assert_eq!(deliver(&mut seqs, "a", 91), None, "live after the seam");
+        assert_eq!(
+            seqs.resumed("b", 8, 3, false),
+            Some(Gap::Reset {
+                topic: "b".into(),
+                last_seen_seq: 1,
+                received_seq: 4
+            })
+        );
+        assert_eq!(
+            seqs.resume_points(&topics(&["b"])),
+            vec![("b".into(), 8, 3)]
+        );
+        assert_eq!(
+            seqs.resumed("b", 0, 0, false),
+            None,
+            "epoch 0 teaches nothing"
+        );
+        assert_eq!(
+            seqs.resume_points(&topics(&["b"])),
+            vec![("b".into(), 8, 3)]
+        );
+    }
+
+    #[test]
+    fn a_lost_range_not_delivered_is_revealed_again_by_the_next_push() {
+        let mut seqs = TopicSeqs::default();
+        seqs.subscribe(&topics(&["news"]));
+        seqs.resumed("news", 7, 0, false);
+        deliver(&mut seqs, "news", 1);
+        let Some(Gap::Missed {
+            first_missed_seq, ..
+        }) = seqs.resumed("news", 7, 9, false)
+        else {
+            panic!("a lost range")
+        };
+        seqs.rebase("news", first_missed_seq - 1);
+        assert_eq!(
+            deliver(&mut seqs, "news", 10),
+            Some(Gap::Missed {
+                topic: "news".into(),
+                first_missed_seq: 2,
+                last_missed_seq: 9,
+                dropped_here: 0
+            })
         );
     }
 
