@@ -101,7 +101,7 @@ impl Shard {
             debug_assert!(false, "a transport connection has its state");
             return;
         };
-        let upgraded_before = transport.is_established();
+        let (tls_before, ws_before) = transport.handshakes_done();
         let bytes = self.bufs.filled_mut(buffer_id, len);
         let (conns, cx) = super::state::split_for_session(
             &mut self.conns,
@@ -118,13 +118,15 @@ impl Shard {
         let mut feed = Feed::new(conn, cx, &mut decoder, now);
         let outcome = transport.on_received(&self.transport_config, bytes, |run| feed.feed(run));
         let mut result = feed.finish();
-        if !upgraded_before && transport.is_established() {
-            match transport.kind_name() {
-                "tls" => self.counters.tls_handshakes += 1,
-                _ => self.counters.ws_upgrades += 1,
-            }
+        // A wss connection can finish both handshakes in one read.
+        let (tls_after, ws_after) = transport.handshakes_done();
+        if !tls_before && tls_after {
+            self.counters.tls_handshakes += 1;
         }
-        if !upgraded_before && matches!(outcome, Err(crate::transport::TransportError::Tls(_))) {
+        if !ws_before && ws_after {
+            self.counters.ws_upgrades += 1;
+        }
+        if !tls_before && matches!(outcome, Err(crate::transport::TransportError::Tls(_))) {
             self.counters.tls_handshake_failures += 1;
         }
         match outcome {

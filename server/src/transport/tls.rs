@@ -35,9 +35,13 @@ use rustls::unbuffered::{
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-/// The one application protocol a TLS listener speaks (ALPN). A client that offers ALPN
-/// without it is refused in the handshake; a client that offers no ALPN is served.
+/// The application protocol of Holdfast frames over TLS (ALPN), preferred when offered.
 pub const ALPN_HOLDFAST: &[u8] = b"holdfast/1";
+
+/// The ALPN a browser offers for `wss://`: WebSocket over TLS (`transport/mod.rs`, "wss").
+/// A client that offers ALPN with neither protocol is refused in the handshake; a client that
+/// offers no ALPN is served.
+pub const ALPN_HTTP_1_1: &[u8] = b"http/1.1";
 
 /// The most ciphertext a session holds between reads: one handshake message of rustls's
 /// maximum size (64 KiB) spread over records, plus one incomplete record of the largest size
@@ -131,7 +135,7 @@ pub fn server_config_from_pem(
 }
 
 /// The listener's `ServerConfig` with a given provider: TLS 1.3 and 1.2, no client
-/// certificates, ALPN `holdfast/1`, no session resumption (a resumption cache or ticket key
+/// certificates, ALPN `holdfast/1` then `http/1.1` (server order wins), no session resumption (a resumption cache or ticket key
 /// would be state shared by every shard; a full handshake is measured in docs/ARCHITECTURE.md).
 pub fn server_config(
     provider: Arc<CryptoProvider>,
@@ -142,7 +146,7 @@ pub fn server_config(
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_single_cert(cert_chain, key)?;
-    config.alpn_protocols = vec![ALPN_HOLDFAST.to_vec()];
+    config.alpn_protocols = vec![ALPN_HOLDFAST.to_vec(), ALPN_HTTP_1_1.to_vec()];
     config.session_storage = Arc::new(NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
     config.max_early_data_size = 0;
