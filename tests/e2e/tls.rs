@@ -19,7 +19,7 @@ use crate::metrics::{counter_sum, scrape};
 use crate::support::{echo_frame, Client, Server, REPLY_TIMEOUT_MS};
 
 /// A self-signed certificate for localhost / 127.0.0.1 written as PEM files in `dir`.
-fn write_cert(dir: &Path) -> CertificateDer<'static> {
+pub(crate) fn write_cert(dir: &Path) -> CertificateDer<'static> {
     let params =
         rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
             .unwrap();
@@ -30,7 +30,7 @@ fn write_cert(dir: &Path) -> CertificateDer<'static> {
     cert.der().clone()
 }
 
-fn start(dir: &Path, extra: &str) -> Server {
+pub(crate) fn start(dir: &Path, extra: &str) -> Server {
     Server::start(&format!(
         "tls_listen = \"127.0.0.1:0\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n{extra}",
         dir.join("cert.pem").display(),
@@ -38,9 +38,9 @@ fn start(dir: &Path, extra: &str) -> Server {
     ))
 }
 
-type TlsStream = StreamOwned<ClientConnection, TcpStream>;
+pub(crate) type TlsStream = StreamOwned<ClientConnection, TcpStream>;
 
-fn tls_connect(addr: SocketAddr, trusted: &CertificateDer<'static>) -> TlsStream {
+pub(crate) fn tls_connect(addr: SocketAddr, trusted: &CertificateDer<'static>) -> TlsStream {
     let mut roots = RootCertStore::empty();
     roots.add(trusted.clone()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -105,7 +105,7 @@ fn frame_kind(frame: &[u8]) -> Kind {
 }
 
 /// Hello -> Welcome, then `echoes` Echo frames come back unchanged.
-fn session_echoes(stream: &mut TlsStream, echoes: u64) {
+pub(crate) fn session_echoes(stream: &mut TlsStream, echoes: u64) {
     let mut buf = BytesMut::new();
     stream.write_all(&hello_frame()).unwrap();
     assert_eq!(frame_kind(&recv_frame(stream, &mut buf)), Kind::Welcome);

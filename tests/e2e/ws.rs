@@ -407,3 +407,43 @@ fn idle_websocket_sessions_cost_under_1_kib_each() {
         "an idle WebSocket session costs {per_session_bytes} B"
     );
 }
+
+/// wss on the TLS listener: Python's `websockets` (ssl context trusting the test certificate,
+/// ALPN http/1.1) upgrades on `ws_path`, says Hello in a binary message, echoes and gets pushes
+/// (wss_session.py); a holdfast/1 rustls client on the same port keeps its session beside it.
+#[test]
+fn wss_client_and_holdfast_tls_client_share_the_tls_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = crate::tls::write_cert(dir.path());
+    let server = crate::tls::start(dir.path(), "ws_path = \"/ws\"\n");
+    let tls = server.tls.expect("tls listener");
+    let mut holdfast = crate::tls::tls_connect(tls, &cert);
+    crate::tls::session_echoes(&mut holdfast, 3);
+    let stdout = run_python(
+        "wss_session.py",
+        &[
+            format!("wss://localhost:{}/ws", tls.port()),
+            dir.path().join("cert.pem").display().to_string(),
+            server.admin.expect("admin listener").to_string(),
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(stdout.contains("alpn=http/1.1 ok"), "{stdout}");
+    assert_eq!(holdfast.conn.alpn_protocol(), Some(&b"holdfast/1"[..]));
+    // The holdfast/1 session is untouched, and a new one still starts on the same port.
+    let frame = crate::support::echo_frame(77, b"after wss");
+    holdfast.write_all(&frame).unwrap();
+    let mut reply = vec![0u8; frame.len()];
+    holdfast.read_exact(&mut reply).unwrap();
+    assert_eq!(reply, frame);
+    crate::tls::session_echoes(&mut crate::tls::tls_connect(tls, &cert), 1);
+    let metrics = crate::metrics::scrape(&server);
+    assert_eq!(
+        crate::metrics::counter_sum(&metrics, "holdfast_ws_upgrades_total"),
+        1.0
+    );
+    assert_eq!(
+        crate::metrics::counter_sum(&metrics, "holdfast_tls_handshakes_total"),
+        3.0
+    );
+}

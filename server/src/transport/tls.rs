@@ -11,10 +11,11 @@
 //!   `BytesMut`), as are handshake messages and alerts; the shard sends those bytes as it sends
 //!   plain ones.
 //! - **Configuration.** [`server_config_from_pem`] builds the rustls `ServerConfig` (TLS 1.3
-//!   and 1.2, ALPN [`ALPN_HOLDFAST`]); [`TlsConfigSource`] holds the current one for every
-//!   shard and can be replaced at run time (certificate reload); each shard reads it through a
-//!   [`TlsConfigCache`] when it starts a handshake, so new handshakes use the new certificate
-//!   and live sessions keep the config they started with.
+//!   and 1.2, ALPN [`ALPN_HOLDFAST`] then [`ALPN_HTTP_1_1`] for wss); [`TlsConfigSource`]
+//!   holds the current one for every shard and can be replaced at run time (certificate
+//!   reload); each shard reads it through a [`TlsConfigCache`] when it starts a handshake, so
+//!   new handshakes use the new certificate and live sessions keep the config they started
+//!   with.
 //!
 //! rustls 0.23's unbuffered reader still copies each decrypted record's payload into a `Vec`
 //! it frees when the next record is taken, and its encrypter builds each record in a `Vec`
