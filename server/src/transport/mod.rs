@@ -30,8 +30,9 @@
 //!
 //! wss: every TLS-listener connection starts as `Tls`. The application protocol is known
 //! before any plaintext can arrive (ALPN is chosen on the ClientHello, and 0-RTT is off), so
-//! the first plaintext run picks the layer above TLS ([`app_layer`]): ALPN `holdfast/1` ->
-//! Holdfast frames; ALPN `http/1.1`, or no ALPN and the run starts with `GET ` -> WebSocket.
+//! the first plaintext run picks the layer above TLS (`alpn_layer`, `sniff_layer`): ALPN
+//! `holdfast/1` -> Holdfast frames; ALPN `http/1.1`, or no ALPN and the run starts with
+//! `GET ` -> WebSocket.
 //! The connection then becomes `Wss` ([`WssState`]: the `TlsState` moved out of its box next
 //! to a `WsState`), for the rest of its life.
 //!
@@ -112,19 +113,25 @@ enum AppLayer {
     WebSocket,
 }
 
-/// The layer above TLS for a session that negotiated `alpn` and whose first plaintext run
-/// is `first` (the WebSocket layer answers anything that is not an Upgrade on `ws_path`
-/// with an HTTP error).
-fn app_layer(alpn: Option<&[u8]>, first: &[u8]) -> AppLayer {
+/// The layer above TLS that the negotiated `alpn` names; `None` (no ALPN) leaves it to the
+/// first plaintext run (`sniff_layer`).
+fn alpn_layer(alpn: Option<&[u8]>) -> Option<AppLayer> {
+    match alpn? {
+        ALPN_HOLDFAST => Some(AppLayer::Holdfast),
+        _ => Some(AppLayer::WebSocket),
+    }
+}
+
+/// The layer above TLS for a client that offered no ALPN, by its first plaintext run: an HTTP
+/// `GET ` (or a prefix of it, for a run under 4 bytes) is a WebSocket Upgrade (the WebSocket
+/// layer answers anything else on it with an HTTP error); anything else is Holdfast frames.
+/// A Holdfast frame starting with `GET ` would declare a length of 542 MB.
+fn sniff_layer(first: &[u8]) -> AppLayer {
     const HTTP_GET: &[u8] = b"GET ";
-    match alpn {
-        Some(ALPN_HOLDFAST) => AppLayer::Holdfast,
-        Some(_) => AppLayer::WebSocket,
-        // A Holdfast frame starting with these bytes would declare a length of 542 MB.
-        None if !first.is_empty() && HTTP_GET.starts_with(&first[..first.len().min(4)]) => {
-            AppLayer::WebSocket
-        }
-        None => AppLayer::Holdfast,
+    if !first.is_empty() && HTTP_GET.starts_with(&first[..first.len().min(HTTP_GET.len())]) {
+        AppLayer::WebSocket
+    } else {
+        AppLayer::Holdfast
     }
 }
 
@@ -246,13 +253,15 @@ impl Transport {
                 ws::WsOutcome::SinkStopped => Outcome::SinkStopped,
             }),
             Transport::Tls(tls) => {
-                let mut layer = None;
+                // Chosen once, on the first plaintext run (kept in the TLS state if Holdfast).
+                let mut layer = tls.holdfast_chosen.then_some(AppLayer::Holdfast);
                 let mut ws: Option<WsState> = None;
                 let mut ws_result = Ok(ws::WsOutcome::Continue);
                 // ALPN is settled before any plaintext (see the module doc).
-                let alpn = tls.session().alpn_protocol().map(<[u8]>::to_vec);
+                let by_alpn = alpn_layer(tls.session().alpn_protocol());
                 let tls_result = tls.on_received_for_seam(bytes, |run| {
-                    let layer = *layer.get_or_insert_with(|| app_layer(alpn.as_deref(), run));
+                    let layer =
+                        *layer.get_or_insert_with(|| by_alpn.unwrap_or_else(|| sniff_layer(run)));
                     match layer {
                         AppLayer::Holdfast => sink(run),
                         AppLayer::WebSocket => feed_ws(
@@ -265,6 +274,7 @@ impl Transport {
                     }
                 });
                 let Some(ws) = ws else {
+                    tls.holdfast_chosen = layer == Some(AppLayer::Holdfast);
                     return Ok(match tls_result? {
                         tls::TlsOutcome::Continue => Outcome::Continue,
                         tls::TlsOutcome::PeerClosed => Outcome::PeerClosed,
@@ -557,6 +567,13 @@ mod tests {
             let frame = [0x28, 0, 0, 0, 1, 2, 0, 0];
             client.writer().write_all(&frame).unwrap();
             assert_eq!(to_server(&mut transport, &mut client, 1), frame);
+            assert_eq!(transport.kind_name(), "tls");
+            // The choice is made once: later bytes that look like HTTP are still Holdfast's.
+            client.writer().write_all(b"G").unwrap();
+            client.writer().write_all(UPGRADE).unwrap();
+            let mut expected = b"G".to_vec();
+            expected.extend_from_slice(UPGRADE);
+            assert_eq!(to_server(&mut transport, &mut client, usize::MAX), expected);
             assert_eq!(transport.kind_name(), "tls");
         }
 

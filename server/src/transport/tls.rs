@@ -604,6 +604,9 @@ pub struct TlsState {
     early_plaintext: BytesMut,
     close_queued: bool,
     close_sent: bool,
+    /// Plaintext arrived and the layer above chose Holdfast frames (`transport/mod.rs`, wss):
+    /// the choice is made once, on the first plaintext run.
+    pub(super) holdfast_chosen: bool,
 }
 
 impl std::fmt::Debug for TlsState {
@@ -625,6 +628,7 @@ impl TlsState {
             early_plaintext: BytesMut::new(),
             close_queued: false,
             close_sent: false,
+            holdfast_chosen: false,
         })
     }
 
