@@ -398,3 +398,45 @@ fn a_trickle_of_bytes_is_not_liveness() {
     );
     trickle.join().unwrap();
 }
+
+/// A frame in progress must complete within frame_timeout_ms: a connection that sends a frame's
+/// first half and then keeps the session alive with nothing else (no byte, no frame) is closed
+/// with limit_exceeded at the frame deadline, well before its heartbeat timeout; a client that
+/// completes its frames in pieces is never cut.
+#[test]
+fn a_frame_not_completed_within_frame_timeout_ms_closes_that_connection() {
+    let server = Server::start(
+        "frame_timeout_ms = 600\nheartbeat_interval_ms = 10000\nheartbeat_timeout_ms = 30000\ntimer_tick_ms = 10\n",
+    );
+    let mut stuck = server.connect();
+    stuck.hello();
+    let mut steady = server.connect();
+    steady.hello();
+    let started = Instant::now();
+    stuck.send_raw(&partial_echo(3, 1_000, 500));
+    // The steady client sends its frames in two pieces, 200 ms apart, for longer than the
+    // frame timeout: each frame completes in time, so it is never cut.
+    let steady_client = std::thread::spawn(move || {
+        for id in 1..=6u64 {
+            let frame = crate::support::echo_frame(id, &[7; 200]);
+            steady.send_raw(&frame[..100]);
+            std::thread::sleep(Duration::from_millis(200));
+            steady.send_raw(&frame[100..]);
+            assert_eq!(steady.recv().id, id);
+        }
+    });
+    let error = stuck.recv();
+    let waited = started.elapsed();
+    assert_eq!(
+        error.error_code(),
+        Some(holdfast_protocol::ErrorCode::LimitExceeded),
+        "{error:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(550) && waited < Duration::from_secs(5),
+        "closed {waited:?} after its frame began"
+    );
+    steady_client
+        .join()
+        .expect("the steady client was never cut");
+}

@@ -29,6 +29,8 @@ holdfast_protocol::wire_codes! {
         /// The transport refused the peer: a WebSocket Upgrade answered with an HTTP error,
         /// or a WebSocket rule broken (closed with its RFC 6455 code).
         TransportError = 10 => "transport_error",
+        /// A frame in progress was not completed within frame_timeout_ms.
+        FrameTimeout = 11 => "frame_timeout",
     }
 }
 
