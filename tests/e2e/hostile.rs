@@ -440,3 +440,58 @@ fn a_frame_not_completed_within_frame_timeout_ms_closes_that_connection() {
         .join()
         .expect("the steady client was never cut");
 }
+
+/// Under backpressure a burst that pauses at every event is held once, not re-copied at each
+/// pause: the bytes copied into held input stay within the bytes sent (before, every pause
+/// copied the rest of the held input again, quadratic in the burst).
+#[test]
+fn a_paused_burst_of_events_is_copied_once_not_at_every_pause() {
+    use holdfast_protocol::payload::Event;
+    const EVENTS: u64 = 4_000;
+    let server = Server::start(
+        "shards = 1\nevent_pipeline_capacity = 1\nevent_overflow_policy = \"backpressure\"\nevent_parked_max = 4\n",
+    );
+    let mut client = server.connect();
+    client.hello();
+    let mut burst = BytesMut::new();
+    for id in 1..=EVENTS {
+        let event = Event {
+            topic: "item",
+            payload: b"burst",
+        };
+        encode_frame(
+            &mut burst,
+            holdfast_protocol::FLAG_ACK_REQUESTED,
+            id,
+            &event,
+            65_536,
+        )
+        .unwrap();
+    }
+    client.send_raw(&burst);
+    for id in 1..=EVENTS {
+        let ack = client.recv();
+        assert_eq!((ack.kind, ack.id), (Kind::Ack, id), "got {ack:?}");
+    }
+    let metrics = crate::support::admin_request(
+        server.admin.unwrap(),
+        "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .1;
+    let copied: u64 = metrics
+        .lines()
+        .filter(|line| line.starts_with("holdfast_held_input_copied_bytes_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    let parked: u64 = metrics
+        .lines()
+        .filter(|line| line.starts_with("holdfast_events_parked_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(parked > 10, "the burst paused ({parked} events parked)");
+    assert!(
+        copied <= 2 * burst.len() as u64,
+        "{copied} bytes copied into held input for a {} byte burst",
+        burst.len()
+    );
+}

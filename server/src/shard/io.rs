@@ -415,9 +415,11 @@ impl Shard {
             match input {
                 Input::Buffer { buffer_id, len } => {
                     held.1.extend_from_slice(self.bufs.filled(buffer_id, len));
+                    self.counters.held_input_copied_bytes += len as u64;
                 }
                 Input::Held(mut bytes) => {
                     // Fed back and paused again before reading on: it comes first.
+                    self.counters.held_input_copied_bytes += held.1.len() as u64;
                     bytes.extend_from_slice(&held.1);
                     held.1 = bytes;
                 }
@@ -493,6 +495,9 @@ impl Shard {
             let copied = held_bytes
                 .is_none()
                 .then(|| BytesMut::from(&bytes[consumed..]));
+            if copied.is_some() {
+                self.counters.held_input_copied_bytes += (bytes.len() - consumed) as u64;
+            }
             let rest = copied.unwrap_or_else(|| {
                 let mut held = held_bytes.take().expect("held input was fed");
                 held.advance(consumed);

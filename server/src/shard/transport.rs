@@ -176,6 +176,7 @@ impl Shard {
                 .or_insert_with(|| (generation, BytesMut::new()))
                 .1
                 .extend_from_slice(&result.held);
+            self.counters.held_input_copied_bytes += result.held.len() as u64;
         }
         let frame_completed = self.counters.frames_in > frames_in_before;
         self.settle_decoder(slot, decoder, result.verdict, frame_completed);
