@@ -60,10 +60,11 @@ pub(crate) struct Shard {
     pub(super) limits: SessionLimits,
     pub(super) ticks: TickLimits,
     /// The listeners, indexed as [`super::transport::listener_kind`] reads them: plain TCP,
-    /// then WebSocket (`ws_listen`). An accept's user_data carries the index in its slot field.
+    /// WebSocket (`ws_listen`), TLS (`tls_listen`). An accept's user_data carries the index in
+    /// its slot field.
     pub(super) listeners: [Option<Socket>; LISTENER_COUNT],
     pub(super) accept_armed: [bool; LISTENER_COUNT],
-    /// Transport state of the connections that have one (WebSocket), by slot: a side table,
+    /// Transport state of the connections that have one (WebSocket, TLS), by slot: a side table,
     /// so a plain connection's slot stays 32 bytes and pays nothing (its `Conn::transport`
     /// byte says there is nothing to look up). Removed when the slot is freed.
     pub(super) transports: std::collections::HashMap<u32, Transport>,
