@@ -49,6 +49,9 @@ pub struct Config {
     /// at most max_frame_bytes - 1); the connection that would pass it gets Error
     /// limit_exceeded and is closed, so many half-sent frames cannot exhaust memory.
     pub max_partial_frame_bytes_per_shard: u64,
+    /// The most a frame may take from its first byte to its last; a connection past it gets
+    /// Error limit_exceeded and is closed (a trickle of bytes is not progress).
+    pub frame_timeout_ms: u64,
     /// Requests answered but not yet flushed to the socket, per session.
     pub max_inflight_requests: u32,
     pub hello_timeout_ms: u64,
@@ -188,6 +191,7 @@ impl Default for Config {
             max_frame_bytes: holdfast_protocol::MAX_FRAME_BYTES_DEFAULT,
             max_outbound_bytes: 256 * 1024,
             max_partial_frame_bytes_per_shard: 64 * 1024 * 1024,
+            frame_timeout_ms: 10_000,
             max_inflight_requests: 64,
             hello_timeout_ms: 5_000,
             heartbeat_interval_ms: 15_000,
@@ -417,6 +421,7 @@ impl Config {
             ("heartbeat_timeout_ms", self.heartbeat_timeout_ms),
             ("close_linger_ms", self.close_linger_ms),
             ("drain_timeout_ms", self.drain_timeout_ms),
+            ("frame_timeout_ms", self.frame_timeout_ms),
         ] {
             if value < self.timer_tick_ms || value > 24 * 3600 * 1000 {
                 return Err(invalid(key, "between timer_tick_ms and one day"));

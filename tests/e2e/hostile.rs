@@ -398,3 +398,100 @@ fn a_trickle_of_bytes_is_not_liveness() {
     );
     trickle.join().unwrap();
 }
+
+/// A frame in progress must complete within frame_timeout_ms: a connection that sends a frame's
+/// first half and then keeps the session alive with nothing else (no byte, no frame) is closed
+/// with limit_exceeded at the frame deadline, well before its heartbeat timeout; a client that
+/// completes its frames in pieces is never cut.
+#[test]
+fn a_frame_not_completed_within_frame_timeout_ms_closes_that_connection() {
+    let server = Server::start(
+        "frame_timeout_ms = 600\nheartbeat_interval_ms = 10000\nheartbeat_timeout_ms = 30000\ntimer_tick_ms = 10\n",
+    );
+    let mut stuck = server.connect();
+    stuck.hello();
+    let mut steady = server.connect();
+    steady.hello();
+    let started = Instant::now();
+    stuck.send_raw(&partial_echo(3, 1_000, 500));
+    // The steady client sends its frames in two pieces, 200 ms apart, for longer than the
+    // frame timeout: each frame completes in time, so it is never cut.
+    let steady_client = std::thread::spawn(move || {
+        for id in 1..=6u64 {
+            let frame = crate::support::echo_frame(id, &[7; 200]);
+            steady.send_raw(&frame[..100]);
+            std::thread::sleep(Duration::from_millis(200));
+            steady.send_raw(&frame[100..]);
+            assert_eq!(steady.recv().id, id);
+        }
+    });
+    let error = stuck.recv();
+    let waited = started.elapsed();
+    assert_eq!(
+        error.error_code(),
+        Some(holdfast_protocol::ErrorCode::LimitExceeded),
+        "{error:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(550) && waited < Duration::from_secs(5),
+        "closed {waited:?} after its frame began"
+    );
+    steady_client
+        .join()
+        .expect("the steady client was never cut");
+}
+
+/// Under backpressure a burst that pauses at every event is held once, not re-copied at each
+/// pause: the bytes copied into held input stay within the bytes sent (before, every pause
+/// copied the rest of the held input again, quadratic in the burst).
+#[test]
+fn a_paused_burst_of_events_is_copied_once_not_at_every_pause() {
+    use holdfast_protocol::payload::Event;
+    const EVENTS: u64 = 4_000;
+    let server = Server::start(
+        "shards = 1\nevent_pipeline_capacity = 1\nevent_overflow_policy = \"backpressure\"\nevent_parked_max = 4\n",
+    );
+    let mut client = server.connect();
+    client.hello();
+    let mut burst = BytesMut::new();
+    for id in 1..=EVENTS {
+        let event = Event {
+            topic: "item",
+            payload: b"burst",
+        };
+        encode_frame(
+            &mut burst,
+            holdfast_protocol::FLAG_ACK_REQUESTED,
+            id,
+            &event,
+            65_536,
+        )
+        .unwrap();
+    }
+    client.send_raw(&burst);
+    for id in 1..=EVENTS {
+        let ack = client.recv();
+        assert_eq!((ack.kind, ack.id), (Kind::Ack, id), "got {ack:?}");
+    }
+    let metrics = crate::support::admin_request(
+        server.admin.unwrap(),
+        "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .1;
+    let copied: u64 = metrics
+        .lines()
+        .filter(|line| line.starts_with("holdfast_held_input_copied_bytes_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    let parked: u64 = metrics
+        .lines()
+        .filter(|line| line.starts_with("holdfast_events_parked_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(parked > 10, "the burst paused ({parked} events parked)");
+    assert!(
+        copied <= 2 * burst.len() as u64,
+        "{copied} bytes copied into held input for a {} byte burst",
+        burst.len()
+    );
+}

@@ -99,7 +99,7 @@ fn metrics_parse_with_types_and_shard_labels_and_counters_rise_after_echoes() {
     }
     assert_eq!(
         samples(&before, "holdfast_connections_closed_total").len(),
-        2 * 11,
+        2 * 12,
         "every close reason on every shard"
     );
     assert!(samples(&before, "holdfast_errors_sent_total")

@@ -29,6 +29,8 @@ holdfast_protocol::wire_codes! {
         /// The transport refused the peer: a WebSocket Upgrade answered with an HTTP error,
         /// or a WebSocket rule broken (closed with its RFC 6455 code).
         TransportError = 10 => "transport_error",
+        /// A frame in progress was not completed within frame_timeout_ms.
+        FrameTimeout = 11 => "frame_timeout",
     }
 }
 
@@ -93,6 +95,10 @@ shard_counters! {
     /// Connections closed because their incomplete frame would pass the shard's budget.
     partial_frame_budget_refusals => "holdfast_partial_frame_budget_refusals",
         "Connections closed because their incomplete frame would pass max_partial_frame_bytes_per_shard.";
+    /// Bytes copied into held input (read while a connection's events were parked): linear in
+    /// what was read, never re-copied at each pause.
+    held_input_copied_bytes => "holdfast_held_input_copied_bytes",
+        "Bytes read while events were parked, copied once into held input.";
     /// Recvs that found the provided-buffer ring empty and were retried.
     recv_no_buffers => "holdfast_recv_no_buffers",
         "Receives that found no provided buffer and were retried.";

@@ -143,7 +143,16 @@ const RECV_BUFFER_GROUP: u16 = 0;
 impl RingParts {
     /// Builds a shard's ring: fixed-file table, eventfd, provided-buffer ring.
     pub(crate) fn new(params: &RingParams) -> io::Result<RingParts> {
+        RingParts::build(params, false)
+    }
+
+    /// `disabled`: the ring starts disabled (IORING_SETUP_R_DISABLED), so every submit fails
+    /// until it is enabled (tests of what the ring does when the kernel refuses submissions).
+    fn build(params: &RingParams, disabled: bool) -> io::Result<RingParts> {
         let mut builder = IoUring::builder();
+        if disabled {
+            builder.setup_r_disabled();
+        }
         builder.setup_cqsize(params.cq_entries).setup_submit_all();
         // COOP_TASKRUN: completions are posted at our next enter instead of interrupting the
         // shard thread. SINGLE_ISSUER + DEFER_TASKRUN was tried and dropped: with it, the
@@ -419,6 +428,52 @@ mod tests {
     /// `push` neither spins nor panics, and every request completes once the caller reaps.
     /// (This kernel keeps overflowing completions on a list (IORING_FEAT_NODROP), so the
     /// backlog path itself, taken when io_uring_enter refuses with EBUSY, is not forced here.)
+    /// The kernel refuses every submission (a disabled ring, EBADFD) while far more requests
+    /// than the submission queue holds are queued: `push` neither spins nor panics (before, it
+    /// looped on submit and panicked on any errno but EBUSY/EAGAIN/EINTR), the requests wait
+    /// in the backlog, `submit` reports the error to its caller, and once the kernel takes
+    /// submissions again every request completes.
+    #[test]
+    fn a_kernel_refusing_submissions_leaves_requests_in_the_backlog_not_a_spin_or_a_panic() {
+        const REQUESTS: usize = 100;
+        let params = RingParams {
+            sq_entries: 8,
+            cq_entries: 16,
+            fixed_files: 8,
+            recv_buffers: 4,
+            recv_buffer_bytes: 4096,
+        };
+        let RingParts { mut ring, bufs } = RingParts::build(&params, true).unwrap();
+        for n in 0..REQUESTS {
+            ring.cancel(
+                UserData::new(Op::Recv, 7, n as u32),
+                UserData::new(Op::Cancel, 7, n as u32),
+            );
+        }
+        assert!(
+            ring.backlog.len() >= REQUESTS - 8,
+            "{} held back",
+            ring.backlog.len()
+        );
+        let refused = ring.submit().unwrap_err();
+        assert_eq!(refused.raw_os_error(), Some(libc::EBADFD), "{refused}");
+        ring.uring.submitter().register_enable_rings().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let (mut reaped, mut completions) = (0, Vec::new());
+        while reaped < REQUESTS {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{reaped} of {REQUESTS}"
+            );
+            ring.submit().unwrap();
+            ring.reap(&mut completions);
+            reaped += completions.len();
+        }
+        assert!(!ring.has_unsubmitted());
+        drop(ring);
+        drop(bufs);
+    }
+
     #[test]
     fn more_requests_than_both_queues_hold_all_complete_once_reaped() {
         const REQUESTS: usize = 500;

@@ -12,8 +12,6 @@
 use bytes::{Buf, BytesMut};
 use holdfast_protocol::decode::Fed;
 
-use holdfast_protocol::ErrorCode;
-
 use crate::conn::{ConnFlags, ConnKey, SessionState};
 use crate::metrics::CloseReason;
 use crate::ring::user_data::Op;
@@ -417,9 +415,11 @@ impl Shard {
             match input {
                 Input::Buffer { buffer_id, len } => {
                     held.1.extend_from_slice(self.bufs.filled(buffer_id, len));
+                    self.counters.held_input_copied_bytes += len as u64;
                 }
                 Input::Held(mut bytes) => {
                     // Fed back and paused again before reading on: it comes first.
+                    self.counters.held_input_copied_bytes += held.1.len() as u64;
                     bytes.extend_from_slice(&held.1);
                     held.1 = bytes;
                 }
@@ -443,6 +443,7 @@ impl Shard {
             (None, Some((buffer_id, len))) => self.bufs.filled(buffer_id, len),
             (None, None) => unreachable!("input is a buffer or held bytes"),
         };
+        let frames_in_before = self.counters.frames_in;
         let (conns, mut cx) = super::state::split_for_session(
             &mut self.conns,
             &mut self.handler,
@@ -494,6 +495,9 @@ impl Shard {
             let copied = held_bytes
                 .is_none()
                 .then(|| BytesMut::from(&bytes[consumed..]));
+            if copied.is_some() {
+                self.counters.held_input_copied_bytes += (bytes.len() - consumed) as u64;
+            }
             let rest = copied.unwrap_or_else(|| {
                 let mut held = held_bytes.take().expect("held input was fed");
                 held.advance(consumed);
@@ -501,30 +505,8 @@ impl Shard {
             });
             self.held_input.insert(slot, (generation, rest));
         }
-        let partial_bytes = decoder.buffered_bytes() as u64;
-        if verdict == Verdict::Continue
-            && self.partial_frame_bytes + partial_bytes
-                > self.config.max_partial_frame_bytes_per_shard
-        {
-            let (conns, mut cx) = self.session_parts(slot);
-            let conn = conns.get_live_mut(slot).expect("still live");
-            let reason =
-                "incomplete frames on this server are over their memory budget: send whole frames";
-            session::queue_error(conn, &mut cx, ErrorCode::LimitExceeded, 0, reason);
-            self.counters.partial_frame_budget_refusals += 1;
-            verdict = Verdict::Close(CloseReason::ProtocolError);
-        }
-        let conn = self.conns.get_live_mut(slot).expect("still live");
-        if verdict == Verdict::Continue && partial_bytes > 0 {
-            self.partial_frame_bytes += partial_bytes;
-            conn.decoder = Some(decoder);
-        } else {
-            self.give_decoder(decoder);
-        }
-        match verdict {
-            Verdict::Continue => self.flush(slot),
-            Verdict::Close(reason) => self.begin_close(slot, reason),
-        }
+        let frame_completed = self.counters.frames_in > frames_in_before;
+        self.settle_decoder(slot, decoder, verdict, frame_completed);
     }
 
     fn on_peer_eof(&mut self, slot: u32) {

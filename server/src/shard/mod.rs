@@ -7,6 +7,7 @@
 //! when the ring is quiet), the ticker (timer wheel), and the inbox.
 
 mod drain;
+mod frame_timeout;
 mod io;
 mod push;
 pub(crate) mod state;

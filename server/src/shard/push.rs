@@ -235,33 +235,39 @@ impl Shard {
         }
     }
 
-    /// Queues an encoded Push frame for every local session in `scope`, by reference: the
-    /// shard takes one copy of the frame (so the reference count every subscriber's queue
-    /// touches lives on this core's cache, not on a line shared with the encoding shard) and
-    /// every subscriber's send points at that copy.
+    /// Queues an encoded Push frame for every local session in `scope`, by reference: a shard
+    /// with local receivers of a topic or broadcast takes one copy of the frame (so the
+    /// reference count every subscriber's queue touches lives on this core's cache, not on a
+    /// line shared with the encoding shard) and every subscriber's send points at that copy; a
+    /// shard with none takes no copy, and one connection uses the frame as it came.
     fn deliver(&mut self, scope: &Scope, frame: &Bytes) {
-        let frame = &Bytes::copy_from_slice(frame);
-        match scope {
-            Scope::Topic(topic) => {
-                let subscribers: Vec<ConnKey> = self.push.topics.subscribers(topic).to_vec();
-                for entry in subscribers {
-                    // A session resuming this topic gets it from the replay (push::resume).
-                    if !self.push.resumes.holds(entry, topic) {
-                        self.enqueue_push(entry, frame);
-                    }
-                }
-            }
-            Scope::Broadcast => {
-                let open: Vec<ConnKey> = self.conns.open_sessions().collect();
-                for entry in open {
-                    if !self.push.resumes.holds(entry, BROADCAST_TOPIC) {
-                        self.enqueue_push(entry, frame);
-                    }
-                }
-            }
+        // Who gets it here, first: a shard with no local receiver takes no copy at all.
+        // A session resuming the topic gets it from the replay instead (push::resume).
+        let targets: Vec<ConnKey> = match scope {
+            Scope::Topic(topic) => self
+                .push
+                .topics
+                .subscribers(topic)
+                .iter()
+                .copied()
+                .filter(|entry| !self.push.resumes.holds(*entry, topic))
+                .collect(),
+            Scope::Broadcast => self
+                .conns
+                .open_sessions()
+                .filter(|entry| !self.push.resumes.holds(*entry, BROADCAST_TOPIC))
+                .collect(),
             Scope::Conn(id) => {
                 self.deliver_to_conn(*id, frame);
+                return;
             }
+        };
+        if targets.is_empty() {
+            return;
+        }
+        let frame = &Bytes::copy_from_slice(frame);
+        for entry in targets {
+            self.enqueue_push(entry, frame);
         }
     }
 

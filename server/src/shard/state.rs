@@ -46,6 +46,8 @@ pub(crate) struct TickLimits {
     pub heartbeat_timeout: u32,
     pub linger: u32,
     pub drain: u32,
+    /// frame_timeout_ms: the most a frame in progress may take to complete.
+    pub frame: u32,
 }
 
 pub(crate) struct Shard {
@@ -58,10 +60,11 @@ pub(crate) struct Shard {
     pub(super) limits: SessionLimits,
     pub(super) ticks: TickLimits,
     /// The listeners, indexed as [`super::transport::listener_kind`] reads them: plain TCP,
-    /// then WebSocket (`ws_listen`). An accept's user_data carries the index in its slot field.
+    /// WebSocket (`ws_listen`), TLS (`tls_listen`). An accept's user_data carries the index in
+    /// its slot field.
     pub(super) listeners: [Option<Socket>; LISTENER_COUNT],
     pub(super) accept_armed: [bool; LISTENER_COUNT],
-    /// Transport state of the connections that have one (WebSocket), by slot: a side table,
+    /// Transport state of the connections that have one (WebSocket, TLS), by slot: a side table,
     /// so a plain connection's slot stays 32 bytes and pays nothing (its `Conn::transport`
     /// byte says there is nothing to look up). Removed when the slot is freed.
     pub(super) transports: std::collections::HashMap<u32, Transport>,
@@ -84,6 +87,10 @@ pub(crate) struct Shard {
     /// Bytes of incomplete frames held by this shard's connections (decoders in slots), at
     /// most max_partial_frame_bytes_per_shard.
     pub(super) partial_frame_bytes: u64,
+    /// Connections holding a partial frame, and when it began (frame_timeout_ms).
+    pub(super) frame_started: std::collections::HashMap<u32, super::frame_timeout::FrameStarted>,
+    /// One entry per connection in `frame_started`: its frame deadline.
+    pub(super) frame_wheel: TimerWheel<ConnKey>,
     pub(super) handler: Router,
     pub(super) counters: ShardCounters,
     /// From receiving the bytes that caused a reply to the kernel taking the reply, in us.
@@ -168,6 +175,7 @@ impl Shard {
             heartbeat_timeout: config.heartbeat_ticks(config.heartbeat_timeout_ms),
             linger: config.heartbeat_ticks(config.close_linger_ms),
             drain: config.heartbeat_ticks(config.drain_timeout_ms),
+            frame: config.heartbeat_ticks(config.frame_timeout_ms),
         };
         Ok(Shard {
             ring,
@@ -188,6 +196,8 @@ impl Shard {
             decoders: Vec::new(),
             outbound_pool: OutboundPool::default(),
             partial_frame_bytes: 0,
+            frame_started: std::collections::HashMap::new(),
+            frame_wheel: TimerWheel::new(),
             handler: Router::default(),
             counters: ShardCounters::default(),
             reply_latency_us: Histogram::new_with_bounds(1, HISTOGRAM_MAX_US, 3)
@@ -375,6 +385,7 @@ impl Shard {
         self.push.topics.remove_conn(key);
         self.push.resumes.remove_conn(key);
         self.held_input.remove(&slot);
+        self.frame_started.remove(&slot);
         self.transports.remove(&slot);
         // Never acked, so not accepted: dropped with their connection (counted).
         self.counters.events_dropped += u64::from(self.push.events.drop_conn(session.id));

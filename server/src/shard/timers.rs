@@ -31,6 +31,13 @@ impl Shard {
             }
             self.wheel.recycle(due);
         }
+        while self.frame_wheel.now_tick() <= target_tick {
+            let due = self.frame_wheel.advance();
+            for key in &due {
+                self.on_frame_due(*key);
+            }
+            self.frame_wheel.recycle(due);
+        }
         self.arm_accept();
         self.expire_resumes();
         if let Some(deadline) = self.drain_deadline_tick {

@@ -9,7 +9,7 @@ use std::ops::ControlFlow;
 
 use bytes::BytesMut;
 use holdfast_protocol::decode::Fed;
-use holdfast_protocol::{DecodeError, Decoder, ErrorCode};
+use holdfast_protocol::{DecodeError, Decoder};
 
 use crate::conn::{Conn, ConnFlags, SessionState};
 use crate::metrics::CloseReason;
@@ -97,6 +97,7 @@ impl Shard {
         };
         // Counted again in after_feed if the connection keeps a partial frame.
         self.partial_frame_bytes -= decoder.buffered_bytes() as u64;
+        let frames_in_before = self.counters.frames_in;
         let Some(transport) = self.transports.get_mut(&slot) else {
             debug_assert!(false, "a transport connection has its state");
             return;
@@ -146,7 +147,7 @@ impl Shard {
                 result.close_if_open(CloseReason::TransportError);
             }
         }
-        self.after_feed(slot, generation, decoder, result);
+        self.after_feed(slot, generation, decoder, result, frames_in_before);
     }
 
     /// After a transport's plaintext was fed (as the end of `on_bytes` does for plain input):
@@ -157,7 +158,8 @@ impl Shard {
         slot: u32,
         generation: u32,
         decoder: Box<Decoder>,
-        mut result: FeedResult,
+        result: FeedResult,
+        frames_in_before: u64,
     ) {
         if let Some(error) = result.error {
             if let Some(suppressed) = self.log_protocol_errors.allow(std::time::Instant::now()) {
@@ -176,31 +178,10 @@ impl Shard {
                 .or_insert_with(|| (generation, BytesMut::new()))
                 .1
                 .extend_from_slice(&result.held);
+            self.counters.held_input_copied_bytes += result.held.len() as u64;
         }
-        let partial_bytes = decoder.buffered_bytes() as u64;
-        if result.verdict == Verdict::Continue
-            && self.partial_frame_bytes + partial_bytes
-                > self.config.max_partial_frame_bytes_per_shard
-        {
-            let (conns, mut cx) = self.session_parts(slot);
-            let conn = conns.get_live_mut(slot).expect("still live");
-            let reason =
-                "incomplete frames on this server are over their memory budget: send whole frames";
-            session::queue_error(conn, &mut cx, ErrorCode::LimitExceeded, 0, reason);
-            self.counters.partial_frame_budget_refusals += 1;
-            result.verdict = Verdict::Close(CloseReason::ProtocolError);
-        }
-        let conn = self.conns.get_live_mut(slot).expect("still live");
-        if result.verdict == Verdict::Continue && partial_bytes > 0 {
-            self.partial_frame_bytes += partial_bytes;
-            conn.decoder = Some(decoder);
-        } else {
-            self.give_decoder(decoder);
-        }
-        match result.verdict {
-            Verdict::Continue => self.flush(slot),
-            Verdict::Close(reason) => self.begin_close(slot, reason),
-        }
+        let frame_completed = self.counters.frames_in > frames_in_before;
+        self.settle_decoder(slot, decoder, result.verdict, frame_completed);
     }
 
     /// `flush` for a connection with a transport: the queued batch (if any) and the
