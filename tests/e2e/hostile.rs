@@ -495,3 +495,26 @@ fn a_paused_burst_of_events_is_copied_once_not_at_every_pause() {
         burst.len()
     );
 }
+
+/// A connection that has not said Hello when the drain starts is told why it is closed:
+/// Error(shutting_down) (code 19, never sent before) and a Goodbye with the reconnect hint.
+#[test]
+fn a_connection_before_hello_at_drain_gets_shutting_down_and_the_hint() {
+    let mut server =
+        Server::start("shards = 1\nreconnect_after_ms = 700\nreconnect_jitter_ms = 0\n");
+    let mut early = server.connect();
+    // One listener accepts in order: once a later session is answered, `early` is accepted.
+    let mut session = server.connect();
+    session.hello();
+    server.signal(libc::SIGTERM);
+    let error = early.recv();
+    assert_eq!(
+        error.error_code(),
+        Some(holdfast_protocol::ErrorCode::ShuttingDown),
+        "{error:?}"
+    );
+    assert_eq!(early.recv().goodbye_reconnect_after_ms(), Some(700));
+    assert_eq!(early.ending(), Ending::Eof(vec![]));
+    drop(session);
+    assert!(server.wait_exit(Duration::from_secs(15)).success());
+}
