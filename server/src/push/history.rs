@@ -55,6 +55,15 @@ struct Ring {
     bytes: usize,
 }
 
+impl Ring {
+    /// Drops the oldest frame; returns what it cost (the caller's totals drop by as much).
+    fn pop_oldest(&mut self) -> Option<usize> {
+        let cost = self.entries.pop_front()?.cost();
+        self.bytes -= cost;
+        Some(cost)
+    }
+}
+
 /// What a key's history holds after a given sequence number.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Since {
@@ -132,13 +141,9 @@ impl History {
         let (max_messages, max_bytes) = (self.limits.max_messages, self.limits.max_bytes);
         let mut evicted = (0, 0);
         while ring.entries.len() > max_messages || ring.bytes > max_bytes {
-            let old = ring
-                .entries
-                .pop_front()
-                .expect("over a bound, so not empty");
-            ring.bytes -= old.cost();
+            let cost = ring.pop_oldest().expect("over a bound, so not empty");
             evicted.0 += 1;
-            evicted.1 += old.cost();
+            evicted.1 += cost;
         }
         self.held_messages -= evicted.0;
         self.held_bytes -= evicted.1;
@@ -164,9 +169,7 @@ impl History {
             if !expired && self.held_bytes <= self.limits.max_bytes_per_shard {
                 break;
             }
-            let cost = entry.cost();
-            ring.entries.pop_front();
-            ring.bytes -= cost;
+            let cost = ring.pop_oldest().expect("its front was just read");
             self.held_bytes -= cost;
             self.held_messages -= 1;
             if ring.entries.is_empty() {
@@ -201,9 +204,7 @@ impl History {
             if now.saturating_duration_since(entry.at) < max_age {
                 break;
             }
-            let cost = entry.cost();
-            ring.entries.pop_front();
-            ring.bytes -= cost;
+            let cost = ring.pop_oldest().expect("its front was just read");
             self.held_bytes -= cost;
             self.held_messages -= 1;
         }
