@@ -146,12 +146,16 @@ fn main() -> ExitCode {
 }
 
 /// Log lines go to stderr, filtered by HOLDFAST_LOG (default info). Text has ANSI colour only
-/// when stderr is a terminal: a file or journald gets plain text.
+/// when stderr is a terminal: a file or journald gets plain text. A line that cannot be written
+/// (stderr's reader has gone) is dropped: the subscriber's default reports that with
+/// `eprintln!`, which panics on the same closed pipe and took the signal thread, and with it the
+/// drain, down.
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG")
         .unwrap_or_else(|_| "info".into());
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),

@@ -138,14 +138,16 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
     if let Some(ws_local) = ws_local {
         tracing::info!(ws_listen = %ws_local, ws_path = %config.ws_path, "WebSocket listener started");
         // Before the listening line, which stays the last start-up line.
-        println!("holdfast ws on {ws_local}");
+        stdout_line(format_args!("holdfast ws on {ws_local}"));
     }
     if let Some(tls_local) = tls_local {
         tracing::info!(tls_listen = %tls_local, "TLS listener started");
-        println!("holdfast tls on {tls_local}");
+        stdout_line(format_args!("holdfast tls on {tls_local}"));
     }
     // One machine-readable line on stdout for scripts and tests.
-    println!("holdfast listening on {local} shards={shards}");
+    stdout_line(format_args!(
+        "holdfast listening on {local} shards={shards}"
+    ));
 
     let drain_notice = admin.as_ref().map(|admin| admin.drain_notice());
     let signal_mesh = mesh.clone();
@@ -209,6 +211,16 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
     Ok(totals)
 }
 
+/// Writes one start-up line on stdout. A reader that has gone (`holdfast serve | head -1`)
+/// loses the line; the server keeps running (`println!` would panic on the closed pipe).
+fn stdout_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_fmt(line);
+    let _ = stdout.write_all(b"\n");
+    let _ = stdout.flush();
+}
+
 /// Starts the admin listener with the mesh and prints its address on stdout
 /// (`holdfast admin on ADDR`, before the listening line, which stays the last start-up line).
 fn start_admin(
@@ -230,7 +242,7 @@ fn start_admin(
             config.admin_listen
         )
     })?;
-    println!("holdfast admin on {}", admin.local_addr());
+    stdout_line(format_args!("holdfast admin on {}", admin.local_addr()));
     Ok(admin)
 }
 

@@ -82,3 +82,54 @@ fn wait_for_frames_received(server: &Server, frames: f64) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// A server whose stdout and stderr readers have gone (a `| head` pipe, a log shipper that
+/// died) still drains and exits on SIGTERM: a log line that cannot be written is dropped, it
+/// does not take the signal thread down with it.
+#[test]
+fn sigterm_drains_and_exits_zero_after_stdout_and_stderr_readers_are_gone() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("holdfast.toml");
+    std::fs::write(
+        &path,
+        "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nshards = 1\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("HOLDFAST_LOG", "info") // the drain logs at info: those writes must fail
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("holdfast binary runs");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("holdfast listening on ") {
+        line.clear();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "no listening line"
+        );
+    }
+    drop(stdout);
+    drop(child.stderr.take());
+
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            child.kill().unwrap();
+            panic!("server did not exit within 10 s of SIGTERM with its log pipes closed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status {status:?}");
+}
