@@ -308,6 +308,7 @@ fn sample_tls_config_serves_with_the_scripts_certificate() {
         .filter(|l| !l.starts_with("listen =") && !l.starts_with("admin_listen ="))
         .map(|l| match l.split_once(" = ") {
             Some(("tls_listen", _)) => "tls_listen = \"127.0.0.1:0\"".to_string(),
+            Some(("ws_listen", _)) => "ws_listen = \"127.0.0.1:0\"".to_string(),
             Some(("tls_cert_file", _)) => format!("tls_cert_file = \"{}\"", cert_file.display()),
             Some(("tls_key_file", _)) => {
                 format!(
@@ -321,6 +322,7 @@ fn sample_tls_config_serves_with_the_scripts_certificate() {
         .join("\n");
     assert!(toml.contains("tls_listen") && toml.contains("tls_key_file"));
     let server = Server::start(&toml);
+    assert!(server.ws.is_some(), "the sample also starts a WebSocket listener");
     let pem = std::fs::read(&cert_file).unwrap();
     let cert = rustls::pki_types::pem::PemObject::from_pem_slice(&pem).unwrap();
     let mut stream = tls_connect(server.tls.expect("tls listener"), &cert);
