@@ -322,7 +322,10 @@ fn sample_tls_config_serves_with_the_scripts_certificate() {
         .join("\n");
     assert!(toml.contains("tls_listen") && toml.contains("tls_key_file"));
     let server = Server::start(&toml);
-    assert!(server.ws.is_some(), "the sample also starts a WebSocket listener");
+    assert!(
+        server.ws.is_some(),
+        "the sample also starts a WebSocket listener"
+    );
     let pem = std::fs::read(&cert_file).unwrap();
     let cert = rustls::pki_types::pem::PemObject::from_pem_slice(&pem).unwrap();
     let mut stream = tls_connect(server.tls.expect("tls listener"), &cert);
