@@ -7,6 +7,7 @@ mod auth;
 mod bad_input;
 mod cleanup;
 mod client;
+mod client_transports;
 mod cluster;
 mod config_env;
 mod drain;

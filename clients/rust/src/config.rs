@@ -7,6 +7,7 @@ use std::sync::Arc;
 use holdfast_protocol::payload::MAX_CLIENT_ID_BYTES;
 
 use crate::error::Error;
+use crate::tls::TlsTrust;
 use crate::token::mint_token;
 
 /// Default for [`ClientConfig::connect_timeout_ms`].
@@ -34,20 +35,50 @@ pub const MAX_TOPICS_DEFAULT: usize = 1_024;
 /// Default for [`ClientConfig::close_flush_timeout_ms`].
 pub const CLOSE_FLUSH_TIMEOUT_MS_DEFAULT: u64 = 1_000;
 
-/// Where the server is and how to reach it.
+/// Where the server is and how to reach it: one variant per listener the server has
+/// (`listen`, `tls_listen`, `ws_listen`, and wss on `tls_listen`).
 ///
-/// Only plain TCP exists today, because the server only has a TCP listener. TLS
-/// (tokio-rustls) and WebSocket (tokio-tungstenite) will be added as variants of this enum,
-/// and of the transport underneath it, once the server listens for them.
+/// The address is a `host:port` resolved again on every connection attempt (so a DNS change is
+/// picked up by the next reconnect). Everything above the transport (sessions, resume,
+/// requests) is the same on each.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Endpoint {
-    /// Plain TCP to `addr`, a `host:port` resolved again on every connection attempt (so a
-    /// DNS change is picked up by the next reconnect).
+    /// Plain TCP to `addr` (the server's `listen`).
     Tcp {
         /// `host:port`, e.g. `127.0.0.1:7878`.
         addr: String,
     },
+    /// Holdfast frames inside TLS (the server's `tls_listen`), offering ALPN `holdfast/1`.
+    Tls {
+        /// `host:port`.
+        addr: String,
+        /// The name the certificate must carry; `None` takes the host of `addr` (a DNS name or
+        /// an IP address).
+        server_name: Option<String>,
+        /// The certificates that may sign the server's.
+        trust: TlsTrust,
+    },
+    /// WebSocket (the server's `ws_listen`), or WebSocket inside TLS (wss, on the server's
+    /// `tls_listen`) when `tls` is set: an upgrade on `path` with subprotocol `holdfast.v1`,
+    /// frames in binary messages.
+    WebSocket {
+        /// `host:port`; also the upgrade's `Host`.
+        addr: String,
+        /// The server's `ws_path`, e.g. `/ws`.
+        path: String,
+        /// `Some` for wss (ALPN `http/1.1`).
+        tls: Option<TlsOptions>,
+    },
+}
+
+/// How a TLS layer under a WebSocket checks the server (see [`Endpoint::WebSocket`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// The name the certificate must carry; `None` takes the host of the address.
+    pub server_name: Option<String>,
+    /// The certificates that may sign the server's.
+    pub trust: TlsTrust,
 }
 
 /// A function from client id to token, for [`TokenSource::Callback`].
@@ -160,8 +191,46 @@ pub struct ClientConfig {
 impl ClientConfig {
     /// A configuration for plain TCP to `addr` (`host:port`) with every default.
     pub fn tcp(addr: impl Into<String>) -> ClientConfig {
+        ClientConfig::new(Endpoint::Tcp { addr: addr.into() })
+    }
+
+    /// A configuration for Holdfast frames inside TLS to `addr` (the server's `tls_listen`),
+    /// checking the certificate against `trust` for the host of `addr`.
+    pub fn tls(addr: impl Into<String>, trust: TlsTrust) -> ClientConfig {
+        ClientConfig::new(Endpoint::Tls {
+            addr: addr.into(),
+            server_name: None,
+            trust,
+        })
+    }
+
+    /// A configuration for WebSocket to `addr` (the server's `ws_listen`) on `path` (its
+    /// `ws_path`).
+    pub fn websocket(addr: impl Into<String>, path: impl Into<String>) -> ClientConfig {
+        ClientConfig::new(Endpoint::WebSocket {
+            addr: addr.into(),
+            path: path.into(),
+            tls: None,
+        })
+    }
+
+    /// A configuration for WebSocket inside TLS (wss) to `addr` (the server's `tls_listen`) on
+    /// `path`, checking the certificate against `trust` for the host of `addr`.
+    pub fn wss(addr: impl Into<String>, path: impl Into<String>, trust: TlsTrust) -> ClientConfig {
+        ClientConfig::new(Endpoint::WebSocket {
+            addr: addr.into(),
+            path: path.into(),
+            tls: Some(TlsOptions {
+                server_name: None,
+                trust,
+            }),
+        })
+    }
+
+    /// A configuration for `endpoint` with every default.
+    pub fn new(endpoint: Endpoint) -> ClientConfig {
         ClientConfig {
-            endpoint: Endpoint::Tcp { addr: addr.into() },
+            endpoint,
             client_id: String::new(),
             token: None,
             heartbeat_ms: 0,
@@ -196,6 +265,11 @@ impl ClientConfig {
     /// Checks the limits are usable: [`Error::Invalid`] names the first one that is not.
     pub fn validate(&self) -> Result<(), Error> {
         let invalid = |what: &str| Err(Error::Invalid(what.to_owned()));
+        if let Endpoint::WebSocket { path, .. } = &self.endpoint {
+            if !path.starts_with('/') {
+                return invalid("a WebSocket path must start with '/'");
+            }
+        }
         if self.client_id.len() > MAX_CLIENT_ID_BYTES {
             return invalid("client_id is over 256 bytes");
         }

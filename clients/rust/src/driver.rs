@@ -500,6 +500,8 @@ impl Driver {
                 buf.reserve(READ_CHUNK_BYTES);
             }
             let out_open = session.out.len() < WRITE_BUFFER_MAX_BYTES;
+            // A TLS or WebSocket layer may hold bytes a cancelled flush left behind.
+            let to_write = !session.out.is_empty() || writer.needs_flush();
             tokio::select! {
                 biased;
                 _ = shutdown_requested(&mut self.shutdown) => break None,
@@ -516,7 +518,7 @@ impl Driver {
                     }
                     Err(error) => break Some(lost(error.into())),
                 },
-                written = writer.write_buf(&mut session.out), if !session.out.is_empty() => {
+                written = writer.write_buf(&mut session.out), if to_write => {
                     match written {
                         Ok(_) => last_sent = Instant::now(),
                         Err(error) => break Some(lost(error.into())),

@@ -74,9 +74,16 @@
 //!
 //! # Transports
 //!
-//! TCP only, because that is the listener the server has. TLS (tokio-rustls) and WebSocket
-//! (tokio-tungstenite) are planned as further [`Endpoint`] variants once the server listens for
-//! them; the API above them does not change.
+//! One [`Endpoint`] variant per server listener, each with a [`ClientConfig`] constructor:
+//!
+//! - [`ClientConfig::tcp`]: plain TCP (`listen`).
+//! - [`ClientConfig::tls`]: frames inside TLS (`tls_listen`, ALPN `holdfast/1`), the server's
+//!   certificate checked against a [`TlsTrust`] (rustls with ring).
+//! - [`ClientConfig::websocket`]: WebSocket (`ws_listen` and its `ws_path`), subprotocol
+//!   `holdfast.v1`, frames in binary messages.
+//! - [`ClientConfig::wss`]: WebSocket inside TLS (`tls_listen`, ALPN `http/1.1`).
+//!
+//! Reconnecting, resuming, requests and events behave the same on every transport.
 //!
 //! # Limits
 //!
@@ -95,13 +102,15 @@ mod frames;
 mod pushes;
 mod seq;
 mod state;
+mod tls;
 mod token;
 mod transport;
+mod websocket;
 
 pub use backoff::Backoff;
 pub use client::Client;
 pub use config::{
-    ClientConfig, Endpoint, TokenFn, TokenSource, CLOSE_FLUSH_TIMEOUT_MS_DEFAULT,
+    ClientConfig, Endpoint, TlsOptions, TokenFn, TokenSource, CLOSE_FLUSH_TIMEOUT_MS_DEFAULT,
     COMMAND_QUEUE_MAX_ITEMS_DEFAULT, CONNECT_TIMEOUT_MS_DEFAULT, HELLO_TIMEOUT_MS_DEFAULT,
     MAX_INFLIGHT_ACKS_DEFAULT, MAX_INFLIGHT_REQUESTS_DEFAULT, MAX_TOPICS_DEFAULT,
     PUSH_BUFFER_MAX_ITEMS_DEFAULT, RECONNECT_AFTER_MAX_MS_DEFAULT, RECONNECT_BASE_DELAY_MS_DEFAULT,
@@ -115,4 +124,8 @@ pub use holdfast_protocol::ErrorCode;
 pub use pushes::{Incoming, Push, PushStream};
 pub use seq::Gap;
 pub use state::{ConnectionState, SessionInfo, Stats};
+pub use tls::{TlsTrust, ALPN_HOLDFAST, ALPN_HTTP1};
 pub use token::{mint_token, TOKEN_BYTES};
+/// The rustls this crate uses, to build a [`rustls::RootCertStore`] for [`TlsTrust`].
+pub use tokio_rustls::rustls;
+pub use websocket::{SUBPROTOCOL, WS_MESSAGE_MAX_BYTES};
