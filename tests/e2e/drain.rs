@@ -133,3 +133,42 @@ fn sigterm_drains_and_exits_zero_after_stdout_and_stderr_readers_are_gone() {
     };
     assert!(status.success(), "exit status {status:?}");
 }
+
+/// From the moment draining starts, `POST /publish` takes nothing: 503 with `Retry-After`,
+/// for topic and broadcast targets alike, so no publish is accepted that the draining
+/// sessions would never get. Before the drain the same publish is accepted.
+#[test]
+fn publish_is_refused_with_503_and_retry_after_from_drain_start() {
+    let mut server =
+        Server::start("shards = 2\nclose_linger_ms = 5000\ndrain_timeout_ms = 10000\n");
+    let admin = server.admin.expect("admin listener on");
+    let publish_raw = |json: &str| {
+        let raw = format!(
+            "POST /publish HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{json}",
+            json.len()
+        );
+        let mut stream = std::net::TcpStream::connect(admin).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        std::io::Write::write_all(&mut stream, raw.as_bytes()).unwrap();
+        crate::support::read_http_response(&mut stream).expect("an answer")
+    };
+    let topic = r#"{"target":"topic","topic":"news","payload":"x"}"#;
+    let broadcast = r#"{"target":"broadcast","payload":"x"}"#;
+    assert_eq!(publish_raw(topic).status, 202, "accepted before the drain");
+    // A session that stays connected after its Goodbye keeps the drain (and admin) going.
+    let mut client = server.connect();
+    client.hello();
+    server.signal(libc::SIGTERM);
+    assert_eq!(client.recv().kind, Kind::Goodbye, "the drain has started");
+    for json in [topic, broadcast] {
+        let answer = publish_raw(json);
+        assert_eq!(answer.status, 503, "{json}: {answer:?}");
+        assert_eq!(answer.header("retry-after"), Some("1"), "{answer:?}");
+        assert!(answer.body.contains("draining"), "{answer:?}");
+    }
+    drop(client);
+    assert!(server.wait_exit(Duration::from_secs(15)).success());
+}

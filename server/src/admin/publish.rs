@@ -4,7 +4,8 @@
 //! With `publish_secret` set, `Authorization: Bearer <secret>` is required (compared in constant
 //! time). The publish goes to the shard that owns its target, which answers: 202 `{"seq": N}`
 //! for topic and broadcast, 200 `{"delivered": N}` for connection and client, 404 for a stale
-//! or unknown connection id or a client with no session.
+//! or unknown connection id or a client with no session, 503 with `Retry-After` from the
+//! moment draining starts (nothing is accepted that the draining sessions would not get).
 
 use std::time::Duration;
 
@@ -18,6 +19,20 @@ use crate::push::request::{parse, ParsedPublish};
 
 /// How long a publish waits for the owning shard's inbox and its answer.
 pub const ADMIN_PUBLISH_TIMEOUT_MS: u64 = 5_000;
+/// `Retry-After` on a publish refused because the server is draining, in seconds.
+pub const PUBLISH_DRAINING_RETRY_AFTER_S: u32 = 1;
+
+/// 503 with Retry-After: from drain start nothing is accepted that the draining sessions
+/// would not get.
+fn draining() -> Response {
+    Response {
+        retry_after_s: Some(PUBLISH_DRAINING_RETRY_AFTER_S),
+        ..error(
+            503,
+            "the server is draining: publish to another server or retry after restart",
+        )
+    }
+}
 
 fn json(status: u16, value: serde_json::Value) -> Response {
     Response {
@@ -46,6 +61,9 @@ pub fn publish(state: &AdminState, request: &Request) -> Response {
     if !authorized(state, request) {
         return error(401, "publish needs Authorization: Bearer <publish_secret>");
     }
+    if state.drain.is_draining() {
+        return draining();
+    }
     let ParsedPublish {
         target,
         payload,
@@ -69,6 +87,7 @@ pub fn publish(state: &AdminState, request: &Request) -> Response {
         Ok(PublishOutcome::Delivered { connections }) => {
             json(200, serde_json::json!({ "delivered": connections }))
         }
+        Ok(PublishOutcome::Draining) => draining(),
         Ok(PublishOutcome::NoSuchTarget) => {
             error(404, "no such connection or client (stale id or no session)")
         }

@@ -53,6 +53,9 @@ pub enum PublishOutcome {
     Delivered { connections: u64 },
     /// The connection id is stale or unknown, or the client has no session.
     NoSuchTarget,
+    /// The shard is draining and took nothing: a publish accepted now could not reach the
+    /// sessions it is leaving (the caller retries on the restarted or another server).
+    Draining,
 }
 
 /// A publish on its way to the shard that sequences or owns its target.

@@ -108,6 +108,14 @@ impl Shard {
             payload,
             reply,
         } = publish;
+        // Draining: refuse what a caller waits on rather than accept a push the sessions
+        // leaving now would never get (an accepted publish is never silently lost).
+        if forward && self.drain_deadline_tick.is_some() {
+            if let Some(reply) = reply {
+                let _ = reply.send(PublishOutcome::Draining);
+                return;
+            }
+        }
         let forwarded = forward
             && self
                 .push
