@@ -493,6 +493,13 @@ async fn client_reconnects_after_a_drain_honouring_goodbye_and_resubscribes() {
     assert!(wait_exit(&mut server).await.success());
     // A new server on the same address, up well before the hint runs out.
     let server = Server::start_listening(listen, &toml, &[], &[]);
+    // Published on the new server before the client is back: replayed to it on resume.
+    assert_eq!(publish_topic(&server, "news", "after 1"), 1);
+    assert_eq!(
+        client.stats().sessions_opened,
+        1,
+        "published while the client waits out the hint"
+    );
 
     // Seen Disconnected above, so the next Connected is the new session (its id may equal
     // the old one: ids are shard, slot and generation, and the new process starts afresh).
@@ -514,7 +521,8 @@ async fn client_reconnects_after_a_drain_honouring_goodbye_and_resubscribes() {
     );
     assert_eq!(&client.request("echo", "back").await.unwrap()[..], b"back");
     // The resume's Ack tells it: the topic is in a new epoch (the restart lost the
-    // history), so what was missed is unknown; reported before anything is published.
+    // history), so what was missed of the old one is unknown; then everything the new
+    // server published follows, from seq 1.
     assert_eq!(
         next_item(&mut pushes).await,
         Incoming::Gap(Gap::Reset {
@@ -524,9 +532,15 @@ async fn client_reconnects_after_a_drain_honouring_goodbye_and_resubscribes() {
         }),
         "the new server numbers from 1: the client says so"
     );
-    assert_eq!(publish_topic(&server, "news", "after 1"), 1);
     let push = next_push(&mut pushes).await;
     assert_eq!((push.seq, &push.payload[..]), (1, &b"after 1"[..]));
+    assert_eq!(publish_topic(&server, "news", "after 2"), 2);
+    let push = next_push(&mut pushes).await;
+    assert_eq!(
+        (push.seq, &push.payload[..]),
+        (2, &b"after 2"[..]),
+        "live after it"
+    );
     let stats = client.stats();
     assert_eq!((stats.sessions_opened, stats.goodbyes_received), (2, 1));
     assert_eq!(stats.resubscribe_failures, 0);

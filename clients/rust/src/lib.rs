@@ -63,8 +63,12 @@
 //! server cannot replay it, the client tells you as soon as the server answers, before any
 //! push that follows: [`Gap::Missed`] naming the lost range (you were away longer than the
 //! window, or the server has history off), or [`Gap::Reset`] when the topic is in a new epoch
-//! (the server restarted and lost its history, so what was missed is unknown). On either,
-//! re-fetch whatever state those pushes keep current. Subscribing to `*` makes broadcasts
+//! (the server restarted and lost its history, so what was missed of the old epoch is
+//! unknown). On either, re-fetch whatever state those pushes keep current. After a
+//! [`Gap::Reset`] with `received_seq` 1, the server still holds everything it published since
+//! it restarted: those pushes follow from seq 1, in order, so a drain and restart within the
+//! window loses nothing published after the restart (and a draining server refuses publishes,
+//! so none is accepted and then lost in between). Subscribing to `*` makes broadcasts
 //! resume too.
 //!
 //! If you do not read the [`PushStream`] and it fills up

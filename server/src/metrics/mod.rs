@@ -124,6 +124,9 @@ shard_counters! {
     /// Push frames replayed from history to resuming sessions.
     resume_replayed_pushes => "holdfast_resume_replayed_pushes",
         "Push frames an owner shard replayed from history to resuming sessions.";
+    /// Topic resumes from another epoch answered with the whole current epoch (from seq 1).
+    resume_epoch_replays => "holdfast_resume_epoch_replays",
+        "Topic resumes naming another epoch answered by replaying the current epoch from seq 1.";
     /// TLS handshakes completed on the TLS listener.
     tls_handshakes => "holdfast_tls_handshakes", "TLS handshakes completed.";
     /// TLS handshakes that failed (bad ClientHello, no common version, suite or ALPN, a bad

@@ -293,20 +293,32 @@ impl Shard {
         let now = std::time::Instant::now();
         let current_epoch = self.push.epoch(topic);
         let seq = self.push.last_seq(topic);
+        // The client's point is in another epoch (this server restarted, or another host
+        // numbered it): nothing of that epoch can be replayed. But when the history still holds
+        // the current epoch from seq 1, all of it is replayed, with the seam at 0: the Ack says
+        // "not recovered, at seq 0" (so a client resets its numbering and reports the reset),
+        // and pushes 1, 2, ... follow in order: nothing published since the restart is missed.
+        let new_epoch = epoch != 0 && epoch != current_epoch;
         let since = if epoch == current_epoch && last_seq <= seq {
             self.push.history.since(topic, last_seq, seq, now)
+        } else if new_epoch {
+            self.push.history.since(topic, 0, seq, now)
         } else {
             Since::Gap {
                 oldest_seq: self.push.history.oldest_seq(topic, now),
             }
         };
-        let (recovered, oldest_seq, frames) = match since {
-            Since::Complete(frames) => (1, self.push.history.oldest_seq(topic, now), frames),
-            Since::Gap { oldest_seq } => (0, oldest_seq, Vec::new()),
+        let (recovered, seam_seq, oldest_seq, frames) = match since {
+            Since::Complete(frames) if new_epoch => {
+                self.counters.resume_epoch_replays += 1;
+                (0, 0, self.push.history.oldest_seq(topic, now), frames)
+            }
+            Since::Complete(frames) => (1, seq, self.push.history.oldest_seq(topic, now), frames),
+            Since::Gap { oldest_seq } => (0, seq, oldest_seq, Vec::new()),
         };
         let resumed = TopicResumed {
             epoch: current_epoch,
-            seq,
+            seq: seam_seq,
             oldest_seq,
             recovered,
         };
