@@ -440,3 +440,50 @@ fn pushes_to_an_absent_client_id_are_delivered_on_its_next_hello_with_auth_on() 
     );
     assert_eq!(status, 404);
 }
+
+/// An Unsubscribe read while a SubscribeResume of that topic waits for its owner's answer:
+/// the Ack still answers every topic, but the unsubscribed topic's replay is not sent (the
+/// client said it no longer wants that topic); the other topic's replay is.
+#[test]
+fn an_unsubscribe_while_a_resume_is_pending_gets_no_replay_of_that_topic() {
+    // One shard: the owner's answer is handled after the whole read batch, so the Unsubscribe
+    // sent in the same write is always read while the resume is pending.
+    let server = Server::start("shards = 1\n");
+    let mut client = connect(&server);
+    let resumed = resume(&mut client, 2, &[("news", 0, 0), ("sport", 0, 0)]);
+    let (news_epoch, sport_epoch) = (resumed[0].epoch, resumed[1].epoch);
+    drop(client);
+    for i in 1..=3 {
+        publish_topic(&server, "news", &format!("n{i}"));
+        publish_topic(&server, "sport", &format!("s{i}"));
+    }
+    let mut client = connect(&server);
+    let mut batch = resume_frame(3, &[("news", news_epoch, 1), ("sport", sport_epoch, 1)]);
+    batch.extend(crate::push::topics_frame(Kind::Unsubscribe, 4, &["news"]));
+    client.send_raw(&batch);
+    let mut acks = Vec::new();
+    let mut pushes = Vec::new();
+    while acks.len() < 2 {
+        let frame = client.recv();
+        match frame.kind {
+            Kind::Ack => acks.push(frame.id),
+            Kind::Push => pushes.push(push_of(&frame)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        acks,
+        [4, 3],
+        "the Unsubscribe is answered at once, the resume once answered"
+    );
+    // What follows the resume's Ack: sport's replay only.
+    for _ in 0..2 {
+        pushes.push(push_of(&client.recv()));
+    }
+    let topics_seqs: Vec<(String, u64)> = pushes.into_iter().map(|(t, s, _)| (t, s)).collect();
+    assert_eq!(topics_seqs, [("sport".into(), 2), ("sport".into(), 3)]);
+    nothing_pending(&mut client);
+    // And nothing live of news either.
+    publish_topic(&server, "news", "n4");
+    nothing_pending(&mut client);
+}

@@ -10,7 +10,7 @@ use holdfast_protocol::{encode_frame, next_frame, ErrorCode, Kind, Payload, FLAG
 use crate::client::{connect, next_push};
 use crate::support::{publish, Client, Received, Server};
 
-fn topics_frame(kind: Kind, id: u64, names: &[&str]) -> Vec<u8> {
+pub(crate) fn topics_frame(kind: Kind, id: u64, names: &[&str]) -> Vec<u8> {
     let topics: Vec<TopicName<'_>> = names.iter().map(|name| TopicName { name }).collect();
     let mut out = BytesMut::new();
     let topics = &topics;

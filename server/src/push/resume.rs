@@ -3,7 +3,9 @@
 //! live Pushes of those topics for that session are dropped here. That loses nothing and
 //! duplicates nothing: an owner sends a shard its Pushes and its answer on one ordered channel,
 //! so every Push dropped while waiting was sequenced before the answer and is in its replay,
-//! and every Push after the answer is newer than the answer's last seq.
+//! and every Push after the answer is newer than the answer's last seq. A topic the session
+//! unsubscribes while its resume waits gets its Ack result but no replay (the shard checks the
+//! subscription when it sends the replay, shard/push.rs `finish_resume`).
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -92,6 +92,15 @@ impl TopicIndex {
         Ok(())
     }
 
+    /// Whether `conn` is subscribed to `topic` now.
+    pub(crate) fn is_subscribed(&self, conn: ConnKey, topic: &str) -> bool {
+        self.by_slot
+            .get(&conn.slot)
+            .is_some_and(|(generation, topics)| {
+                *generation == conn.generation && topics.iter().any(|t| &**t == topic)
+            })
+    }
+
     /// Removes `conn` from `topic` (no-op if it was not subscribed).
     pub(crate) fn unsubscribe(&mut self, conn: ConnKey, topic: &str) {
         if let Some((_, topics)) = self.by_slot.get_mut(&conn.slot) {

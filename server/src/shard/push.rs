@@ -343,6 +343,12 @@ impl Shard {
             generation: pending.generation,
         };
         let max_outbound_bytes = self.limits.max_outbound_bytes;
+        // A topic unsubscribed while its resume waited gets its Ack result but no replay.
+        let wanted: Vec<bool> = pending
+            .topics
+            .iter()
+            .map(|topic| &**topic == BROADCAST_TOPIC || self.push.topics.is_subscribed(key, topic))
+            .collect();
         let (conns, mut cx) = self.session_parts(slot);
         let Some(conn) = conns.get_mut(key) else {
             return;
@@ -356,7 +362,7 @@ impl Shard {
         let ack_bytes = holdfast_protocol::HEADER_BYTES + 8 + 25 * pending.replies.len();
         let mut room = max_outbound_bytes.saturating_sub(queued_bytes + ack_bytes);
         let mut results: Vec<TopicResumed> = Vec::with_capacity(pending.replies.len());
-        for reply in &mut pending.replies {
+        for (reply, wanted) in pending.replies.iter_mut().zip(&wanted) {
             let Some(reply) = reply else {
                 // The owner did not answer in time: epoch 0 says "unknown, resume again".
                 results.push(TopicResumed {
@@ -367,6 +373,9 @@ impl Shard {
                 });
                 continue;
             };
+            if !wanted {
+                reply.frames.clear();
+            }
             let replay_bytes: usize = reply.frames.iter().map(Bytes::len).sum();
             if replay_bytes > room {
                 reply.resumed.recovered = 0;
