@@ -68,6 +68,7 @@ impl Client {
                 config.reconnect_max_delay_ms,
             ),
             queued: VecDeque::new(),
+            resume_unsupported: false,
         };
         tokio::spawn(driver.run(connection));
         let client = Client {

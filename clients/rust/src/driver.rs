@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use holdfast_protocol::{Kind, MAX_FRAME_BYTES_DEFAULT};
+use holdfast_protocol::{ErrorCode, Kind, MAX_FRAME_BYTES_DEFAULT};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
 use tokio::time::{sleep, sleep_until, Instant};
@@ -357,6 +357,9 @@ pub(crate) struct Driver {
     /// Requests not on the wire yet. Kept across reconnects (they were never sent, so sending
     /// them later is safe); bounded by `max_inflight_requests` permits.
     pub(crate) queued: VecDeque<QueuedRequest>,
+    /// The server refused a SubscribeResume as an unknown kind (it predates resume): subscribe
+    /// with plain Subscribe from then on, this session and the next ones.
+    pub(crate) resume_unsupported: bool,
 }
 
 impl Driver {
@@ -627,7 +630,15 @@ impl Driver {
             }
             let id = session.next_id();
             let max_frame_bytes = session.info.max_frame_bytes;
-            match frames::encode_subscribe_resume(&mut session.out, id, &points, max_frame_bytes) {
+            let encoded = if self.resume_unsupported {
+                // Its Ack answers no topic: nothing is replayed, and a push after a skip in
+                // numbers is preceded by its Gap (TopicSeqs::gap_before).
+                let names: Vec<String> = points.iter().map(|point| point.name.clone()).collect();
+                frames::encode_subscribe(&mut session.out, id, &names, max_frame_bytes)
+            } else {
+                frames::encode_subscribe_resume(&mut session.out, id, &points, max_frame_bytes)
+            };
+            match encoded {
                 Ok(()) => {
                     session.resume_in_flight = true;
                     session.pending.insert(id, Pending::Resume(job));
@@ -885,6 +896,18 @@ impl Driver {
             }
             Some(Pending::Ack(reply)) => {
                 let _ = reply.tx.send(Err(error));
+            }
+            Some(Pending::Resume(job))
+                if error.code() == Some(ErrorCode::UnknownKind) && !self.resume_unsupported =>
+            {
+                // A server without SubscribeResume: ask again with plain Subscribe (first in
+                // line, so subscribes keep their order).
+                tracing::info!("holdfast server has no SubscribeResume: using Subscribe");
+                Counters::bump(&self.shared.counters.resume_fallbacks);
+                self.resume_unsupported = true;
+                session.resume_in_flight = false;
+                session.resume_queue.push_front(job);
+                self.send_next_resume(session);
             }
             Some(Pending::Resume(job)) => {
                 session.resume_in_flight = false;

@@ -6,7 +6,7 @@ use bytes::{Bytes, BytesMut};
 use holdfast_protocol::decode::validate_payload;
 use holdfast_protocol::header::MAX_FRAME_BYTES_CEILING;
 use holdfast_protocol::payload::{
-    Event, Goodbye, Hello, Request, ResumeTopic, SubscribeResume, TopicName, Unsubscribe,
+    Event, Goodbye, Hello, Request, ResumeTopic, Subscribe, SubscribeResume, TopicName, Unsubscribe,
 };
 use holdfast_protocol::{
     encode_frame, encode_raw, DecodeError, EncodeError, Header, Kind, Payload, FLAG_ACK_REQUESTED,
@@ -230,6 +230,20 @@ pub(crate) fn encode_unsubscribe(
     let topics: Vec<TopicName<'_>> = names.iter().map(|name| TopicName { name }).collect();
     let unsubscribe = Unsubscribe { topics: &topics };
     encode_frame(out, FLAG_ACK_REQUESTED, id, &unsubscribe, max_frame_bytes)
+        .map(drop)
+        .map_err(too_large(max_frame_bytes))
+}
+
+/// A plain Subscribe (kind 10) for `names`: for a server without SubscribeResume.
+pub(crate) fn encode_subscribe(
+    out: &mut BytesMut,
+    id: u64,
+    names: &[String],
+    max_frame_bytes: u32,
+) -> Result<(), Error> {
+    let topics: Vec<TopicName<'_>> = names.iter().map(|name| TopicName { name }).collect();
+    let subscribe = Subscribe { topics: &topics };
+    encode_frame(out, FLAG_ACK_REQUESTED, id, &subscribe, max_frame_bytes)
         .map(drop)
         .map_err(too_large(max_frame_bytes))
 }

@@ -13,7 +13,10 @@
 //!   happen with [`Client::watch_state`].
 //! - **Resumes** every topic after a reconnect: it remembers per topic the server's epoch and
 //!   the last sequence number delivered ([`Client::subscriptions`]) and subscribes again with
-//!   them (SubscribeResume), so the server replays what was published meanwhile.
+//!   them (SubscribeResume), so the server replays what was published meanwhile. A server
+//!   from before resume (it refuses kind 15 as an unknown kind) gets plain Subscribe instead,
+//!   and what was missed is reported as a [`Gap`] before the next push
+//!   ([`Stats::resume_fallbacks`]).
 //! - **Requests** are futures with a timeout; no more are put on the wire than the Welcome
 //!   allows in flight, and at most [`ClientConfig::max_inflight_requests`] wait at once.
 //! - **Events** are acked ([`Client::event`]) or fire-and-forget ([`Client::event_unacked`]).

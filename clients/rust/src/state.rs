@@ -86,6 +86,10 @@ pub struct Stats {
     pub gaps_reported: u64,
     /// Resubscribes after a reconnect that the server refused.
     pub resubscribe_failures: u64,
+    /// SubscribeResumes refused with `unknown_kind` by a server that predates resume (kind
+    /// 15); from then on this client subscribes with plain Subscribe, and what it missed while
+    /// away shows up as a [`Gap`](crate::Gap) before the next push of each topic.
+    pub resume_fallbacks: u64,
 }
 
 /// The shared counters behind [`Stats`], written by the connection task.
@@ -97,6 +101,7 @@ pub(crate) struct Counters {
     pub pushes_dropped: AtomicU64,
     pub gaps_reported: AtomicU64,
     pub resubscribe_failures: AtomicU64,
+    pub resume_fallbacks: AtomicU64,
 }
 
 impl Counters {
@@ -113,6 +118,7 @@ impl Counters {
             pushes_dropped: read(&self.pushes_dropped),
             gaps_reported: read(&self.gaps_reported),
             resubscribe_failures: read(&self.resubscribe_failures),
+            resume_fallbacks: read(&self.resume_fallbacks),
         }
     }
 }

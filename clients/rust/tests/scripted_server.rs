@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use holdfast_client::{Client, ClientConfig, ConnectionState, Error, ErrorCode};
+use holdfast_client::{Client, ClientConfig, ConnectionState, Error, ErrorCode, Gap, Incoming};
 use holdfast_protocol::payload::{ErrorBody, Goodbye, Welcome};
 use holdfast_protocol::{encode_frame, encode_raw, Kind, HEADER_BYTES};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -237,4 +237,136 @@ async fn a_server_that_breaks_the_protocol_loses_the_connection_not_the_client()
     assert!(matches!(causes[1], Error::Decode(_)), "{:?}", causes[1]);
     assert_eq!(u64::from_le_bytes(pong[8..16].try_into().unwrap()), 42);
     assert_eq!(client.stats().sessions_opened, 3);
+}
+
+/// Reads one whole frame: (kind byte, id, payload).
+async fn read_frame(stream: &mut TcpStream) -> (u8, u64, Vec<u8>) {
+    let mut header = [0u8; HEADER_BYTES];
+    tokio::time::timeout(
+        Duration::from_millis(WAIT_MS),
+        stream.read_exact(&mut header),
+    )
+    .await
+    .expect("a frame in time")
+    .unwrap();
+    let total = u32::from_le_bytes(header[0..4].try_into().unwrap()) as usize;
+    let mut payload = vec![0u8; total - HEADER_BYTES];
+    stream.read_exact(&mut payload).await.unwrap();
+    let id = u64::from_le_bytes(header[8..16].try_into().unwrap());
+    (header[5], id, payload)
+}
+
+/// Reads frames until one of `kind` (answering Pings), returns its id.
+async fn expect_kind(stream: &mut TcpStream, kind: Kind) -> u64 {
+    loop {
+        let (got, id, _) = read_frame(stream).await;
+        if got == kind as u8 {
+            return id;
+        }
+        assert!(
+            got == Kind::Ping as u8 || got == Kind::Pong as u8,
+            "expected {kind:?}, got kind {got}"
+        );
+    }
+}
+
+fn frame(kind_frame: impl FnOnce(&mut BytesMut)) -> BytesMut {
+    let mut out = BytesMut::new();
+    kind_frame(&mut out);
+    out
+}
+
+fn push(seq: u64) -> BytesMut {
+    frame(|out| {
+        let push = holdfast_protocol::payload::Push {
+            topic: "news",
+            seq,
+            payload: b"p",
+        };
+        encode_frame(out, 0, 0, &push, 65_536).unwrap();
+    })
+}
+
+/// A server from before SubscribeResume (kind 15) answers it with Error unknown_kind: the
+/// client subscribes again with plain Subscribe (and keeps doing so after a reconnect), and
+/// what it missed while away is reported as a gap before the next push.
+#[tokio::test]
+async fn a_server_without_subscribe_resume_gets_plain_subscribe_and_the_gap_is_reported() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = config(&listener);
+    let script = async {
+        let mut first = accept(&listener).await;
+        read_hello(&mut first).await;
+        first.write_all(&welcome()).await.unwrap();
+        let resume_id = expect_kind(&mut first, Kind::SubscribeResume).await;
+        let refusal = frame(|out| {
+            let error = ErrorBody {
+                code: ErrorCode::UnknownKind as u16,
+                reason: "unknown kind 15",
+            };
+            encode_frame(out, 0, resume_id, &error, 65_536).unwrap();
+        });
+        first.write_all(&refusal).await.unwrap();
+        let subscribe_id = expect_kind(&mut first, Kind::Subscribe).await;
+        let mut answer = frame(|out| {
+            encode_raw(out, Kind::Ack, 0, subscribe_id, &[], 65_536).unwrap();
+        });
+        answer.extend_from_slice(&push(1));
+        answer.extend_from_slice(&push(2));
+        first.write_all(&answer).await.unwrap();
+        // Pushes 3 and 4 are published while the client is away.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(first);
+        let mut second = accept(&listener).await;
+        read_hello(&mut second).await;
+        second.write_all(&welcome()).await.unwrap();
+        // Straight to plain Subscribe: the client remembers the server has no kind 15.
+        let subscribe_id = expect_kind(&mut second, Kind::Subscribe).await;
+        let mut answer = frame(|out| {
+            encode_raw(out, Kind::Ack, 0, subscribe_id, &[], 65_536).unwrap();
+        });
+        answer.extend_from_slice(&push(5));
+        second.write_all(&answer).await.unwrap();
+        second
+    };
+    let client_side = async {
+        let (client, mut pushes) = Client::connect(config).await.unwrap();
+        client
+            .subscribe(["news"])
+            .await
+            .expect("subscribed with the fallback");
+        let mut items = Vec::new();
+        while items.len() < 4 {
+            let item = tokio::time::timeout(Duration::from_millis(WAIT_MS), pushes.recv())
+                .await
+                .expect("an item in time")
+                .expect("stream open");
+            items.push(item);
+        }
+        (client, items)
+    };
+    let (_second, (client, items)) = tokio::join!(script, client_side);
+    let seqs: Vec<String> = items
+        .iter()
+        .map(|item| match item {
+            Incoming::Push(push) => format!("push {}", push.seq),
+            Incoming::Gap(gap) => format!("{gap:?}"),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(seqs[..2], ["push 1", "push 2"]);
+    assert_eq!(
+        items[2],
+        Incoming::Gap(Gap::Missed {
+            topic: "news".into(),
+            first_missed_seq: 3,
+            last_missed_seq: 4,
+            dropped_here: 0
+        }),
+        "{seqs:?}"
+    );
+    assert_eq!(seqs[3], "push 5");
+    let stats = client.stats();
+    assert_eq!((stats.resume_fallbacks, stats.sessions_opened), (1, 2));
+    assert_eq!(stats.resubscribe_failures, 0);
 }
