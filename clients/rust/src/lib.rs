@@ -70,8 +70,9 @@
 //! unknown). On either, re-fetch whatever state those pushes keep current. After a
 //! [`Gap::Reset`] with `received_seq` 1, the server still holds everything it published since
 //! it restarted: those pushes follow from seq 1, in order, so a drain and restart within the
-//! window loses nothing published after the restart (and a draining server refuses publishes,
-//! so none is accepted and then lost in between). Subscribing to `*` makes broadcasts
+//! window loses nothing published after the restart, and a draining server refuses publishes
+//! (503) rather than accept them. Pushes the old server had accepted before its drain but not
+//! yet sent to this session are gone with its history: the reset is the cue to re-fetch. Subscribing to `*` makes broadcasts
 //! resume too.
 //!
 //! If you do not read the [`PushStream`] and it fills up
