@@ -21,7 +21,7 @@ const SECRET: &str = "test-secret-of-some-length";
 const STATE_TIMEOUT_MS: u64 = 10_000;
 
 /// A config for `server` with test-sized backoff (so reconnects happen within seconds).
-fn config(server: &Server) -> ClientConfig {
+pub(crate) fn config(server: &Server) -> ClientConfig {
     let mut config = ClientConfig::tcp(server.addr.to_string());
     config.request_timeout_ms = REPLY_TIMEOUT_MS;
     config.reconnect_base_delay_ms = 50;

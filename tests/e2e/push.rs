@@ -363,35 +363,42 @@ fn trending_processor_pushes_top_items_to_its_topic() {
     }
 }
 
-#[test]
-fn holdfast_publish_command_reaches_a_subscriber() {
+/// `holdfast publish` reaches a subscriber. The subscriber is holdfast-client: one
+/// well-behaved session is all this needs (the framing is tested elsewhere).
+#[tokio::test]
+async fn holdfast_publish_command_reaches_a_subscriber() {
     let server = Server::start("shards = 2\n");
-    let mut client = server.connect();
-    client.hello();
-    subscribe(&mut client, 1, &["cli"]);
+    let (client, mut pushes) = connect(crate::client::config(&server)).await;
+    client.subscribe(["cli"]).await.expect("subscribed");
     let admin = server.admin.expect("admin on").to_string();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_holdfast"))
-        .args([
-            "publish",
-            "--admin",
-            &admin,
-            "--topic",
-            "cli",
-            "--payload",
-            "from the command line",
-        ])
-        .output()
-        .unwrap();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_holdfast"))
+            .args([
+                "publish",
+                "--admin",
+                &admin,
+                "--topic",
+                "cli",
+                "--payload",
+                "from the command line",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stdout)
     );
     assert!(String::from_utf8_lossy(&output.stdout).starts_with("202 "));
+    let push = next_push(&mut pushes).await;
     assert_eq!(
-        push_of(&client.recv()),
-        ("cli".into(), 1, b"from the command line".to_vec())
+        (push.topic.as_str(), push.seq, &push.payload[..]),
+        ("cli", 1, &b"from the command line"[..])
     );
+    client.close().await;
 }
 
 #[tokio::test]
