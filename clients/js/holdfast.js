@@ -562,6 +562,8 @@ export class HoldfastClient extends EventTarget {
       this.epochs.set(topic, answer.epoch);
       const last = this.lastSeq.get(topic);
       if (answer.recovered && last !== undefined) return; // replayed pushes follow
+      // Not recovered: live pushes follow from answer.seq + 1. A restarted server that still
+      // holds its new epoch from seq 1 answers seq 0 and replays 1, 2, ...: one reset, no gap.
       if (last !== undefined && previousEpoch === answer.epoch && last < answer.seq) {
         this.emit("lost", { topic, firstMissedSeq: last + 1n, lastMissedSeq: answer.seq });
       } else if (last !== undefined && !(previousEpoch === answer.epoch && last === answer.seq)) {

@@ -446,3 +446,49 @@ test("reconnects resume each topic: replayed pushes continue, lost ranges and ne
     ],
   );
 });
+
+test("a restarted server that still holds its new epoch from seq 1 replays it: one reset, then 1, 2, ... with no gap", () => {
+  const { client, timers } = fakeClient({ topics: ["news"] });
+  const pushes = record(client, "push");
+  const lost = record(client, "lost");
+  client.connect();
+  let socket = FakeSocket.all[0];
+  socket.open();
+  socket.receive("welcome");
+  let resume = lastResume(socket);
+  socket.receive(subscribeAckFrame(resume.id, [{ epoch: 7, seq: 0 }]));
+  socket.receive(pushFrame("news", 1, "a"), pushFrame("news", 2, "b"), pushFrame("news", 3, "c"));
+  // Drain and restart: the new server published two pushes before the client came back.
+  socket.drop();
+  timers.at(-1).fn();
+  socket = FakeSocket.all[1];
+  socket.open();
+  socket.receive("welcome");
+  resume = lastResume(socket);
+  assert.deepEqual(resume.body.topics, [{ name: "news", epoch: 7n, lastSeq: 3n }]);
+  // The server's answer (docs/PROTOCOL.md, "Resume"): another epoch, not recovered, seam at
+  // seq 0; the whole new epoch follows.
+  socket.receive(
+    subscribeAckFrame(resume.id, [{ epoch: 9, seq: 0, oldestSeq: 1, recovered: false }]),
+    pushFrame("news", 1, "new a"),
+    pushFrame("news", 2, "new b"),
+  );
+  socket.receive(pushFrame("news", 3, "new c"));
+  assert.deepEqual(lost, [{ topic: "news", reset: true, lastSeenSeq: 3n, nextSeq: 1n }]);
+  assert.deepEqual(
+    pushes.slice(3).map((p) => [p.seq, p.gap, p.text]),
+    [
+      [1n, 0, "new a"],
+      [2n, 0, "new b"],
+      [3n, 0, "new c"],
+    ],
+    "every push of the new epoch once, in order, no gap",
+  );
+  // The next resume continues from the new epoch.
+  socket.drop();
+  timers.at(-1).fn();
+  socket = FakeSocket.all[2];
+  socket.open();
+  socket.receive("welcome");
+  assert.deepEqual(lastResume(socket).body.topics, [{ name: "news", epoch: 9n, lastSeq: 3n }]);
+});
