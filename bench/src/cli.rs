@@ -125,6 +125,22 @@ pub struct RunArgs {
     /// storm: retry delay after a refused or failed reconnect.
     #[arg(long, default_value_t = 100)]
     pub retry_backoff_ms: u64,
+    /// storm --storm-mode goodbye --resume: drain-and-resume. Starts --server-bin with
+    /// --server-config, subscribes --sessions holdfast-client sessions (session i to topic
+    /// i mod --resume-topics), publishes --rate-per-s round-robin over the topics through
+    /// --admin, SIGTERMs the server after --hold-s and restarts it, publishes --duration-s more;
+    /// reports published, delivered, duplicates, lost, and the time until every session is back.
+    #[arg(long, help_heading = "storm --resume")]
+    pub resume: bool,
+    /// storm --resume: topics the sessions are spread over.
+    #[arg(long, default_value_t = 4, help_heading = "storm --resume")]
+    pub resume_topics: u32,
+    /// storm --resume: the holdfast binary to start, SIGTERM and restart.
+    #[arg(long, help_heading = "storm --resume")]
+    pub server_bin: Option<PathBuf>,
+    /// storm --resume: its config file (must listen on --target, admin on --admin).
+    #[arg(long, help_heading = "storm --resume")]
+    pub server_config: Option<PathBuf>,
     /// The server's admin HTTP listener (loopback only). push: where `POST /publish` goes
     /// (default 127.0.0.1:9878); events: where `GET /metrics` is scraped for the server's
     /// accepted and dropped event counts (default: not scraped).

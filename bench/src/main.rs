@@ -35,6 +35,7 @@ fn main() {
         Command::Echo(args) => run_workload(Workload::Echo, &args),
         Command::Rate(args) => run_workload(Workload::Rate, &args),
         Command::Request(args) => run_workload(Workload::Request, &args),
+        Command::Storm(args) if args.resume => holdfast_bench::resume_storm::run(&args),
         Command::Storm(args) => run_workload(Workload::Storm, &args),
         Command::Push(args) => run_workload(Workload::Push, &args),
         Command::Events(args) => run_workload(Workload::Events, &args),
