@@ -13,6 +13,11 @@ use crate::socket;
 
 /// How long `serve` waits for every shard to report it accepts.
 pub const STARTUP_TIMEOUT_MS: u64 = 10_000;
+/// Round trips through every shard's inbox between refusing publishes and sending Drain: one
+/// for the owners to finish publishes already taken, one for their fan-out to be delivered.
+pub const DRAIN_BARRIER_ROUNDS: usize = 2;
+/// How long each of those round trips waits for the shards' answers.
+pub const DRAIN_BARRIER_TIMEOUT_MS: u64 = 1_000;
 
 /// Runs the server until SIGTERM/SIGINT and a completed drain. Returns an error message if
 /// startup failed or a shard died.
@@ -170,6 +175,16 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
                 crate::ops::systemd::notify_stopping();
                 if let Some(notice) = &drain_notice {
                     notice.draining_started();
+                }
+                // Publishes are refused from here on. Two round trips through every shard's
+                // inbox before the Drain: the first lets each owner finish the publishes it
+                // had already taken (their fan-out is then in the other shards' inboxes), the
+                // second lets every shard deliver that fan-out. So a publish answered 202
+                // before the drain reaches every session before its Goodbye.
+                for _ in 0..DRAIN_BARRIER_ROUNDS {
+                    let deadline = std::time::Instant::now()
+                        + Duration::from_millis(DRAIN_BARRIER_TIMEOUT_MS);
+                    let _ = signal_mesh.poll_stats(deadline);
                 }
                 signal_mesh.send_all_wait(|| ShardMsg::Drain);
             }
