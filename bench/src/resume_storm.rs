@@ -37,6 +37,9 @@ const CONNECT_CONCURRENCY_MAX: usize = 256;
 /// a shorter retry shows the restart sooner and is still bounded).
 const PUBLISH_RETRY_MS: u64 = 50;
 
+/// Characters of a client's state kept when summarising why sessions are not back.
+const STATE_SUMMARY_CHARS: usize = 120;
+
 /// What one session received: payload id -> times seen.
 type Seen = HashMap<u64, u32>;
 
@@ -252,6 +255,15 @@ pub fn run(args: &RunArgs) -> Result<i32> {
     }
     let stats: Vec<_> = clients.iter().map(Client::stats).collect();
     let resumed = stats.iter().filter(|s| s.sessions_opened >= 2).count();
+    // Why sessions that are not back are not: their states, by kind and cause.
+    let mut not_back: HashMap<String, u64> = HashMap::new();
+    for (client, stats) in clients.iter().zip(&stats) {
+        if stats.sessions_opened < 2 {
+            let state = format!("{:?}", client.state());
+            let key: String = state.chars().take(STATE_SUMMARY_CHARS).collect();
+            *not_back.entry(key).or_default() += 1;
+        }
+    }
     let mut lost_sorted: Vec<(u64, u64)> = lost_ids.into_iter().collect();
     lost_sorted.sort_unstable();
     let first_lost: Vec<String> = lost_sorted
@@ -277,6 +289,7 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         "all_sessions_back_ms": back_ms,
         "sessions_resumed": resumed,
         "first_lost_payloads": first_lost,
+        "not_back_states": not_back,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     runtime.block_on(async {
