@@ -182,8 +182,8 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
                 // second lets every shard deliver that fan-out. So a publish answered 202
                 // before the drain reaches every session before its Goodbye.
                 for _ in 0..DRAIN_BARRIER_ROUNDS {
-                    let deadline = std::time::Instant::now()
-                        + Duration::from_millis(DRAIN_BARRIER_TIMEOUT_MS);
+                    let deadline =
+                        std::time::Instant::now() + Duration::from_millis(DRAIN_BARRIER_TIMEOUT_MS);
                     let _ = signal_mesh.poll_stats(deadline);
                 }
                 signal_mesh.send_all_wait(|| ShardMsg::Drain);
