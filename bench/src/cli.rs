@@ -67,6 +67,19 @@ pub struct RunArgs {
     /// Sessions per loopback source address (127.0.0.2, .3, ...), under the ~28k ephemeral ports.
     #[arg(long, default_value_t = crate::sockets::SESSIONS_PER_SOURCE_ADDR_DEFAULT)]
     pub sessions_per_source_addr: u32,
+    /// Transport under the frames: plain TCP, TLS (ALPN holdfast/1), WebSocket (binary messages,
+    /// subprotocol holdfast.v1) or WebSocket over TLS. Its handshake counts in the setup time.
+    #[arg(long, value_enum, default_value_t = crate::transport::TransportKind::Tcp)]
+    pub transport: crate::transport::TransportKind,
+    /// tls, wss: PEM file of the server's certificate (or its CA) to trust.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// tls, wss: the name the server's certificate must carry (sent as SNI).
+    #[arg(long, default_value = "localhost")]
+    pub tls_server_name: String,
+    /// ws, wss: the path of the HTTP Upgrade (the server's ws_path).
+    #[arg(long, default_value = "/ws")]
+    pub ws_path: String,
     /// Skip Hello/Welcome and speak only Echo frames (for servers that know no sessions).
     #[arg(long)]
     pub raw: bool,

@@ -95,6 +95,12 @@ pub fn plan_workers(workload: Workload, args: &RunArgs) -> Result<Vec<WorkerPlan
             },
             event_topic: args.event_topic.clone(),
             event_ack: args.ack,
+            transport: crate::transport::TransportPlan {
+                kind: args.transport,
+                tls_ca: args.tls_ca.clone(),
+                tls_server_name: args.tls_server_name.clone(),
+                ws_path: args.ws_path.clone(),
+            },
         });
         first += u64::from(sessions);
     }

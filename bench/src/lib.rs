@@ -12,6 +12,7 @@
 //! - [`events`]: the `events` workload's Event frame, `/metrics` and per-thread CPU sampler, summary.
 //! - [`plot`]: charts from `.hgrm` and interval logs; [`compare`]: Holdfast against the baselines.
 //! - [`echo_server`]: frame logic of the baseline servers (bench/baselines/).
+//! - [`transport`]: the client side of tcp, tls, ws and wss under a worker's sessions.
 //!
 //! The workers know nothing about the report; the parent never touches a session socket.
 
@@ -29,4 +30,5 @@ pub mod push;
 pub mod report;
 pub mod schedule;
 pub mod sockets;
+pub mod transport;
 pub mod worker;
