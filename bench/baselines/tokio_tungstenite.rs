@@ -92,6 +92,8 @@ fn tls_acceptor(
 }
 
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S) {
+    // The Err type (an HTTP error response) is tungstenite's Callback signature, not ours.
+    #[allow(clippy::result_large_err)]
     let choose_subprotocol = |_request: &Request, mut response: Response| {
         response.headers_mut().insert(
             "Sec-WebSocket-Protocol",
