@@ -218,6 +218,11 @@ pub struct CompareArgs {
     /// Connection counts to measure.
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     pub connections: Vec<u32>,
+    /// Transports to measure. tcp runs --targets; tls runs Holdfast's TLS listener against the
+    /// tokio-rustls baseline, ws and wss Holdfast's WebSocket listener (wss: on its TLS listener)
+    /// against the tokio-tungstenite baseline, with a self-signed certificate made for the run.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "tcp")]
+    pub transports: Vec<crate::transport::TransportKind>,
     /// Repetitions of the whole set; medians and spread are reported.
     #[arg(long, default_value_t = 3)]
     pub runs: u32,
