@@ -266,15 +266,27 @@ fn echo_reaches_the_tokio_rustls_and_tokio_tungstenite_baselines() {
     }
 }
 
+/// Refused handshakes (the client's bad_certificate alert) close only their own connections:
+/// trusting clients right after them open every session, several rounds over.
 #[test]
-fn a_tls_client_that_does_not_trust_the_certificate_opens_no_session() {
+fn untrusting_clients_open_no_session_and_trusting_clients_after_them_open_all() {
     let dir = tempfile::tempdir().unwrap();
     let tls = write_self_signed(dir.path()).unwrap();
     let server = start_holdfast(dir.path(), &tls);
     // Another self-signed certificate: the server's chain does not lead to it.
     let stranger = write_self_signed(&dir.path().join("stranger")).unwrap();
+    for round in 0..REFUSED_ROUNDS {
+        refused_then_trusted(&server, &tls, &stranger, round);
+    }
+}
+
+const REFUSED_ROUNDS: u32 = 3;
+
+fn refused_then_trusted(server: &Holdfast, tls: &TlsFiles, stranger: &TlsFiles, round: u32) {
     for transport in ["tls", "wss"] {
-        let s = echo(transport, server.target(transport), &stranger, &[]);
+        let s = echo(transport, server.target(transport), tls, &[]);
+        assert_echo_clean(&s, &format!("round {round}: trusting {transport} client"));
+        let s = echo(transport, server.target(transport), stranger, &[]);
         assert_eq!(count(&s, "sessions_opened"), 0, "{transport}: {s:#}");
         let failed: u64 = s["counters"]["connect_failed"]
             .as_object()
