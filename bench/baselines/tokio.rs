@@ -5,7 +5,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::BytesMut;
-use holdfast_bench::echo_server::{answer_frames, baseline_args, BASELINE_READ_BYTES};
+use holdfast_bench::echo_server::{
+    answer_frames, baseline_args, reuseport_listener, BASELINE_READ_BYTES,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[global_allocator]
@@ -27,26 +29,6 @@ fn main() -> std::io::Result<()> {
             tokio::spawn(serve(stream));
         }
     })
-}
-
-/// Listen backlog: the same as glommio's listeners use.
-const LISTEN_BACKLOG: i32 = 1024;
-
-/// A non-blocking listener with SO_REUSEPORT (as glommio's), so several baseline processes can
-/// share one port: that is how one client run reaches 100,000 sessions past RLIMIT_NOFILE.
-fn reuseport_listener(listen: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let domain = if listen.is_ipv4() {
-        socket2::Domain::IPV4
-    } else {
-        socket2::Domain::IPV6
-    };
-    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
-    socket.set_reuse_port(true)?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&listen.into())?;
-    socket.listen(LISTEN_BACKLOG)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
 }
 
 async fn serve(mut stream: tokio::net::TcpStream) {

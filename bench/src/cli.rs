@@ -67,6 +67,19 @@ pub struct RunArgs {
     /// Sessions per loopback source address (127.0.0.2, .3, ...), under the ~28k ephemeral ports.
     #[arg(long, default_value_t = crate::sockets::SESSIONS_PER_SOURCE_ADDR_DEFAULT)]
     pub sessions_per_source_addr: u32,
+    /// Transport under the frames: plain TCP, TLS (ALPN holdfast/1), WebSocket (binary messages,
+    /// subprotocol holdfast.v1) or WebSocket over TLS. Its handshake counts in the setup time.
+    #[arg(long, value_enum, default_value_t = crate::transport::TransportKind::Tcp)]
+    pub transport: crate::transport::TransportKind,
+    /// tls, wss: PEM file of the server's certificate (or its CA) to trust.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// tls, wss: the name the server's certificate must carry (sent as SNI).
+    #[arg(long, default_value = "localhost")]
+    pub tls_server_name: String,
+    /// ws, wss: the path of the HTTP Upgrade (the server's ws_path).
+    #[arg(long, default_value = "/ws")]
+    pub ws_path: String,
     /// Skip Hello/Welcome and speak only Echo frames (for servers that know no sessions).
     #[arg(long)]
     pub raw: bool,
@@ -221,6 +234,11 @@ pub struct CompareArgs {
     /// Connection counts to measure.
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     pub connections: Vec<u32>,
+    /// Transports to measure. tcp runs --targets; tls runs Holdfast's TLS listener against the
+    /// tokio-rustls baseline, ws and wss Holdfast's WebSocket listener (wss: on its TLS listener)
+    /// against the tokio-tungstenite baseline, with a self-signed certificate made for the run.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "tcp")]
+    pub transports: Vec<crate::transport::TransportKind>,
     /// Repetitions of the whole set; medians and spread are reported.
     #[arg(long, default_value_t = 3)]
     pub runs: u32,

@@ -18,14 +18,62 @@ use crate::cli::{CompareArgs, RunArgs};
 use crate::clock::{mono_ns, NS_PER_MS};
 use crate::coordinator;
 use crate::msg::Workload;
+use crate::transport::TransportKind;
 
 /// How long a server gets to exit after SIGTERM before SIGKILL.
 const SERVER_STOP_TIMEOUT_MS: u64 = 5_000;
+/// Holdfast measured on tls, ws or wss still has its plain listener and admin listener: they go
+/// on the measured port plus these offsets.
+const HOLDFAST_PLAIN_PORT_OFFSET: u16 = 2_000;
+const HOLDFAST_ADMIN_PORT_OFFSET: u16 = 4_000;
+
+/// The server a transport's Holdfast figure is divided by (same transport, task per connection).
+pub fn transport_baseline(transport: TransportKind) -> &'static str {
+    match transport {
+        TransportKind::Tcp => "tokio",
+        TransportKind::Tls => "tokio-rustls",
+        TransportKind::Ws | TransportKind::Wss => "tokio-tungstenite",
+    }
+}
+
+/// The targets measured on one transport: --targets on tcp, Holdfast and its baseline otherwise.
+fn transport_targets(transport: TransportKind, args: &CompareArgs) -> Vec<String> {
+    match transport {
+        TransportKind::Tcp => args.targets.clone(),
+        other => vec!["holdfast".to_owned(), transport_baseline(other).to_owned()],
+    }
+}
+
+/// The PEM files of the run's self-signed certificate (for localhost and 127.0.0.1).
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Writes a fresh self-signed certificate and key under `dir` (made for this run, never kept
+/// in the repository).
+pub fn write_self_signed(dir: &Path) -> Result<TlsFiles> {
+    std::fs::create_dir_all(dir)?;
+    let params =
+        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .context("certificate names")?;
+    let key = rcgen::KeyPair::generate().context("key pair")?;
+    let cert = params.self_signed(&key).context("self-sign")?;
+    let files = TlsFiles {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    };
+    std::fs::write(&files.cert, cert.pem())?;
+    std::fs::write(&files.key, key.serialize_pem())?;
+    Ok(files)
+}
 
 /// One measurement of one target.
 #[derive(Clone, Debug, Serialize)]
 pub struct Sample {
     pub target: String,
+    pub transport: TransportKind,
     pub connections: u32,
     pub run: u32,
     pub replies_per_s: f64,
@@ -44,29 +92,55 @@ struct RunArgsDefaults {
     args: RunArgs,
 }
 
-fn server_command(target: &str, args: &CompareArgs, listen: SocketAddr) -> Result<Command> {
+fn server_command(
+    target: &str,
+    transport: TransportKind,
+    args: &CompareArgs,
+    listen: SocketAddr,
+    tls: Option<&TlsFiles>,
+) -> Result<Command> {
     let exe_dir = std::env::current_exe()?
         .parent()
         .context("exe dir")?
         .to_owned();
     let cores = args.server_cores.to_string();
+    let listen_addr = listen;
     let listen = listen.to_string();
-    let (bin, extra): (PathBuf, Vec<&str>) = match target {
+    let tls_args = |tls: Option<&TlsFiles>| -> Result<Vec<String>> {
+        let tls = tls.context("a TLS transport needs the run's certificate")?;
+        Ok(vec![
+            "--cert".to_owned(),
+            tls.cert.display().to_string(),
+            "--key".to_owned(),
+            tls.key.display().to_string(),
+        ])
+    };
+    let (bin, extra): (PathBuf, Vec<String>) = match target {
         "holdfast" => {
             let bin = args
                 .holdfast_bin
                 .clone()
                 .unwrap_or_else(|| exe_dir.join("holdfast"));
-            (bin, vec!["serve", "--listen", &listen, "--shards", &cores])
+            let mut extra = vec!["serve".to_owned(), "--shards".to_owned(), cores];
+            if transport == TransportKind::Tcp {
+                extra.extend(["--listen".to_owned(), listen]);
+            } else {
+                let config = holdfast_transport_config(transport, listen_addr, tls, &args.out)?;
+                extra.extend(["--config".to_owned(), config.display().to_string()]);
+            }
+            (bin, extra)
         }
-        "glommio" | "tokio" => {
+        "glommio" | "tokio" | "tokio-rustls" | "tokio-tungstenite" => {
             let dir = args.baselines_dir.clone().unwrap_or(exe_dir);
-            (
-                dir.join(format!("holdfast-baseline-{target}")),
-                vec!["--listen", &listen, "--cores", &cores],
-            )
+            let mut extra = vec!["--listen".to_owned(), listen, "--cores".to_owned(), cores];
+            if transport.uses_tls() {
+                extra.extend(tls_args(tls)?);
+            }
+            (dir.join(format!("holdfast-baseline-{target}")), extra)
         }
-        other => bail!("unknown target {other:?}: use holdfast, glommio, tokio"),
+        other => bail!(
+            "unknown target {other:?}: use holdfast, glommio, tokio, tokio-rustls, tokio-tungstenite"
+        ),
     };
     if !bin.exists() {
         bail!(
@@ -79,9 +153,51 @@ fn server_command(target: &str, args: &CompareArgs, listen: SocketAddr) -> Resul
     Ok(command)
 }
 
-fn start_server(target: &str, args: &CompareArgs, listen: SocketAddr, log: &Path) -> Result<Child> {
+/// A config file for Holdfast measured on `transport`: its TLS or WebSocket listener on `listen`
+/// (wss: the TLS listener, which upgrades ALPN http/1.1 connections), the plain and admin
+/// listeners moved out of the way.
+fn holdfast_transport_config(
+    transport: TransportKind,
+    listen: SocketAddr,
+    tls: Option<&TlsFiles>,
+    out: &Path,
+) -> Result<PathBuf> {
+    let offset = |by: u16| SocketAddr::new(listen.ip(), listen.port().wrapping_add(by).max(1024));
+    let mut toml = format!(
+        "listen = \"{}\"\nadmin_listen = \"{}\"\n",
+        offset(HOLDFAST_PLAIN_PORT_OFFSET),
+        offset(HOLDFAST_ADMIN_PORT_OFFSET)
+    );
+    if transport.uses_tls() {
+        let tls = tls.context("a TLS transport needs the run's certificate")?;
+        toml.push_str(&format!(
+            "tls_listen = \"{listen}\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+            tls.cert.display(),
+            tls.key.display()
+        ));
+    } else {
+        toml.push_str(&format!("ws_listen = \"{listen}\"\n"));
+    }
+    if transport.uses_ws() {
+        toml.push_str("ws_path = \"/ws\"\n");
+    }
+    let dir = out.join("compare-logs");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("holdfast-{}.toml", transport.name()));
+    std::fs::write(&path, toml)?;
+    Ok(path)
+}
+
+fn start_server(
+    target: &str,
+    transport: TransportKind,
+    args: &CompareArgs,
+    listen: SocketAddr,
+    log: &Path,
+    tls: Option<&TlsFiles>,
+) -> Result<Child> {
     let log_file = std::fs::File::create(log)?;
-    let mut child = server_command(target, args, listen)?
+    let mut child = server_command(target, transport, args, listen, tls)?
         .stdin(Stdio::null())
         .stdout(log_file.try_clone()?)
         .stderr(log_file)
@@ -141,10 +257,12 @@ pub fn attached(target: &str, attach: &[String]) -> Result<Option<(SocketAddr, u
 
 fn measure(
     target: &str,
+    transport: TransportKind,
     connections: u32,
     run: u32,
     port: u16,
     args: &CompareArgs,
+    tls: Option<&TlsFiles>,
 ) -> Result<Sample> {
     let logs = args.out.join("compare-logs");
     std::fs::create_dir_all(&logs)?;
@@ -152,8 +270,11 @@ fn measure(
         Some((addr, pid)) => (addr, None, pid),
         None => {
             let listen: SocketAddr = ([127, 0, 0, 1], port).into();
-            let log = logs.join(format!("{target}-{connections}-{run}.log"));
-            let server = start_server(target, args, listen, &log)?;
+            let log = logs.join(format!(
+                "{target}-{}-{connections}-{run}.log",
+                transport.name()
+            ));
+            let server = start_server(target, transport, args, listen, &log, tls)?;
             let pid = server.id();
             (listen, Some(server), pid)
         }
@@ -169,7 +290,13 @@ fn measure(
     run_args.inflight = args.inflight;
     run_args.server_pid = Some(pid);
     run_args.out = args.out.join("compare-runs");
-    run_args.label = Some(format!("{target}-{connections}-run{run}"));
+    run_args.label = Some(format!(
+        "{target}-{}-{connections}-run{run}",
+        transport.name()
+    ));
+    run_args.transport = transport;
+    run_args.tls_ca = tls.map(|t| t.cert.clone());
+    run_args.ws_path = "/ws".to_owned();
     let result = coordinator::run(Workload::Echo, &run_args);
     if let Some(server) = server {
         stop_server(server);
@@ -180,6 +307,7 @@ fn measure(
     let latency = &report.histograms.get("latency");
     Ok(Sample {
         target: target.to_owned(),
+        transport,
         connections,
         run,
         replies_per_s: report.replies_per_s,
@@ -210,36 +338,69 @@ pub fn run(args: &CompareArgs) -> Result<()> {
     let mut samples: Vec<Sample> = Vec::new();
     let mut skipped: BTreeMap<String, String> = BTreeMap::new();
     let mut port = args.port_base;
+    let tls = if args.transports.iter().any(|t| t.uses_tls()) {
+        Some(write_self_signed(&args.out.join("compare-tls"))?)
+    } else {
+        None
+    };
     for run in 0..args.runs {
-        for &connections in &args.connections {
-            let n = args.targets.len();
-            for k in 0..n {
-                let target = &args.targets[(k + run as usize) % n];
-                if skipped.contains_key(target) {
-                    continue;
-                }
-                port = port.wrapping_add(1).max(1024);
-                eprintln!(
-                    "== compare run {}/{} {target} {connections} connections (port {port})",
-                    run + 1,
-                    args.runs
-                );
-                match measure(target, connections, run, port, args) {
-                    Ok(sample) => samples.push(sample),
-                    Err(e) if run == 0 && samples.iter().all(|s| &s.target != target) => {
-                        eprintln!("skipping {target}: {e:#}");
-                        skipped.insert(target.clone(), format!("{e:#}"));
+        for &transport in &args.transports {
+            let targets = transport_targets(transport, args);
+            for &connections in &args.connections {
+                let n = targets.len();
+                for k in 0..n {
+                    let target = &targets[(k + run as usize) % n];
+                    let key = format!("{target}/{}", transport.name());
+                    if skipped.contains_key(&key) {
+                        continue;
                     }
-                    Err(e) => {
-                        return Err(
-                            e.context(format!("{target} at {connections} connections, run {run}"))
-                        )
+                    port = port.wrapping_add(1).max(1024);
+                    eprintln!(
+                        "== compare run {}/{} {target} over {} {connections} connections (port {port})",
+                        run + 1,
+                        args.runs,
+                        transport.name()
+                    );
+                    match measure(
+                        target,
+                        transport,
+                        connections,
+                        run,
+                        port,
+                        args,
+                        tls.as_ref(),
+                    ) {
+                        Ok(sample) => samples.push(sample),
+                        Err(e)
+                            if run == 0
+                                && samples
+                                    .iter()
+                                    .all(|s| &s.target != target || s.transport != transport) =>
+                        {
+                            eprintln!("skipping {key}: {e:#}");
+                            skipped.insert(key, format!("{e:#}"));
+                        }
+                        Err(e) => {
+                            return Err(
+                                e.context(format!("{key} at {connections} connections, run {run}"))
+                            )
+                        }
                     }
                 }
             }
         }
     }
-    print_table(args, &samples, &skipped);
+    let tcp: Vec<Sample> = samples
+        .iter()
+        .filter(|s| s.transport == TransportKind::Tcp)
+        .cloned()
+        .collect();
+    if !tcp.is_empty() {
+        print_table(args, &tcp, &skipped);
+    }
+    if args.transports.iter().any(|&t| t != TransportKind::Tcp) {
+        print_transport_table(args, &samples);
+    }
     std::fs::create_dir_all(&args.out)?;
     let path = args.out.join("compare.json");
     let json =
@@ -247,6 +408,80 @@ pub fn run(args: &CompareArgs) -> Result<()> {
     std::fs::write(&path, serde_json::to_vec_pretty(&json)?)?;
     println!("wrote {}", path.display());
     Ok(())
+}
+
+/// Holdfast against the same transport's baseline: round trips per server CPU-second.
+fn print_transport_table(args: &CompareArgs, samples: &[Sample]) {
+    println!(
+        "\nTransports: echo, {}-byte frames, {} in flight per connection, server on {} core(s), {} s measured after {} s warm-up, {} run(s); medians [min..max]",
+        args.payload_bytes + 16,
+        args.inflight,
+        args.server_cores,
+        args.duration_s,
+        args.warmup_s,
+        args.runs
+    );
+    println!("| transport | connections | Holdfast round trips per server CPU-s | baseline | baseline round trips per server CPU-s | Holdfast / baseline | Holdfast p99 us | baseline p99 us |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let pick = |target: &str, transport: TransportKind, connections: u32, f: fn(&Sample) -> f64| {
+        samples
+            .iter()
+            .filter(|s| {
+                s.target == target && s.transport == transport && s.connections == connections
+            })
+            .map(f)
+            .collect::<Vec<f64>>()
+    };
+    let spread = |v: &[f64]| {
+        if v.is_empty() {
+            return "-".to_owned();
+        }
+        format!(
+            "{:.0} [{:.0}..{:.0}]",
+            median(v),
+            v.iter().copied().fold(f64::MAX, f64::min),
+            v.iter().copied().fold(0.0, f64::max)
+        )
+    };
+    let p99 = |v: &[f64]| {
+        if v.is_empty() {
+            "-".to_owned()
+        } else {
+            format!("{:.0}", median(v))
+        }
+    };
+    for &transport in &args.transports {
+        let baseline = transport_baseline(transport);
+        for &connections in &args.connections {
+            let eff = |target| {
+                pick(target, transport, connections, |s| {
+                    s.round_trips_per_server_cpu_s
+                })
+            };
+            let lat = |target| pick(target, transport, connections, |s| s.latency_p99_us as f64);
+            let (ours, theirs) = (eff("holdfast"), eff(baseline));
+            let ratio = if ours.is_empty() || theirs.is_empty() {
+                "-".to_owned()
+            } else {
+                format!("{:.2}x", median(&ours) / median(&theirs))
+            };
+            println!(
+                "| {} | {connections} | {} | {baseline} | {} | {ratio} | {} | {} |",
+                transport.name(),
+                spread(&ours),
+                spread(&theirs),
+                p99(&lat("holdfast")),
+                p99(&lat(baseline)),
+            );
+        }
+    }
+    let bad = samples
+        .iter()
+        .filter(|s| s.errors > 0 || s.requests_unaccounted != 0)
+        .count();
+    if bad > 0 {
+        println!("WARNING: {bad} measurements had errors or unaccounted requests (compare.json)");
+    }
 }
 
 fn print_table(args: &CompareArgs, samples: &[Sample], skipped: &BTreeMap<String, String>) {

@@ -95,6 +95,12 @@ pub fn plan_workers(workload: Workload, args: &RunArgs) -> Result<Vec<WorkerPlan
             },
             event_topic: args.event_topic.clone(),
             event_ack: args.ack,
+            transport: crate::transport::TransportPlan {
+                kind: args.transport,
+                tls_ca: args.tls_ca.clone(),
+                tls_server_name: args.tls_server_name.clone(),
+                ws_path: args.ws_path.clone(),
+            },
         });
         first += u64::from(sessions);
     }
@@ -171,7 +177,9 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunReport> {
         None
     };
     let memory_before = match (workload, args.server_pid) {
-        (Workload::Connect, Some(pid)) => Some(procfs::memory_snapshot(pid)?),
+        (Workload::Connect, Some(pid)) => {
+            Some((procfs::memory_snapshot(pid)?, procfs::cpu_us(pid)?))
+        }
         _ => None,
     };
     let (tx, rx) = mpsc::channel();
@@ -189,11 +197,16 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunReport> {
         return Err(e);
     }
     let memory = match (memory_before, args.server_pid) {
-        (Some(before), Some(pid)) => {
+        (Some((before, cpu_before_us)), Some(pid)) => {
+            let setup_cpu_us = procfs::cpu_us(pid)?.saturating_sub(cpu_before_us);
             sleep_until_ns(mono_ns() + MEMORY_SETTLE_MS * NS_PER_MS);
             let after = procfs::memory_snapshot(pid)?;
             let open = run.setup_counters().sessions_open;
-            Some(procfs::memory_per_session(&before, &after, open, open))
+            let mut memory = procfs::memory_per_session(&before, &after, open, open);
+            memory.setup_server_cpu_us = Some(setup_cpu_us);
+            memory.setups_per_server_cpu_s =
+                (setup_cpu_us > 0).then(|| open as f64 * 1e6 / setup_cpu_us as f64);
+            Some(memory)
         }
         _ => None,
     };

@@ -90,11 +90,73 @@ fn answer_request(frame: &[u8], id: u64, out: &mut BytesMut) -> Result<(), BadFr
     Ok(())
 }
 
+/// Listen backlog: the same as glommio's listeners use.
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// A non-blocking listener with SO_REUSEPORT (as glommio's), so several baseline processes can
+/// share one port: that is how one client run reaches 100,000 sessions past RLIMIT_NOFILE.
+pub fn reuseport_listener(listen: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let domain = if listen.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    socket.set_reuse_port(true)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&listen.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Arguments of the TLS and WebSocket baselines: `--listen`, `--cores` and, for TLS, the PEM
+/// files `--cert` and `--key`.
+pub struct BaselineTlsArgs {
+    pub listen: std::net::SocketAddr,
+    pub cores: usize,
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+}
+
+/// Parses `--cert FILE --key FILE` out of the arguments, the rest as [`baseline_args`] does.
+pub fn baseline_tls_args(name: &str) -> BaselineTlsArgs {
+    let mut cert = None;
+    let mut key = None;
+    let mut rest = vec![];
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--cert" | "--key" => {
+                let value = args
+                    .next()
+                    .unwrap_or_else(|| usage(name, &format!("{arg} needs a value")));
+                let slot = if arg == "--cert" { &mut cert } else { &mut key };
+                *slot = Some(std::path::PathBuf::from(value));
+            }
+            _ => rest.push(arg),
+        }
+    }
+    let (listen, cores) = parse_baseline_args(name, rest.into_iter());
+    BaselineTlsArgs {
+        listen,
+        cores,
+        cert,
+        key,
+    }
+}
+
 /// Parses `--listen ADDR` and `--cores N` (alias `--shards`) for the baseline binaries.
 pub fn baseline_args(name: &str) -> (std::net::SocketAddr, usize) {
+    parse_baseline_args(name, std::env::args().skip(1))
+}
+
+fn parse_baseline_args(
+    name: &str,
+    mut args: impl Iterator<Item = String>,
+) -> (std::net::SocketAddr, usize) {
     let mut listen: std::net::SocketAddr = "127.0.0.1:7879".parse().expect("static");
     let mut cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || {
             args.next()
@@ -119,7 +181,7 @@ pub fn baseline_args(name: &str) -> (std::net::SocketAddr, usize) {
 }
 
 fn usage(name: &str, problem: &str) -> ! {
-    eprintln!("{problem}\nusage: {name} [--listen 127.0.0.1:7879] [--cores N]\n  echoes Holdfast frames byte-exact; answers Hello with Welcome and Ping with Pong");
+    eprintln!("{problem}\nusage: {name} [--listen 127.0.0.1:7879] [--cores N] [--cert PEM --key PEM]\n  echoes Holdfast frames byte-exact; answers Hello with Welcome and Ping with Pong");
     std::process::exit(if problem.is_empty() { 0 } else { 2 })
 }
 

@@ -14,6 +14,7 @@
 //! - [`events`]: the `events` workload's Event frame, `/metrics` and per-thread CPU sampler, summary.
 //! - [`plot`]: charts from `.hgrm` and interval logs; [`compare`]: Holdfast against the baselines.
 //! - [`echo_server`]: frame logic of the baseline servers (bench/baselines/).
+//! - [`transport`]: the client side of tcp, tls, ws and wss under a worker's sessions.
 //!
 //! The workers know nothing about the report; the parent never touches a session socket.
 
@@ -32,4 +33,5 @@ pub mod report;
 pub mod resume_storm;
 pub mod schedule;
 pub mod sockets;
+pub mod transport;
 pub mod worker;

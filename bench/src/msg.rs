@@ -132,6 +132,8 @@ pub struct WorkerPlan {
     /// events: the Event frames' topic, and whether each asks for an Ack (closed loop).
     pub event_topic: String,
     pub event_ack: bool,
+    /// tcp, tls, ws or wss, and what TLS and WebSocket need.
+    pub transport: crate::transport::TransportPlan,
 }
 
 /// The measured window, in CLOCK_MONOTONIC ns, the same for every worker.

@@ -158,6 +158,10 @@ pub struct MemoryPerSession {
     /// io_kiocb alone per session (all of it is the server's: the client uses epoll).
     pub io_kiocb_bytes_per_session: Option<f64>,
     pub meminfo_slab_delta_bytes: Option<i64>,
+    /// connect: server CPU from before the first connect to the last session open (accepts,
+    /// TLS or WebSocket handshakes, Hello/Welcome), and sessions set up per server CPU-second.
+    pub setup_server_cpu_us: Option<u64>,
+    pub setups_per_server_cpu_s: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -221,6 +225,8 @@ pub fn memory_per_session(
         slab_rows,
         server_slab_bytes_per_session: server_total.map(|t| per(t as f64)),
         meminfo_slab_delta_bytes,
+        setup_server_cpu_us: None,
+        setups_per_server_cpu_s: None,
     }
 }
 

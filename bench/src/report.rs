@@ -381,6 +381,13 @@ impl RunReport {
                 "server memory: {} sessions: RSS {:+} bytes = {:.0} B/session; kernel slab (server share) {:?} B/session; io_kiocb {:?} B/session",
                 m.sessions, m.rss_delta_bytes, m.rss_bytes_per_session, m.server_slab_bytes_per_session.map(|v| v.round()), m.io_kiocb_bytes_per_session.map(|v| v.round())
             );
+            if let (Some(cpu_us), Some(rate)) = (m.setup_server_cpu_us, m.setups_per_server_cpu_s) {
+                println!(
+                    "server setup CPU: {:.3} CPU-s for {} sessions = {rate:.0} session setups per server CPU-second",
+                    cpu_us as f64 / 1e6,
+                    m.sessions
+                );
+            }
             for (name, d) in &m.slab_rows {
                 println!(
                     "  slab {:<18} objects {:+} bytes {:+} server bytes {:+}",

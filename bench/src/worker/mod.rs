@@ -20,6 +20,7 @@ use crate::hist::{self, Hist};
 use crate::msg::{self, Command, Counters, Final, Phases, Report, StormMode, WorkerPlan, Workload};
 use crate::schedule::{OpenLoop, RateSchedule};
 use crate::sockets;
+use crate::transport::{Conn, Connector, TransportKind};
 use session::{FrameOutcome, Session, State};
 use template::Template;
 
@@ -68,6 +69,8 @@ pub struct Worker {
     counters: Counters,
     hists: Histograms,
     template: Template,
+    /// The transport every session speaks (tcp, tls, ws, wss).
+    connector: Connector,
     scratch: Vec<u8>,
     frame_scratch: BytesMut,
     /// Sessions waiting to (re)connect, by earliest start time.
@@ -146,6 +149,7 @@ impl Worker {
             template.request_bytes(),
             plan.max_frame_bytes
         );
+        let connector = Connector::new(&plan.transport, plan.target)?;
         let poll = Poll::new().context("epoll_create")?;
         set_nonblocking(0)?;
         poll.registry()
@@ -170,6 +174,7 @@ impl Worker {
             counters: Counters::default(),
             hists: Histograms::new(),
             template,
+            connector,
             scratch: vec![0; READ_SCRATCH_BYTES],
             frame_scratch: BytesMut::with_capacity(1024),
             to_open,
@@ -352,7 +357,8 @@ impl Worker {
         session.attempt += 1;
         session.connect_started_ns = now;
         match sockets::start_connect(self.plan.target, source) {
-            Ok(mut stream) => {
+            Ok(stream) => {
+                let mut stream = Conn::new(stream);
                 if let Err(e) = self.poll.registry().register(
                     &mut stream,
                     Token(idx),
@@ -434,6 +440,12 @@ impl Worker {
     fn on_connected(&mut self, idx: usize, now: u64) {
         self.counters.connected += 1;
         let session = &mut self.sessions[idx];
+        if let Some(conn) = session.stream.as_mut() {
+            // TLS and WebSocket handshakes run on the next reads and writes; the Hello waits.
+            if let Err(e) = self.connector.start(conn) {
+                return self.connect_failed(idx, &e, now);
+            }
+        }
         session.connected_ns = now;
         let connect_us = (now - session.connect_started_ns) / NS_PER_US;
         self.counters.samples_clamped +=
@@ -782,7 +794,7 @@ impl Worker {
             }
             if reset {
                 if let Some(stream) = &self.sessions[idx].stream {
-                    let _ = sockets::set_reset_on_close(stream);
+                    let _ = sockets::set_reset_on_close(stream.tcp());
                 }
             }
             self.close_session(idx, now, Some(0));
@@ -802,7 +814,9 @@ impl Worker {
         match session.state {
             State::Connecting => self.check_connect(idx, now),
             State::Handshaking | State::Open => {
-                if writable {
+                // A TLS or WebSocket read may have finished a handshake or left records and
+                // control frames to send: look at the session's writes after every event.
+                if writable || self.connector.kind() != TransportKind::Tcp {
                     self.mark_dirty(idx);
                 }
                 self.read_session(idx, now);
@@ -815,6 +829,7 @@ impl Worker {
         let Some(stream) = &self.sessions[idx].stream else {
             return;
         };
+        let stream = stream.tcp();
         match stream.take_error() {
             Ok(Some(e)) | Err(e) => return self.connect_failed(idx, &e, now),
             Ok(None) => {}
@@ -871,7 +886,9 @@ impl Worker {
                 }
                 Ok(holdfast_protocol::decode::Fed::All) => {}
             }
-            if n < self.scratch.len() {
+            // A short read of a TCP socket drained it; the other transports read until
+            // WouldBlock (one TLS record or WebSocket message per read).
+            if n < self.scratch.len() && self.connector.kind() == TransportKind::Tcp {
                 break;
             }
         }
@@ -1072,6 +1089,9 @@ impl Worker {
         if written > 0 {
             link.out.drain(..written);
             link.last_tx_ns = now;
+        }
+        if let Err(e) = stream.flush_pending() {
+            return self.lost_connection(idx, sockets::error_name(&e), now);
         }
         let streaming = self.plan.workload == Workload::Events && !self.plan.event_ack;
         if streaming && link.out.is_empty() {

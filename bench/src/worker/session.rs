@@ -54,7 +54,8 @@ impl FrameOutcome {
 }
 
 pub struct Session {
-    pub stream: Option<mio::net::TcpStream>,
+    /// The socket and its transport (tcp, tls, ws, wss).
+    pub stream: Option<crate::transport::Conn>,
     pub state: State,
     /// Bumped on every connect attempt; timeouts carry it so a stale one is ignored.
     pub attempt: u32,

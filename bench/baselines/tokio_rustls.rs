@@ -1,0 +1,89 @@
+//! Baseline: tokio + tokio-rustls, a task per connection (multi-thread runtime, one worker thread
+//! per core), SO_REUSEPORT listener, TLS 1.3/1.2 with the ring provider and ALPN `holdfast/1`
+//! (the same rustls as Holdfast's TLS listener). Inside TLS it speaks the same frames as the tokio
+//! baseline: echoes byte-exact, answers Hello with Welcome and Ping with Pong.
+//! `holdfast-baseline-tokio-rustls --listen 127.0.0.1:7879 --cores 1 --cert cert.pem --key key.pem`
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use holdfast_bench::echo_server::{
+    answer_frames, baseline_tls_args, reuseport_listener, BASELINE_READ_BYTES,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
+
+const NAME: &str = "holdfast-baseline-tokio-rustls";
+
+fn main() -> std::io::Result<()> {
+    let args = baseline_tls_args(NAME);
+    let (Some(cert), Some(key)) = (args.cert, args.key) else {
+        eprintln!("{NAME}: --cert PEM and --key PEM are required");
+        std::process::exit(2);
+    };
+    let certs = CertificateDer::pem_file_iter(&cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(std::io::Error::other)?;
+    let key = PrivateKeyDer::from_pem_file(&key).map_err(std::io::Error::other)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(std::io::Error::other)?;
+    config.alpn_protocols = vec![b"holdfast/1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.cores)
+        .enable_io()
+        .build()?;
+    let listen = args.listen;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(reuseport_listener(listen)?)?;
+        eprintln!(
+            "{NAME} listening on {listen} with {} worker threads",
+            args.cores
+        );
+        loop {
+            let (stream, _) = listener.accept().await?;
+            tokio::spawn(serve(acceptor.clone(), stream));
+        }
+    })
+}
+
+async fn serve(acceptor: tokio_rustls::TlsAcceptor, stream: tokio::net::TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let Ok(mut stream) = acceptor.accept(stream).await else {
+        return;
+    };
+    let session_id = NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed);
+    let mut input = BytesMut::with_capacity(BASELINE_READ_BYTES);
+    let mut out = BytesMut::with_capacity(BASELINE_READ_BYTES);
+    loop {
+        match stream.read_buf(&mut input).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let Ok(consumed) = answer_frames(&input, &mut out, session_id) else {
+            return;
+        };
+        let _ = input.split_to(consumed);
+        if !out.is_empty() {
+            if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
+                return;
+            }
+            out.clear();
+        }
+        if input.capacity() - input.len() < 1024 {
+            input.reserve(BASELINE_READ_BYTES);
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! Baseline: tokio + tokio-tungstenite, a task per connection (multi-thread runtime, one worker
+//! thread per core), SO_REUSEPORT listener. HTTP Upgrade with subprotocol `holdfast.v1` on any
+//! path; each binary message carries Holdfast frames, answered as the tokio baseline does (echo
+//! byte-exact, Welcome for Hello, Pong for Ping), all replies to one message in one binary
+//! message. With `--cert` and `--key` it is wss: tokio-rustls (ring, ALPN http/1.1) underneath.
+//! `holdfast-baseline-tokio-tungstenite --listen 127.0.0.1:7879 --cores 1 [--cert PEM --key PEM]`
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use futures_util::{SinkExt, StreamExt};
+use holdfast_bench::echo_server::{
+    answer_frames, baseline_tls_args, reuseport_listener, BASELINE_READ_BYTES,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
+
+const NAME: &str = "holdfast-baseline-tokio-tungstenite";
+const SUBPROTOCOL: &str = "holdfast.v1";
+/// tokio-tungstenite's read buffer per connection (the bench client's, not the 128 KiB default).
+const WS_READ_BUFFER_BYTES: usize = 4 * 1024;
+
+fn main() -> std::io::Result<()> {
+    let args = baseline_tls_args(NAME);
+    let acceptor = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+        (None, None) => None,
+        _ => {
+            eprintln!("{NAME}: --cert and --key go together");
+            std::process::exit(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.cores)
+        .enable_io()
+        .build()?;
+    let listen = args.listen;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(reuseport_listener(listen)?)?;
+        let scheme = if acceptor.is_some() { "wss" } else { "ws" };
+        eprintln!(
+            "{NAME} ({scheme}) listening on {listen} with {} worker threads",
+            args.cores
+        );
+        loop {
+            let (stream, _) = listener.accept().await?;
+            let _ = stream.set_nodelay(true);
+            match acceptor.clone() {
+                None => {
+                    tokio::spawn(serve(stream));
+                }
+                Some(acceptor) => {
+                    tokio::spawn(async move {
+                        if let Ok(stream) = acceptor.accept(stream).await {
+                            serve(stream).await;
+                        }
+                    });
+                }
+            }
+        }
+    })
+}
+
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(std::io::Error::other)?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(std::io::Error::other)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(std::io::Error::other)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S) {
+    // The Err type (an HTTP error response) is tungstenite's Callback signature, not ours.
+    #[allow(clippy::result_large_err)]
+    let choose_subprotocol = |_request: &Request, mut response: Response| {
+        response.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static(SUBPROTOCOL),
+        );
+        Ok(response)
+    };
+    let config = WebSocketConfig::default().read_buffer_size(WS_READ_BUFFER_BYTES);
+    let Ok(mut ws) =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, choose_subprotocol, Some(config))
+            .await
+    else {
+        return;
+    };
+    let session_id = NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed);
+    let mut input = BytesMut::with_capacity(BASELINE_READ_BYTES);
+    let mut out = BytesMut::with_capacity(BASELINE_READ_BYTES);
+    while let Some(message) = ws.next().await {
+        match message {
+            Ok(Message::Binary(bytes)) => input.extend_from_slice(&bytes),
+            Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => continue,
+            Ok(Message::Text(_) | Message::Close(_)) | Err(_) => return,
+        }
+        let Ok(consumed) = answer_frames(&input, &mut out, session_id) else {
+            return;
+        };
+        let _ = input.split_to(consumed);
+        if !out.is_empty() {
+            let reply = Message::Binary(out.split().freeze());
+            if ws.send(reply).await.is_err() {
+                return;
+            }
+        }
+    }
+}
