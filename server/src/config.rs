@@ -276,6 +276,9 @@ pub const IORING_MAX_FIXED_FILES: u32 = 1 << 20;
 /// land while the shard moves its accepts to another ring (ACCEPT_RING_HEADROOM_SLOTS).
 pub const MIN_RING_FIXED_FILES: u32 = 256;
 
+/// Fewest provided receive buffers one ring of a shard of several rings gets.
+pub const MIN_RECV_BUFFERS_PER_RING: u16 = 16;
+
 /// Bounds of a non-zero `socket_send_buffer_bytes`.
 pub const MIN_SOCKET_SEND_BUFFER_BYTES: u32 = 4_096;
 pub const MAX_SOCKET_SEND_BUFFER_BYTES: u32 = 64 * 1024 * 1024;
@@ -374,6 +377,30 @@ impl Config {
              most {table} fixed files each, above MAX_RINGS_PER_SHARD = {MAX_RINGS_PER_SHARD}: \
              {bound}, or lower max_connections_per_shard"
         ))
+    }
+
+    /// Provided receive buffers of each of a shard's rings. One ring: recv_buffers_per_shard.
+    /// Several: the shard's buffers split between them (a power of two, at least
+    /// MIN_RECV_BUFFERS_PER_RING), so a shard of many rings does not multiply its buffer
+    /// memory. The shard keeps at most this many recvs in flight over all its rings, so no
+    /// ring's buffers run dry whichever rings the reads land on.
+    pub fn recv_buffers_per_ring(&self) -> u16 {
+        let rings = self.rings_per_shard();
+        if rings == 1 {
+            return self.recv_buffers_per_shard;
+        }
+        let share = (u64::from(self.recv_buffers_per_shard) / rings).max(1);
+        let floor_pow2 = 1u64 << (63 - share.leading_zeros());
+        floor_pow2
+            .max(u64::from(MIN_RECV_BUFFERS_PER_RING))
+            .min(u64::from(self.recv_buffers_per_shard)) as u16
+    }
+
+    /// Connections of a shard reading through a multishot recv at most: the configured
+    /// count, and at most half of one ring's buffers (each may hold one at any moment).
+    pub fn multishot_recv_max(&self) -> u32 {
+        self.multishot_recv_max_per_shard
+            .min(u32::from(self.recv_buffers_per_ring()) / 2)
     }
 
     /// Slots beyond `capacity_per_shard` in which connections over the cap are told
@@ -696,6 +723,44 @@ pub fn unknown_env_vars(vars: impl IntoIterator<Item = (String, String)>) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A shard of several rings splits its receive buffers between them instead of giving
+    /// each ring the whole count; one ring keeps them all.
+    #[test]
+    fn several_rings_share_the_shards_receive_buffers() {
+        let one = Config {
+            max_connections_per_shard: 100,
+            ..Config::default()
+        };
+        assert_eq!(one.rings_per_shard(), 1);
+        assert_eq!(one.recv_buffers_per_ring(), one.recv_buffers_per_shard);
+        let many = Config {
+            max_connections_per_shard: 3_000,
+            ring_max_fixed_files: 1_000,
+            recv_buffers_per_shard: 256,
+            multishot_recv_max_per_shard: 64,
+            ..Config::default()
+        };
+        assert_eq!(many.rings_per_shard(), 4);
+        assert_eq!(many.recv_buffers_per_ring(), 64);
+        assert_eq!(many.multishot_recv_max(), 32, "half of one ring's buffers");
+        let thin = Config {
+            max_connections_per_shard: 60_000,
+            ring_max_fixed_files: 1_000,
+            recv_buffers_per_shard: 256,
+            ..Config::default()
+        };
+        assert_eq!(thin.rings_per_shard(), 61);
+        assert_eq!(thin.recv_buffers_per_ring(), MIN_RECV_BUFFERS_PER_RING);
+        thin.check_ring_table().unwrap();
+        let past = Config {
+            max_connections_per_shard: 65_000,
+            ..thin
+        };
+        let err = past.check_ring_table().unwrap_err();
+        assert!(err.contains("MAX_RINGS_PER_SHARD"), "{err}");
+        assert!(err.contains("ring_max_fixed_files"), "{err}");
+    }
 
     #[test]
     fn defaults_validate() {

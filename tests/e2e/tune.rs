@@ -191,8 +191,8 @@ fn ten_million_on_two_or_four_cores_plans_ring_sets_and_impossible_configs_are_r
     let output = holdfast(&["check-config", "--config", path.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
-    // Past MAX_RINGS_PER_SHARD (16) tables of RLIMIT_NOFILE: refused, naming both.
-    write(16 * nofile + 1);
+    // Past MAX_RINGS_PER_SHARD (64) tables of RLIMIT_NOFILE: refused, naming both.
+    write(64 * nofile + 1);
     for command in ["check-config", "serve"] {
         let output = holdfast(&[command, "--config", path.to_str().unwrap()]);
         let stderr = String::from_utf8_lossy(&output.stderr);

@@ -825,12 +825,12 @@ mod tests {
             memlock_soft_bytes: 8 << 20,
             somaxconn: Some(4096),
             nr_open: Some(20_000),
-            file_max: Some(2_000_000),
+            file_max: Some(10_000_000),
             mem_total_bytes: Some(GIB),
             ..roomy_host()
         };
-        // 400,000 per shard in tables of 20,000 is 21 rings, above MAX_RINGS_PER_SHARD.
-        let limits: Vec<&str> = check(&config, 4, 400_000, &host)
+        // 1,400,000 per shard in tables of 20,000 is 71 rings, above MAX_RINGS_PER_SHARD.
+        let limits: Vec<&str> = check(&config, 4, 1_400_000, &host)
             .iter()
             .map(|s| s.limit)
             .collect();

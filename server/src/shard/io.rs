@@ -223,8 +223,7 @@ impl Shard {
         conn.flags.set(ConnFlags::RECV_IN_FLIGHT);
         conn.flags.clear(ConnFlags::READ_AGAIN);
         // Each multishot recv may hold a buffer at any moment: one-shot recvs get the rest.
-        let buffers_free_for_recvs =
-            u32::from(self.config.recv_buffers_per_shard) - self.multishot_recvs;
+        let buffers_free_for_recvs = self.recv_buffers - self.multishot_recvs;
         if self.recvs_in_flight >= buffers_free_for_recvs {
             self.recv_waiters.push_back(key);
             return;
@@ -328,7 +327,7 @@ impl Shard {
     /// Swaps a busy connection's poll for a multishot recv, if the shard has room for one
     /// more and nothing else is reading. Returns whether it did.
     fn start_multishot_recv(&mut self, slot: u32) -> bool {
-        if self.multishot_recvs >= self.config.multishot_recv_max_per_shard {
+        if self.multishot_recvs >= self.multishot_recv_max {
             return false;
         }
         let Some(conn) = self.conns.get_live_mut(slot) else {

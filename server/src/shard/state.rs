@@ -117,7 +117,12 @@ pub(crate) struct Shard {
     /// Connections waiting to issue a recv, FIFO: at most one recv per provided buffer is in
     /// flight, so a burst of readiness never turns into a storm of ENOBUFS completions.
     pub(super) recv_waiters: VecDeque<ConnKey>,
-    /// Recvs submitted and not yet completed (<= recv_buffers_per_shard).
+    /// Provided buffers of each ring (`Config::recv_buffers_per_ring`): the most recvs the
+    /// shard keeps in flight over all its rings, multishot recvs included.
+    pub(super) recv_buffers: u32,
+    /// Connections that may read through a multishot recv (`Config::multishot_recv_max`).
+    pub(super) multishot_recv_max: u32,
+    /// Recvs submitted and not yet completed (<= recv_buffers).
     pub(super) recvs_in_flight: u32,
     /// Connections reading through a multishot recv (<= multishot_recv_max_per_shard).
     pub(super) multishot_recvs: u32,
@@ -158,7 +163,7 @@ impl Shard {
             sq_entries: config.ring_sq_entries,
             cq_entries: config.ring_cq_entries,
             fixed_files: slots,
-            recv_buffers: config.recv_buffers_per_shard,
+            recv_buffers: config.recv_buffers_per_ring(),
             recv_buffer_bytes: config.recv_buffer_bytes,
         };
         let shards = mesh.shards();
@@ -166,6 +171,7 @@ impl Shard {
         let push_limits = crate::push::state::PushLimits::from_config(&config);
         let config_parked_max = config.event_parked_max;
         let ring = RingSet::new(&params, slots, table_slots)?;
+        let multishot_recv_max = config.multishot_recv_max();
         let ring_count = ring.ring_count();
         let transport_config = TransportConfig {
             ws: WsConfig {
@@ -226,6 +232,8 @@ impl Shard {
             completions: Vec::with_capacity(1024),
             reaped_at: Instant::now(),
             recv_waiters: VecDeque::new(),
+            recv_buffers: u32::from(params.recv_buffers),
+            multishot_recv_max,
             recvs_in_flight: 0,
             multishot_recvs: 0,
             held_input: std::collections::HashMap::new(),
