@@ -127,14 +127,14 @@ impl RingSet {
         self.rings.iter_mut().any(|p| p.ring.has_unsubmitted())
     }
 
-    /// Submits every ring's queued entries (see [`super::Ring::submit`]). A ring with nothing
-    /// queued is not entered.
+    /// Submits every ring's queued entries (see [`super::Ring::submit`]). The first ring is
+    /// always entered: with COOP_TASKRUN the kernel posts completions as task work when the
+    /// thread next enters io_uring, and that work belongs to the thread, not to one ring, so
+    /// one enter posts every ring's completions. The others are entered only with entries.
     pub(crate) fn submit(&mut self) -> io::Result<usize> {
         let mut submitted = 0;
-        let single = self.rings.len() == 1;
-        for parts in &mut self.rings {
-            // One ring: always enter (the kernel also posts deferred completions then).
-            if single || parts.ring.has_unsubmitted() {
+        for (index, parts) in self.rings.iter_mut().enumerate() {
+            if index == 0 || parts.ring.has_unsubmitted() {
                 submitted += parts.ring.submit()?;
             }
         }

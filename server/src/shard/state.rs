@@ -36,7 +36,7 @@ pub(crate) const DECODER_POOL_KEEP_BYTES: usize = 4 * 1024;
 
 /// One-shot accepts each listener keeps pending in a shard of several rings, each naming its
 /// free slot: enough that a connect burst is not served one accept per ring turn.
-pub(crate) const SLOT_ACCEPTS_PER_LISTENER: u32 = 32;
+pub(crate) const SLOT_ACCEPTS_PER_LISTENER: u32 = 128;
 
 /// Accepts into named slots, for a shard of several rings (`ring::set`): the slots free to
 /// name and the accepts pending per listener. A slot is free once its close completed (the
