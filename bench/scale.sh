@@ -10,10 +10,10 @@
 #   slab_per_session_b         /proc/meminfo Slab delta / N: client and server ends, all caches
 #   idle_cpu_ms_per_s          server CPU (utime+stime) per second while N are held and idle:
 #                              heartbeats (client Pings answered) and timer sweeps
-#   echo_p99_us_none/_held     P99 of 1,000 echo sessions, median of ECHO_RUNS runs, with no
-#                              session held and with N held
-#   leave_s                    all N clients gone (worker processes exit) until the server
-#                              counts 0 open
+#   echo_p99_us_none/_held     P99 of 1,000 echo sessions at ECHO_RATE_PER_S in all (open
+#                              loop), median of ECHO_RUNS runs, with none held and N held
+#   leave_s                    the hold ends (every worker closes its sessions at once):
+#                              from the first closes the server sees until it counts 0 open
 #   rss_after_leave_b          server VmRSS once all have left (and its delta from start)
 #   drain_s                    (DRAIN=1) N held again, SIGTERM until the server has exited
 #
@@ -40,7 +40,12 @@ IDLE_CPU_WINDOW_S=${IDLE_CPU_WINDOW_S:-30}
 ECHO_SESSIONS=${ECHO_SESSIONS:-1000}
 ECHO_RUNS=${ECHO_RUNS:-3}
 ECHO_S=${ECHO_S:-5}
+# Open loop (latency from each frame's intended send time), well below what the 2 cores serve:
+# a saturated closed loop would measure queueing, not the cost of the idle sessions held.
+ECHO_RATE_PER_S=${ECHO_RATE_PER_S:-10000}
 DRAIN=${DRAIN:-0}
+# The server's default heartbeat_interval_ms: each idle session sends one Ping per interval.
+PING_INTERVAL_MS=${PING_INTERVAL_MS:-15000}
 OUT=${OUT:-target/bench/scale-$N}
 mkdir -p "$OUT"
 
@@ -65,8 +70,9 @@ median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 echo_p99() {
     local label=$1 runs=()
     for run in $(seq "$ECHO_RUNS"); do
-        nice -n 5 "$BENCH" echo --target "127.0.0.1:$PORT" --sessions "$ECHO_SESSIONS" \
-            --duration-s "$ECHO_S" --warmup-s 1 --label "$label-$run" --out "$OUT" \
+        nice -n 5 "$BENCH" rate --target "127.0.0.1:$PORT" --sessions "$ECHO_SESSIONS" \
+            --rate-per-s "$ECHO_RATE_PER_S" --duration-s "$ECHO_S" --warmup-s 1 \
+            --label "$label-$run" --out "$OUT" \
             >"$OUT/$label-$run.out" 2>&1
         runs+=("$(jq '.histograms[.main_histogram].p99_us' "$OUT/$label-$run.json")")
     done
@@ -91,6 +97,7 @@ fill() { # fill LABEL: N sessions held for HOLD_S in the background; returns onc
     nice -n 5 "$BENCH" connect --target "127.0.0.1:$PORT" --sessions "$N" \
         --sessions-per-worker 15000 --connect-rate-per-s "$CONNECT_RATE_PER_S" \
         --setup-timeout-s "$SETUP_TIMEOUT_S" --duration-s "$HOLD_S" --server-pid "$server" \
+        --ping-interval-ms "$PING_INTERVAL_MS" \
         --label "$label" --out "$OUT" >"$OUT/$label.out" 2>&1 &
     bench=$!
     # Until N are open, or the count stood still for 20 s (connects that failed), or the
@@ -125,11 +132,25 @@ sleep 3
 open=$(metric holdfast_connections_open)
 say slab_per_session_b "$((($(slab_bytes) - slab_before) / open))"
 
-
+ticks_before=$(cpu_ticks)
+frames_before=$(metric holdfast_frames_received_total)
+sleep "$IDLE_CPU_WINDOW_S"
+ticks=$(($(cpu_ticks) - ticks_before))
+# 100 ticks per second: 10 ms of CPU each.
+say idle_cpu_ms_per_s "$((ticks * 10 / IDLE_CPU_WINDOW_S))"
+say frames_received_per_s "$((($(metric holdfast_frames_received_total) - frames_before) / IDLE_CPU_WINDOW_S))"
 
 say echo_p99_us_held "$(echo_p99 echo-held)"
 say load_average_held "$(cut -d' ' -f1-3 /proc/loadavg)"
 
+# The hold ends: every worker closes its sessions at once. From the first closes seen until
+# the server counts none open.
+held=$(metric holdfast_connections_open)
+deadline=$((SECONDS + HOLD_S + 60))
+while (($(metric holdfast_connections_open) > held * 99 / 100)) && ((SECONDS < deadline)); do sleep 0.2; done
+leave_start=$(date +%s.%N)
+wait_open 0 120
+say leave_s "$(echo "$(date +%s.%N) - $leave_start" | bc)"
 wait "$bench" || true
 bench=""
 json="$OUT/connect.json"
@@ -141,10 +162,6 @@ say server_rss_per_session_b "$(jq '.server_memory.rss_bytes_per_session | floor
 say server_slab_per_session_b "$(jq '.server_memory.server_slab_bytes_per_session | floor' "$json")"
 say io_kiocb_per_session_b "$(jq '.server_memory.io_kiocb_bytes_per_session | floor' "$json")"
 
-# The workers exited with the hold: every session closes at once.
-leave_start=$SECONDS
-wait_open 0 120
-say leave_s "$((SECONDS - leave_start))"
 sleep 2
 say rss_after_leave_b "$(rss_bytes)"
 say rss_after_leave_delta_b "$(($(rss_bytes) - rss_start))"
