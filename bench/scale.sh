@@ -34,6 +34,13 @@ SHARDS=${SHARDS:-$(nproc)}
 # SO_REUSEPORT does not split exactly evenly: 15% headroom per shard.
 PER_SHARD=${PER_SHARD:-$((N / SHARDS * 115 / 100 + 1000))}
 CONNECT_RATE_PER_S=${CONNECT_RATE_PER_S:-25000}
+SESSIONS_PER_WORKER=${SESSIONS_PER_WORKER:-15000}
+WORKERS=$(((N + SESSIONS_PER_WORKER - 1) / SESSIONS_PER_WORKER))
+LISTEN_BACKLOG=$(cat /proc/sys/net/core/somaxconn)
+# Connects in flight in all workers at most half the shards' accept queues (listen_backlog,
+# capped at net.core.somaxconn): more overflowed them at 1M (TcpExtListenOverflows 204,558,
+# clients timing out in the handshake while the server starved).
+CONNECT_CONCURRENCY=${CONNECT_CONCURRENCY:-$((SHARDS * LISTEN_BACKLOG / 2 / WORKERS + 1))}
 SETUP_TIMEOUT_S=${SETUP_TIMEOUT_S:-240}
 HOLD_S=${HOLD_S:-90}
 IDLE_CPU_WINDOW_S=${IDLE_CPU_WINDOW_S:-30}
@@ -52,7 +59,7 @@ mkdir -p "$OUT"
 server=""
 bench=""
 cleanup() {
-    [ -n "$bench" ] && kill "$bench" 2>/dev/null || true
+    [ -n "$bench" ] && kill -- -"$bench" 2>/dev/null || true
     [ -n "$server" ] && kill -9 "$server" 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -84,7 +91,7 @@ wait_open() { # wait_open WANT LIMIT_S: until the server counts WANT open (or th
 }
 
 start_server() {
-    HOLDFAST_ADMIN_LISTEN=127.0.0.1:$ADMIN_PORT "$HOLDFAST" serve --listen "127.0.0.1:$PORT" \
+    HOLDFAST_LISTEN_BACKLOG=$LISTEN_BACKLOG HOLDFAST_ADMIN_LISTEN=127.0.0.1:$ADMIN_PORT "$HOLDFAST" serve --listen "127.0.0.1:$PORT" \
         --shards "$SHARDS" --max-connections-per-shard "$PER_SHARD" \
         >"$OUT/server.out" 2>"$OUT/server.err" &
     server=$!
@@ -94,8 +101,11 @@ start_server() {
 
 fill() { # fill LABEL: N sessions held for HOLD_S in the background; returns once all are open
     local label=$1
-    nice -n 5 "$BENCH" connect --target "127.0.0.1:$PORT" --sessions "$N" \
-        --sessions-per-worker 15000 --connect-rate-per-s "$CONNECT_RATE_PER_S" \
+    # Its own process group (setsid), so cleanup stops every worker; nice 19, so dozens of
+    # workers do not starve the server's two pinned threads.
+    setsid nice -n 19 "$BENCH" connect --target "127.0.0.1:$PORT" --sessions "$N" \
+        --sessions-per-worker "$SESSIONS_PER_WORKER" --connect-rate-per-s "$CONNECT_RATE_PER_S" \
+        --connect-concurrency "$CONNECT_CONCURRENCY" --handshake-timeout-ms 30000 \
         --setup-timeout-s "$SETUP_TIMEOUT_S" --duration-s "$HOLD_S" --server-pid "$server" \
         --ping-interval-ms "$PING_INTERVAL_MS" \
         --label "$label" --out "$OUT" >"$OUT/$label.out" 2>&1 &
@@ -117,6 +127,7 @@ start_server
 say sessions_planned "$N"
 say shards "$SHARDS"
 say max_connections_per_shard "$PER_SHARD"
+say connect_concurrency_per_worker "$CONNECT_CONCURRENCY"
 say load_average_start "$(cut -d' ' -f1-3 /proc/loadavg)"
 rss_start=$(rss_bytes)
 say server_rss_start_b "$rss_start"

@@ -382,8 +382,8 @@ impl Config {
     /// Provided receive buffers of each of a shard's rings. One ring: recv_buffers_per_shard.
     /// Several: the shard's buffers split between them (a power of two, at least
     /// MIN_RECV_BUFFERS_PER_RING), so a shard of many rings does not multiply its buffer
-    /// memory. The shard keeps at most this many recvs in flight over all its rings, so no
-    /// ring's buffers run dry whichever rings the reads land on.
+    /// memory. Each ring keeps at most this many recvs in flight (shard/state.rs,
+    /// `RecvBudget`), so no ring's buffers run dry.
     pub fn recv_buffers_per_ring(&self) -> u16 {
         let rings = self.rings_per_shard();
         if rings == 1 {
@@ -394,13 +394,6 @@ impl Config {
         floor_pow2
             .max(u64::from(MIN_RECV_BUFFERS_PER_RING))
             .min(u64::from(self.recv_buffers_per_shard)) as u16
-    }
-
-    /// Connections of a shard reading through a multishot recv at most: the configured
-    /// count, and at most half of one ring's buffers (each may hold one at any moment).
-    pub fn multishot_recv_max(&self) -> u32 {
-        self.multishot_recv_max_per_shard
-            .min(u32::from(self.recv_buffers_per_ring()) / 2)
     }
 
     /// Slots beyond `capacity_per_shard` in which connections over the cap are told
@@ -743,7 +736,6 @@ mod tests {
         };
         assert_eq!(many.rings_per_shard(), 4);
         assert_eq!(many.recv_buffers_per_ring(), 64);
-        assert_eq!(many.multishot_recv_max(), 32, "half of one ring's buffers");
         let thin = Config {
             max_connections_per_shard: 60_000,
             ring_max_fixed_files: 1_000,

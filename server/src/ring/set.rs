@@ -96,6 +96,11 @@ impl RingSet {
         (ring, slot % self.table_slots)
     }
 
+    /// Which ring owns shard slot `slot`.
+    pub(crate) fn ring_of(&self, slot: u32) -> usize {
+        self.locate(slot).0
+    }
+
     fn ring_for(&mut self, slot: u32) -> (&mut super::Ring, u32) {
         let (ring, local) = self.locate(slot);
         (&mut self.rings[ring].ring, local)

@@ -222,20 +222,23 @@ impl Shard {
         }
         conn.flags.set(ConnFlags::RECV_IN_FLIGHT);
         conn.flags.clear(ConnFlags::READ_AGAIN);
-        // Each multishot recv may hold a buffer at any moment: one-shot recvs get the rest.
-        let buffers_free_for_recvs = self.recv_buffers - self.multishot_recvs;
-        if self.recvs_in_flight >= buffers_free_for_recvs {
-            self.recv_waiters.push_back(key);
+        // Each multishot recv may hold a buffer of its ring at any moment: one-shot recvs on
+        // that ring get the rest.
+        let budget = &mut self.recv_budgets[self.ring.ring_of(slot)];
+        if budget.in_flight >= self.recv_buffers - budget.multishot {
+            budget.waiters.push_back(key);
             return;
         }
-        self.recvs_in_flight += 1;
+        budget.in_flight += 1;
         self.ring.recv(slot, key.user_data(Op::Recv));
     }
 
-    /// A recv completed: its buffer is free, so the longest-waiting connection may read.
-    fn recv_slot_freed(&mut self) {
-        self.recvs_in_flight -= 1;
-        while let Some(entry) = self.recv_waiters.pop_front() {
+    /// A recv on `slot`'s ring completed: its buffer is free, so the longest-waiting
+    /// connection of that ring may read.
+    fn recv_slot_freed(&mut self, slot: u32) {
+        let ring = self.ring.ring_of(slot);
+        self.recv_budgets[ring].in_flight -= 1;
+        while let Some(entry) = self.recv_budgets[ring].waiters.pop_front() {
             let Some(conn) = self.conns.get_mut(entry) else {
                 continue;
             };
@@ -266,7 +269,7 @@ impl Shard {
     }
 
     fn on_recv(&mut self, completion: Completion) {
-        self.recv_slot_freed();
+        self.recv_slot_freed(completion.user_data.slot());
         let Some((key, buffer_id)) = self.recv_owner(completion) else {
             return;
         };
@@ -327,7 +330,10 @@ impl Shard {
     /// Swaps a busy connection's poll for a multishot recv, if the shard has room for one
     /// more and nothing else is reading. Returns whether it did.
     fn start_multishot_recv(&mut self, slot: u32) -> bool {
-        if self.multishot_recvs >= self.multishot_recv_max {
+        let ring = self.ring.ring_of(slot);
+        if self.multishot_recvs >= self.multishot_recv_max
+            || self.recv_budgets[ring].multishot >= self.recv_buffers / 2
+        {
             return false;
         }
         let Some(conn) = self.conns.get_live_mut(slot) else {
@@ -348,6 +354,7 @@ impl Shard {
             generation: conn.generation,
         };
         self.multishot_recvs += 1;
+        self.recv_budgets[ring].multishot += 1;
         self.counters.multishot_recvs_started += 1;
         self.ring
             .cancel(key.user_data(Op::Poll), key.user_data(Op::Cancel));
@@ -379,6 +386,7 @@ impl Shard {
         }
         conn.flags.clear(ConnFlags::MULTISHOT_RECV);
         self.multishot_recvs -= 1;
+        self.recv_budgets[self.ring.ring_of(slot)].multishot -= 1;
         Some(ConnKey {
             slot,
             generation: conn.generation,

@@ -47,6 +47,18 @@ pub(super) struct SlotAccepts {
     pub(super) pending: [u32; LISTENER_COUNT],
 }
 
+/// One ring's receive buffers in use: at most one recv per provided buffer is in flight on
+/// a ring, so a burst of readiness never turns into a storm of ENOBUFS completions; the
+/// connections that found them all taken wait in a FIFO.
+#[derive(Default)]
+pub(super) struct RecvBudget {
+    /// Recvs submitted and not yet completed (<= recv_buffers - multishot).
+    pub(super) in_flight: u32,
+    /// Multishot recvs on this ring (each may hold a buffer at any moment; <= half).
+    pub(super) multishot: u32,
+    pub(super) waiters: VecDeque<ConnKey>,
+}
+
 /// Timer wheel deadlines, in ticks.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct TickLimits {
@@ -114,17 +126,15 @@ pub(crate) struct Shard {
     /// When the current round of completions was reaped: the receive time of the bytes and
     /// the completion time of the sends in it (one clock read per round, not per completion).
     pub(super) reaped_at: Instant,
-    /// Connections waiting to issue a recv, FIFO: at most one recv per provided buffer is in
-    /// flight, so a burst of readiness never turns into a storm of ENOBUFS completions.
-    pub(super) recv_waiters: VecDeque<ConnKey>,
-    /// Provided buffers of each ring (`Config::recv_buffers_per_ring`): the most recvs the
-    /// shard keeps in flight over all its rings, multishot recvs included.
+    /// Provided buffers of each ring (`Config::recv_buffers_per_ring`): the most recvs each
+    /// ring keeps in flight, multishot recvs included.
     pub(super) recv_buffers: u32,
-    /// Connections that may read through a multishot recv (`Config::multishot_recv_max`).
+    /// Per ring: recvs in flight, multishot recvs, connections waiting for a buffer.
+    pub(super) recv_budgets: Vec<RecvBudget>,
+    /// Connections that may read through a multishot recv (multishot_recv_max_per_shard; on
+    /// each ring also at most half its buffers, `RecvBudget::multishot`).
     pub(super) multishot_recv_max: u32,
-    /// Recvs submitted and not yet completed (<= recv_buffers).
-    pub(super) recvs_in_flight: u32,
-    /// Connections reading through a multishot recv (<= multishot_recv_max_per_shard).
+    /// Connections reading through a multishot recv (<= multishot_recv_max).
     pub(super) multishot_recvs: u32,
     /// Bytes read from connections whose events are parked, not yet decoded, by slot (with
     /// the connection's generation). At most one receive buffer's worth per paused
@@ -171,7 +181,7 @@ impl Shard {
         let push_limits = crate::push::state::PushLimits::from_config(&config);
         let config_parked_max = config.event_parked_max;
         let ring = RingSet::new(&params, slots, table_slots)?;
-        let multishot_recv_max = config.multishot_recv_max();
+        let multishot_recv_max = config.multishot_recv_max_per_shard;
         let ring_count = ring.ring_count();
         let transport_config = TransportConfig {
             ws: WsConfig {
@@ -231,10 +241,9 @@ impl Shard {
                 .expect("static bounds"),
             completions: Vec::with_capacity(1024),
             reaped_at: Instant::now(),
-            recv_waiters: VecDeque::new(),
+            recv_budgets: (0..ring_count).map(|_| RecvBudget::default()).collect(),
             recv_buffers: u32::from(params.recv_buffers),
             multishot_recv_max,
-            recvs_in_flight: 0,
             multishot_recvs: 0,
             held_input: std::collections::HashMap::new(),
             drain_deadline_tick: None,
@@ -403,6 +412,7 @@ impl Shard {
         // that already completed fails with ENOENT, which is harmless.
         let reads = if conn.flags.has(ConnFlags::MULTISHOT_RECV) {
             self.multishot_recvs -= 1;
+            self.recv_budgets[self.ring.ring_of(slot)].multishot -= 1;
             Op::RecvMulti
         } else {
             Op::Poll
