@@ -385,8 +385,13 @@ impl Config {
     /// memory. Each ring keeps at most this many recvs in flight (shard/state.rs,
     /// `RecvBudget`), so no ring's buffers run dry.
     pub fn recv_buffers_per_ring(&self) -> u16 {
-        let rings = self.rings_per_shard();
-        if rings == 1 {
+        self.recv_buffers_for_rings(self.rings_per_shard())
+    }
+
+    /// Each ring's share of recv_buffers_per_shard in a shard of `rings` rings (see
+    /// [`Config::recv_buffers_per_ring`]; `holdfast tune` asks for a planned ring count).
+    pub fn recv_buffers_for_rings(&self, rings: u64) -> u16 {
+        if rings <= 1 {
             return self.recv_buffers_per_shard;
         }
         let share = (u64::from(self.recv_buffers_per_shard) / rings).max(1);

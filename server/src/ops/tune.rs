@@ -210,7 +210,7 @@ pub fn locked_bytes_per_shard(config: &Config, rings: u64) -> u64 {
     let page_round = |b: u64| b.div_ceil(PAGE_BYTES) * PAGE_BYTES;
     let sq = page_round(u64::from(config.ring_sq_entries) * (64 + 4) + PAGE_BYTES);
     let cq = page_round(u64::from(config.ring_cq_entries) * 16 + PAGE_BYTES);
-    let buf_ring = page_round(u64::from(config.recv_buffers_per_shard) * 16);
+    let buf_ring = page_round(u64::from(config.recv_buffers_for_rings(rings)) * 16);
     rings * (sq + cq + buf_ring)
         + config.glommio_io_memory_bytes as u64
         + GLOMMIO_RINGS_LOCKED_BYTES
@@ -261,8 +261,8 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, String> {
     let busy_user_bytes = (DECODER_POOL_KEEP_BYTES + OUTBOUND_POOL_KEEP_BYTES) as u64;
     let pools_per_shard = (DECODER_POOL_MAX_ITEMS * DECODER_POOL_KEEP_BYTES
         + OUTBOUND_POOL_MAX_ITEMS * OUTBOUND_POOL_KEEP_BYTES) as u64;
-    let recv_pool_per_shard =
-        u64::from(config.recv_buffers_per_shard) * u64::from(config.recv_buffer_bytes);
+    let recv_pool_per_ring = u64::from(config.recv_buffers_for_rings(rings_per_shard))
+        * u64::from(config.recv_buffer_bytes);
     let wheel_base = (WHEEL_BUCKETS * std::mem::size_of::<Vec<ConnKey>>()) as u64;
     let rows = vec![
         MemoryRow {
@@ -331,7 +331,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, String> {
         MemoryRow {
             what: "holdfast: recv buffer pool (per ring)",
             kernel: false,
-            bytes_per_unit: recv_pool_per_shard,
+            bytes_per_unit: recv_pool_per_ring,
             units: shards * rings_per_shard,
             unit: "ring",
         },
