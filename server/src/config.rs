@@ -33,10 +33,14 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Shards (pinned executors); 0 = one per available CPU.
     pub shards: usize,
-    /// Sessions one shard holds (its ring's fixed-file table has up to 64 refusal slots more,
-    /// SERVER_FULL_REFUSAL_SLOTS). 0 = RLIMIT_NOFILE less those slots (the kernel caps a
-    /// ring's table at RLIMIT_NOFILE), at most 16,777,215.
+    /// Sessions one shard holds (its rings' fixed-file tables have up to 64 refusal slots more,
+    /// SERVER_FULL_REFUSAL_SLOTS). 0 = RLIMIT_NOFILE less those slots (one ring), at most
+    /// 16,777,215. Past one ring's table (`ring_table_slots`) the shard owns several rings.
     pub max_connections_per_shard: u32,
+    /// The most fixed-file entries one io_uring ring of a shard registers; the kernel caps it
+    /// further at IORING_MAX_FIXED_FILES and RLIMIT_NOFILE. A shard owns as many rings as its
+    /// slots need (at most MAX_RINGS_PER_SHARD). Lower it only to test or to spread rings.
+    pub ring_max_fixed_files: u32,
     pub listen_backlog: u32,
     /// SO_SNDBUF of every accepted connection (the kernel doubles it for bookkeeping): the most
     /// kernel memory a client that never reads can pin beyond `max_outbound_bytes`. 0 = the
@@ -186,6 +190,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
             shards: 0,
             max_connections_per_shard: 0,
+            ring_max_fixed_files: IORING_MAX_FIXED_FILES,
             listen_backlog: 4096,
             socket_send_buffer_bytes: 131_072,
             max_frame_bytes: holdfast_protocol::MAX_FRAME_BYTES_DEFAULT,
@@ -267,6 +272,13 @@ fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
 /// io_uring/rsrc.c); RLIMIT_NOFILE caps it further.
 pub const IORING_MAX_FIXED_FILES: u32 = 1 << 20;
 
+/// Smallest `ring_max_fixed_files`: a ring's table must hold more than the accepts that may
+/// land while the shard moves its accepts to another ring (ACCEPT_RING_HEADROOM_SLOTS).
+pub const MIN_RING_FIXED_FILES: u32 = 256;
+
+/// Fewest provided receive buffers one ring of a shard of several rings gets.
+pub const MIN_RECV_BUFFERS_PER_RING: u16 = 16;
+
 /// Bounds of a non-zero `socket_send_buffer_bytes`.
 pub const MIN_SOCKET_SEND_BUFFER_BYTES: u32 = 4_096;
 pub const MAX_SOCKET_SEND_BUFFER_BYTES: u32 = 64 * 1024 * 1024;
@@ -306,40 +318,101 @@ impl Config {
         }
     }
 
-    /// Whether each shard's ring can be built on this host: its fixed-file table (sessions plus
-    /// refusal slots) may hold at most IORING_MAX_FIXED_FILES entries and at most RLIMIT_NOFILE
-    /// (io_uring/rsrc.c). The error names the limit and the fix.
+    /// Entries of one ring's fixed-file table: the smallest of the kernel's cap
+    /// (IORING_MAX_FIXED_FILES), RLIMIT_NOFILE (io_uring/rsrc.c checks both at registration)
+    /// and `ring_max_fixed_files`.
+    pub fn ring_table_slots(&self) -> u32 {
+        IORING_MAX_FIXED_FILES
+            .min(nofile_limit())
+            .min(self.ring_max_fixed_files)
+            .max(1)
+    }
+
+    /// Connection slots of one shard: sessions plus refusal slots.
+    pub fn ring_slots_per_shard(&self) -> u32 {
+        self.capacity_per_shard() + self.refusal_slots_per_shard()
+    }
+
+    /// Rings each shard owns: as many tables of `ring_table_slots` as its slots need.
+    pub fn rings_per_shard(&self) -> u64 {
+        crate::ring::set::rings_needed(
+            u64::from(self.ring_slots_per_shard()),
+            u64::from(self.ring_table_slots()),
+        )
+    }
+
+    /// Whether each shard's rings can be built on this host: its slots (sessions plus refusal
+    /// slots) split into tables of at most `ring_table_slots` entries (the kernel's
+    /// IORING_MAX_FIXED_FILES and RLIMIT_NOFILE, io_uring/rsrc.c) must need no more than
+    /// MAX_RINGS_PER_SHARD rings. The error names the limit and the fix.
     pub fn check_ring_table(&self) -> Result<(), String> {
+        use crate::ring::set::MAX_RINGS_PER_SHARD;
         let sessions = self.capacity_per_shard();
-        if sessions > IORING_MAX_FIXED_FILES {
-            let shards_needed = (u64::from(sessions) * self.shard_count() as u64)
-                .div_ceil(u64::from(IORING_MAX_FIXED_FILES));
-            return Err(format!(
-                "max_connections_per_shard = {sessions} is above the kernel's cap on one io_uring \
-                 fixed-file table ({IORING_MAX_FIXED_FILES}, IORING_MAX_FIXED_FILES): run at \
-                 least {shards_needed} shards (shards = N, one per core) or lower \
-                 max_connections_per_shard"
-            ));
+        let rings = self.rings_per_shard();
+        if rings <= u64::from(MAX_RINGS_PER_SHARD) {
+            return Ok(());
         }
+        let table = self.ring_table_slots();
         let nofile = nofile_limit();
-        if sessions > nofile {
-            return Err(format!(
-                "max_connections_per_shard = {sessions} is above RLIMIT_NOFILE = {nofile}, which \
-                 caps each io_uring fixed-file table: raise LimitNOFILE= in holdfast.service (or \
-                 ulimit -n) to at least {}, or lower max_connections_per_shard",
-                u64::from(sessions) + u64::from(SERVER_FULL_REFUSAL_SLOTS)
-            ));
+        let slots = u64::from(self.ring_slots_per_shard());
+        let bound =
+            if table == nofile && nofile < IORING_MAX_FIXED_FILES.min(self.ring_max_fixed_files) {
+                format!(
+                "RLIMIT_NOFILE = {nofile} caps each io_uring fixed-file table: raise LimitNOFILE= \
+                 in holdfast.service (or ulimit -n) to at least {}",
+                slots
+                    .div_ceil(u64::from(MAX_RINGS_PER_SHARD))
+                    .min(u64::from(IORING_MAX_FIXED_FILES))
+            )
+            } else if table == self.ring_max_fixed_files && table < IORING_MAX_FIXED_FILES {
+                format!("ring_max_fixed_files = {table} caps each ring's table: raise it")
+            } else {
+                format!(
+                    "the kernel caps one io_uring fixed-file table at {IORING_MAX_FIXED_FILES} \
+                 (IORING_MAX_FIXED_FILES): run more shards (shards = N, one per core)"
+                )
+            };
+        Err(format!(
+            "max_connections_per_shard = {sessions} needs {rings} io_uring rings per shard of at \
+             most {table} fixed files each, above MAX_RINGS_PER_SHARD = {MAX_RINGS_PER_SHARD}: \
+             {bound}, or lower max_connections_per_shard"
+        ))
+    }
+
+    /// Provided receive buffers of each of a shard's rings. One ring: recv_buffers_per_shard.
+    /// Several: the shard's buffers split between them (a power of two, at least
+    /// MIN_RECV_BUFFERS_PER_RING), so a shard of many rings does not multiply its buffer
+    /// memory. Each ring keeps at most this many recvs in flight (shard/state.rs,
+    /// `RecvBudget`), so no ring's buffers run dry.
+    pub fn recv_buffers_per_ring(&self) -> u16 {
+        self.recv_buffers_for_rings(self.rings_per_shard())
+    }
+
+    /// Each ring's share of recv_buffers_per_shard in a shard of `rings` rings (see
+    /// [`Config::recv_buffers_per_ring`]; `holdfast tune` asks for a planned ring count).
+    pub fn recv_buffers_for_rings(&self, rings: u64) -> u16 {
+        if rings <= 1 {
+            return self.recv_buffers_per_shard;
         }
-        Ok(())
+        let share = (u64::from(self.recv_buffers_per_shard) / rings).max(1);
+        let floor_pow2 = 1u64 << (63 - share.leading_zeros());
+        floor_pow2
+            .max(u64::from(MIN_RECV_BUFFERS_PER_RING))
+            .min(u64::from(self.recv_buffers_per_shard)) as u16
     }
 
     /// Slots beyond `capacity_per_shard` in which connections over the cap are told
-    /// Error(server_full): [`SERVER_FULL_REFUSAL_SLOTS`], or fewer if RLIMIT_NOFILE leaves no
-    /// room (then the kernel closes over-cap connections at accept instead).
+    /// Error(server_full): [`SERVER_FULL_REFUSAL_SLOTS`]; or, when the sessions fit one ring's
+    /// table, fewer if that table has no more room (then the kernel closes over-cap
+    /// connections at accept instead), so the refusal slots never cost a second ring.
     pub fn refusal_slots_per_shard(&self) -> u32 {
-        nofile_limit()
-            .saturating_sub(self.capacity_per_shard())
-            .min(SERVER_FULL_REFUSAL_SLOTS)
+        let table = self.ring_table_slots();
+        let capacity = self.capacity_per_shard();
+        if capacity <= table {
+            (table - capacity).min(SERVER_FULL_REFUSAL_SLOTS)
+        } else {
+            SERVER_FULL_REFUSAL_SLOTS
+        }
     }
 }
 
@@ -373,10 +446,19 @@ impl Config {
         if self.shards > MAX_SHARDS {
             return Err(invalid("shards", format!("at most {MAX_SHARDS}")));
         }
-        if self.max_connections_per_shard >= MAX_SLOTS_PER_SHARD {
+        if !(MIN_RING_FIXED_FILES..=IORING_MAX_FIXED_FILES).contains(&self.ring_max_fixed_files) {
+            return Err(invalid(
+                "ring_max_fixed_files",
+                format!("between {MIN_RING_FIXED_FILES} and {IORING_MAX_FIXED_FILES}"),
+            ));
+        }
+        if self.max_connections_per_shard > MAX_SLOTS_PER_SHARD - SERVER_FULL_REFUSAL_SLOTS {
             return Err(invalid(
                 "max_connections_per_shard",
-                format!("below {MAX_SLOTS_PER_SHARD}"),
+                format!(
+                    "at most {} (a shard's slots, refusal slots included, are named by 24 bits)",
+                    MAX_SLOTS_PER_SHARD - SERVER_FULL_REFUSAL_SLOTS
+                ),
             ));
         }
         if self.socket_send_buffer_bytes != 0
@@ -639,6 +721,43 @@ pub fn unknown_env_vars(vars: impl IntoIterator<Item = (String, String)>) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A shard of several rings splits its receive buffers between them instead of giving
+    /// each ring the whole count; one ring keeps them all.
+    #[test]
+    fn several_rings_share_the_shards_receive_buffers() {
+        let one = Config {
+            max_connections_per_shard: 100,
+            ..Config::default()
+        };
+        assert_eq!(one.rings_per_shard(), 1);
+        assert_eq!(one.recv_buffers_per_ring(), one.recv_buffers_per_shard);
+        let many = Config {
+            max_connections_per_shard: 3_000,
+            ring_max_fixed_files: 1_000,
+            recv_buffers_per_shard: 256,
+            multishot_recv_max_per_shard: 64,
+            ..Config::default()
+        };
+        assert_eq!(many.rings_per_shard(), 4);
+        assert_eq!(many.recv_buffers_per_ring(), 64);
+        let thin = Config {
+            max_connections_per_shard: 60_000,
+            ring_max_fixed_files: 1_000,
+            recv_buffers_per_shard: 256,
+            ..Config::default()
+        };
+        assert_eq!(thin.rings_per_shard(), 61);
+        assert_eq!(thin.recv_buffers_per_ring(), MIN_RECV_BUFFERS_PER_RING);
+        thin.check_ring_table().unwrap();
+        let past = Config {
+            max_connections_per_shard: 65_000,
+            ..thin
+        };
+        let err = past.check_ring_table().unwrap_err();
+        assert!(err.contains("MAX_RINGS_PER_SHARD"), "{err}");
+        assert!(err.contains("ring_max_fixed_files"), "{err}");
+    }
 
     #[test]
     fn defaults_validate() {

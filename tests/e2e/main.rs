@@ -21,6 +21,7 @@ mod push;
 mod reads;
 mod reconnect_jitter;
 mod requests;
+mod ring_set;
 mod scale;
 mod session;
 mod slow_consumer;

@@ -144,44 +144,64 @@ fn serve_warns_about_a_shortfall_at_start_and_still_serves() {
 }
 
 /// The kernel caps one io_uring fixed-file table at 1,048,576 entries (IORING_MAX_FIXED_FILES)
-/// and at RLIMIT_NOFILE: a plan or a config past either is refused up front with the limit
-/// and the fix named, not left to fail at ring setup.
+/// and at RLIMIT_NOFILE. Ten million on 2 or 4 cores plans a ring set per shard whose tables
+/// the kernel accepts; a config that would need more rings than a shard may own is refused up
+/// front by check-config and serve, naming the limit and the fix, not left to fail at ring
+/// setup; one that needs several rings is accepted.
 #[test]
-fn plans_and_configs_past_the_kernels_per_ring_cap_are_refused_naming_it() {
-    let output = holdfast(&[
-        "tune",
-        "--connections",
-        "10000000",
-        "--cores",
-        "2",
-        "--memory-gib",
-        "64",
-    ]);
-    let text = format!(
-        "{}{}",
-        stdout(&output),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(!output.status.success(), "{text}");
-    assert!(text.contains("IORING_MAX_FIXED_FILES"), "{text}");
-    assert!(text.contains("shards"), "{text}");
+fn ten_million_on_two_or_four_cores_plans_ring_sets_and_impossible_configs_are_refused() {
+    for (cores, rings) in [("2", "6"), ("4", "3")] {
+        let output = holdfast(&[
+            "tune",
+            "--connections",
+            "10000000",
+            "--cores",
+            cores,
+            "--memory-gib",
+            "128",
+        ]);
+        let text = stdout(&output);
+        assert!(output.status.success(), "{cores} cores: {text}");
+        assert!(
+            text.contains(&format!(
+                "each shard owns {rings} io_uring ring(s) of at most 1048576"
+            )),
+            "{cores} cores: {text}"
+        );
+        assert!(
+            text.contains("LimitNOFILE=1052672"),
+            "{cores} cores: {text}"
+        );
+    }
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("holdfast.toml");
     let nofile = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap().0;
-    std::fs::write(
-        &path,
-        format!(
-            "listen = \"127.0.0.1:0\"\nadmin_enabled = false\nshards = 1\nmax_connections_per_shard = {}\n",
-            nofile + 1
-        ),
-    )
-    .unwrap();
+    let write = |sessions: u64| {
+        std::fs::write(
+            &path,
+            format!(
+                "listen = \"127.0.0.1:0\"\nadmin_enabled = false\nshards = 1\nmax_connections_per_shard = {sessions}\n"
+            ),
+        )
+        .unwrap();
+    };
+    // Past one table: several rings, accepted.
+    write(nofile + 1);
+    let output = holdfast(&["check-config", "--config", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    // Past MAX_RINGS_PER_SHARD (64) tables of RLIMIT_NOFILE: refused, naming both.
+    write(64 * nofile + 1);
     for command in ["check-config", "serve"] {
         let output = holdfast(&[command, "--config", path.to_str().unwrap()]);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{command}: {stderr}");
         assert!(stderr.contains("RLIMIT_NOFILE"), "{command}: {stderr}");
         assert!(stderr.contains("LimitNOFILE"), "{command}: {stderr}");
+        assert!(
+            stderr.contains("MAX_RINGS_PER_SHARD"),
+            "{command}: {stderr}"
+        );
     }
 }

@@ -189,6 +189,9 @@ pub struct Plan {
     pub shards: u64,
     pub memory_bytes: u64,
     pub max_connections_per_shard: u64,
+    /// io_uring rings each shard owns (ring set), and the fixed-file entries of each.
+    pub rings_per_shard: u64,
+    pub ring_table_slots: u64,
     pub limit_nofile: u64,
     pub limit_memlock_bytes: u64,
     pub listen_backlog: u32,
@@ -200,15 +203,23 @@ pub struct Plan {
     pub fits: bool,
 }
 
-/// Locked memory one shard needs when the process lacks CAP_IPC_LOCK: its ring's SQ (64 B SQEs
-/// plus the 4 B index array) and CQ (16 B CQEs), the provided-buffer ring's descriptors (16 B
-/// each), and glommio's rings with their registered io_memory.
-pub fn locked_bytes_per_shard(config: &Config) -> u64 {
+/// Locked memory one shard needs when the process lacks CAP_IPC_LOCK: each of its `rings`
+/// rings' SQ (64 B SQEs plus the 4 B index array) and CQ (16 B CQEs) and provided-buffer
+/// ring descriptors (16 B each), and glommio's rings with their registered io_memory.
+pub fn locked_bytes_per_shard(config: &Config, rings: u64) -> u64 {
     let page_round = |b: u64| b.div_ceil(PAGE_BYTES) * PAGE_BYTES;
     let sq = page_round(u64::from(config.ring_sq_entries) * (64 + 4) + PAGE_BYTES);
     let cq = page_round(u64::from(config.ring_cq_entries) * 16 + PAGE_BYTES);
-    let buf_ring = page_round(u64::from(config.recv_buffers_per_shard) * 16);
-    sq + cq + buf_ring + config.glommio_io_memory_bytes as u64 + GLOMMIO_RINGS_LOCKED_BYTES
+    let buf_ring = page_round(u64::from(config.recv_buffers_for_rings(rings)) * 16);
+    rings * (sq + cq + buf_ring)
+        + config.glommio_io_memory_bytes as u64
+        + GLOMMIO_RINGS_LOCKED_BYTES
+}
+
+/// Entries of one ring's table a plan may count on: the kernel's cap and the config's (the
+/// plan sets LimitNOFILE so RLIMIT_NOFILE does not cap it further).
+fn planned_table_slots(config: &Config) -> u64 {
+    u64::from(crate::config::IORING_MAX_FIXED_FILES.min(config.ring_max_fixed_files))
 }
 
 /// Kernel memory of one shard's ring besides the per-slot table (rings, request cache).
@@ -231,14 +242,18 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, String> {
             "{n} connections over {shards} shards is {per_shard} per shard, above the {max_per_shard} a shard can address: add cores"
         ));
     }
-    let table = per_shard + u64::from(crate::config::SERVER_FULL_REFUSAL_SLOTS);
-    let ring_cap = u64::from(crate::config::IORING_MAX_FIXED_FILES);
-    if table > ring_cap {
-        let shards_needed = (n * (100 + SHARD_CAPACITY_HEADROOM_PERCENT) / 100).div_ceil(ring_cap);
+    // A shard's slots (sessions plus refusal slots) go into as many rings as tables of at most
+    // IORING_MAX_FIXED_FILES (and ring_max_fixed_files) need.
+    let slots = per_shard + u64::from(crate::config::SERVER_FULL_REFUSAL_SLOTS);
+    let table_slots = planned_table_slots(config).min(slots);
+    let rings_per_shard = crate::ring::set::rings_needed(slots, table_slots);
+    let rings_max = u64::from(crate::ring::set::MAX_RINGS_PER_SHARD);
+    if rings_per_shard > rings_max {
         return Err(format!(
-            "{n} connections over {shards} shards is {per_shard} per shard, but one io_uring \
-             fixed-file table holds at most {ring_cap} (IORING_MAX_FIXED_FILES) and this release \
-             runs one ring per shard: it needs at least {shards_needed} shards (cores)"
+            "{n} connections over {shards} shards is {per_shard} per shard, which needs \
+             {rings_per_shard} io_uring rings of at most {table_slots} fixed files \
+             (IORING_MAX_FIXED_FILES, ring_max_fixed_files), above MAX_RINGS_PER_SHARD = \
+             {rings_max}: add cores"
         ));
     }
     let capacity = shards * per_shard;
@@ -246,8 +261,8 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, String> {
     let busy_user_bytes = (DECODER_POOL_KEEP_BYTES + OUTBOUND_POOL_KEEP_BYTES) as u64;
     let pools_per_shard = (DECODER_POOL_MAX_ITEMS * DECODER_POOL_KEEP_BYTES
         + OUTBOUND_POOL_MAX_ITEMS * OUTBOUND_POOL_KEEP_BYTES) as u64;
-    let recv_pool_per_shard =
-        u64::from(config.recv_buffers_per_shard) * u64::from(config.recv_buffer_bytes);
+    let recv_pool_per_ring = u64::from(config.recv_buffers_for_rings(rings_per_shard))
+        * u64::from(config.recv_buffer_bytes);
     let wheel_base = (WHEEL_BUCKETS * std::mem::size_of::<Vec<ConnKey>>()) as u64;
     let rows = vec![
         MemoryRow {
@@ -275,8 +290,8 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, String> {
             what: "io_uring: SQ + CQ rings",
             kernel: true,
             bytes_per_unit: ring_kernel_bytes_per_shard(config),
-            units: shards,
-            unit: "shard",
+            units: shards * rings_per_shard,
+            unit: "ring",
         },
         MemoryRow {
             what: "socket buffers of busy conns",
@@ -314,11 +329,11 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, String> {
             unit: "busy",
         },
         MemoryRow {
-            what: "holdfast: recv buffer pool",
+            what: "holdfast: recv buffer pool (per ring)",
             kernel: false,
-            bytes_per_unit: recv_pool_per_shard,
-            units: shards,
-            unit: "shard",
+            bytes_per_unit: recv_pool_per_ring,
+            units: shards * rings_per_shard,
+            unit: "ring",
         },
         MemoryRow {
             what: "holdfast: decoder/outbound pools full",
@@ -346,9 +361,11 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, String> {
     let os_reserve_bytes =
         (input.memory_bytes * OS_RESERVE_PERCENT / 100).max(OS_RESERVE_BYTES_MIN);
     let fits = total_bytes + os_reserve_bytes <= input.memory_bytes;
-    let limit_nofile = (per_shard + NOFILE_HEADROOM).next_multiple_of(1024);
+    // RLIMIT_NOFILE caps each ring's table, not the shard: one table plus the process's own.
+    let limit_nofile = (table_slots + NOFILE_HEADROOM).next_multiple_of(1024);
     let limit_memlock_bytes =
-        (shards * locked_bytes_per_shard(config) * MEMLOCK_PROCESSES).next_multiple_of(1 << 20);
+        (shards * locked_bytes_per_shard(config, rings_per_shard) * MEMLOCK_PROCESSES)
+            .next_multiple_of(1 << 20);
     let busy_buffer_pages = (busy * TCP_BUFFER_BYTES_PER_BUSY_CONN).div_ceil(PAGE_BYTES);
     // tcp_mem counts only skb memory: let busy connections queue 8x their minimum before the
     // kernel starts trimming buffers (pressure), and stop at 16x, at most a quarter of RAM.
@@ -387,6 +404,8 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, String> {
         shards,
         memory_bytes: input.memory_bytes,
         max_connections_per_shard: per_shard,
+        rings_per_shard,
+        ring_table_slots: table_slots,
         limit_nofile,
         limit_memlock_bytes,
         listen_backlog: LISTEN_BACKLOG_RECOMMENDED,
@@ -418,6 +437,13 @@ pub fn render_plan(plan: &Plan) -> String {
     let _ = writeln!(w, "shards = {}", plan.shards);
     let _ = writeln!(w, "max_connections_per_shard = {}   # N / shards + {SHARD_CAPACITY_HEADROOM_PERCENT}% for uneven SO_REUSEPORT hashing", plan.max_connections_per_shard);
     let _ = writeln!(w, "listen_backlog = {}", plan.listen_backlog);
+    let _ = writeln!(
+        w,
+        "# each shard owns {} io_uring ring(s) of at most {} fixed files (IORING_MAX_FIXED_FILES = {})",
+        plan.rings_per_shard,
+        plan.ring_table_slots,
+        crate::config::IORING_MAX_FIXED_FILES
+    );
     let _ = writeln!(w, "\n# holdfast.service [Service] (tuning/limits/)");
     let _ = writeln!(
         w,
@@ -599,19 +625,25 @@ pub fn check(config: &Config, shards: usize, capacity: u32, host: &HostFacts) ->
     let mut out = Vec::new();
     let capacity = u64::from(capacity);
     let shards_u64 = shards as u64;
-    if host.nofile_soft < capacity {
+    // Each ring's table is capped at RLIMIT_NOFILE: too low only if the shard's slots then
+    // need more rings than it may own.
+    let rings_max = u64::from(crate::ring::set::MAX_RINGS_PER_SHARD);
+    let slots = capacity + u64::from(crate::config::SERVER_FULL_REFUSAL_SLOTS);
+    let table_need = slots.div_ceil(rings_max).min(planned_table_slots(config));
+    let table_have = host.nofile_soft.min(planned_table_slots(config)).max(1);
+    if crate::ring::set::rings_needed(slots, table_have) > rings_max {
         out.push(Shortfall {
             limit: "RLIMIT_NOFILE",
             have: host.nofile_soft.to_string(),
-            need: format!(">= {capacity} (max_connections_per_shard)"),
-            why_and_fix: format!("a ring's fixed-file table may not exceed RLIMIT_NOFILE, so shards fail to start; raise LimitNOFILE= in holdfast.service (or ulimit -n; hard limit is {}) or lower max_connections_per_shard", host.nofile_hard),
+            need: format!(">= {table_need} (max_connections_per_shard in at most MAX_RINGS_PER_SHARD = {rings_max} rings)"),
+            why_and_fix: format!("each io_uring ring's fixed-file table may not exceed RLIMIT_NOFILE, so shards fail to start; raise LimitNOFILE= in holdfast.service (or ulimit -n; hard limit is {}) or lower max_connections_per_shard", host.nofile_hard),
         });
     }
-    if let Some(nr_open) = host.nr_open.filter(|&v| v < capacity) {
+    if let Some(nr_open) = host.nr_open.filter(|&v| v < table_need) {
         out.push(Shortfall {
             limit: "fs.nr_open",
             have: nr_open.to_string(),
-            need: format!(">= {capacity}"),
+            need: format!(">= {table_need}"),
             why_and_fix: "RLIMIT_NOFILE cannot be raised above fs.nr_open; set it in /etc/sysctl.d/60-holdfast.conf".to_owned(),
         });
     }
@@ -624,7 +656,8 @@ pub fn check(config: &Config, shards: usize, capacity: u32, host: &HostFacts) ->
             why_and_fix: "every accepted socket is a struct file even as a direct descriptor; accepts fail with ENFILE past it; raise it in /etc/sysctl.d/60-holdfast.conf".to_owned(),
         });
     }
-    let locked = shards_u64 * locked_bytes_per_shard(config);
+    let rings = crate::ring::set::rings_needed(slots, table_have);
+    let locked = shards_u64 * locked_bytes_per_shard(config, rings);
     if !host.cap_ipc_lock && host.memlock_soft_bytes < locked {
         out.push(Shortfall {
             limit: "RLIMIT_MEMLOCK",
@@ -749,6 +782,31 @@ mod tests {
         assert!(err.contains("add cores"), "{err}");
     }
 
+    /// Ten million on 2 and on 4 cores: past one ring's table, so each shard owns several rings
+    /// of at most IORING_MAX_FIXED_FILES, and LimitNOFILE covers one table, not the shard.
+    #[test]
+    fn ten_million_on_2_or_4_cores_plans_rings_the_kernel_accepts() {
+        let config = Config::default();
+        for (cores, rings) in [(2, 6), (4, 3)] {
+            let plan = plan(&PlanInput {
+                connections: 10_000_000,
+                cores,
+                memory_bytes: 128 * GIB,
+                busy_percent: 1.0,
+                config: &config,
+            })
+            .unwrap();
+            assert_eq!(plan.rings_per_shard, rings, "{cores} cores");
+            assert_eq!(
+                plan.ring_table_slots,
+                u64::from(crate::config::IORING_MAX_FIXED_FILES)
+            );
+            assert!(plan.rings_per_shard * plan.ring_table_slots > plan.max_connections_per_shard);
+            assert_eq!(plan.limit_nofile, 1_052_672, "one table plus headroom");
+            assert!(plan.limit_nofile >= plan.ring_table_slots);
+        }
+    }
+
     #[test]
     fn roomy_host_has_no_shortfall() {
         let config = Config::default();
@@ -766,12 +824,13 @@ mod tests {
             nofile_soft: 20_000,
             memlock_soft_bytes: 8 << 20,
             somaxconn: Some(4096),
-            nr_open: Some(100_000),
-            file_max: Some(1_000_000),
+            nr_open: Some(20_000),
+            file_max: Some(10_000_000),
             mem_total_bytes: Some(GIB),
             ..roomy_host()
         };
-        let limits: Vec<&str> = check(&config, 4, 200_000, &host)
+        // 1,400,000 per shard in tables of 20,000 is 71 rings, above MAX_RINGS_PER_SHARD.
+        let limits: Vec<&str> = check(&config, 4, 1_400_000, &host)
             .iter()
             .map(|s| s.limit)
             .collect();

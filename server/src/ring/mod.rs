@@ -2,6 +2,8 @@
 //! the provided-buffer ring lives in this module; everything above it is safe Rust.
 //!
 //! - [`Ring`]: setup, submission, reaping, and one method per operation the shard issues.
+//! - [`set`]: the shard's rings ([`set::RingSet`]): as many as its connection budget needs, each
+//!   with a fixed-file table under the kernel's per-ring cap; speaks the shard's slot numbers.
 //! - [`buf_ring`]: the provided-buffer ring receive buffers come from.
 //! - [`user_data`]: how an operation, a slot and a generation are packed into a CQE's user_data.
 //!
@@ -11,11 +13,12 @@
 //! belong to the buffer ring, which outlives the io_uring (field order below).
 
 pub(crate) mod buf_ring;
+pub(crate) mod set;
 pub(crate) mod user_data;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use bytes::Bytes;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
@@ -28,7 +31,8 @@ use self::user_data::UserData;
 pub(crate) struct RingParams {
     pub sq_entries: u32,
     pub cq_entries: u32,
-    /// Size of the fixed-file (direct descriptor) table; also the shard's connection limit.
+    /// Size of this ring's fixed-file (direct descriptor) table (at most
+    /// min(IORING_MAX_FIXED_FILES, RLIMIT_NOFILE, ring_max_fixed_files); see [`set`]).
     pub fixed_files: u32,
     pub recv_buffers: u16,
     pub recv_buffer_bytes: u32,
@@ -114,7 +118,6 @@ impl Completion {
 /// [`RingParts`].
 pub(crate) struct Ring {
     uring: IoUring,
-    eventfd: OwnedFd,
     /// The bytes of the send in flight on each slot (40 bytes per slot, allocated up front: a
     /// map sized for a burst keeps its peak capacity, which cost ~130 B per idle session).
     sends_by_slot: Box<[Option<(UserData, Bytes)>]>,
@@ -140,15 +143,30 @@ pub(crate) struct RingParts {
 /// Recv buffer group id (one group per ring).
 const RECV_BUFFER_GROUP: u16 = 0;
 
+/// A new eventfd (close-on-exec) that rings signal completions on.
+pub(crate) fn new_eventfd() -> io::Result<OwnedFd> {
+    let eventfd = syscall!(eventfd(0, libc::EFD_CLOEXEC))?;
+    // SAFETY: eventfd(2) succeeded, so `eventfd` is a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(eventfd) })
+}
+
+/// A duplicate of `fd`, for a reactor that closes what it is given.
+pub(crate) fn dup_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    let fd = syscall!(dup(fd))?;
+    // SAFETY: dup(2) succeeded, so `fd` is a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 impl RingParts {
-    /// Builds a shard's ring: fixed-file table, eventfd, provided-buffer ring.
-    pub(crate) fn new(params: &RingParams) -> io::Result<RingParts> {
-        RingParts::build(params, false)
+    /// Builds one ring: fixed-file table, provided-buffer ring, completions signalled on
+    /// `eventfd` (the ring set's one eventfd: every ring of a shard signals the same one).
+    pub(crate) fn new(params: &RingParams, eventfd: RawFd) -> io::Result<RingParts> {
+        RingParts::build(params, Some(eventfd), false)
     }
 
     /// `disabled`: the ring starts disabled (IORING_SETUP_R_DISABLED), so every submit fails
     /// until it is enabled (tests of what the ring does when the kernel refuses submissions).
-    fn build(params: &RingParams, disabled: bool) -> io::Result<RingParts> {
+    fn build(params: &RingParams, eventfd: Option<RawFd>, disabled: bool) -> io::Result<RingParts> {
         let mut builder = IoUring::builder();
         if disabled {
             builder.setup_r_disabled();
@@ -163,10 +181,9 @@ impl RingParts {
         uring
             .submitter()
             .register_files_sparse(params.fixed_files)?;
-        let eventfd = syscall!(eventfd(0, libc::EFD_CLOEXEC))?;
-        // SAFETY: eventfd(2) succeeded, so `eventfd` is a fresh descriptor nobody else owns.
-        let eventfd = unsafe { OwnedFd::from_raw_fd(eventfd) };
-        uring.submitter().register_eventfd(eventfd.as_raw_fd())?;
+        if let Some(eventfd) = eventfd {
+            uring.submitter().register_eventfd(eventfd)?;
+        }
         let bufs = BufRing::register(
             &uring,
             RECV_BUFFER_GROUP,
@@ -175,7 +192,6 @@ impl RingParts {
         )?;
         let ring = Ring {
             uring,
-            eventfd,
             sends_by_slot: (0..params.fixed_files).map(|_| None).collect(),
             sends_orphaned: HashMap::new(),
             backlog: VecDeque::new(),
@@ -188,13 +204,6 @@ impl RingParts {
 }
 
 impl Ring {
-    /// A duplicate of the eventfd, for a reactor that closes what it is given.
-    pub(crate) fn eventfd_dup(&self) -> io::Result<OwnedFd> {
-        let fd = syscall!(dup(self.eventfd.as_raw_fd()))?;
-        // SAFETY: dup(2) succeeded, so `fd` is a fresh descriptor nobody else owns.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-    }
-
     /// Whether SQEs are queued (or held back) and not yet handed to the kernel.
     pub(crate) fn has_unsubmitted(&mut self) -> bool {
         !self.uring.submission().is_empty() || !self.backlog.is_empty()
@@ -284,6 +293,36 @@ impl Ring {
         self.push(entry);
     }
 
+    /// One accept on `listener` into entry `slot` of this ring's table (IORING_OP_ACCEPT with
+    /// a file index). The entry must be free: the shard hands out only slots whose close has
+    /// completed.
+    pub(crate) fn accept_into(&mut self, listener: RawFd, slot: u32, user_data: UserData) {
+        assert!(
+            slot < self.fixed_files(),
+            "slot {slot} is past this ring's table"
+        );
+        let destination = types::DestinationSlot::try_from_slot_target(slot)
+            .expect("a table entry is below the kernel's index limit");
+        let entry = opcode::Accept::new(
+            types::Fd(listener),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+        .file_index(Some(destination))
+        .build()
+        .user_data(user_data.0);
+        self.push(entry);
+    }
+
+    /// Cancels every request pending on `fd` (a listener's accepts when draining: at most a
+    /// few per listener, so the walk this cancel does is short).
+    pub(crate) fn cancel_fd_all(&mut self, fd: RawFd, user_data: UserData) {
+        let entry = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
+            .build()
+            .user_data(user_data.0);
+        self.push(entry);
+    }
+
     /// Multishot readiness poll (POLLIN | POLLRDHUP) on a direct descriptor.
     pub(crate) fn poll_multishot(&mut self, slot: u32, user_data: UserData) {
         let events = (libc::POLLIN | libc::POLLRDHUP) as u32;
@@ -346,10 +385,11 @@ impl Ring {
         self.push(entry);
     }
 
-    /// Returns the bytes of a completed send (exactly once per [`Ring::send`]).
-    pub(crate) fn take_sent(&mut self, user_data: UserData) -> Bytes {
+    /// Returns the bytes of a completed send (exactly once per [`Ring::send`]); `slot` is the
+    /// send's index in this ring's table.
+    pub(crate) fn take_sent(&mut self, slot: u32, user_data: UserData) -> Bytes {
         self.sends_in_flight -= 1;
-        let held = &mut self.sends_by_slot[user_data.slot() as usize];
+        let held = &mut self.sends_by_slot[slot as usize];
         match held.take() {
             Some((held_user_data, bytes)) if held_user_data == user_data => bytes,
             other => {
@@ -359,6 +399,11 @@ impl Ring {
                     .expect("a send completion matches a send in flight")
             }
         }
+    }
+
+    /// Entries in this ring's fixed-file table.
+    pub(crate) fn fixed_files(&self) -> u32 {
+        self.sends_by_slot.len() as u32
     }
 
     /// Number of sends whose completion has not been reaped yet.
@@ -383,7 +428,6 @@ impl Ring {
         close_user_data: UserData,
     ) {
         for target in targets {
-            debug_assert_eq!(target.slot(), slot, "a cancel names a request of this slot");
             self.cancel(*target, cancel_user_data);
         }
         let close = opcode::Close::new(types::Fixed(slot))
@@ -433,7 +477,7 @@ mod tests {
             recv_buffers: 4,
             recv_buffer_bytes: 4096,
         };
-        RingParts::build(&params, disabled).unwrap()
+        RingParts::build(&params, None, disabled).unwrap()
     }
 
     /// Queues `count` cancels of nothing (each completes at once with ENOENT), without reaping.

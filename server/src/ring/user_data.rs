@@ -14,6 +14,9 @@ holdfast_protocol::wire_codes! {
         Shutdown = 7 => "shutdown",
         /// A multishot recv on a provided-buffer ring (a busy connection's reads).
         RecvMulti = 8 => "recv_multi",
+        /// A one-shot accept into a slot the shard named (a shard of several rings); the
+        /// listener's index rides in the generation bits.
+        AcceptSlot = 9 => "accept_slot",
     }
 }
 

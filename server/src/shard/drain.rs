@@ -21,11 +21,14 @@ impl Shard {
         }
         self.drain_deadline_tick = Some(self.now_tick() + self.ticks.drain);
         for index in 0..self.listeners.len() {
+            let cancel = UserData::new(Op::Cancel, index as u32, 0);
             if self.accept_armed[index] {
-                self.ring.cancel(
-                    UserData::new(Op::Accept, index as u32, 0),
-                    UserData::new(Op::Cancel, index as u32, 0),
-                );
+                self.ring
+                    .cancel(UserData::new(Op::Accept, index as u32, 0), cancel);
+            }
+            if let (Some(_), Some(listener)) = (&self.slot_accepts, &self.listeners[index]) {
+                use std::os::fd::AsRawFd;
+                self.ring.cancel_accepts(listener.as_raw_fd(), cancel);
             }
             // The listener's file stays open until the cancelled accept completes; dropping
             // our descriptor now means the kernel routes no new connections here once it does.

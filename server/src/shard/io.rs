@@ -43,7 +43,7 @@ impl Shard {
             self.completions = completions;
             self.flush_outbox();
             self.unpark_events();
-            self.bufs.publish();
+            self.ring.publish_buffers();
             if reaped == 0 {
                 break;
             }
@@ -60,17 +60,20 @@ impl Shard {
     fn on_completion(&mut self, completion: Completion) {
         match completion.user_data.op() {
             Some(Op::Accept) => self.on_accept(completion),
+            Some(Op::AcceptSlot) => self.on_accept_slot(completion),
             Some(Op::Poll) => self.on_poll(completion),
             Some(Op::Recv) => self.on_recv(completion),
             Some(Op::RecvMulti) => self.on_recv_multi(completion),
             Some(Op::Send) => self.on_send(completion),
-            // Cancel, close and shutdown results need no action: the slot is already freed or
+            Some(Op::Close) => self.on_close_done(completion),
+            // Cancel and shutdown results need no action: the slot is already freed or
             // closing, and a failure there cannot be retried usefully.
-            Some(Op::Cancel | Op::Close | Op::Shutdown) => {}
+            Some(Op::Cancel | Op::Shutdown) => {}
             None => unreachable!("unknown user_data {:?}", completion.user_data),
         }
     }
 
+    /// A multishot accept (a shard of one ring): the kernel picked the table entry.
     fn on_accept(&mut self, completion: Completion) {
         // The listener's index rides in the slot field of the accept's user_data.
         let listener = completion.user_data.slot() as usize;
@@ -89,24 +92,63 @@ impl Shard {
             }
             Err(errno) => {
                 if errno != Errno::ECANCELED {
-                    if let Some(suppressed) =
-                        self.log_accept_errors.allow(std::time::Instant::now())
-                    {
-                        tracing::warn!(
-                            shard = self.index,
-                            errno = errno.0,
-                            suppressed,
-                            "accept failed"
-                        );
-                    }
+                    self.log_accept_error(errno);
                 }
                 // Re-armed by the next tick: never in a tight loop against a persistent error.
                 return;
             }
         };
+        self.on_accepted(slot, listener);
+    }
+
+    /// An accept into a slot the shard named (a shard of several rings): the slot came off
+    /// the free list, and goes back to it if the accept failed.
+    fn on_accept_slot(&mut self, completion: Completion) {
+        let slot = completion.user_data.slot();
+        let listener = completion.user_data.generation_bits() as usize;
+        let accepts = self
+            .slot_accepts
+            .as_mut()
+            .expect("accepts into named slots only with several rings");
+        accepts.pending[listener] -= 1;
+        if let Err(errno) = completion.result {
+            accepts.free.push(slot);
+            if errno != Errno::ECANCELED {
+                self.log_accept_error(errno);
+            }
+            // Re-armed by the next tick: never in a tight loop against a persistent error.
+            return;
+        }
+        self.on_accepted(slot, listener);
+    }
+
+    /// A close completed: the kernel has emptied the slot's table entry, so with several rings
+    /// the slot may be named by the next accept.
+    fn on_close_done(&mut self, completion: Completion) {
+        let Some(accepts) = self.slot_accepts.as_mut() else {
+            return;
+        };
+        accepts.free.push(completion.user_data.slot());
+        self.arm_accept();
+    }
+
+    fn log_accept_error(&mut self, errno: Errno) {
+        if let Some(suppressed) = self.log_accept_errors.allow(std::time::Instant::now()) {
+            tracing::warn!(
+                shard = self.index,
+                errno = errno.0,
+                suppressed,
+                "accept failed"
+            );
+        }
+    }
+
+    /// A connection accepted into `slot` from listener `listener`: open it, start its
+    /// transport and its reads, refuse it if the shard is full, start its first deadline.
+    fn on_accepted(&mut self, slot: u32, listener: usize) {
         assert!(
             slot < self.conns.capacity(),
-            "fixed-file table is the slab's size"
+            "fixed-file tables hold the slab's slots"
         );
         let now = self.now_tick();
         let key = self.conns.open(slot, now);
@@ -180,21 +222,23 @@ impl Shard {
         }
         conn.flags.set(ConnFlags::RECV_IN_FLIGHT);
         conn.flags.clear(ConnFlags::READ_AGAIN);
-        // Each multishot recv may hold a buffer at any moment: one-shot recvs get the rest.
-        let buffers_free_for_recvs =
-            u32::from(self.config.recv_buffers_per_shard) - self.multishot_recvs;
-        if self.recvs_in_flight >= buffers_free_for_recvs {
-            self.recv_waiters.push_back(key);
+        // Each multishot recv may hold a buffer of its ring at any moment: one-shot recvs on
+        // that ring get the rest.
+        let budget = &mut self.recv_budgets[self.ring.ring_of(slot)];
+        if budget.in_flight >= self.recv_buffers - budget.multishot {
+            budget.waiters.push_back(key);
             return;
         }
-        self.recvs_in_flight += 1;
+        budget.in_flight += 1;
         self.ring.recv(slot, key.user_data(Op::Recv));
     }
 
-    /// A recv completed: its buffer is free, so the longest-waiting connection may read.
-    fn recv_slot_freed(&mut self) {
-        self.recvs_in_flight -= 1;
-        while let Some(entry) = self.recv_waiters.pop_front() {
+    /// A recv on `slot`'s ring completed: its buffer is free, so the longest-waiting
+    /// connection of that ring may read.
+    fn recv_slot_freed(&mut self, slot: u32) {
+        let ring = self.ring.ring_of(slot);
+        self.recv_budgets[ring].in_flight -= 1;
+        while let Some(entry) = self.recv_budgets[ring].waiters.pop_front() {
             let Some(conn) = self.conns.get_mut(entry) else {
                 continue;
             };
@@ -214,7 +258,7 @@ impl Shard {
         let generation = self.conns.get_for(ud).map(|conn| conn.generation);
         if generation.is_none() || !matches!(completion.result, Ok(1..)) {
             if let Some(buffer_id) = buffer_id {
-                self.bufs.recycle(buffer_id);
+                self.ring.bufs_mut(ud.slot()).recycle(buffer_id);
             }
         }
         let key = ConnKey {
@@ -225,7 +269,7 @@ impl Shard {
     }
 
     fn on_recv(&mut self, completion: Completion) {
-        self.recv_slot_freed();
+        self.recv_slot_freed(completion.user_data.slot());
         let Some((key, buffer_id)) = self.recv_owner(completion) else {
             return;
         };
@@ -271,7 +315,7 @@ impl Shard {
         let buffer_id = buffer_id.expect("a recv with data names its buffer");
         self.counters.bytes_in += len as u64;
         self.on_bytes(slot, Input::Buffer { buffer_id, len });
-        self.bufs.recycle(buffer_id);
+        self.ring.bufs_mut(slot).recycle(buffer_id);
     }
 
     /// Whether an open session's previous frame came less than a timer tick ago (checked
@@ -286,7 +330,10 @@ impl Shard {
     /// Swaps a busy connection's poll for a multishot recv, if the shard has room for one
     /// more and nothing else is reading. Returns whether it did.
     fn start_multishot_recv(&mut self, slot: u32) -> bool {
-        if self.multishot_recvs >= self.config.multishot_recv_max_per_shard {
+        let ring = self.ring.ring_of(slot);
+        if self.multishot_recvs >= self.multishot_recv_max
+            || self.recv_budgets[ring].multishot >= self.recv_buffers / 2
+        {
             return false;
         }
         let Some(conn) = self.conns.get_live_mut(slot) else {
@@ -307,6 +354,7 @@ impl Shard {
             generation: conn.generation,
         };
         self.multishot_recvs += 1;
+        self.recv_budgets[ring].multishot += 1;
         self.counters.multishot_recvs_started += 1;
         self.ring
             .cancel(key.user_data(Op::Poll), key.user_data(Op::Cancel));
@@ -338,6 +386,7 @@ impl Shard {
         }
         conn.flags.clear(ConnFlags::MULTISHOT_RECV);
         self.multishot_recvs -= 1;
+        self.recv_budgets[self.ring.ring_of(slot)].multishot -= 1;
         Some(ConnKey {
             slot,
             generation: conn.generation,
@@ -414,7 +463,8 @@ impl Shard {
             debug_assert_eq!(held.0, generation, "held input is dropped on close");
             match input {
                 Input::Buffer { buffer_id, len } => {
-                    held.1.extend_from_slice(self.bufs.filled(buffer_id, len));
+                    held.1
+                        .extend_from_slice(self.ring.bufs(slot).filled(buffer_id, len));
                     self.counters.held_input_copied_bytes += len as u64;
                 }
                 Input::Held(mut bytes) => {
@@ -440,7 +490,7 @@ impl Shard {
         };
         let bytes: &[u8] = match (&held_bytes, buffer) {
             (Some(held), _) => held,
-            (None, Some((buffer_id, len))) => self.bufs.filled(buffer_id, len),
+            (None, Some((buffer_id, len))) => self.ring.bufs(slot).filled(buffer_id, len),
             (None, None) => unreachable!("input is a buffer or held bytes"),
         };
         let frames_in_before = self.counters.frames_in;

@@ -98,7 +98,7 @@ pub(crate) fn spawn(
                     shard
                 }
                 Err(e) => {
-                    let message = format!("shard {index}: ring setup failed: {e} (check RLIMIT_MEMLOCK and max_connections_per_shard <= RLIMIT_NOFILE)");
+                    let message = format!("shard {index}: ring setup failed: {e} (check RLIMIT_MEMLOCK, and that each ring's table fits RLIMIT_NOFILE: `holdfast check-config`)");
                     let _ = ready.send(Err(message.clone()));
                     return Err(message);
                 }

@@ -18,9 +18,9 @@ use crate::metrics::log_limit::LogLimiter;
 use crate::metrics::{CloseReason, ShardCounters};
 use crate::outbound::OutboundPool;
 use crate::push::state::PushState;
-use crate::ring::buf_ring::BufRing;
+use crate::ring::set::RingSet;
 use crate::ring::user_data::{Op, UserData};
-use crate::ring::{Completion, Ring, RingParams, RingParts};
+use crate::ring::{Completion, RingParams};
 use crate::session::{SessionCx, SessionLimits};
 use crate::timer::wheel::TimerWheel;
 use crate::transport::{Transport, TransportConfig, WsConfig};
@@ -33,6 +33,31 @@ pub(crate) const HISTOGRAM_MAX_US: u64 = 60_000_000;
 pub(crate) const DECODER_POOL_MAX_ITEMS: usize = 1024;
 /// A pooled decoder keeps at most this much buffer capacity.
 pub(crate) const DECODER_POOL_KEEP_BYTES: usize = 4 * 1024;
+
+/// One-shot accepts each listener keeps pending in a shard of several rings, each naming its
+/// free slot: enough that a connect burst is not served one accept per ring turn.
+pub(crate) const SLOT_ACCEPTS_PER_LISTENER: u32 = 128;
+
+/// Accepts into named slots, for a shard of several rings (`ring::set`): the slots free to
+/// name and the accepts pending per listener. A slot is free once its close completed (the
+/// kernel has emptied the table entry) and no pending accept names it.
+pub(super) struct SlotAccepts {
+    /// Popped from the end: the lowest slots first, then the most recently freed.
+    pub(super) free: Vec<u32>,
+    pub(super) pending: [u32; LISTENER_COUNT],
+}
+
+/// One ring's receive buffers in use: at most one recv per provided buffer is in flight on
+/// a ring, so a burst of readiness never turns into a storm of ENOBUFS completions; the
+/// connections that found them all taken wait in a FIFO.
+#[derive(Default)]
+pub(super) struct RecvBudget {
+    /// Recvs submitted and not yet completed (<= recv_buffers - multishot).
+    pub(super) in_flight: u32,
+    /// Multishot recvs on this ring (each may hold a buffer at any moment; <= half).
+    pub(super) multishot: u32,
+    pub(super) waiters: VecDeque<ConnKey>,
+}
 
 /// Timer wheel deadlines, in ticks.
 #[derive(Clone, Copy, Debug)]
@@ -51,19 +76,21 @@ pub(crate) struct TickLimits {
 }
 
 pub(crate) struct Shard {
-    /// Dropped before `bufs` (RingParts drop order): the kernel stops using receive buffers
-    /// before they are unmapped.
-    pub(super) ring: Ring,
-    pub(super) bufs: BufRing,
+    /// The shard's rings and their receive buffers (each ring dropped before its buffers).
+    /// Speaks shard slots; one ring unless the connection budget passes the per-ring cap.
+    pub(super) ring: RingSet,
     pub(super) index: usize,
     pub(super) config: Config,
     pub(super) limits: SessionLimits,
     pub(super) ticks: TickLimits,
     /// The listeners, indexed as [`super::transport::listener_kind`] reads them: plain TCP,
     /// WebSocket (`ws_listen`), TLS (`tls_listen`). An accept's user_data carries the index in
-    /// its slot field.
+    /// its slot field (multishot), or in its generation bits (an accept into a named slot).
     pub(super) listeners: [Option<Socket>; LISTENER_COUNT],
+    /// One ring: which listener's multishot accept is pending.
     pub(super) accept_armed: [bool; LISTENER_COUNT],
+    /// Several rings: accepts into named slots instead (`None` with one ring).
+    pub(super) slot_accepts: Option<SlotAccepts>,
     /// Transport state of the connections that have one (WebSocket, TLS), by slot: a side table,
     /// so a plain connection's slot stays 32 bytes and pays nothing (its `Conn::transport`
     /// byte says there is nothing to look up). Removed when the slot is freed.
@@ -99,12 +126,15 @@ pub(crate) struct Shard {
     /// When the current round of completions was reaped: the receive time of the bytes and
     /// the completion time of the sends in it (one clock read per round, not per completion).
     pub(super) reaped_at: Instant,
-    /// Connections waiting to issue a recv, FIFO: at most one recv per provided buffer is in
-    /// flight, so a burst of readiness never turns into a storm of ENOBUFS completions.
-    pub(super) recv_waiters: VecDeque<ConnKey>,
-    /// Recvs submitted and not yet completed (<= recv_buffers_per_shard).
-    pub(super) recvs_in_flight: u32,
-    /// Connections reading through a multishot recv (<= multishot_recv_max_per_shard).
+    /// Provided buffers of each ring (`Config::recv_buffers_per_ring`): the most recvs each
+    /// ring keeps in flight, multishot recvs included.
+    pub(super) recv_buffers: u32,
+    /// Per ring: recvs in flight, multishot recvs, connections waiting for a buffer.
+    pub(super) recv_budgets: Vec<RecvBudget>,
+    /// Connections that may read through a multishot recv (multishot_recv_max_per_shard; on
+    /// each ring also at most half its buffers, `RecvBudget::multishot`).
+    pub(super) multishot_recv_max: u32,
+    /// Connections reading through a multishot recv (<= multishot_recv_max).
     pub(super) multishot_recvs: u32,
     /// Bytes read from connections whose events are parked, not yet decoded, by slot (with
     /// the connection's generation). At most one receive buffer's worth per paused
@@ -135,20 +165,24 @@ impl Shard {
         mesh: Mesh,
         events: flume::Sender<crate::events::OwnedEvent>,
     ) -> std::io::Result<Shard> {
-        // Sessions up to `capacity`, plus the slots that refuse connections over it.
+        // Sessions up to `capacity`, plus the slots that refuse connections over it, in as many
+        // rings as tables of ring_table_slots() need.
         let slots = capacity + config.refusal_slots_per_shard();
+        let table_slots = config.ring_table_slots();
         let params = RingParams {
             sq_entries: config.ring_sq_entries,
             cq_entries: config.ring_cq_entries,
             fixed_files: slots,
-            recv_buffers: config.recv_buffers_per_shard,
+            recv_buffers: config.recv_buffers_per_ring(),
             recv_buffer_bytes: config.recv_buffer_bytes,
         };
         let shards = mesh.shards();
         let config_policy = config.event_overflow_policy;
         let push_limits = crate::push::state::PushLimits::from_config(&config);
         let config_parked_max = config.event_parked_max;
-        let RingParts { ring, bufs } = RingParts::new(&params)?;
+        let ring = RingSet::new(&params, slots, table_slots)?;
+        let multishot_recv_max = config.multishot_recv_max_per_shard;
+        let ring_count = ring.ring_count();
         let transport_config = TransportConfig {
             ws: WsConfig {
                 path: config.ws_path.clone(),
@@ -179,7 +213,6 @@ impl Shard {
         };
         Ok(Shard {
             ring,
-            bufs,
             index,
             config,
             limits,
@@ -188,6 +221,10 @@ impl Shard {
             tls_config: tls_config.map(crate::transport::tls::TlsConfigCache::new),
             listeners,
             accept_armed: [false; LISTENER_COUNT],
+            slot_accepts: (ring_count > 1).then(|| SlotAccepts {
+                free: (0..slots).rev().collect(),
+                pending: [0; LISTENER_COUNT],
+            }),
             transports: std::collections::HashMap::new(),
             conns: ConnSlab::new(slots),
             max_sessions: capacity,
@@ -204,8 +241,9 @@ impl Shard {
                 .expect("static bounds"),
             completions: Vec::with_capacity(1024),
             reaped_at: Instant::now(),
-            recv_waiters: VecDeque::new(),
-            recvs_in_flight: 0,
+            recv_budgets: (0..ring_count).map(|_| RecvBudget::default()).collect(),
+            recv_buffers: u32::from(params.recv_buffers),
+            multishot_recv_max,
             multishot_recvs: 0,
             held_input: std::collections::HashMap::new(),
             drain_deadline_tick: None,
@@ -248,25 +286,39 @@ impl Shard {
         )
     }
 
-    /// Starts each listener's multishot accept if it is not running and the shard may accept.
+    /// Keeps each listener accepting unless the shard drains: one ring, a multishot accept
+    /// (the kernel picks the table entry); several rings, up to SLOT_ACCEPTS_PER_LISTENER
+    /// one-shot accepts, each naming a free slot (the slot's ring takes the connection).
     pub(super) fn arm_accept(&mut self) {
         if self.drain_deadline_tick.is_some() {
             return;
         }
-        // Armed even when every slot is taken: a connection over the cap is refused (told in a
-        // refusal slot, or closed by the kernel at accept with ENFILE), never left waiting.
+        // Armed even when every session slot is taken: a connection over the cap is refused
+        // (told in a refusal slot, or, with one ring, closed by the kernel at accept with
+        // ENFILE). With several rings and no free slot, connections wait in the listen queue
+        // until a close completes.
         for index in 0..LISTENER_COUNT {
-            if self.accept_armed[index] {
-                continue;
-            }
             let Some(listener) = self.listeners[index].as_ref() else {
                 continue;
             };
             use std::os::fd::AsRawFd;
             let fd = listener.as_raw_fd();
-            self.ring
-                .accept_multishot(fd, UserData::new(Op::Accept, index as u32, 0));
-            self.accept_armed[index] = true;
+            let Some(accepts) = self.slot_accepts.as_mut() else {
+                if !self.accept_armed[index] {
+                    self.ring
+                        .accept_multishot(fd, UserData::new(Op::Accept, index as u32, 0));
+                    self.accept_armed[index] = true;
+                }
+                continue;
+            };
+            while accepts.pending[index] < SLOT_ACCEPTS_PER_LISTENER {
+                let Some(slot) = accepts.free.pop() else {
+                    break;
+                };
+                accepts.pending[index] += 1;
+                self.ring
+                    .accept_into(fd, slot, UserData::new(Op::AcceptSlot, slot, index as u32));
+            }
         }
     }
 
@@ -360,6 +412,7 @@ impl Shard {
         // that already completed fails with ENOENT, which is harmless.
         let reads = if conn.flags.has(ConnFlags::MULTISHOT_RECV) {
             self.multishot_recvs -= 1;
+            self.recv_budgets[self.ring.ring_of(slot)].multishot -= 1;
             Op::RecvMulti
         } else {
             Op::Poll

@@ -103,7 +103,7 @@ impl Shard {
             return;
         };
         let (tls_before, ws_before) = transport.handshakes_done();
-        let bytes = self.bufs.filled_mut(buffer_id, len);
+        let bytes = self.ring.bufs_mut(slot).filled_mut(buffer_id, len);
         let (conns, cx) = super::state::split_for_session(
             &mut self.conns,
             &mut self.handler,

@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# One `holdfast serve` (shards = cores) holding N idle sessions (Hello, then heartbeats) from
+# `holdfast-bench connect` worker processes on many 127.0.0.x source addresses, and what it
+# costs. Prints one `key value` line per figure and keeps every report in $OUT:
+#
+#   connects_per_s             sessions opened / setup time (client report)
+#   listen_overflows           TcpExtListenOverflows + TcpExtListenDrops during the fill
+#   server_rss_per_session_b   server VmRSS delta / N (client report, 1 s after all are open)
+#   server_slab_per_session_b  kernel slab, server's share of the socket rows + io_kiocb
+#   slab_per_session_b         /proc/meminfo Slab delta / N: client and server ends, all caches
+#   idle_cpu_ms_per_s          server CPU (utime+stime) per second while N are held and idle:
+#                              heartbeats (client Pings answered) and timer sweeps
+#   echo_p99_us_none/_held     P99 of 1,000 echo sessions at ECHO_RATE_PER_S in all (open
+#                              loop), median of ECHO_RUNS runs, with none held and N held
+#   leave_s                    the hold ends (every worker closes its sessions at once):
+#                              from the first closes the server sees until it counts 0 open
+#   rss_after_leave_b          server VmRSS once all have left (and its delta from start)
+#   drain_s                    (DRAIN=1) N held again, SIGTERM until the server has exited
+#
+#   bench/scale.sh N            e.g. bench/scale.sh 1000000
+#
+# Loopback only, bounded: the fill gives up after SETUP_TIMEOUT_S, the hold ends after HOLD_S,
+# and the server is killed on exit. Needs root (/proc/slabinfo), a release build
+# (cargo build --release -p holdfast-server -p holdfast-bench), jq and nstat.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+N=${1:?usage: bench/scale.sh SESSIONS}
+HOLDFAST=${HOLDFAST:-target/release/holdfast}
+BENCH=${BENCH:-target/release/holdfast-bench}
+PORT=${PORT:-17996}
+ADMIN_PORT=${ADMIN_PORT:-17997}
+SHARDS=${SHARDS:-$(nproc)}
+# SO_REUSEPORT does not split exactly evenly: 15% headroom per shard.
+PER_SHARD=${PER_SHARD:-$((N / SHARDS * 115 / 100 + 1000))}
+CONNECT_RATE_PER_S=${CONNECT_RATE_PER_S:-25000}
+SESSIONS_PER_WORKER=${SESSIONS_PER_WORKER:-15000}
+WORKERS=$(((N + SESSIONS_PER_WORKER - 1) / SESSIONS_PER_WORKER))
+LISTEN_BACKLOG=$(cat /proc/sys/net/core/somaxconn)
+# Connects in flight in all workers at most half the shards' accept queues (listen_backlog,
+# capped at net.core.somaxconn): more overflowed them at 1M (TcpExtListenOverflows 204,558,
+# clients timing out in the handshake while the server starved).
+CONNECT_CONCURRENCY=${CONNECT_CONCURRENCY:-$((SHARDS * LISTEN_BACKLOG / 2 / WORKERS + 1))}
+SETUP_TIMEOUT_S=${SETUP_TIMEOUT_S:-240}
+HOLD_S=${HOLD_S:-90}
+IDLE_CPU_WINDOW_S=${IDLE_CPU_WINDOW_S:-30}
+ECHO_SESSIONS=${ECHO_SESSIONS:-1000}
+ECHO_RUNS=${ECHO_RUNS:-3}
+ECHO_S=${ECHO_S:-5}
+# Open loop (latency from each frame's intended send time), well below what the 2 cores serve:
+# a saturated closed loop would measure queueing, not the cost of the idle sessions held.
+ECHO_RATE_PER_S=${ECHO_RATE_PER_S:-10000}
+DRAIN=${DRAIN:-0}
+# The server's default heartbeat_interval_ms: each idle session sends one Ping per interval.
+PING_INTERVAL_MS=${PING_INTERVAL_MS:-15000}
+OUT=${OUT:-target/bench/scale-$N}
+mkdir -p "$OUT"
+
+server=""
+bench=""
+cleanup() {
+    [ -n "$bench" ] && kill -- -"$bench" 2>/dev/null || true
+    [ -n "$server" ] && kill -9 "$server" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+say() { printf '%s %s\n' "$1" "$2" | tee -a "$OUT/summary.txt"; }
+metric() {
+    curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" |
+        awk -v m="$1" '$1 == m || index($1, m "{") == 1 { s += $2 } END { printf "%d\n", s }'
+}
+rss_bytes() { echo $(($(awk '/^VmRSS:/ {print $2}' "/proc/$server/status") * 1024)); }
+slab_bytes() { echo $(($(awk '/^Slab:/ {print $2}' /proc/meminfo) * 1024)); }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$server/stat"; }
+overflows() { nstat -az TcpExtListenOverflows TcpExtListenDrops | awk 'NR > 1 { s += $2 } END { print s + 0 }'; }
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+echo_p99() {
+    local label=$1 runs=()
+    for run in $(seq "$ECHO_RUNS"); do
+        nice -n 5 "$BENCH" rate --target "127.0.0.1:$PORT" --sessions "$ECHO_SESSIONS" \
+            --rate-per-s "$ECHO_RATE_PER_S" --duration-s "$ECHO_S" --warmup-s 1 \
+            --label "$label-$run" --out "$OUT" \
+            >"$OUT/$label-$run.out" 2>&1
+        runs+=("$(jq '.histograms[.main_histogram].p99_us' "$OUT/$label-$run.json")")
+    done
+    printf '%s\n' "${runs[@]}" | median
+}
+wait_open() { # wait_open WANT LIMIT_S: until the server counts WANT open (or the limit passes)
+    local deadline=$((SECONDS + $2))
+    while (($(metric holdfast_connections_open) != $1)) && ((SECONDS < deadline)); do sleep 0.5; done
+}
+
+start_server() {
+    HOLDFAST_LISTEN_BACKLOG=$LISTEN_BACKLOG HOLDFAST_ADMIN_LISTEN=127.0.0.1:$ADMIN_PORT "$HOLDFAST" serve --listen "127.0.0.1:$PORT" \
+        --shards "$SHARDS" --max-connections-per-shard "$PER_SHARD" \
+        >"$OUT/server.out" 2>"$OUT/server.err" &
+    server=$!
+    for _ in $(seq 100); do grep -q listening "$OUT/server.out" 2>/dev/null && break; sleep 0.1; done
+    sleep 1
+}
+
+fill() { # fill LABEL: N sessions held for HOLD_S in the background; returns once all are open
+    local label=$1
+    # Its own process group (setsid), so cleanup stops every worker; nice 19, so dozens of
+    # workers do not starve the server's two pinned threads.
+    setsid nice -n 19 "$BENCH" connect --target "127.0.0.1:$PORT" --sessions "$N" \
+        --sessions-per-worker "$SESSIONS_PER_WORKER" --connect-rate-per-s "$CONNECT_RATE_PER_S" \
+        --connect-concurrency "$CONNECT_CONCURRENCY" --handshake-timeout-ms 30000 \
+        --setup-timeout-s "$SETUP_TIMEOUT_S" --duration-s "$HOLD_S" --server-pid "$server" \
+        --ping-interval-ms "$PING_INTERVAL_MS" \
+        --label "$label" --out "$OUT" >"$OUT/$label.out" 2>&1 &
+    bench=$!
+    # Until N are open, or the count stood still for 20 s (connects that failed), or the
+    # setup limit passed.
+    local deadline=$((SECONDS + SETUP_TIMEOUT_S + 10)) last=-1 still=0 open
+    while ((SECONDS < deadline)) && ((still < 20)); do
+        kill -0 "$bench" 2>/dev/null || break
+        open=$(metric holdfast_connections_open)
+        ((open >= N)) && break
+        if ((open == last)); then still=$((still + 1)); else still=0; fi
+        last=$open
+        sleep 1
+    done
+}
+
+start_server
+say sessions_planned "$N"
+say shards "$SHARDS"
+say max_connections_per_shard "$PER_SHARD"
+say connect_concurrency_per_worker "$CONNECT_CONCURRENCY"
+say load_average_start "$(cut -d' ' -f1-3 /proc/loadavg)"
+rss_start=$(rss_bytes)
+say server_rss_start_b "$rss_start"
+
+say echo_p99_us_none "$(echo_p99 echo-none)"
+
+slab_before=$(slab_bytes)
+overflows_before=$(overflows)
+fill connect
+say sessions_open "$(metric holdfast_connections_open)"
+say listen_overflows "$(($(overflows) - overflows_before))"
+sleep 3
+open=$(metric holdfast_connections_open)
+say slab_per_session_b "$((($(slab_bytes) - slab_before) / open))"
+
+ticks_before=$(cpu_ticks)
+frames_before=$(metric holdfast_frames_received_total)
+sleep "$IDLE_CPU_WINDOW_S"
+ticks=$(($(cpu_ticks) - ticks_before))
+# 100 ticks per second: 10 ms of CPU each.
+say idle_cpu_ms_per_s "$((ticks * 10 / IDLE_CPU_WINDOW_S))"
+say frames_received_per_s "$((($(metric holdfast_frames_received_total) - frames_before) / IDLE_CPU_WINDOW_S))"
+
+say echo_p99_us_held "$(echo_p99 echo-held)"
+say load_average_held "$(cut -d' ' -f1-3 /proc/loadavg)"
+
+# The hold ends: every worker closes its sessions at once. From the first closes seen until
+# the server counts none open.
+held=$(metric holdfast_connections_open)
+deadline=$((SECONDS + HOLD_S + 60))
+while (($(metric holdfast_connections_open) > held * 99 / 100)) && ((SECONDS < deadline)); do sleep 0.2; done
+leave_start=$(date +%s.%N)
+wait_open 0 120
+say leave_s "$(echo "$(date +%s.%N) - $leave_start" | bc)"
+wait "$bench" || true
+bench=""
+json="$OUT/connect.json"
+say sessions_opened "$(jq '.counters.sessions_opened // .sessions_planned' "$json")"
+say setup_ms "$(jq .setup_ms "$json")"
+say connects_per_s "$(jq '(.counters.sessions_opened // .sessions_planned) / (.setup_ms / 1000) | floor' "$json")"
+say connect_errors "$(jq .errors_total "$json")"
+say server_rss_per_session_b "$(jq '.server_memory.rss_bytes_per_session | floor' "$json")"
+say server_slab_per_session_b "$(jq '.server_memory.server_slab_bytes_per_session | floor' "$json")"
+say io_kiocb_per_session_b "$(jq '.server_memory.io_kiocb_bytes_per_session | floor' "$json")"
+
+sleep 2
+say rss_after_leave_b "$(rss_bytes)"
+say rss_after_leave_delta_b "$(($(rss_bytes) - rss_start))"
+
+if [ "$DRAIN" = 1 ]; then
+    HOLD_S=$((SETUP_TIMEOUT_S + 60)) fill connect-drain
+    say drain_sessions "$(metric holdfast_connections_open)"
+    drain_start=$(date +%s.%N)
+    kill -TERM "$server"
+    wait "$server" || true
+    server=""
+    say drain_s "$(echo "$(date +%s.%N) - $drain_start" | bc)"
+fi
+say load_average_end "$(cut -d' ' -f1-3 /proc/loadavg)"
