@@ -24,11 +24,11 @@ mkdir -p "$OUT"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for system in $SYSTEMS; do
     case $system in
-        holdfast) $R/holdfast serve --listen 127.0.0.1:17831 --admin-listen 127.0.0.1:17832 --shards "$CORES" ;;
-        tokio) $R/holdfast-baseline-tokio --listen 127.0.0.1:17831 --cores "$CORES" ;;
-        glommio) $R/holdfast-baseline-glommio --listen 127.0.0.1:17831 --cores "$CORES" ;;
+        holdfast) exec $R/holdfast serve --listen 127.0.0.1:17831 --admin-listen 127.0.0.1:17832 --shards "$CORES" ;;
+        tokio) exec $R/holdfast-baseline-tokio --listen 127.0.0.1:17831 --cores "$CORES" ;;
+        glommio) exec $R/holdfast-baseline-glommio --listen 127.0.0.1:17831 --cores "$CORES" ;;
     esac > "$OUT/$system.server.out" 2> "$OUT/$system.server.err" &
-    pid=$!
+    pid=$! # the server itself: each branch execs it in the background subshell
     for _ in $(seq 100); do
         grep -q "listening" "$OUT/$system.server.out" "$OUT/$system.server.err" 2>/dev/null && break
         sleep 0.1
