@@ -201,7 +201,8 @@ pub struct RunArgs {
 
 #[derive(Args, Debug)]
 pub struct PlotArgs {
-    /// .hgrm files (percentile distribution) and/or .hlog files (interval logs).
+    /// .hgrm files (percentile distribution), .hlog files (interval logs) and/or rate sweep
+    /// .csv files (system,offered_per_s,p99_ms,p999_ms: latency by offered load).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// Output path prefix: PREFIX-percentiles.{svg,png}, PREFIX-over-time.{svg,png}.

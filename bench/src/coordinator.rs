@@ -221,6 +221,12 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunReport> {
     for w in &mut workers {
         send_command(w, &Command::Go(phases));
     }
+    let burst_cpu_sampler = match (&publish_plan, args.server_pid) {
+        (Some(plan), Some(pid)) if plan.broadcast_burst.is_some() => {
+            Some(push::spawn_cpu_sampler(pid, phases))
+        }
+        _ => None,
+    };
     let publisher = publish_plan.map(|plan| push::spawn_publisher(plan, phases));
     let sampler = (workload == Workload::Events).then(|| {
         let plan = events::SamplerPlan {
@@ -239,6 +245,13 @@ pub fn run(workload: Workload, args: &RunArgs) -> Result<RunReport> {
         ),
         None => None,
     };
+    if let Some(handle) = burst_cpu_sampler {
+        run.burst_cpu_samples = Some(
+            handle
+                .join()
+                .map_err(|_| anyhow::anyhow!("the burst CPU sampler thread panicked"))?,
+        );
+    }
     if let Some(handle) = sampler {
         let samples = handle
             .join()
@@ -299,6 +312,8 @@ struct ParentRun<'a> {
     setup_ms: u64,
     setup_timed_out: bool,
     publisher: Option<push::PublisherResult>,
+    /// push --broadcast-burst with --server-pid: the server's CPU sampled around the burst.
+    burst_cpu_samples: Option<push::CpuSamples>,
     /// events: the server's counters before the run, and the sampler's samples.
     events: Option<(Option<events::ServerEvents>, events::Samples)>,
 }
@@ -320,6 +335,7 @@ impl<'a> ParentRun<'a> {
             setup_ms: 0,
             setup_timed_out: false,
             publisher: None,
+            burst_cpu_samples: None,
             events: None,
         }
     }
@@ -589,13 +605,18 @@ impl<'a> ParentRun<'a> {
             });
             ServerCpu::new(cpu_us, count)
         });
+        let burst_cpu_samples = self.burst_cpu_samples;
         let push = self.publisher.map(|publisher| {
             let stream = match self.args.broadcast_burst {
                 Some(_) => "broadcast".to_owned(),
                 None => format!("topic {}", self.args.topic),
             };
             let stop_ns = phases.measure_end_ns + self.args.drain_ms * NS_PER_MS;
-            push::PushSummary::new(stream, publisher, &counters, stop_ns)
+            let mut summary = push::PushSummary::new(stream, publisher, &counters, stop_ns);
+            if let Some(samples) = &burst_cpu_samples {
+                summary.charge_burst_cpu(samples, &counters);
+            }
+            summary
         });
         let interval_start_s = (phases.measure_start_ns - phases.warmup_start_ns) / NS_PER_S;
         Ok(RunReport::new(crate::report::RunInputs {

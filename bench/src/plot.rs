@@ -1,6 +1,8 @@
 //! `holdfast-bench plot`: latency by percentile from `.hgrm` files (several runs side by side;
 //! x is 1/(1-p) on a log scale, HdrHistogram's convention, labelled as percentiles) and latency
 //! over time (p50, p99, max per interval) from interval logs (`.hlog`), as SVG and PNG.
+//! A rate sweep (`.csv`: `system,offered_per_s,p99_ms,p999_ms`, as bench/scripts/rate-sweep.sh
+//! writes) becomes P99 and P99.9 latency against offered load, one line each per system.
 //! Text needs a TrueType font: DejaVu Sans from Debian's fonts-dejavu-core, or `--font`.
 
 use std::path::{Path, PathBuf};
@@ -31,13 +33,16 @@ pub fn run(args: &PlotArgs) -> Result<()> {
     load_font(args.font.as_deref())?;
     let mut by_percentile = Vec::new();
     let mut over_time = Vec::new();
+    let mut sweep = Vec::new();
     for file in &args.files {
         let name = file.file_stem().map_or_else(
             || file.display().to_string(),
             |s| s.to_string_lossy().into_owned(),
         );
         let text = std::fs::read(file).with_context(|| format!("read {}", file.display()))?;
-        if file.extension().is_some_and(|e| e == "hgrm") {
+        if file.extension().is_some_and(|e| e == "csv") {
+            sweep.extend(sweep_series(std::str::from_utf8(&text)?)?);
+        } else if file.extension().is_some_and(|e| e == "hgrm") {
             by_percentile.push((name, percentile_points(std::str::from_utf8(&text)?)?));
         } else {
             over_time.extend(interval_series(&name, &text).with_context(|| {
@@ -65,6 +70,9 @@ pub fn run(args: &PlotArgs) -> Result<()> {
             size,
             &Chart::OverTime(&over_time),
         )?);
+    }
+    if !sweep.is_empty() {
+        written.extend(render(&args.out, "load", size, &Chart::Load(&sweep))?);
     }
     for path in written {
         println!("wrote {}", path.display());
@@ -143,9 +151,41 @@ pub fn interval_series(name: &str, log: &[u8]) -> Result<Vec<Series>> {
     ])
 }
 
+/// "SYSTEM p99" and "SYSTEM p99.9" lines of (offered requests/s, ms) from a sweep CSV, in the
+/// order the systems first appear; rows sorted by offered load.
+pub fn sweep_series(csv: &str) -> Result<Vec<Series>> {
+    let mut lines = csv.lines().filter(|l| !l.trim().is_empty());
+    let header = lines.next().context("empty sweep CSV")?;
+    anyhow::ensure!(
+        header.trim() == "system,offered_per_s,p99_ms,p999_ms",
+        "sweep CSV header is {header:?}, not system,offered_per_s,p99_ms,p999_ms"
+    );
+    let mut series: Vec<Series> = Vec::new();
+    for line in lines {
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        let [system, offered, p99, p999] = fields[..] else {
+            bail!("sweep CSV row {line:?} does not have 4 fields");
+        };
+        let offered: f64 = offered.parse().with_context(|| format!("row {line:?}"))?;
+        for (suffix, value) in [("p99", p99), ("p99.9", p999)] {
+            let value: f64 = value.parse().with_context(|| format!("row {line:?}"))?;
+            let name = format!("{system} {suffix}");
+            match series.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, points)) => points.push((offered, value)),
+                None => series.push((name, vec![(offered, value)])),
+            }
+        }
+    }
+    for (_, points) in &mut series {
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    Ok(series)
+}
+
 enum Chart<'a> {
     Percentiles(&'a [Series]),
     OverTime(&'a [Series]),
+    Load(&'a [Series]),
 }
 
 /// Writes PREFIX-WHAT.svg and PREFIX-WHAT.png.
@@ -195,13 +235,14 @@ impl Chart<'_> {
         let (series, title, x_desc) = match self {
             Chart::Percentiles(s) => (*s, "Latency by percentile", "percentile"),
             Chart::OverTime(s) => (*s, "Latency over time", "seconds into the measured window"),
+            Chart::Load(s) => (*s, "Latency by offered load", "offered load (requests/s)"),
         };
         let points = || series.iter().flat_map(|(_, p)| p.iter());
         let x_max = points().map(|p| p.0).fold(1.0, f64::max);
         let y_max = points().map(|p| p.1).fold(0.001, f64::max) * 1.1;
         let x_range = match self {
             Chart::Percentiles(_) => 0.0..x_max.ceil().max(1.0),
-            Chart::OverTime(_) => 0.0..x_max,
+            Chart::OverTime(_) | Chart::Load(_) => 0.0..x_max,
         };
         let mut chart = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 24))
@@ -255,6 +296,21 @@ impl Chart<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sweep_csv_becomes_p99_and_p999_lines_per_system_sorted_by_load() {
+        let csv = "system,offered_per_s,p99_ms,p999_ms\nholdfast,2000,1.5,3\ntokio,1000,0.9,2\nholdfast,1000,1,2.5\n";
+        let series = sweep_series(csv).unwrap();
+        let names: Vec<&str> = series.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["holdfast p99", "holdfast p99.9", "tokio p99", "tokio p99.9"]
+        );
+        assert_eq!(series[0].1, vec![(1000.0, 1.0), (2000.0, 1.5)]);
+        assert_eq!(series[1].1, vec![(1000.0, 2.5), (2000.0, 3.0)]);
+        assert!(sweep_series("a,b\n").is_err());
+        assert!(sweep_series("system,offered_per_s,p99_ms,p999_ms\nx,1,2\n").is_err());
+    }
 
     #[test]
     fn percentile_axis_labels_follow_the_nines() {

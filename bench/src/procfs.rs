@@ -59,6 +59,31 @@ pub fn thread_cpu_us(pid: u32) -> Result<BTreeMap<String, u64>> {
     Ok(by_name)
 }
 
+/// CPU time of every live thread of `pid` in nanoseconds: the sum of the first field of
+/// /proc/PID/task/TID/schedstat (time on CPU, ns resolution, where /proc/PID/stat counts clock
+/// ticks of 10 ms). Threads that exited are not counted: use it over short spans (a burst).
+pub fn threads_cpu_ns(pid: u32) -> Result<u64> {
+    let dir = format!("/proc/{pid}/task");
+    let mut sum = 0;
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("read {dir}"))? {
+        let Ok(entry) = entry else { continue };
+        let Ok(text) = std::fs::read_to_string(entry.path().join("schedstat")) else {
+            continue;
+        };
+        sum += parse_schedstat_ns(&text)?;
+    }
+    Ok(sum)
+}
+
+/// The time on CPU (first field, ns) of a schedstat line.
+pub fn parse_schedstat_ns(text: &str) -> Result<u64> {
+    Ok(text
+        .split_whitespace()
+        .next()
+        .context("empty schedstat")?
+        .parse()?)
+}
+
 /// The command name (field 2, between the first '(' and the last ')') of a stat line.
 fn stat_comm(stat: &str) -> Option<&str> {
     stat.get(stat.find('(')? + 1..stat.rfind(')')?)

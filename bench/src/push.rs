@@ -34,6 +34,44 @@ pub const BROADCAST_TOPIC: &str = "*";
 const STILL_ARRIVING_MS: f64 = 250.0;
 /// Longest server error text kept in a failure cause.
 const ERROR_TEXT_MAX_CHARS: usize = 120;
+/// Broadcast burst with --server-pid: the server's CPU is sampled this often around the burst.
+pub const BURST_CPU_SAMPLE_INTERVAL_MS: u64 = 1;
+/// ... for this long from the window's start (a 30k burst takes a few hundred ms).
+pub const BURST_CPU_SAMPLING_MS: u64 = 5_000;
+
+/// (CLOCK_MONOTONIC ns, server CPU ns) samples.
+pub type CpuSamples = Vec<(u64, u64)>;
+
+/// Broadcast burst: samples the server's CPU (all threads, ns) every
+/// `BURST_CPU_SAMPLE_INTERVAL_MS` from just before the window's start, so the CPU of the
+/// broadcast itself can be told from the rest of the window (idle sessions' heartbeats).
+pub fn spawn_cpu_sampler(pid: u32, phases: Phases) -> std::thread::JoinHandle<CpuSamples> {
+    std::thread::Builder::new()
+        .name("burst-cpu".into())
+        .spawn(move || {
+            let start_ns = phases.measure_start_ns.saturating_sub(5 * NS_PER_MS);
+            let stop_ns = phases.measure_start_ns + BURST_CPU_SAMPLING_MS * NS_PER_MS;
+            let mut samples = Vec::with_capacity((BURST_CPU_SAMPLING_MS + 5) as usize);
+            let mut due_ns = start_ns;
+            while due_ns < stop_ns {
+                sleep_until_ns(due_ns);
+                if let Ok(cpu_ns) = crate::procfs::threads_cpu_ns(pid) {
+                    samples.push((mono_ns(), cpu_ns));
+                }
+                due_ns += BURST_CPU_SAMPLE_INTERVAL_MS * NS_PER_MS;
+            }
+            samples
+        })
+        .expect("spawn the burst CPU sampler thread")
+}
+
+/// The server's CPU over the burst: from the last sample at or before `from_ns` to the first
+/// at or after `to_ns`. Returns (CPU ns, span ns of the two samples).
+pub fn cpu_between(samples: &[(u64, u64)], from_ns: u64, to_ns: u64) -> Option<(u64, u64)> {
+    let before = samples.iter().rev().find(|(t, _)| *t <= from_ns)?;
+    let after = samples.iter().find(|(t, _)| *t >= to_ns)?;
+    Some((after.1.saturating_sub(before.1), after.0 - before.0))
+}
 
 /// What the publisher does.
 #[derive(Clone, Debug)]
@@ -294,6 +332,12 @@ pub struct PushSummary {
     pub last_delivery_before_stop_ms: Option<f64>,
     /// Deliveries were missing and still arriving when the run stopped: raise --drain-ms.
     pub still_arriving_at_stop: bool,
+    /// Broadcast burst with --server-pid: the server's CPU from the first publish to the last
+    /// delivery (1 ms samples), the span of those samples, and deliveries per server CPU-second
+    /// over the burst alone.
+    pub burst_server_cpu_ms: Option<f64>,
+    pub burst_cpu_span_ms: Option<f64>,
+    pub burst_deliveries_per_server_cpu_s: Option<f64>,
     /// Every count adds up: publishes all answered, delivered == expected, no gaps, duplicates
     /// or wrong payloads, seqs contiguous.
     pub clean: bool,
@@ -363,9 +407,28 @@ impl PushSummary {
             burst_deliveries_per_s,
             last_delivery_before_stop_ms,
             still_arriving_at_stop,
+            burst_server_cpu_ms: None,
+            burst_cpu_span_ms: None,
+            burst_deliveries_per_server_cpu_s: None,
             clean,
             publisher,
         }
+    }
+
+    /// Charges the server's CPU over the burst (first publish to last delivery) to its
+    /// deliveries; `c` is the run's counters.
+    pub fn charge_burst_cpu(&mut self, samples: &[(u64, u64)], c: &Counters) {
+        let (Some(first), Some(last)) = (self.publisher.first_publish_ns, c.push_last_delivery_ns)
+        else {
+            return;
+        };
+        let Some((cpu_ns, span_ns)) = cpu_between(samples, first, last) else {
+            return;
+        };
+        self.burst_server_cpu_ms = Some(cpu_ns as f64 / NS_PER_MS as f64);
+        self.burst_cpu_span_ms = Some(span_ns as f64 / NS_PER_MS as f64);
+        self.burst_deliveries_per_server_cpu_s =
+            (cpu_ns > 0).then(|| self.delivered as f64 * NS_PER_S as f64 / cpu_ns as f64);
     }
 
     pub fn print(&self) {
@@ -409,6 +472,15 @@ impl PushSummary {
         }
         if let (Some(span), Some(rate)) = (self.burst_span_ms, self.burst_deliveries_per_s) {
             println!("burst: first publish to last delivery {span:.1} ms = {rate:.0} deliveries/s");
+        }
+        if let (Some(cpu), Some(span), Some(per_cpu_s)) = (
+            self.burst_server_cpu_ms,
+            self.burst_cpu_span_ms,
+            self.burst_deliveries_per_server_cpu_s,
+        ) {
+            println!(
+                "burst server CPU: {cpu:.1} ms over the {span:.1} ms from the first publish to the last delivery (1 ms samples) = {per_cpu_s:.0} deliveries per server CPU-second"
+            );
         }
         for (name, h) in [("http", &p.http), ("lag", &p.lag)] {
             if let Some(h) = h {
@@ -499,6 +571,37 @@ mod tests {
             ..Counters::default()
         };
         assert!(!PushSummary::new("topic t".into(), p, &c, 0).clean);
+    }
+
+    #[test]
+    fn burst_cpu_is_taken_between_the_samples_around_the_burst() {
+        let samples = vec![
+            (0, 100),
+            (1_000, 150),
+            (2_000, 400),
+            (3_000, 900),
+            (4_000, 950),
+        ];
+        // Burst from 1,500 to 2,500 ns: samples at 1,000 and 3,000.
+        assert_eq!(cpu_between(&samples, 1_500, 2_500), Some((750, 2_000)));
+        assert_eq!(cpu_between(&samples, 1_000, 3_000), Some((750, 2_000)));
+        // Nothing after the end: no figure rather than a short one.
+        assert_eq!(cpu_between(&samples, 1_000, 5_000), None);
+        let c = Counters {
+            push_delivered: 30,
+            push_last_delivery_ns: Some(2_500),
+            ..Counters::default()
+        };
+        let mut p = publisher(1, 1);
+        p.first_publish_ns = Some(1_500);
+        let mut s = PushSummary::new("broadcast".into(), p, &c, 0);
+        s.charge_burst_cpu(&samples, &c);
+        assert_eq!(s.burst_server_cpu_ms, Some(750.0 / 1e6));
+        // 30 deliveries over 750 ns of CPU.
+        assert_eq!(
+            s.burst_deliveries_per_server_cpu_s.map(f64::round),
+            Some(4e7)
+        );
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub struct Snapshot {
     pub rss_changes: RssByMember,
 
     // TCP.
-    /// Smoothed RTT of the selected sockets, one sample per received segment.
+    /// Smoothed RTT of the selected sockets, one sample per read (sock_recv_length).
     pub tcp_srtt_us: Log2Hist,
     /// Data became readable (sk_data_ready) to the application's first successful read.
     pub data_ready_to_read_ns: Log2Hist,

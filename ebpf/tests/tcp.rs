@@ -53,7 +53,7 @@ fn loopback_exchange_on_the_port_shows_srtt_read_latency_and_state_transitions()
     let text = snap.render_text();
     assert!(
         snap.tcp_srtt_us.count() >= ROUNDS as u64,
-        "srtt sampled per received segment:\n{text}"
+        "srtt sampled once per read:\n{text}"
     );
     // Loopback RTT is microseconds, far below a second.
     assert!(snap.tcp_srtt_us.percentile(0.99) < 1_000_000, "{text}");

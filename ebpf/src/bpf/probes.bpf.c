@@ -5,7 +5,7 @@
  *   CPU     sched_wakeup / sched_wakeup_new / sched_switch   per thread of the target tgid
  *           (sched_process_exit keeps an exited thread's name)
  *   memory  exceptions:page_fault_user, kmem:rss_stat         the target process
- *   TCP     tcp:tcp_probe, sock:sk_data_ready, sock:sock_recv_length,
+ *   TCP     sock:sk_data_ready, sock:sock_recv_length (also srtt, per read),
  *           sock:sock_send_length, sock:inet_sock_set_state,
  *           tcp:tcp_retransmit_skb, sock:sock_exceed_buf_limit
  *
@@ -356,23 +356,21 @@ static __always_inline bool sock_selected(struct sock *sk)
 	return st && st->owned;
 }
 
-SEC("tp_btf/tcp_probe")
-int BPF_PROG(tcp_probe, struct sock *sk, const struct sk_buff *skb)
+/* srtt is sampled once per read of a selected socket, in sock_recv_length
+ * below (the reader's thread, where the socket is hot), not per received
+ * segment in tcp:tcp_probe: that hook ran in the sender's softirq on every
+ * segment and ACK of every TCP socket of the host, and read the receiving
+ * socket's tcp_sock from the other core. */
+static __always_inline void srtt_sample(struct sock *sk, struct tcp_stats *ts)
 {
-	struct tcp_sock *tp;
-	struct tcp_stats *ts;
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
 	__u32 srtt_us;
 
-	if (!sock_selected(sk))
-		return 0;
-	tp = bpf_skc_to_tcp_sock(sk);
-	if (!tp)
-		return 0;
+	if (!tp || !ts)
+		return;
 	srtt_us = tp->srtt_us >> 3; /* stored as 8 * srtt */
-	ts = tcp_stats();
-	if (ts && srtt_us)
+	if (srtt_us)
 		hist_add(ts->srtt_us, srtt_us);
-	return 0;
 }
 
 SEC("tp_btf/sk_data_ready")
@@ -418,11 +416,14 @@ int BPF_PROG(sock_recv_length, struct sock *sk, int ret, int flags)
 		if (st)
 			st->owned = 1;
 	}
-	if (!st || !st->data_ready_ns || (flags & MSG_PEEK))
+	if (!st || (flags & MSG_PEEK))
+		return 0;
+	ts = tcp_stats();
+	srtt_sample(sk, ts);
+	if (!st->data_ready_ns)
 		return 0;
 	ready_ns = st->data_ready_ns;
 	st->data_ready_ns = 0;
-	ts = tcp_stats();
 	if (ts)
 		hist_add(ts->data_ready_to_read_ns, bpf_ktime_get_ns() - ready_ns);
 	return 0;

@@ -288,7 +288,7 @@ fn encode_probes(encoder: &mut DescriptorEncoder, s: &Snapshot) -> fmt::Result {
         ),
         (
             "holdfast_tcp_srtt_seconds",
-            "Smoothed RTT of the listener's connections, one sample per received segment (eBPF tcp:tcp_probe; _sum estimated).",
+            "Smoothed RTT of the listener's connections, one sample per read of a connection (eBPF sock:sock_recv_length; _sum estimated).",
             us(&s.tcp_srtt_us),
         ),
         (
