@@ -5,14 +5,11 @@
 //! `holdfast-baseline-tokio-rustls --listen 127.0.0.1:7879 --cores 1 --cert cert.pem --key key.pem`
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use bytes::BytesMut;
 use holdfast_bench::echo_server::{
-    answer_frames, baseline_tls_args, reuseport_listener, BASELINE_READ_BYTES,
+    answer_frames, baseline_tls_args, reuseport_listener, tokio_tls_acceptor, BASELINE_READ_BYTES,
 };
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[global_allocator]
@@ -28,19 +25,7 @@ fn main() -> std::io::Result<()> {
         eprintln!("{NAME}: --cert PEM and --key PEM are required");
         std::process::exit(2);
     };
-    let certs = CertificateDer::pem_file_iter(&cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(std::io::Error::other)?;
-    let key = PrivateKeyDer::from_pem_file(&key).map_err(std::io::Error::other)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(std::io::Error::other)?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(std::io::Error::other)?;
-    config.alpn_protocols = vec![b"holdfast/1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = tokio_tls_acceptor(&cert, &key, b"holdfast/1")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.cores)
         .enable_io()

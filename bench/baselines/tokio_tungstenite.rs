@@ -6,15 +6,12 @@
 //! `holdfast-baseline-tokio-tungstenite --listen 127.0.0.1:7879 --cores 1 [--cert PEM --key PEM]`
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
 use holdfast_bench::echo_server::{
-    answer_frames, baseline_tls_args, reuseport_listener, BASELINE_READ_BYTES,
+    answer_frames, baseline_tls_args, reuseport_listener, tokio_tls_acceptor, BASELINE_READ_BYTES,
 };
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -34,7 +31,7 @@ const WS_READ_BUFFER_BYTES: usize = 4 * 1024;
 fn main() -> std::io::Result<()> {
     let args = baseline_tls_args(NAME);
     let acceptor = match (&args.cert, &args.key) {
-        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+        (Some(cert), Some(key)) => Some(tokio_tls_acceptor(cert, key, b"http/1.1")?),
         (None, None) => None,
         _ => {
             eprintln!("{NAME}: --cert and --key go together");
@@ -70,25 +67,6 @@ fn main() -> std::io::Result<()> {
             }
         }
     })
-}
-
-fn tls_acceptor(
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> std::io::Result<tokio_rustls::TlsAcceptor> {
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(std::io::Error::other)?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(std::io::Error::other)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(std::io::Error::other)?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(std::io::Error::other)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S) {
