@@ -49,6 +49,8 @@ const COUNT_TIMEOUT_MS: u64 = 120_000;
 /// a shorter retry shows the restart sooner and is still bounded).
 const PUBLISH_RETRY_MS: u64 = 50;
 
+/// The last sessions back listed in the report, with their state changes.
+const SLOWEST_SESSIONS_REPORTED_MAX: usize = 5;
 /// Lost payloads listed in the report (the first ones by id).
 const LOST_PAYLOADS_REPORTED_MAX: usize = 10;
 
@@ -428,7 +430,16 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         total
             .lossy_sessions
             .extend(s.lossy_sessions.iter().cloned());
+        total
+            .slowest_sessions
+            .extend(s.slowest_sessions.iter().cloned());
     }
+    total
+        .slowest_sessions
+        .sort_by_key(|d| std::cmp::Reverse(d.back_ms.map_or(u64::MAX, |ms| ms)));
+    total
+        .slowest_sessions
+        .truncate(SLOWEST_SESSIONS_REPORTED_MAX);
     // The workers' expectations are the accepted payloads times the sessions of their topic.
     if total.expected != expected_by_topics {
         bail!(
@@ -452,6 +463,8 @@ pub fn run(args: &RunArgs) -> Result<i32> {
                 "duplicated": s.duplicated,
                 "lost": s.lost,
                 "sessions_resumed": s.sessions_back,
+                "back_ms_after_server_down_median": s.back_ms_median,
+                "back_ms_after_server_down_max": s.back_ms_max,
             })
         })
         .collect();
@@ -480,6 +493,7 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         "first_lost_payloads": first_lost,
         "not_back_states": total.not_back_states,
         "lossy_sessions": total.lossy_sessions,
+        "slowest_sessions": total.slowest_sessions,
         "per_worker": per_worker,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);

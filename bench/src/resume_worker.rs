@@ -34,12 +34,15 @@ const SETUP_ATTEMPTS_MAX: u32 = 5;
 const SETUP_RETRY_MS: u64 = 500;
 /// How often the worker looks whether every session is back.
 const BACK_POLL_MS: u64 = 10;
-/// State changes kept per session (the first ones), reported for sessions that lost pushes.
-const STATE_EVENTS_MAX: usize = 32;
+/// State changes kept per session (the first ones), reported for sessions that lost pushes
+/// and for the last sessions back.
+const STATE_EVENTS_MAX: usize = 48;
 /// Characters of a connection state kept in a report.
 const STATE_SUMMARY_CHARS: usize = 120;
 /// Sessions that lost pushes reported in detail by one worker.
 const LOSSY_SESSIONS_REPORTED_MAX: usize = 10;
+/// The last sessions back reported in detail by one worker.
+const SLOWEST_SESSIONS_REPORTED_MAX: usize = 3;
 
 /// What one worker is given on its command line.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -77,11 +80,14 @@ pub enum FromWorker {
     Summary(WorkerSummary),
 }
 
-/// One session that missed pushes, with what its connection went through.
+/// One session that missed pushes, or was among the last back, with what its connection went
+/// through.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct LossySession {
+pub struct SessionDetail {
     pub session: u64,
     pub topic: u32,
+    /// When the worker first saw it back, ms after ServerDown (None: never).
+    pub back_ms: Option<u64>,
     pub lost: u64,
     pub first_lost: u64,
     pub last_lost: u64,
@@ -116,7 +122,11 @@ pub struct WorkerSummary {
     pub lost_by_payload: BTreeMap<u64, u64>,
     /// Sessions not back, by connection state.
     pub not_back_states: BTreeMap<String, u64>,
-    pub lossy_sessions: Vec<LossySession>,
+    pub lossy_sessions: Vec<SessionDetail>,
+    /// Time until back after ServerDown, ms, of the median and the last session of the worker.
+    pub back_ms_median: Option<u64>,
+    pub back_ms_max: Option<u64>,
+    pub slowest_sessions: Vec<SessionDetail>,
 }
 
 /// What one session received: receipts of its topic's payload id `topic + k * topics` at
@@ -218,6 +228,42 @@ async fn open_session(
     Ok(client)
 }
 
+/// What a session went through, without its losses.
+fn detail(
+    client: &Client,
+    received: &Received,
+    index: u64,
+    topic: usize,
+    back_ms: Option<u64>,
+    down_at: Instant,
+) -> SessionDetail {
+    let relative_ms = |at: Instant| -> i64 {
+        match at.checked_duration_since(down_at) {
+            Some(after) => after.as_millis() as i64,
+            None => -(down_at.duration_since(at).as_millis() as i64),
+        }
+    };
+    let stats = client.stats();
+    SessionDetail {
+        session: index,
+        topic: topic as u32,
+        back_ms,
+        lost: 0,
+        first_lost: 0,
+        last_lost: 0,
+        sessions_opened: stats.sessions_opened,
+        goodbyes_received: stats.goodbyes_received,
+        gaps_reported: stats.gaps_reported,
+        pushes_dropped: stats.pushes_dropped,
+        state: summarize(&client.state()),
+        state_events: received
+            .state_events
+            .iter()
+            .map(|(at, state)| (relative_ms(*at), state.clone()))
+            .collect(),
+    }
+}
+
 /// Counts session by session against the accepted ids of its topic.
 fn count(
     plan: &ResumePlan,
@@ -225,6 +271,7 @@ fn count(
     received: &[Arc<Mutex<Received>>],
     opened_at_down: &[u64],
     down_at: Instant,
+    back_ms: &[Option<u64>],
     accepted: &[Vec<u64>],
 ) -> Result<WorkerSummary> {
     if accepted.len() != plan.topics as usize {
@@ -279,30 +326,28 @@ fn count(
                 .or_default() += 1;
         }
         if lost > 0 && summary.lossy_sessions.len() < LOSSY_SESSIONS_REPORTED_MAX {
-            let relative_ms = |at: Instant| -> i64 {
-                match at.checked_duration_since(down_at) {
-                    Some(after) => after.as_millis() as i64,
-                    None => -(down_at.duration_since(at).as_millis() as i64),
-                }
-            };
-            summary.lossy_sessions.push(LossySession {
-                session: index,
-                topic: topic as u32,
-                lost,
-                first_lost,
-                last_lost,
-                sessions_opened: stats.sessions_opened,
-                goodbyes_received: stats.goodbyes_received,
-                gaps_reported: stats.gaps_reported,
-                pushes_dropped: stats.pushes_dropped,
-                state: summarize(&client.state()),
-                state_events: received
-                    .state_events
-                    .iter()
-                    .map(|(at, state)| (relative_ms(*at), state.clone()))
-                    .collect(),
-            });
+            let mut detail = detail(client, &received, index, topic, back_ms[offset], down_at);
+            (detail.lost, detail.first_lost, detail.last_lost) = (lost, first_lost, last_lost);
+            summary.lossy_sessions.push(detail);
         }
+    }
+    let mut by_back: Vec<(Option<u64>, usize)> = back_ms.iter().copied().zip(0..).collect();
+    // Never back (None) sorts last, as the slowest.
+    by_back.sort_unstable_by_key(|(ms, _)| ms.map_or(u64::MAX, |ms| ms));
+    summary.back_ms_median = by_back.get(by_back.len() / 2).and_then(|(ms, _)| *ms);
+    summary.back_ms_max = by_back.last().and_then(|(ms, _)| *ms);
+    for &(ms, offset) in by_back.iter().rev().take(SLOWEST_SESSIONS_REPORTED_MAX) {
+        let index = plan.first_session + offset as u64;
+        let received = received[offset].lock().expect("not poisoned");
+        let topic = (index % topics) as usize;
+        summary.slowest_sessions.push(detail(
+            &clients[offset],
+            &received,
+            index,
+            topic,
+            ms,
+            down_at,
+        ));
     }
     assert_eq!(summary.delivered + summary.lost, summary.expected);
     Ok(summary)
@@ -365,26 +410,36 @@ pub fn run(plan: &ResumePlan) -> Result<()> {
     let watcher = {
         let (clients, opened_at_down, done) =
             (clients.clone(), opened_at_down.clone(), done.clone());
-        std::thread::spawn(move || -> Result<()> {
-            // Sessions before `next` are back; a session never goes un-back.
-            let mut next = 0;
+        std::thread::spawn(move || -> Result<Vec<Option<u64>>> {
+            // When each session was first seen back, ms after ServerDown.
+            let mut back_ms: Vec<Option<u64>> = vec![None; clients.len()];
+            let mut left = clients.len();
+            let mut told = false;
             while done.load(Ordering::Relaxed) == 0 {
-                while next < clients.len()
-                    && clients[next].stats().sessions_opened > opened_at_down[next]
-                {
-                    next += 1;
+                let now_ms = down_at.elapsed().as_millis() as u64;
+                for (offset, client) in clients.iter().enumerate() {
+                    if back_ms[offset].is_none()
+                        && client.stats().sessions_opened > opened_at_down[offset]
+                    {
+                        back_ms[offset] = Some(now_ms);
+                        left -= 1;
+                    }
                 }
-                if next == clients.len() {
-                    return send(&FromWorker::Back);
+                if left == 0 && !told {
+                    send(&FromWorker::Back)?;
+                    told = true;
+                }
+                if left == 0 {
+                    break;
                 }
                 std::thread::sleep(Duration::from_millis(BACK_POLL_MS));
             }
-            Ok(())
+            Ok(back_ms)
         })
     };
     let message = receive(&mut lines)?;
     done.store(1, Ordering::Relaxed);
-    watcher.join().expect("back watcher")?;
+    let back_ms = watcher.join().expect("back watcher")?;
     let Some(ToWorker::Count { accepted }) = message else {
         bail!("expected Count from the parent");
     };
@@ -394,6 +449,7 @@ pub fn run(plan: &ResumePlan) -> Result<()> {
         &received,
         &opened_at_down,
         down_at,
+        &back_ms,
         &accepted,
     )?;
     send(&FromWorker::Summary(summary))?;
