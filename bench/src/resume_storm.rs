@@ -77,24 +77,36 @@ fn wait_admin(agent: &ureq::Agent, admin: &str) -> Result<()> {
     bail!("the server's admin listener {admin} did not answer within {SERVER_START_TIMEOUT_MS} ms")
 }
 
+/// What the publisher did.
+#[derive(Default)]
+struct Published {
+    /// (topic index, payload id) of every accepted publish.
+    accepted: Vec<(u32, u64)>,
+    /// Attempts refused with 503 (draining).
+    refused_503: u64,
+    /// Attempts that failed otherwise (no connection, a timeout, another status).
+    failed: u64,
+    /// Payload ids accepted after a failed attempt: the failed one may have been accepted too
+    /// (a reply lost to a timeout), which publishes the payload twice.
+    accepted_after_failure: Vec<u64>,
+}
+
 /// Publishes payload ids 0, 1, 2, ... at `rate_per_s` over `topics` until `stop`; each id is
-/// retried until accepted. Returns (topic index, payload id) of every accepted publish, and
-/// how many attempts were refused with 503 or failed to connect.
+/// retried until accepted.
 fn publisher(
     admin: String,
     topic_prefix: String,
     topics: u32,
     rate_per_s: u64,
     stop: Arc<AtomicBool>,
-) -> (Vec<(u32, u64)>, u64, u64) {
+) -> Published {
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_millis(5_000))
         .build();
     let url = format!("http://{admin}/publish");
     let interval = Duration::from_nanos(1_000_000_000 / rate_per_s.max(1));
     let started = Instant::now();
-    let mut accepted = Vec::new();
-    let (mut refused_503, mut failed) = (0u64, 0u64);
+    let mut published = Published::default();
     let mut id = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let due = started + interval * u32::try_from(id).unwrap_or(u32::MAX);
@@ -104,9 +116,10 @@ fn publisher(
         let topic = u32::try_from(id % u64::from(topics)).expect("below topics");
         let body =
             format!(r#"{{"target":"topic","topic":"{topic_prefix}-{topic}","payload":"{id}"}}"#);
+        let mut failed_before = false;
         loop {
             if stop.load(Ordering::Relaxed) {
-                return (accepted, refused_503, failed);
+                return published;
             }
             match agent
                 .post(&url)
@@ -114,15 +127,21 @@ fn publisher(
                 .send_string(&body)
             {
                 Ok(response) if response.status() == 202 => break,
-                Err(ureq::Error::Status(503, _)) => refused_503 += 1,
-                Ok(_) | Err(_) => failed += 1,
+                Err(ureq::Error::Status(503, _)) => published.refused_503 += 1,
+                Ok(_) | Err(_) => {
+                    published.failed += 1;
+                    failed_before = true;
+                }
             }
             std::thread::sleep(Duration::from_millis(PUBLISH_RETRY_MS));
         }
-        accepted.push((topic, id));
+        if failed_before {
+            published.accepted_after_failure.push(id);
+        }
+        published.accepted.push((topic, id));
         id += 1;
     }
-    (accepted, refused_503, failed)
+    published
 }
 
 /// The worker processes and the server; whatever is still running when the run ends early is
@@ -376,7 +395,12 @@ pub fn run(args: &RunArgs) -> Result<i32> {
     eprintln!("every session back: {back_ms:?} ms after SIGTERM");
     std::thread::sleep(Duration::from_secs(args.duration_s));
     stop.store(true, Ordering::Relaxed);
-    let (accepted, refused_503, failed) = publishing.join().expect("publisher thread");
+    let Published {
+        accepted,
+        refused_503,
+        failed,
+        accepted_after_failure,
+    } = publishing.join().expect("publisher thread");
     std::thread::sleep(Duration::from_millis(args.drain_ms));
 
     let mut by_topic: Vec<Vec<u64>> = vec![Vec::new(); topics as usize];
@@ -397,7 +421,7 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         Duration::from_millis(COUNT_TIMEOUT_MS),
         "Summary",
         |worker, at, m| match m {
-            FromWorker::Summary(summary) => Some(summary),
+            FromWorker::Summary(summary) => Some(*summary),
             FromWorker::Back => {
                 back_late_ms.insert(worker, at.duration_since(drained_at).as_millis());
                 None
@@ -411,6 +435,7 @@ pub fn run(args: &RunArgs) -> Result<i32> {
     };
     let mut total = WorkerSummary::default();
     let mut lost_by_payload: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut duplicated_by_payload: BTreeMap<u64, u64> = BTreeMap::new();
     for s in &summaries {
         total.sessions += s.sessions;
         total.expected += s.expected;
@@ -423,6 +448,9 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         total.sessions_back += s.sessions_back;
         for (id, n) in &s.lost_by_payload {
             *lost_by_payload.entry(*id).or_default() += n;
+        }
+        for (id, n) in &s.duplicated_by_payload {
+            *duplicated_by_payload.entry(*id).or_default() += n;
         }
         for (state, n) in &s.not_back_states {
             *total.not_back_states.entry(state.clone()).or_default() += n;
@@ -448,6 +476,11 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         );
     }
     let first_lost: Vec<String> = lost_by_payload
+        .iter()
+        .take(LOST_PAYLOADS_REPORTED_MAX)
+        .map(|(id, n)| format!("#{id}x{n}"))
+        .collect();
+    let first_duplicated: Vec<String> = duplicated_by_payload
         .iter()
         .take(LOST_PAYLOADS_REPORTED_MAX)
         .map(|(id, n)| format!("#{id}x{n}"))
@@ -491,6 +524,8 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         "workers_back_late_ms": back_late_ms,
         "sessions_resumed": total.sessions_back,
         "first_lost_payloads": first_lost,
+        "first_duplicated_payloads": first_duplicated,
+        "payloads_accepted_after_a_failed_attempt": accepted_after_failure,
         "not_back_states": total.not_back_states,
         "lossy_sessions": total.lossy_sessions,
         "slowest_sessions": total.slowest_sessions,

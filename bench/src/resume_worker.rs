@@ -77,7 +77,7 @@ pub enum ToWorker {
 pub enum FromWorker {
     Ready { sessions: u32 },
     Back,
-    Summary(WorkerSummary),
+    Summary(Box<WorkerSummary>),
 }
 
 /// One session that missed pushes, or was among the last back, with what its connection went
@@ -120,6 +120,8 @@ pub struct WorkerSummary {
     pub sessions_back: u64,
     /// Payload id -> sessions of this worker that never received it.
     pub lost_by_payload: BTreeMap<u64, u64>,
+    /// Payload id -> copies received beyond the first, over this worker's sessions.
+    pub duplicated_by_payload: BTreeMap<u64, u64>,
     /// Sessions not back, by connection state.
     pub not_back_states: BTreeMap<String, u64>,
     pub lossy_sessions: Vec<SessionDetail>,
@@ -307,6 +309,10 @@ fn count(
                 times => {
                     matched += 1;
                     summary.duplicated += u64::from(times - 1);
+                    if times > 1 {
+                        *summary.duplicated_by_payload.entry(id).or_default() +=
+                            u64::from(times - 1);
+                    }
                 }
             }
         }
@@ -452,7 +458,7 @@ pub fn run(plan: &ResumePlan) -> Result<()> {
         &back_ms,
         &accepted,
     )?;
-    send(&FromWorker::Summary(summary))?;
+    send(&FromWorker::Summary(Box::new(summary)))?;
     // The process exit closes every session's socket at once; the server sees them leave.
     Ok(())
 }
