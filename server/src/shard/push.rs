@@ -260,11 +260,13 @@ impl Shard {
                 .copied()
                 .filter(|entry| !self.push.resumes.holds(*entry, topic))
                 .collect(),
-            Scope::Broadcast => self
-                .conns
-                .open_sessions()
-                .filter(|entry| !self.push.resumes.holds(*entry, BROADCAST_TOPIC))
-                .collect(),
+            Scope::Broadcast => {
+                self.push.broadcasts.delivered(frame);
+                self.conns
+                    .open_sessions()
+                    .filter(|entry| !self.push.resumes.holds(*entry, BROADCAST_TOPIC))
+                    .collect()
+            }
             Scope::Conn(id) => {
                 self.deliver_to_conn(*id, frame);
                 return;
@@ -343,6 +345,14 @@ impl Shard {
             generation: pending.generation,
         };
         let max_outbound_bytes = self.limits.max_outbound_bytes;
+        // What reached the session live before it resumed "*" is not replayed again.
+        if let Some(live) = pending.broadcast_live {
+            for (topic, reply) in pending.topics.iter().zip(&mut pending.replies) {
+                if let (BROADCAST_TOPIC, Some(reply)) = (&**topic, reply) {
+                    live.trim(reply);
+                }
+            }
+        }
         // A topic unsubscribed while its resume waited gets its Ack result but no replay.
         let wanted: Vec<bool> = pending
             .topics
@@ -399,7 +409,9 @@ impl Shard {
     /// Resumes whose owners did not all answer in time: answered "not recovered" for the
     /// topics still missing, so a lost message never holds a session's pushes for good.
     pub(super) fn expire_resumes(&mut self) {
-        for (slot, pending) in self.push.resumes.take_expired(std::time::Instant::now()) {
+        let now = std::time::Instant::now();
+        self.push.broadcasts.expire(now);
+        for (slot, pending) in self.push.resumes.take_expired(now) {
             self.finish_resume(slot, pending);
         }
     }

@@ -1,0 +1,307 @@
+//! Which broadcasts a session got live before it resumed `"*"`. Every open session gets every
+//! broadcast from its Hello on (it subscribes to nothing), so a session that asks to resume
+//! `"*"` a moment after its Hello may already hold some of what the replay would repeat.
+//!
+//! Broadcasts reach a shard in seq order (one owner sequences them and sends each shard its
+//! `Deliver`s on one FIFO channel), so the shard needs only the seq of the last broadcast it
+//! delivered, plus, for each session that opened recently and has not resumed `"*"` yet, that
+//! seq at its Hello: the session got live exactly the broadcasts after its start seq up to the
+//! shard's last seq when it asked. A `Deliver` lost to a full inbox shows as a seq that is not
+//! the last + 1; it starts a new *run*, and a start from an older run is no longer exact.
+//!
+//! The start seqs live in a side table keyed by slot (with the generation), not in the 32-byte
+//! connection slot: at most [`BROADCAST_STARTS_MAX`] per shard, each dropped at the session's
+//! first SubscribeResume of `"*"`, at its close, or [`BROADCAST_START_MAX_AGE_MS`] after its
+//! Hello. An idle session holds nothing here. A session without a start (at the cap, too old,
+//! or resuming `"*"` a second time) is answered by what is still exact: a replay that holds
+//! nothing at or below the shard's last broadcast seq is the held-back tail and goes out; one
+//! that would is "not recovered" (see [`LiveBroadcasts::trim`]).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use holdfast_protocol::{next_frame, Payload};
+
+use super::resume::TopicReply;
+use crate::conn::ConnKey;
+
+/// Most sessions per shard whose start seq is held (those that opened in the last
+/// [`BROADCAST_START_MAX_AGE_MS`] and have not resumed `"*"` yet). At the cap a new session
+/// gets no start: its resume of `"*"` is answered as one without a start (module docs).
+/// About 48 bytes each in the map: 3 MiB per shard at the cap.
+pub(crate) const BROADCAST_STARTS_MAX: usize = 65_536;
+
+/// How long after its Hello a session's start seq is held. A client resumes right after the
+/// Welcome; one that waits longer is answered as one without a start.
+pub(crate) const BROADCAST_START_MAX_AGE_MS: u64 = 10_000;
+
+/// How often the table is swept of starts older than [`BROADCAST_START_MAX_AGE_MS`].
+const SWEEP_INTERVAL_MS: u64 = 1_000;
+
+/// One session's start: the shard's broadcast position at its Hello.
+#[derive(Clone, Copy, Debug)]
+struct Start {
+    generation: u32,
+    run: u32,
+    last_seq: u64,
+    opened_at: Instant,
+}
+
+/// What a resume of `"*"` must leave out, or answer "not recovered", because the session got
+/// broadcasts live before it asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LiveBroadcasts {
+    /// A replayed broadcast at or below this seq is one the session may not have got, and it
+    /// could not come in order any more (newer ones went out live before the Ack).
+    pub unvouched_through_seq: u64,
+    /// Replayed broadcasts above `unvouched_through_seq` up to this seq reached the session
+    /// live: they are not sent again.
+    pub live_through_seq: u64,
+}
+
+impl LiveBroadcasts {
+    /// Takes out of `reply` (the owner's answer for `"*"`) what the session already got live.
+    /// A replay that would hold a broadcast the session may have missed before newer ones it
+    /// got live is answered "not recovered" with nothing replayed: it could not come in order.
+    pub(crate) fn trim(&self, reply: &mut TopicReply) {
+        let Some(first_seq) = reply.frames.first().map(push_seq) else {
+            return;
+        };
+        if first_seq.is_none_or(|seq| seq <= self.unvouched_through_seq) {
+            reply.resumed.recovered = 0;
+            reply.frames.clear();
+            return;
+        }
+        reply
+            .frames
+            .retain(|frame| push_seq(frame).is_none_or(|seq| seq > self.live_through_seq));
+    }
+}
+
+/// The seq of an encoded Push frame (`None` if it is not one: never for frames this server
+/// encoded).
+fn push_seq(frame: &Bytes) -> Option<u64> {
+    let max_frame_bytes = u32::try_from(frame.len()).ok()?;
+    match next_frame(frame, max_frame_bytes).ok()??.payload {
+        Payload::Push(push) => Some(push.seq.to_native()),
+        _ => None,
+    }
+}
+
+/// One shard's broadcast position and the start seqs of its recently opened sessions.
+#[derive(Debug, Default)]
+pub(crate) struct BroadcastSeen {
+    /// Seq of the last broadcast this shard delivered (0: none yet).
+    last_seq: u64,
+    /// Changes whenever a broadcast's seq is not `last_seq + 1`.
+    run: u32,
+    /// slot -> start, for sessions that opened recently and have not resumed `"*"` yet.
+    starts: HashMap<u32, Start>,
+    next_sweep: Option<Instant>,
+}
+
+impl BroadcastSeen {
+    /// A broadcast was delivered on this shard.
+    pub(crate) fn delivered(&mut self, frame: &Bytes) {
+        let seq = push_seq(frame).unwrap_or(0);
+        if self.last_seq.checked_add(1) != Some(seq) {
+            self.run = self.run.wrapping_add(1);
+        }
+        self.last_seq = seq;
+    }
+
+    /// Session `conn` opened (said Hello) at `now`: broadcasts reach it from here on.
+    pub(crate) fn opened(&mut self, conn: ConnKey, now: Instant) {
+        if self.starts.len() >= BROADCAST_STARTS_MAX && !self.starts.contains_key(&conn.slot) {
+            return;
+        }
+        let start = Start {
+            generation: conn.generation,
+            run: self.run,
+            last_seq: self.last_seq,
+            opened_at: now,
+        };
+        self.starts.insert(conn.slot, start);
+        debug_assert!(self.starts.len() <= BROADCAST_STARTS_MAX);
+    }
+
+    /// `conn` resumes `"*"`: what its replay must leave out (`None`: nothing reached it live,
+    /// the replay goes out whole). Its start is dropped.
+    pub(crate) fn take(&mut self, conn: ConnKey) -> Option<LiveBroadcasts> {
+        let start = self
+            .starts
+            .remove(&conn.slot)
+            .filter(|start| start.generation == conn.generation);
+        match start {
+            Some(start) if start.run == self.run => {
+                debug_assert!(start.last_seq <= self.last_seq);
+                (start.last_seq != self.last_seq).then_some(LiveBroadcasts {
+                    unvouched_through_seq: start.last_seq,
+                    live_through_seq: self.last_seq,
+                })
+            }
+            // Not known which broadcasts up to the last one reached it.
+            _ => Some(LiveBroadcasts {
+                unvouched_through_seq: self.last_seq,
+                live_through_seq: self.last_seq,
+            }),
+        }
+    }
+
+    /// A closing connection's start goes with it.
+    pub(crate) fn remove_conn(&mut self, conn: ConnKey) {
+        if self
+            .starts
+            .get(&conn.slot)
+            .is_some_and(|start| start.generation == conn.generation)
+        {
+            self.starts.remove(&conn.slot);
+        }
+    }
+
+    /// Drops the starts older than [`BROADCAST_START_MAX_AGE_MS`] (at most once a second).
+    pub(crate) fn expire(&mut self, now: Instant) {
+        if self.starts.is_empty() || self.next_sweep.is_some_and(|at| now < at) {
+            return;
+        }
+        let max_age = Duration::from_millis(BROADCAST_START_MAX_AGE_MS);
+        self.starts
+            .retain(|_, start| now.saturating_duration_since(start.opened_at) < max_age);
+        self.next_sweep = Some(now + Duration::from_millis(SWEEP_INTERVAL_MS));
+    }
+
+    #[cfg(test)]
+    fn starts_len(&self) -> usize {
+        self.starts.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use holdfast_protocol::encode_frame;
+    use holdfast_protocol::payload::{Push, TopicResumed};
+
+    fn push(seq: u64) -> Bytes {
+        let mut out = BytesMut::new();
+        let push = Push {
+            topic: "*",
+            seq,
+            payload: b"b",
+        };
+        encode_frame(&mut out, 0, 0, &push, 1 << 16).unwrap();
+        out.freeze()
+    }
+
+    fn key(generation: u32) -> ConnKey {
+        ConnKey {
+            slot: 5,
+            generation,
+        }
+    }
+
+    fn reply(seqs: std::ops::RangeInclusive<u64>) -> TopicReply {
+        TopicReply {
+            resumed: TopicResumed {
+                epoch: 7,
+                seq: *seqs.end(),
+                oldest_seq: 1,
+                recovered: 1,
+            },
+            frames: seqs.map(push).collect(),
+        }
+    }
+
+    fn seqs(reply: &TopicReply) -> Vec<u64> {
+        reply.frames.iter().map(|f| push_seq(f).unwrap()).collect()
+    }
+
+    #[test]
+    fn what_reached_a_session_live_is_not_replayed_again() {
+        let mut seen = BroadcastSeen::default();
+        seen.delivered(&push(1));
+        seen.opened(key(1), Instant::now());
+        seen.delivered(&push(2));
+        seen.delivered(&push(3));
+        let live = seen.take(key(1)).expect("2 and 3 went out live");
+        assert_eq!(
+            live,
+            LiveBroadcasts {
+                unvouched_through_seq: 1,
+                live_through_seq: 3
+            }
+        );
+        // Resumed from 1: 2..=3 came live, 4..=5 were held back while it asked.
+        let mut from_1 = reply(2..=5);
+        live.trim(&mut from_1);
+        assert_eq!((seqs(&from_1), from_1.resumed.recovered), (vec![4, 5], 1));
+        // Resumed from 0: 1 was missed before the Hello and cannot come before 2 and 3 now.
+        let mut from_0 = reply(1..=5);
+        live.trim(&mut from_0);
+        assert_eq!((seqs(&from_0), from_0.resumed.recovered), (vec![], 0));
+    }
+
+    #[test]
+    fn nothing_live_since_the_hello_leaves_the_replay_whole() {
+        let mut seen = BroadcastSeen::default();
+        seen.delivered(&push(1));
+        seen.opened(key(1), Instant::now());
+        assert_eq!(seen.take(key(1)), None);
+        assert_eq!(seen.starts_len(), 0, "the start goes at the resume");
+    }
+
+    #[test]
+    fn without_a_start_only_a_replay_above_the_last_live_seq_is_recovered() {
+        let mut seen = BroadcastSeen::default();
+        seen.opened(key(1), Instant::now());
+        seen.delivered(&push(1));
+        seen.delivered(&push(2));
+        let unknown = seen.take(key(2)).expect("another generation has no start");
+        let mut held_tail = reply(3..=4);
+        unknown.trim(&mut held_tail);
+        assert_eq!(
+            (seqs(&held_tail), held_tail.resumed.recovered),
+            (vec![3, 4], 1)
+        );
+        let mut older = reply(2..=4);
+        unknown.trim(&mut older);
+        assert_eq!((seqs(&older), older.resumed.recovered), (vec![], 0));
+    }
+
+    #[test]
+    fn a_lost_deliver_makes_an_older_start_inexact() {
+        let mut seen = BroadcastSeen::default();
+        seen.opened(key(1), Instant::now());
+        seen.delivered(&push(1));
+        seen.delivered(&push(3)); // 2 never reached this shard
+        let live = seen.take(key(1)).unwrap();
+        let mut from_0 = reply(1..=3);
+        live.trim(&mut from_0);
+        assert_eq!(from_0.resumed.recovered, 0, "2 may be missing: not vouched");
+    }
+
+    #[test]
+    fn starts_are_bounded_by_count_and_age_and_dropped_at_close() {
+        let now = Instant::now();
+        let mut seen = BroadcastSeen::default();
+        for slot in 0..BROADCAST_STARTS_MAX as u32 + 10 {
+            let conn = ConnKey {
+                slot,
+                generation: 1,
+            };
+            seen.opened(conn, now);
+        }
+        assert_eq!(seen.starts_len(), BROADCAST_STARTS_MAX);
+        seen.remove_conn(ConnKey {
+            slot: 0,
+            generation: 1,
+        });
+        assert_eq!(seen.starts_len(), BROADCAST_STARTS_MAX - 1);
+        seen.expire(now + Duration::from_millis(BROADCAST_START_MAX_AGE_MS - 1));
+        assert_eq!(seen.starts_len(), BROADCAST_STARTS_MAX - 1);
+        seen.expire(now + Duration::from_millis(BROADCAST_START_MAX_AGE_MS + SWEEP_INTERVAL_MS));
+        assert_eq!(seen.starts_len(), 0);
+    }
+}
