@@ -4,18 +4,23 @@
 //!
 //! Broadcasts reach a shard in seq order (one owner sequences them and sends each shard its
 //! `Deliver`s on one FIFO channel), so the shard needs only the seq of the last broadcast it
-//! delivered, plus, for each session that opened recently and has not resumed `"*"` yet, that
-//! seq at its Hello: the session got live exactly the broadcasts after its start seq up to the
-//! shard's last seq when it asked. A `Deliver` lost to a full inbox shows as a seq that is not
-//! the last + 1; it starts a new *run*, and a start from an older run is no longer exact.
+//! delivered, plus, for each session, where its live broadcasts began (its *start*): the
+//! session got live exactly the broadcasts after its start up to the shard's last seq when it
+//! asked. A `Deliver` lost to a full inbox shows as a seq that is not the last + 1; it starts a
+//! new *run*, and a start from an older run is no longer exact.
 //!
-//! The start seqs live in a side table keyed by slot (with the generation), not in the 32-byte
-//! connection slot: at most [`BROADCAST_STARTS_MAX`] per shard, each dropped at the session's
-//! first SubscribeResume of `"*"`, at its close, or [`BROADCAST_START_MAX_AGE_MS`] after its
-//! Hello. An idle session holds nothing here. A session without a start (at the cap, too old,
-//! or resuming `"*"` a second time) is answered by what is still exact: a replay that holds
-//! nothing at or below the shard's last broadcast seq is the held-back tail and goes out; one
-//! that would is "not recovered" (see [`LiveBroadcasts::trim`]).
+//! Nothing of this is in the 32-byte connection slot but one flag bit,
+//! `ConnFlags::BROADCAST_UNSEEN`: set at Hello, cleared by the first broadcast delivered to
+//! the session or by its resume of `"*"`. A session resuming with the flag set got nothing
+//! live and its replay goes out whole. The first broadcast that clears it records the start
+//! (that broadcast's seq - 1) in a side table keyed by slot (with the generation): at most
+//! [`BROADCAST_STARTS_MAX`] per shard, each dropped at the session's resume of `"*"`, at its
+//! close, or [`BROADCAST_START_MAX_AGE_MS`] after it was recorded. So a session holds nothing
+//! here until a broadcast reaches it, and nothing once that is 10 s past: idle sessions on a
+//! quiet server cost nothing. A session without a start (at the cap, too late, or resuming
+//! `"*"` a second time) is answered by what is still exact: a replay that holds nothing at or
+//! below the shard's last broadcast seq is the held-back tail and goes out; one that would is
+//! "not recovered" (see [`LiveBroadcasts::trim`]).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -26,26 +31,26 @@ use holdfast_protocol::{next_frame, Payload};
 use super::resume::TopicReply;
 use crate::conn::ConnKey;
 
-/// Most sessions per shard whose start seq is held (those that opened in the last
-/// [`BROADCAST_START_MAX_AGE_MS`] and have not resumed `"*"` yet). At the cap a new session
+/// Most sessions per shard whose start is held (those a broadcast reached in the last
+/// [`BROADCAST_START_MAX_AGE_MS`] that have not resumed `"*"` since). At the cap a session
 /// gets no start: its resume of `"*"` is answered as one without a start (module docs).
 /// About 48 bytes each in the map: 3 MiB per shard at the cap.
 pub(crate) const BROADCAST_STARTS_MAX: usize = 65_536;
 
-/// How long after its Hello a session's start seq is held. A client resumes right after the
-/// Welcome; one that waits longer is answered as one without a start.
+/// How long a start is held after the first broadcast reached the session. A client resumes
+/// right after the Welcome; one that waits longer is answered as one without a start.
 pub(crate) const BROADCAST_START_MAX_AGE_MS: u64 = 10_000;
 
 /// How often the table is swept of starts older than [`BROADCAST_START_MAX_AGE_MS`].
 const SWEEP_INTERVAL_MS: u64 = 1_000;
 
-/// One session's start: the shard's broadcast position at its Hello.
+/// One session's start: it got every broadcast of `run` after `last_seq` live.
 #[derive(Clone, Copy, Debug)]
 struct Start {
     generation: u32,
     run: u32,
     last_seq: u64,
-    opened_at: Instant,
+    recorded_at: Instant,
 }
 
 /// What a resume of `"*"` must leave out, or answer "not recovered", because the session got
@@ -89,20 +94,21 @@ fn push_seq(frame: &Bytes) -> Option<u64> {
     }
 }
 
-/// One shard's broadcast position and the start seqs of its recently opened sessions.
+/// One shard's broadcast position and the starts of sessions a broadcast reached lately.
 #[derive(Debug, Default)]
 pub(crate) struct BroadcastSeen {
     /// Seq of the last broadcast this shard delivered (0: none yet).
     last_seq: u64,
     /// Changes whenever a broadcast's seq is not `last_seq + 1`.
     run: u32,
-    /// slot -> start, for sessions that opened recently and have not resumed `"*"` yet.
+    /// slot -> start, for sessions a broadcast reached lately that have not resumed `"*"`.
     starts: HashMap<u32, Start>,
     next_sweep: Option<Instant>,
 }
 
 impl BroadcastSeen {
-    /// A broadcast was delivered on this shard.
+    /// A broadcast is being delivered on this shard: records its seq. Then call
+    /// [`BroadcastSeen::first_live`] for each session it is the first broadcast of.
     pub(crate) fn delivered(&mut self, frame: &Bytes) {
         let seq = push_seq(frame).unwrap_or(0);
         if self.last_seq.checked_add(1) != Some(seq) {
@@ -111,32 +117,38 @@ impl BroadcastSeen {
         self.last_seq = seq;
     }
 
-    /// Session `conn` opened (said Hello) at `now`: broadcasts reach it from here on.
-    pub(crate) fn opened(&mut self, conn: ConnKey, now: Instant) {
+    /// The broadcast just `delivered` is the first to reach session `conn` (it had
+    /// `BROADCAST_UNSEEN`): its live broadcasts start here.
+    pub(crate) fn first_live(&mut self, conn: ConnKey, now: Instant) {
         if self.starts.len() >= BROADCAST_STARTS_MAX && !self.starts.contains_key(&conn.slot) {
             return;
         }
         let start = Start {
             generation: conn.generation,
             run: self.run,
-            last_seq: self.last_seq,
-            opened_at: now,
+            last_seq: self.last_seq.saturating_sub(1),
+            recorded_at: now,
         };
         self.starts.insert(conn.slot, start);
         debug_assert!(self.starts.len() <= BROADCAST_STARTS_MAX);
     }
 
-    /// `conn` resumes `"*"`: what its replay must leave out (`None`: nothing reached it live,
-    /// the replay goes out whole). Its start is dropped.
-    pub(crate) fn take(&mut self, conn: ConnKey) -> Option<LiveBroadcasts> {
+    /// `conn` resumes `"*"`; `unseen`: no broadcast reached it since its Hello (its
+    /// `BROADCAST_UNSEEN` flag). What its replay must leave out (`None`: the replay goes out
+    /// whole). Its start is dropped.
+    pub(crate) fn take(&mut self, conn: ConnKey, unseen: bool) -> Option<LiveBroadcasts> {
         let start = self
             .starts
             .remove(&conn.slot)
             .filter(|start| start.generation == conn.generation);
+        if unseen {
+            debug_assert!(start.is_none(), "a start is recorded as the flag clears");
+            return None;
+        }
         match start {
             Some(start) if start.run == self.run => {
-                debug_assert!(start.last_seq <= self.last_seq);
-                (start.last_seq != self.last_seq).then_some(LiveBroadcasts {
+                debug_assert!(start.last_seq < self.last_seq);
+                Some(LiveBroadcasts {
                     unvouched_through_seq: start.last_seq,
                     live_through_seq: self.last_seq,
                 })
@@ -160,14 +172,18 @@ impl BroadcastSeen {
         }
     }
 
-    /// Drops the starts older than [`BROADCAST_START_MAX_AGE_MS`] (at most once a second).
+    /// Drops the starts older than [`BROADCAST_START_MAX_AGE_MS`] (at most once a second), and
+    /// gives back the memory of a table that shrank.
     pub(crate) fn expire(&mut self, now: Instant) {
-        if self.starts.is_empty() || self.next_sweep.is_some_and(|at| now < at) {
+        if self.starts.capacity() == 0 || self.next_sweep.is_some_and(|at| now < at) {
             return;
         }
         let max_age = Duration::from_millis(BROADCAST_START_MAX_AGE_MS);
         self.starts
-            .retain(|_, start| now.saturating_duration_since(start.opened_at) < max_age);
+            .retain(|_, start| now.saturating_duration_since(start.recorded_at) < max_age);
+        if self.starts.len() < self.starts.capacity() / 4 {
+            self.starts.shrink_to(self.starts.len() * 2);
+        }
         self.next_sweep = Some(now + Duration::from_millis(SWEEP_INTERVAL_MS));
     }
 
@@ -222,10 +238,11 @@ mod tests {
     fn what_reached_a_session_live_is_not_replayed_again() {
         let mut seen = BroadcastSeen::default();
         seen.delivered(&push(1));
-        seen.opened(key(1), Instant::now());
+        // Opened after 1; 2 is its first broadcast, 3 follows.
         seen.delivered(&push(2));
+        seen.first_live(key(1), Instant::now());
         seen.delivered(&push(3));
-        let live = seen.take(key(1)).expect("2 and 3 went out live");
+        let live = seen.take(key(1), false).expect("2 and 3 went out live");
         assert_eq!(
             live,
             LiveBroadcasts {
@@ -247,18 +264,18 @@ mod tests {
     fn nothing_live_since_the_hello_leaves_the_replay_whole() {
         let mut seen = BroadcastSeen::default();
         seen.delivered(&push(1));
-        seen.opened(key(1), Instant::now());
-        assert_eq!(seen.take(key(1)), None);
-        assert_eq!(seen.starts_len(), 0, "the start goes at the resume");
+        assert_eq!(seen.take(key(1), true), None);
     }
 
     #[test]
     fn without_a_start_only_a_replay_above_the_last_live_seq_is_recovered() {
         let mut seen = BroadcastSeen::default();
-        seen.opened(key(1), Instant::now());
         seen.delivered(&push(1));
+        seen.first_live(key(1), Instant::now());
         seen.delivered(&push(2));
-        let unknown = seen.take(key(2)).expect("another generation has no start");
+        let unknown = seen
+            .take(key(2), false)
+            .expect("another generation has no start");
         let mut held_tail = reply(3..=4);
         unknown.trim(&mut held_tail);
         assert_eq!(
@@ -273,25 +290,38 @@ mod tests {
     #[test]
     fn a_lost_deliver_makes_an_older_start_inexact() {
         let mut seen = BroadcastSeen::default();
-        seen.opened(key(1), Instant::now());
         seen.delivered(&push(1));
+        seen.first_live(key(1), Instant::now());
         seen.delivered(&push(3)); // 2 never reached this shard
-        let live = seen.take(key(1)).unwrap();
+        let live = seen.take(key(1), false).unwrap();
         let mut from_0 = reply(1..=3);
         live.trim(&mut from_0);
         assert_eq!(from_0.resumed.recovered, 0, "2 may be missing: not vouched");
     }
 
     #[test]
+    fn a_first_broadcast_after_a_lost_one_starts_exactly_there() {
+        let mut seen = BroadcastSeen::default();
+        seen.delivered(&push(1));
+        seen.delivered(&push(3)); // 2 lost; the session's first is 3
+        seen.first_live(key(1), Instant::now());
+        let live = seen.take(key(1), false).unwrap();
+        let mut from_2 = reply(3..=4);
+        live.trim(&mut from_2);
+        assert_eq!((seqs(&from_2), from_2.resumed.recovered), (vec![4], 1));
+    }
+
+    #[test]
     fn starts_are_bounded_by_count_and_age_and_dropped_at_close() {
         let now = Instant::now();
         let mut seen = BroadcastSeen::default();
+        seen.delivered(&push(1));
         for slot in 0..BROADCAST_STARTS_MAX as u32 + 10 {
             let conn = ConnKey {
                 slot,
                 generation: 1,
             };
-            seen.opened(conn, now);
+            seen.first_live(conn, now);
         }
         assert_eq!(seen.starts_len(), BROADCAST_STARTS_MAX);
         seen.remove_conn(ConnKey {
@@ -303,5 +333,6 @@ mod tests {
         assert_eq!(seen.starts_len(), BROADCAST_STARTS_MAX - 1);
         seen.expire(now + Duration::from_millis(BROADCAST_START_MAX_AGE_MS + SWEEP_INTERVAL_MS));
         assert_eq!(seen.starts_len(), 0);
+        assert_eq!(seen.starts.capacity(), 0, "the memory goes back");
     }
 }

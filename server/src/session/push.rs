@@ -112,7 +112,11 @@ pub(crate) fn on_subscribe_resume(
         replies: resume.topics.iter().map(|_| None).collect(),
         deadline: cx.received_at + std::time::Duration::from_millis(RESUME_REPLY_TIMEOUT_MS),
         broadcast_live: resumes_broadcasts
-            .then(|| cx.push.broadcasts.take(key))
+            .then(|| {
+                let unseen = conn.flags.has(ConnFlags::BROADCAST_UNSEEN);
+                conn.flags.clear(ConnFlags::BROADCAST_UNSEEN);
+                cx.push.broadcasts.take(key, unseen)
+            })
             .flatten(),
     };
     if pending.complete() {

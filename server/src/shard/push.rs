@@ -261,10 +261,15 @@ impl Shard {
                 .filter(|entry| !self.push.resumes.holds(*entry, topic))
                 .collect(),
             Scope::Broadcast => {
-                self.push.broadcasts.delivered(frame);
+                // A session's first broadcast records where its live ones start.
+                let now = std::time::Instant::now();
+                let push = &mut self.push;
+                push.broadcasts.delivered(frame);
                 self.conns
-                    .open_sessions()
-                    .filter(|entry| !self.push.resumes.holds(*entry, BROADCAST_TOPIC))
+                    .open_sessions_clearing(ConnFlags::BROADCAST_UNSEEN, |entry| {
+                        push.broadcasts.first_live(entry, now)
+                    })
+                    .filter(|entry| !push.resumes.holds(*entry, BROADCAST_TOPIC))
                     .collect()
             }
             Scope::Conn(id) => {
