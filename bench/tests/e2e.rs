@@ -10,7 +10,8 @@ use serde_json::Value;
 mod common;
 
 use common::{
-    free_port, holdfast_bin, run_bench, start_baseline, start_listening, Listening as Server, BENCH,
+    free_fixed_ports, holdfast_bin, run_bench, start_baseline, start_listening,
+    Listening as Server, BENCH,
 };
 
 /// Runs `holdfast-bench <workload> <args>` and returns its JSON summary.
@@ -219,7 +220,8 @@ fn every_workload_against_holdfast_serve_adds_up() {
 #[test]
 fn compare_prints_a_ratio_table_for_the_baselines() {
     let out = tempfile::tempdir().unwrap();
-    let port_base = free_port().saturating_sub(10).to_string();
+    // compare starts each server on the port after the last: two of them here.
+    let port_base = (free_fixed_ports(2) - 1).to_string();
     let output = Command::new(BENCH)
         .args([
             "compare",

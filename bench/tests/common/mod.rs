@@ -5,6 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -159,12 +160,12 @@ pub struct Listening {
     pub addr: SocketAddr,
 }
 
-/// Starts `bin ARGS --listen 127.0.0.1:PORT` on a port from [`free_port`] and waits
+/// Starts `bin ARGS --listen 127.0.0.1:PORT` on a port from [`free_fixed_ports`] and waits
 /// until it accepts connections (fails if it exits first or takes over
 /// [`SERVER_START_TIMEOUT`]).
 #[allow(dead_code)]
 pub fn start_listening(bin: &Path, args: &[&str]) -> Listening {
-    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let addr: SocketAddr = ([127, 0, 0, 1], free_fixed_ports(1)).into();
     let listen = addr.to_string();
     let child = Command::new(bin)
         .args(args)
@@ -200,12 +201,40 @@ pub fn start_baseline(name: &str, extra: &[&str]) -> Listening {
     start_listening(&bin, &args)
 }
 
-/// A loopback port free now (the kernel picks it, from the ephemeral range).
+/// Lowest port [`free_fixed_ports`] hands out.
+const FIXED_PORT_MIN: u16 = 10_000;
+/// Tries of [`free_fixed_ports`] before it gives up.
+const FIXED_PORT_ATTEMPTS_MAX: u32 = 64;
+/// Where the next [`free_fixed_ports`] call of this process starts looking (so concurrent
+/// tests in one process try different blocks).
+static FIXED_PORT_NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// The first of `count` consecutive loopback ports, each free now, below the ephemeral range
+/// (`net.ipv4.ip_local_port_range`, 32768-60999 by default). A port the test picks there is
+/// never handed to a connect() or a port-0 listener, so a load test running beside it that
+/// fills the ephemeral range cannot take it before the server binds it; the place looked at
+/// first depends on the process id and a per-process counter, so tests running at once (in one
+/// process or several) pick different blocks.
 #[allow(dead_code)]
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+pub fn free_fixed_ports(count: u16) -> u16 {
+    let ephemeral_min = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    assert!(
+        ephemeral_min > FIXED_PORT_MIN + 1_000 + count,
+        "ip_local_port_range starts at {ephemeral_min}: no room below it for fixed test ports"
+    );
+    let span = u32::from(ephemeral_min - FIXED_PORT_MIN - count);
+    let seed = std::process::id().wrapping_mul(7_919);
+    for _ in 0..FIXED_PORT_ATTEMPTS_MAX {
+        let offset = FIXED_PORT_NEXT.fetch_add(u32::from(count) + 1, Ordering::Relaxed);
+        let first = FIXED_PORT_MIN + (seed.wrapping_add(offset) % span) as u16;
+        let free =
+            (first..first + count).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok());
+        if free {
+            return first;
+        }
+    }
+    panic!("no {count} free consecutive ports below {ephemeral_min} in {FIXED_PORT_ATTEMPTS_MAX} tries");
 }
