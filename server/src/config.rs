@@ -146,6 +146,19 @@ pub struct Config {
     pub nats_url: Option<String>,
     /// This host's id on NATS (the origin of what it publishes); unset = random per process.
     pub cluster_host_id: Option<String>,
+    /// `core` (core NATS: each host numbers a topic on its own; across hosts at most once) or
+    /// `jetstream` (one JetStream stream: a topic's sequence is one sequence on every host, and
+    /// a client resumes on any host; docs/ARCHITECTURE.md, "Cluster sequence").
+    pub cluster_mode: crate::cluster::ClusterMode,
+    /// JetStream mode: the stream's name (created if missing, checked if present).
+    pub jetstream_stream: String,
+    /// JetStream mode: the stream's limits (oldest messages go first past any of them).
+    pub jetstream_max_age_ms: u64,
+    pub jetstream_max_messages: i64,
+    pub jetstream_max_bytes: i64,
+    /// JetStream mode: how long one publish may take, retries after lost races for the topic's
+    /// next number and NATS outages included, before it is refused (503 to `POST /publish`).
+    pub jetstream_publish_timeout_ms: u64,
     /// WebSocket listener (one per shard, SO_REUSEPORT, beside `listen`): HTTP/1.1 Upgrade on
     /// `ws_path`, subprotocol `holdfast.v1`, each binary message carrying Holdfast frames.
     /// Unset = no WebSocket listener.
@@ -241,6 +254,12 @@ impl Default for Config {
             publisher_client_id_prefix: "publisher:".to_owned(),
             nats_url: None,
             cluster_host_id: None,
+            cluster_mode: crate::cluster::ClusterMode::Core,
+            jetstream_stream: "HOLDFAST".to_owned(),
+            jetstream_max_age_ms: 3_600_000,
+            jetstream_max_messages: 10_000_000,
+            jetstream_max_bytes: 1 << 30,
+            jetstream_publish_timeout_ms: 2_000,
             ws_listen: None,
             ws_path: "/ws".to_owned(),
             ws_allowed_origins: Vec::new(),
@@ -665,6 +684,41 @@ impl Config {
         }
         if matches!(&self.cluster_host_id, Some(id) if id.is_empty() || id.len() > 64) {
             return Err(invalid("cluster_host_id", "1..=64 bytes"));
+        }
+        if self.cluster_mode == crate::cluster::ClusterMode::JetStream && self.nats_url.is_none() {
+            return Err(invalid("cluster_mode", "\"jetstream\" needs nats_url"));
+        }
+        let stream_name_ok = !self.jetstream_stream.is_empty()
+            && self.jetstream_stream.len() <= 64
+            && self
+                .jetstream_stream
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !stream_name_ok {
+            return Err(invalid("jetstream_stream", "1..=64 of A-Z a-z 0-9 _ -"));
+        }
+        if !(1_000..=30 * 86_400_000).contains(&self.jetstream_max_age_ms) {
+            return Err(invalid(
+                "jetstream_max_age_ms",
+                "between 1000 and 2592000000 (30 days)",
+            ));
+        }
+        if !(1..=1_000_000_000).contains(&self.jetstream_max_messages) {
+            return Err(invalid(
+                "jetstream_max_messages",
+                "between 1 and 1000000000",
+            ));
+        }
+        if !(1 << 20..=1 << 40).contains(&self.jetstream_max_bytes) {
+            return Err(invalid("jetstream_max_bytes", "between 1 MiB and 1 TiB"));
+        }
+        // Within the admin's wait for the owning shard's answer, so a refusal is an answer.
+        let publish_timeout_max_ms = crate::admin::publish::ADMIN_PUBLISH_TIMEOUT_MS - 1_000;
+        if !(100..=publish_timeout_max_ms).contains(&self.jetstream_publish_timeout_ms) {
+            return Err(invalid(
+                "jetstream_publish_timeout_ms",
+                "between 100 and 4000 (the admin waits 5000 for an answer)",
+            ));
         }
         Ok(())
     }

@@ -88,6 +88,13 @@ pub fn publish(state: &AdminState, request: &Request) -> Response {
             json(200, serde_json::json!({ "delivered": connections }))
         }
         Ok(PublishOutcome::Draining) => draining(),
+        Ok(PublishOutcome::Unavailable) => Response {
+            retry_after_s: Some(PUBLISH_DRAINING_RETRY_AFTER_S),
+            ..error(
+                503,
+                "the cluster stream did not take the publish (NATS unreachable or busy); nothing was published, retry",
+            )
+        },
         Ok(PublishOutcome::NoSuchTarget) => {
             error(404, "no such connection or client (stale id or no session)")
         }

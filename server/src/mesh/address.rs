@@ -56,6 +56,9 @@ pub enum PublishOutcome {
     /// The shard is draining and took nothing: a publish accepted now could not reach the
     /// sessions it is leaving (the caller retries on the restarted or another server).
     Draining,
+    /// JetStream mode: the stream did not take the publish within jetstream_publish_timeout_ms
+    /// (NATS down, or the bridge's queue full); nothing was accepted, the caller retries.
+    Unavailable,
 }
 
 /// A publish on its way to the shard that sequences or owns its target.

@@ -144,6 +144,15 @@ impl Mesh {
         }))
     }
 
+    /// Waits for room without blocking its thread: for an async sender that must not drop
+    /// what it hands over (the JetStream consumer: the stream holds the rest meanwhile).
+    pub async fn send_async(&self, shard: usize, msg: ShardMsg) -> Result<(), SendError> {
+        let Some(inbox) = self.inboxes.get(shard) else {
+            return self.count(Err(SendError::Gone));
+        };
+        self.count(inbox.send_async(msg).await.map_err(|_| SendError::Gone))
+    }
+
     /// Waits up to `timeout` for room: for threads off the data path (admin, processor).
     pub fn send_timeout(
         &self,
