@@ -105,13 +105,14 @@ impl Bridge {
         let host: Arc<str> = self.host.as_str().into();
         // JetStream mode: the stream first (serve waits for its run), then its consumer.
         let mut publishers = None;
+        let restart_consumer = Arc::new(tokio::sync::Notify::new());
         if let Some(setup) = self.stream.take() {
             let timeout = Duration::from_millis(jetstream::STREAM_OPEN_TIMEOUT_MS);
             match jetstream::open(&client, &setup.limits, setup.publish_timeout, timeout).await {
                 Ok((js, stream, run)) => {
                     let opened =
                         Publishers::new(js, stream, run, host.clone(), setup.publish_timeout);
-                    opened.consume(self.mesh.clone());
+                    opened.consume(self.mesh.clone(), restart_consumer.clone());
                     publishers = Some(opened);
                     tracing::info!(
                         stream = setup.limits.name,
@@ -169,7 +170,13 @@ impl Bridge {
                     },
                     Err(_) => break,
                 },
-                Some(event) = events.recv() => on_event(&mut link, event),
+                Some(event) = events.recv() => {
+                    let back = matches!(event, Event::Connected) && link.ever_connected;
+                    on_event(&mut link, event);
+                    if back && publishers.is_some() {
+                        restart_consumer.notify_one();
+                    }
+                }
             }
         }
     }

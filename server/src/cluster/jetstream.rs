@@ -149,9 +149,20 @@ impl Publishers {
         self.tasks.insert(subject, tx);
     }
 
-    /// Starts the consumer that delivers the stream to this host's shards.
-    pub(super) fn consume(&self, mesh: Mesh) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(consume(self.stream.clone(), mesh, self.seen.clone()))
+    /// Starts the consumer that delivers the stream to this host's shards. `restart` makes it
+    /// start again after the last message it read (the bridge rings it when the NATS
+    /// connection comes back: the consumer's own missed-heartbeat check takes ~30 s).
+    pub(super) fn consume(
+        &self,
+        mesh: Mesh,
+        restart: Arc<tokio::sync::Notify>,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(consume(
+            self.stream.clone(),
+            mesh,
+            self.seen.clone(),
+            restart,
+        ))
     }
 }
 
@@ -302,7 +313,7 @@ impl Publisher {
 /// Reads the stream from its start (so this host's history holds what the stream holds), in
 /// order, and hands each message to its topic's owner shard; starts again after the last
 /// message read if the consumer fails.
-async fn consume(stream: Stream, mesh: Mesh, seen: Seen) {
+async fn consume(stream: Stream, mesh: Mesh, seen: Seen, restart: Arc<tokio::sync::Notify>) {
     let mut next_stream_seq: u64 = 0;
     loop {
         let config = pull::OrderedConfig {
@@ -325,8 +336,18 @@ async fn consume(stream: Stream, mesh: Mesh, seen: Seen) {
                 error = e,
                 "cluster: JetStream consumer did not start; retrying"
             ),
-            Ok(mut messages) => {
-                while let Some(message) = messages.next().await {
+            Ok(mut messages) => loop {
+                let message = tokio::select! {
+                    message = messages.next() => message,
+                    () = restart.notified() => {
+                        tracing::info!(next_stream_seq, "cluster: NATS connection back; JetStream consumer starts again after the last message read");
+                        break;
+                    }
+                };
+                let Some(message) = message else {
+                    break;
+                };
+                {
                     let message = match message {
                         Ok(message) => message,
                         Err(e) => {
@@ -364,7 +385,7 @@ async fn consume(stream: Stream, mesh: Mesh, seen: Seen) {
                         RECEIVED.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-            }
+            },
         }
         tokio::time::sleep(Duration::from_millis(RETRY_DELAY_MS)).await;
     }
