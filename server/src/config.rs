@@ -26,6 +26,23 @@ const ENV_NOT_KEYS: &[&str] = &["log"];
 /// a reason of at most MAX_ERROR_REASON_BYTES, Goodbye, Pong, Ack) must fit.
 pub const MIN_MAX_FRAME_BYTES: u32 = 512;
 
+/// How hosts share pushes (`cluster_mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterMode {
+    /// Core NATS: each host numbers a topic on its own; across hosts at most once.
+    #[default]
+    Core,
+    /// One JetStream stream: one sequence per topic on every host; resume on any host.
+    #[serde(rename = "jetstream")]
+    JetStream,
+}
+
+/// Largest `jetstream_publish_timeout_ms`: within the admin's wait for the owning shard's
+/// answer (`admin::publish::ADMIN_PUBLISH_TIMEOUT_MS`, which asserts it), so a refused publish
+/// is answered 503, not timed out.
+pub const JETSTREAM_PUBLISH_TIMEOUT_MAX_MS: u64 = 4_000;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -149,7 +166,7 @@ pub struct Config {
     /// `core` (core NATS: each host numbers a topic on its own; across hosts at most once) or
     /// `jetstream` (one JetStream stream: a topic's sequence is one sequence on every host, and
     /// a client resumes on any host; docs/ARCHITECTURE.md, "Cluster sequence").
-    pub cluster_mode: crate::cluster::ClusterMode,
+    pub cluster_mode: ClusterMode,
     /// JetStream mode: the stream's name (created if missing, checked if present).
     pub jetstream_stream: String,
     /// JetStream mode: the stream's limits (oldest messages go first past any of them).
@@ -254,7 +271,7 @@ impl Default for Config {
             publisher_client_id_prefix: "publisher:".to_owned(),
             nats_url: None,
             cluster_host_id: None,
-            cluster_mode: crate::cluster::ClusterMode::Core,
+            cluster_mode: ClusterMode::Core,
             jetstream_stream: "HOLDFAST".to_owned(),
             jetstream_max_age_ms: 3_600_000,
             jetstream_max_messages: 10_000_000,
@@ -685,7 +702,7 @@ impl Config {
         if matches!(&self.cluster_host_id, Some(id) if id.is_empty() || id.len() > 64) {
             return Err(invalid("cluster_host_id", "1..=64 bytes"));
         }
-        if self.cluster_mode == crate::cluster::ClusterMode::JetStream && self.nats_url.is_none() {
+        if self.cluster_mode == ClusterMode::JetStream && self.nats_url.is_none() {
             return Err(invalid("cluster_mode", "\"jetstream\" needs nats_url"));
         }
         let stream_name_ok = !self.jetstream_stream.is_empty()
@@ -712,9 +729,7 @@ impl Config {
         if !(1 << 20..=1 << 40).contains(&self.jetstream_max_bytes) {
             return Err(invalid("jetstream_max_bytes", "between 1 MiB and 1 TiB"));
         }
-        // Within the admin's wait for the owning shard's answer, so a refusal is an answer.
-        let publish_timeout_max_ms = crate::admin::publish::ADMIN_PUBLISH_TIMEOUT_MS - 1_000;
-        if !(100..=publish_timeout_max_ms).contains(&self.jetstream_publish_timeout_ms) {
+        if !(100..=JETSTREAM_PUBLISH_TIMEOUT_MAX_MS).contains(&self.jetstream_publish_timeout_ms) {
             return Err(invalid(
                 "jetstream_publish_timeout_ms",
                 "between 100 and 4000 (the admin waits 5000 for an answer)",
@@ -896,6 +911,75 @@ mod tests {
         };
         let err = named.validate().unwrap_err().to_string();
         assert!(err.contains("nats_url"), "{err}");
+    }
+
+    #[test]
+    fn jetstream_mode_needs_nats_and_sane_stream_settings_each_refused_by_its_key() {
+        let jetstream = Config {
+            nats_url: Some("nats://127.0.0.1:4222".to_owned()),
+            cluster_mode: ClusterMode::JetStream,
+            ..Config::default()
+        };
+        jetstream.validate().unwrap();
+        let cases = [
+            (
+                "cluster_mode",
+                Config {
+                    nats_url: None,
+                    ..jetstream.clone()
+                },
+            ),
+            (
+                "jetstream_stream",
+                Config {
+                    jetstream_stream: "a.b".into(),
+                    ..jetstream.clone()
+                },
+            ),
+            (
+                "jetstream_stream",
+                Config {
+                    jetstream_stream: String::new(),
+                    ..jetstream.clone()
+                },
+            ),
+            (
+                "jetstream_max_age_ms",
+                Config {
+                    jetstream_max_age_ms: 10,
+                    ..jetstream.clone()
+                },
+            ),
+            (
+                "jetstream_max_messages",
+                Config {
+                    jetstream_max_messages: 0,
+                    ..jetstream.clone()
+                },
+            ),
+            (
+                "jetstream_max_bytes",
+                Config {
+                    jetstream_max_bytes: 1024,
+                    ..jetstream.clone()
+                },
+            ),
+            (
+                "jetstream_publish_timeout_ms",
+                Config {
+                    jetstream_publish_timeout_ms: JETSTREAM_PUBLISH_TIMEOUT_MAX_MS + 1,
+                    ..jetstream.clone()
+                },
+            ),
+        ];
+        for (key, config) in cases {
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+        let parsed: Config =
+            toml::from_str("nats_url = \"nats://127.0.0.1:4222\"\ncluster_mode = \"jetstream\"\n")
+                .unwrap();
+        assert_eq!(parsed.cluster_mode, ClusterMode::JetStream);
     }
 
     #[test]

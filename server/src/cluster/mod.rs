@@ -69,18 +69,6 @@ pub(crate) static JS_UNSTAMPED: AtomicU64 = AtomicU64::new(0);
 /// the stream before the host read them); the topic's history there starts again.
 pub(crate) static JS_GAPS: AtomicU64 = AtomicU64::new(0);
 
-/// How hosts share pushes (`cluster_mode`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ClusterMode {
-    /// Core NATS: each host numbers a topic on its own; across hosts at most once.
-    #[default]
-    Core,
-    /// One JetStream stream: one sequence per topic on every host; resume on any host.
-    #[serde(rename = "jetstream")]
-    JetStream,
-}
-
 /// What a subscription is for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Interest {
@@ -310,15 +298,17 @@ pub(crate) fn start(config: &Config, mesh: Mesh) -> Result<Option<Link>, String>
     let (control_tx, control_rx) = flume::bounded(CONTROL_CAPACITY);
     let (outgoing_tx, outgoing_rx) = flume::bounded(OUTGOING_CAPACITY);
     let (ready_tx, ready_rx) = flume::bounded(1);
-    let stream = (config.cluster_mode == ClusterMode::JetStream).then(|| bridge::StreamSetup {
-        limits: stream::StreamLimits {
-            name: config.jetstream_stream.clone(),
-            max_age: std::time::Duration::from_millis(config.jetstream_max_age_ms),
-            max_messages: config.jetstream_max_messages,
-            max_bytes: config.jetstream_max_bytes,
-        },
-        publish_timeout: std::time::Duration::from_millis(config.jetstream_publish_timeout_ms),
-        ready: ready_tx,
+    let stream = (config.cluster_mode == crate::config::ClusterMode::JetStream).then(|| {
+        bridge::StreamSetup {
+            limits: stream::StreamLimits {
+                name: config.jetstream_stream.clone(),
+                max_age: std::time::Duration::from_millis(config.jetstream_max_age_ms),
+                max_messages: config.jetstream_max_messages,
+                max_bytes: config.jetstream_max_bytes,
+            },
+            publish_timeout: std::time::Duration::from_millis(config.jetstream_publish_timeout_ms),
+            ready: ready_tx,
+        }
     });
     let jetstream_mode = stream.is_some();
     let bridge = bridge::Bridge {

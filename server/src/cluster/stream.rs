@@ -77,13 +77,7 @@ pub(crate) fn target_key(target: &Target) -> Option<&str> {
     }
 }
 
-/// What a message of ours says about its place in its topic's sequence.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Stamp {
-    pub seq: u64,
-    pub prev: u64,
-    pub run: u64,
-}
+pub(crate) use crate::mesh::Stamp;
 
 /// Why a message in the stream is not one a host can sequence.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]

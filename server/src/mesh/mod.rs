@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub(crate) use address::{
-    owner_shard, valid_topic, Publish, PublishOutcome, Scope, Target, BROADCAST_TOPIC,
+    owner_shard, valid_topic, Publish, PublishOutcome, Scope, Stamp, Target, BROADCAST_TOPIC,
     MAX_TOPIC_BYTES,
 };
 pub(crate) use msg::{ShardMsg, ShardReport, INBOX_BATCH_MAX, SHARD_INBOX_CAPACITY};

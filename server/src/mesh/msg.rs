@@ -43,7 +43,7 @@ pub enum ShardMsg {
     /// under that number.
     StreamPublish {
         target: super::address::Target,
-        stamp: crate::cluster::stream::Stamp,
+        stamp: super::address::Stamp,
         payload: bytes::Bytes,
     },
     /// A session on the sending shard resumes `topic` (this shard owns it) after `last_seq` of
