@@ -40,6 +40,8 @@ pub(super) struct Bridge {
 pub(super) struct StreamSetup {
     pub limits: StreamLimits,
     pub publish_timeout: Duration,
+    /// How far back the consumer starts reading (`history_max_age_ms`).
+    pub replay_window: Duration,
     pub ready: flume::Sender<Result<u64, String>>,
 }
 
@@ -112,12 +114,16 @@ impl Bridge {
                 Ok((js, stream, run)) => {
                     let opened =
                         Publishers::new(js, stream, run, host.clone(), setup.publish_timeout);
-                    opened.consume(self.mesh.clone(), restart_consumer.clone());
+                    opened.consume(
+                        self.mesh.clone(),
+                        restart_consumer.clone(),
+                        setup.replay_window,
+                    );
                     publishers = Some(opened);
                     tracing::info!(
                         stream = setup.limits.name,
                         run,
-                        "cluster: JetStream stream open; reading it from the start"
+                        "cluster: JetStream stream open; reading it from history_max_age_ms ago"
                     );
                     let _ = setup.ready.send(Ok(run));
                 }

@@ -149,19 +149,22 @@ impl Publishers {
         self.tasks.insert(subject, tx);
     }
 
-    /// Starts the consumer that delivers the stream to this host's shards. `restart` makes it
-    /// start again after the last message it read (the bridge rings it when the NATS
-    /// connection comes back: the consumer's own missed-heartbeat check takes ~30 s).
+    /// Starts the consumer that delivers the stream to this host's shards, from `replay_window`
+    /// ago (`history_max_age_ms`). `restart` makes it start again after the last message it
+    /// read (the bridge rings it when the NATS connection comes back: the consumer's own
+    /// missed-heartbeat check takes ~30 s).
     pub(super) fn consume(
         &self,
         mesh: Mesh,
         restart: Arc<tokio::sync::Notify>,
+        replay_window: Duration,
     ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(consume(
             self.stream.clone(),
             mesh,
             self.seen.clone(),
             restart,
+            replay_window,
         ))
     }
 }
@@ -310,16 +313,27 @@ impl Publisher {
     }
 }
 
-/// Reads the stream from its start (so this host's history holds what the stream holds), in
-/// order, and hands each message to its topic's owner shard; starts again after the last
-/// message read if the consumer fails.
-async fn consume(stream: Stream, mesh: Mesh, seen: Seen, restart: Arc<tokio::sync::Notify>) {
+/// Reads the stream from `replay_window` ago (the history's age bound: so this host's history
+/// holds what the stream holds of that window), in order, and hands each message to its
+/// topic's owner shard; starts again after the last message read if the consumer fails.
+async fn consume(
+    stream: Stream,
+    mesh: Mesh,
+    seen: Seen,
+    restart: Arc<tokio::sync::Notify>,
+    replay_window: Duration,
+) {
     let mut next_stream_seq: u64 = 0;
     loop {
         let config = pull::OrderedConfig {
             filter_subject: STREAM_SUBJECTS.to_owned(),
             deliver_policy: if next_stream_seq == 0 {
-                DeliverPolicy::All
+                // What the history window could still hold; older would be evicted at once.
+                let window =
+                    time::Duration::try_from(replay_window).unwrap_or(time::Duration::ZERO);
+                DeliverPolicy::ByStartTime {
+                    start_time: time::OffsetDateTime::now_utc() - window,
+                }
             } else {
                 DeliverPolicy::ByStartSequence {
                     start_sequence: next_stream_seq,

@@ -307,6 +307,7 @@ pub(crate) fn start(config: &Config, mesh: Mesh) -> Result<Option<Link>, String>
                 max_bytes: config.jetstream_max_bytes,
             },
             publish_timeout: std::time::Duration::from_millis(config.jetstream_publish_timeout_ms),
+            replay_window: std::time::Duration::from_millis(config.history_max_age_ms),
             ready: ready_tx,
         }
     });

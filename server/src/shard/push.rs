@@ -229,7 +229,8 @@ impl Shard {
             Arrival::Duplicate => return,
             Arrival::Next => {}
             Arrival::Gap | Arrival::NewRun => {
-                if arrival == Arrival::Gap {
+                // (A host's first message of a topic starts mid-way as a rule: not a gap.)
+                if arrival == Arrival::Gap && self.push.last_seq(key) > 0 {
                     crate::cluster::JS_GAPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 // The history of a topic is gapless, in one run: it starts again here.
