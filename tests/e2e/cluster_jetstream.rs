@@ -281,6 +281,49 @@ fn a_host_started_later_fills_its_history_from_the_stream_and_resumes_a_client()
 }
 
 #[test]
+fn a_host_restarted_under_the_same_id_publishes_new_pushes_not_ones_it_sent_before() {
+    let store = tempfile::tempdir().unwrap();
+    let nats = Nats::start_jetstream(free_port(), store.path());
+    let toml = host_toml(&nats, "a", "");
+    let mut a = Server::start(&toml);
+    for i in 1..=3 {
+        assert_eq!(
+            publish_accepted(a.admin.unwrap(), "news", &format!("p{i}")),
+            i
+        );
+    }
+    a.signal(libc::SIGTERM);
+    assert!(a.wait_exit(Duration::from_secs(10)).success());
+    // Same host id, its publish counter from 1 again: JetStream must not take its new
+    // publishes for retries of the old ones (that would answer 202 and store nothing).
+    let a = Server::start(&toml);
+    let mut client = connect(&a);
+    let epoch = resume(&mut client, 2, &[("news", 0, 0)])[0].epoch;
+    for i in 4..=6 {
+        assert_eq!(
+            publish_accepted(a.admin.unwrap(), "news", &format!("p{i}")),
+            i
+        );
+    }
+    for seq in 4..=6 {
+        assert_eq!(
+            push_of(&client.recv()),
+            ("news".into(), seq, format!("p{seq}").into_bytes())
+        );
+    }
+    let mut late = connect(&a);
+    let resumed = resume(&mut late, 3, &[("news", epoch, 0)]);
+    assert!(resumed[0].recovered, "{resumed:?}");
+    for seq in 1..=6 {
+        assert_eq!(
+            push_of(&late.recv()),
+            ("news".into(), seq, format!("p{seq}").into_bytes()),
+            "the stream holds all six, each once"
+        );
+    }
+}
+
+#[test]
 fn a_client_away_longer_than_the_window_is_told_recovered_false() {
     let store = tempfile::tempdir().unwrap();
     let nats = Nats::start_jetstream(free_port(), store.path());

@@ -178,7 +178,7 @@ impl Bridge {
                 },
                 Some(event) = events.recv() => {
                     let back = matches!(event, Event::Connected) && link.ever_connected;
-                    on_event(&mut link, event);
+                    on_event(&mut link, event, publishers.is_some());
                     if back && publishers.is_some() {
                         restart_consumer.notify_one();
                     }
@@ -308,7 +308,9 @@ where
     done
 }
 
-fn on_event(link: &mut Link, event: Event) {
+/// `jetstream`: topics and broadcasts go through the stream (retried, then refused with 503,
+/// and read back after a reconnect), so only client-id publishes are lost while NATS is down.
+fn on_event(link: &mut Link, event: Event, jetstream: bool) {
     match event {
         Event::Connected => {
             let down = link.down_since.elapsed();
@@ -316,6 +318,13 @@ fn on_event(link: &mut Link, event: Event) {
                 tracing::info!(
                     publishes_not_forwarded = link.missed,
                     "cluster: connected to NATS"
+                );
+            } else if jetstream {
+                tracing::warn!(
+                    down_ms = down.as_millis() as u64,
+                    client_publishes_not_forwarded = link.missed,
+                    "cluster: NATS connection back; the JetStream consumer reads on from its last message (topic publishes were retried or refused with 503 meanwhile); {} client-id publishes were not forwarded",
+                    link.missed
                 );
             } else {
                 tracing::warn!(
@@ -330,7 +339,9 @@ fn on_event(link: &mut Link, event: Event) {
             link.missed = 0;
         }
         Event::Disconnected => {
-            if link.connected {
+            if link.connected && jetstream {
+                tracing::warn!("cluster: NATS connection lost; reconnecting (topic publishes wait up to jetstream_publish_timeout_ms, then get 503)");
+            } else if link.connected {
                 tracing::warn!("cluster: NATS connection lost; reconnecting (publishes are not forwarded meanwhile)");
             }
             link.connected = false;

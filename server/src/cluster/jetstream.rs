@@ -9,7 +9,8 @@
 //!   "Cluster sequence").
 //! - Every attempt of one publish carries the same `Nats-Msg-Id`: an attempt whose answer was
 //!   lost and that is retried is stored once (JetStream's duplicate window), and its stamp is
-//!   read back from the stream.
+//!   read back from the stream. Ids are unique per process (host id, a random nonce, a
+//!   counter): a restarted host's publishes are never taken for its old ones.
 //! - The consumer never drops: a full shard inbox makes it wait (the stream holds the rest).
 
 use std::collections::HashMap;
@@ -93,6 +94,7 @@ pub(super) struct Publishers {
     /// Jobs taken from the shards and not yet answered: at most OUTGOING_CAPACITY.
     permits: Arc<Semaphore>,
     next_job_id: u64,
+    nonce: u64,
 }
 
 impl Publishers {
@@ -113,6 +115,7 @@ impl Publishers {
             tasks: HashMap::new(),
             permits: Arc::new(Semaphore::new(OUTGOING_CAPACITY)),
             next_job_id: 0,
+            nonce: rand::random(),
         }
     }
 
@@ -142,6 +145,7 @@ impl Publishers {
             stream: self.stream.clone(),
             stream_run: self.stream_run,
             host: self.host.clone(),
+            nonce: self.nonce,
             timeout: self.publish_timeout,
             seen: self.seen.clone(),
         };
@@ -175,6 +179,9 @@ struct Publisher {
     stream: Stream,
     stream_run: u64,
     host: Arc<str>,
+    /// Drawn once per process: a restarted host (same id, job numbers from 1 again) never
+    /// reuses a message id JetStream still remembers, which it would take for a retry.
+    nonce: u64,
     timeout: Duration,
     seen: Seen,
 }
@@ -214,7 +221,7 @@ impl Publisher {
     /// jittered backoff until the publish timeout; answers whoever waits.
     async fn publish(&self, last: &mut Option<(Stamp, u64)>, job: Job, id: u64) {
         let deadline = Instant::now() + self.timeout;
-        let message_id = format!("{}-{id}", self.host);
+        let message_id = format!("{}-{:016x}-{id}", self.host, self.nonce);
         let mut attempt: u32 = 0;
         let outcome = loop {
             match self.attempt(last, &job, &message_id).await {
