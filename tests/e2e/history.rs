@@ -14,11 +14,11 @@ use crate::support::{publish, Client, Received, Server};
 
 /// One topic's result in a SubscribeResume's Ack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Resumed {
-    epoch: u64,
-    seq: u64,
-    oldest_seq: u64,
-    recovered: bool,
+pub(crate) struct Resumed {
+    pub(crate) epoch: u64,
+    pub(crate) seq: u64,
+    pub(crate) oldest_seq: u64,
+    pub(crate) recovered: bool,
 }
 
 fn resume_frame(id: u64, topics: &[(&str, u64, u64)]) -> Vec<u8> {
@@ -43,7 +43,7 @@ fn resume_frame(id: u64, topics: &[(&str, u64, u64)]) -> Vec<u8> {
 }
 
 /// Sends a SubscribeResume and reads its Ack (the next frame).
-fn resume(client: &mut Client, id: u64, topics: &[(&str, u64, u64)]) -> Vec<Resumed> {
+pub(crate) fn resume(client: &mut Client, id: u64, topics: &[(&str, u64, u64)]) -> Vec<Resumed> {
     client.send_raw(&resume_frame(id, topics));
     let ack = client.recv();
     assert_eq!((ack.kind, ack.id), (Kind::Ack, id), "got {ack:?}");
@@ -63,7 +63,7 @@ fn resume(client: &mut Client, id: u64, topics: &[(&str, u64, u64)]) -> Vec<Resu
 }
 
 /// (topic, seq, payload) of a Push frame.
-fn push_of(frame: &Received) -> (String, u64, Vec<u8>) {
+pub(crate) fn push_of(frame: &Received) -> (String, u64, Vec<u8>) {
     assert_eq!(frame.kind, Kind::Push, "got {frame:?}");
     let decoded = next_frame(&frame.bytes, 1 << 20).unwrap().unwrap();
     let Payload::Push(push) = decoded.payload else {
@@ -81,7 +81,7 @@ fn seq_of(frame: &Received) -> u64 {
 }
 
 /// Proves nothing else is queued for `client`: the next frame is the Pong to our Ping.
-fn nothing_pending(client: &mut Client) {
+pub(crate) fn nothing_pending(client: &mut Client) {
     client.send(Kind::Ping, 77, &[]);
     let next = client.recv();
     assert_eq!(
@@ -91,7 +91,7 @@ fn nothing_pending(client: &mut Client) {
     );
 }
 
-fn publish_topic(server: &Server, topic: &str, payload: &str) -> u64 {
+pub(crate) fn publish_topic(server: &Server, topic: &str, payload: &str) -> u64 {
     publish_sequenced(
         server,
         &format!(r#"{{"target":"topic","topic":"{topic}","payload":"{payload}"}}"#),
@@ -117,7 +117,7 @@ fn publish_sequenced(server: &Server, json: &str) -> u64 {
     seq.unwrap_or_else(|| panic!("no seq in {body}"))
 }
 
-fn connect(server: &Server) -> Client {
+pub(crate) fn connect(server: &Server) -> Client {
     let mut client = server.connect();
     client.hello();
     client

@@ -63,17 +63,26 @@ pub(crate) struct LiveBroadcasts {
     /// Replayed broadcasts above `unvouched_through_seq` up to this seq reached the session
     /// live: they are not sent again.
     pub live_through_seq: u64,
+    /// The shard's run when the session asked: the numbers above are of that run.
+    pub run: u32,
 }
 
 impl LiveBroadcasts {
     /// Takes out of `reply` (the owner's answer for `"*"`) what the session already got live.
     /// A replay that would hold a broadcast the session may have missed before newer ones it
     /// got live is answered "not recovered" with nothing replayed: it could not come in order.
-    pub(crate) fn trim(&self, reply: &mut TopicReply) {
-        let Some(first_seq) = reply.frames.first().map(push_seq) else {
+    /// So is one whose numbers may not be those the session got live: the shard's run changed
+    /// since it asked (`run_now`), or the replay ends below the last seq it got live (only a
+    /// new numbering does that: the owner sequenced all that reached this shard before it
+    /// answered).
+    pub(crate) fn trim(&self, reply: &mut TopicReply, run_now: u32) {
+        let (Some(first), Some(last)) = (reply.frames.first(), reply.frames.last()) else {
             return;
         };
-        if first_seq.is_none_or(|seq| seq <= self.unvouched_through_seq) {
+        let (first_seq, last_seq) = (push_seq(first), push_seq(last));
+        let numbered_alike =
+            run_now == self.run && last_seq.is_some_and(|seq| seq >= self.live_through_seq);
+        if !numbered_alike || first_seq.is_none_or(|seq| seq <= self.unvouched_through_seq) {
             reply.resumed.recovered = 0;
             reply.frames.clear();
             return;
@@ -151,14 +160,21 @@ impl BroadcastSeen {
                 Some(LiveBroadcasts {
                     unvouched_through_seq: start.last_seq,
                     live_through_seq: self.last_seq,
+                    run: self.run,
                 })
             }
             // Not known which broadcasts up to the last one reached it.
             _ => Some(LiveBroadcasts {
                 unvouched_through_seq: self.last_seq,
                 live_through_seq: self.last_seq,
+                run: self.run,
             }),
         }
+    }
+
+    /// Changes whenever a broadcast's seq is not the last + 1 (a lost `Deliver`, a new run).
+    pub(crate) fn run(&self) -> u32 {
+        self.run
     }
 
     /// A closing connection's start goes with it.
@@ -247,16 +263,17 @@ mod tests {
             live,
             LiveBroadcasts {
                 unvouched_through_seq: 1,
-                live_through_seq: 3
+                live_through_seq: 3,
+                run: seen.run(),
             }
         );
         // Resumed from 1: 2..=3 came live, 4..=5 were held back while it asked.
         let mut from_1 = reply(2..=5);
-        live.trim(&mut from_1);
+        live.trim(&mut from_1, seen.run());
         assert_eq!((seqs(&from_1), from_1.resumed.recovered), (vec![4, 5], 1));
         // Resumed from 0: 1 was missed before the Hello and cannot come before 2 and 3 now.
         let mut from_0 = reply(1..=5);
-        live.trim(&mut from_0);
+        live.trim(&mut from_0, seen.run());
         assert_eq!((seqs(&from_0), from_0.resumed.recovered), (vec![], 0));
     }
 
@@ -277,13 +294,13 @@ mod tests {
             .take(key(2), false)
             .expect("another generation has no start");
         let mut held_tail = reply(3..=4);
-        unknown.trim(&mut held_tail);
+        unknown.trim(&mut held_tail, seen.run());
         assert_eq!(
             (seqs(&held_tail), held_tail.resumed.recovered),
             (vec![3, 4], 1)
         );
         let mut older = reply(2..=4);
-        unknown.trim(&mut older);
+        unknown.trim(&mut older, seen.run());
         assert_eq!((seqs(&older), older.resumed.recovered), (vec![], 0));
     }
 
@@ -295,7 +312,7 @@ mod tests {
         seen.delivered(&push(3)); // 2 never reached this shard
         let live = seen.take(key(1), false).unwrap();
         let mut from_0 = reply(1..=3);
-        live.trim(&mut from_0);
+        live.trim(&mut from_0, seen.run());
         assert_eq!(from_0.resumed.recovered, 0, "2 may be missing: not vouched");
     }
 
@@ -307,8 +324,35 @@ mod tests {
         seen.first_live(key(1), Instant::now());
         let live = seen.take(key(1), false).unwrap();
         let mut from_2 = reply(3..=4);
-        live.trim(&mut from_2);
+        live.trim(&mut from_2, seen.run());
         assert_eq!((seqs(&from_2), from_2.resumed.recovered), (vec![4], 1));
+    }
+
+    #[test]
+    fn a_new_numbering_during_the_resume_is_not_recovered() {
+        let mut seen = BroadcastSeen::default();
+        seen.delivered(&push(1));
+        seen.first_live(key(1), Instant::now()); // 1 was its first: got 1 and 2 live
+        seen.delivered(&push(2));
+        let live = seen.take(key(1), false).unwrap();
+        // The owner's numbering restarted before it answered and none of it came here yet.
+        let mut restarted = reply(1..=1);
+        live.trim(&mut restarted, seen.run());
+        assert_eq!(
+            restarted.resumed.recovered, 0,
+            "ends below the last live seq"
+        );
+        // A broadcast of another numbering came here between the ask and the answer.
+        let run_asked = seen.run();
+        seen.delivered(&push(7));
+        assert_ne!(seen.run(), run_asked);
+        let mut after = reply(3..=7);
+        live.trim(&mut after, seen.run());
+        assert_eq!((seqs(&after), after.resumed.recovered), (vec![], 0));
+        // The same replay with the run unchanged goes out.
+        let mut same_run = reply(3..=7);
+        live.trim(&mut same_run, run_asked);
+        assert_eq!(same_run.resumed.recovered, 1);
     }
 
     #[test]

@@ -22,6 +22,25 @@ use crate::conn::ConnKey;
 /// "not recovered" and live delivery resumes.
 pub(crate) const RESUME_REPLY_TIMEOUT_MS: u64 = 2_000;
 
+/// JetStream mode: resumes one owner shard holds back at most (the rest are answered at once,
+/// "not recovered" when the point is ahead of this host).
+pub(crate) const WAITING_RESUMES_MAX_PER_SHARD: usize = 65_536;
+
+/// JetStream mode, on a topic's owner shard: a resume whose `last_seq` is ahead of what this
+/// host has read of the topic (another host delivered it to the client first). Answered when
+/// this host reaches `last_seq` (or the topic's run changes); dropped at `deadline`, when the
+/// subscriber's shard has answered it "unknown, resume again" on its own
+/// ([`RESUME_REPLY_TIMEOUT_MS`]).
+pub(crate) struct WaitingResume {
+    pub conn: crate::conn::ConnId,
+    pub request_id: u64,
+    pub index: usize,
+    pub topic: Box<str>,
+    pub epoch: u64,
+    pub last_seq: u64,
+    pub deadline: Instant,
+}
+
 /// An owner's answer for one topic.
 pub(crate) struct TopicReply {
     pub resumed: TopicResumed,
