@@ -14,6 +14,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use holdfast_protocol::payload::TopicResumed;
 
+use super::broadcast_seen::LiveBroadcasts;
 use crate::conn::ConnKey;
 
 /// How long a subscriber's shard waits for the owners' answers (a message lost to a full
@@ -55,6 +56,9 @@ pub(crate) struct PendingResume {
     pub topics: Vec<Arc<str>>,
     pub replies: Vec<Option<TopicReply>>,
     pub deadline: Instant,
+    /// Resuming `"*"`: the broadcasts that reached the session live before it asked, left out
+    /// of the replay (push::broadcast_seen).
+    pub broadcast_live: Option<LiveBroadcasts>,
 }
 
 impl PendingResume {
@@ -156,6 +160,7 @@ mod tests {
             topics: topics.iter().map(|t| Arc::from(*t)).collect(),
             replies: topics.iter().map(|_| None).collect(),
             deadline,
+            broadcast_live: None,
         }
     }
 

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use super::broadcast_seen::BroadcastSeen;
 use super::directory::ClientDirectory;
 use super::history::{History, HistoryLimits};
 use super::resume::Resumes;
@@ -35,6 +36,9 @@ pub(crate) struct PushState {
     pub inbox_seq: u64,
     /// SubscribeResumes of local sessions waiting for their topics' owners.
     pub resumes: Resumes,
+    /// The last broadcast delivered here and the start seqs of recently opened sessions, so a
+    /// resume of `"*"` repeats nothing a session got live.
+    pub broadcasts: BroadcastSeen,
     /// Drawn from the OS at start: every topic's epoch derives from it, so a restarted server
     /// (its history gone, its sequences back at 1) never matches an epoch it handed out before.
     pub epoch_seed: u64,
@@ -105,6 +109,7 @@ impl PushState {
             inbox: History::new(limits.inbox),
             inbox_seq: 0,
             resumes: Resumes::default(),
+            broadcasts: BroadcastSeen::default(),
             epoch_seed: rand::random(),
             stream_run: None,
             topic_runs: HashMap::new(),

@@ -334,11 +334,18 @@ impl Shard {
                 .copied()
                 .filter(|entry| !self.push.resumes.holds(*entry, topic))
                 .collect(),
-            Scope::Broadcast => self
-                .conns
-                .open_sessions()
-                .filter(|entry| !self.push.resumes.holds(*entry, BROADCAST_TOPIC))
-                .collect(),
+            Scope::Broadcast => {
+                // A session's first broadcast records where its live ones start.
+                let now = std::time::Instant::now();
+                let push = &mut self.push;
+                push.broadcasts.delivered(frame);
+                self.conns
+                    .open_sessions_clearing(ConnFlags::BROADCAST_UNSEEN, |entry| {
+                        push.broadcasts.first_live(entry, now)
+                    })
+                    .filter(|entry| !push.resumes.holds(*entry, BROADCAST_TOPIC))
+                    .collect()
+            }
             Scope::Conn(id) => {
                 self.deliver_to_conn(*id, frame);
                 return;
@@ -435,6 +442,15 @@ impl Shard {
             generation: pending.generation,
         };
         let max_outbound_bytes = self.limits.max_outbound_bytes;
+        // What reached the session live before it resumed "*" is not replayed again.
+        if let Some(live) = pending.broadcast_live {
+            let run_now = self.push.broadcasts.run();
+            for (topic, reply) in pending.topics.iter().zip(&mut pending.replies) {
+                if let (BROADCAST_TOPIC, Some(reply)) = (&**topic, reply) {
+                    live.trim(reply, run_now);
+                }
+            }
+        }
         // A topic unsubscribed while its resume waited gets its Ack result but no replay.
         let wanted: Vec<bool> = pending
             .topics
@@ -492,6 +508,7 @@ impl Shard {
     /// topics still missing, so a lost message never holds a session's pushes for good.
     pub(super) fn expire_resumes(&mut self) {
         let now = std::time::Instant::now();
+        self.push.broadcasts.expire(now);
         for (slot, pending) in self.push.resumes.take_expired(now) {
             self.finish_resume(slot, pending);
         }
