@@ -224,7 +224,12 @@ impl Publisher {
         let message_id = format!("{}-{:016x}-{id}", self.host, self.nonce);
         let mut attempt: u32 = 0;
         let outcome = loop {
-            match self.attempt(last, &job, &message_id).await {
+            // Each attempt within what is left of the deadline (NATS may not answer at all).
+            let left = deadline.saturating_duration_since(Instant::now());
+            let attempted = tokio::time::timeout(left, self.attempt(last, &job, &message_id))
+                .await
+                .unwrap_or_else(|_| Err(Failure::Failed("no answer before the deadline".into())));
+            match attempted {
                 Ok(stamp) => {
                     PUBLISHED.fetch_add(1, Ordering::Relaxed);
                     break PublishOutcome::Sequenced { seq: stamp.seq };
