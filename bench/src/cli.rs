@@ -48,6 +48,9 @@ pub enum Command {
     /// Internal: one worker process (started by the parent with its plan as JSON).
     #[command(name = "__worker", hide = true)]
     Worker { plan_json: String },
+    /// Internal: one worker process of `storm --resume` (started by the parent with its plan).
+    #[command(name = "__resume-worker", hide = true)]
+    ResumeWorker { plan_json: String },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -148,6 +151,14 @@ pub struct RunArgs {
     /// storm --resume: topics the sessions are spread over.
     #[arg(long, default_value_t = 4, help_heading = "storm --resume")]
     pub resume_topics: u32,
+    /// storm --resume: ceiling of each session's reconnect delay (holdfast-client's
+    /// reconnect_max_delay_ms; the delay doubles from --retry-backoff-ms with full jitter).
+    #[arg(long, default_value_t = holdfast_client::RECONNECT_MAX_DELAY_MS_DEFAULT, help_heading = "storm --resume")]
+    pub reconnect_max_delay_ms: u64,
+    /// storm --resume: how long to wait, from the SIGTERM, for every session to be back (at
+    /// least twice --reconnect-max-delay-ms: a session may wait that long between attempts).
+    #[arg(long, default_value_t = 120, help_heading = "storm --resume")]
+    pub back_timeout_s: u64,
     /// storm --resume: the holdfast binary to start, SIGTERM and restart.
     #[arg(long, help_heading = "storm --resume")]
     pub server_bin: Option<PathBuf>,

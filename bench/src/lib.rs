@@ -9,7 +9,8 @@
 //! - [`msg`]: the plan, commands and reports exchanged between parent and workers.
 //! - [`hist`]: HdrHistogram setup, merging, `.hgrm` writing and parsing; [`report`]: the summary.
 //! - [`resume_storm`]: `storm --storm-mode goodbye --resume`: drain, restart and resume with
-//!   holdfast-client sessions, every push accounted for.
+//!   holdfast-client sessions, every push accounted for; [`resume_worker`]: its worker
+//!   processes, which hold the sessions and count what each received.
 //! - [`push`]: the `push` workload's publisher (admin HTTP `POST /publish`) and delivery accounting.
 //! - [`events`]: the `events` workload's Event frame, `/metrics` and per-thread CPU sampler, summary.
 //! - [`plot`]: charts from `.hgrm` and interval logs; [`compare`]: Holdfast against the baselines.
@@ -31,6 +32,7 @@ pub mod procfs;
 pub mod push;
 pub mod report;
 pub mod resume_storm;
+pub mod resume_worker;
 pub mod schedule;
 pub mod sockets;
 pub mod transport;

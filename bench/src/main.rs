@@ -31,6 +31,10 @@ fn main() {
             .map_err(anyhow::Error::from)
             .and_then(worker::run)
             .map(|()| 0),
+        Command::ResumeWorker { plan_json } => serde_json::from_str(&plan_json)
+            .map_err(anyhow::Error::from)
+            .and_then(|plan| holdfast_bench::resume_worker::run(&plan))
+            .map(|()| 0),
         Command::Connect(args) => run_workload(Workload::Connect, &args),
         Command::Echo(args) => run_workload(Workload::Echo, &args),
         Command::Rate(args) => run_workload(Workload::Rate, &args),

@@ -150,6 +150,10 @@ pub struct ClientConfig {
     /// Heartbeat interval to ask for in Hello; 0 takes the server's default. The server clamps
     /// it, and the interval in force is the one Welcome carries.
     pub heartbeat_ms: u32,
+    /// Local address every connection is made from (bound before connecting, the port picked
+    /// by the kernel); `None` lets the kernel choose. For hosts with several addresses, and for
+    /// load tests that need more than one address's ephemeral ports.
+    pub source_addr: Option<std::net::IpAddr>,
     /// Limit on one TCP connect (resolution included).
     pub connect_timeout_ms: u64,
     /// Limit from connected to Welcome received.
@@ -234,6 +238,7 @@ impl ClientConfig {
             client_id: String::new(),
             token: None,
             heartbeat_ms: 0,
+            source_addr: None,
             connect_timeout_ms: CONNECT_TIMEOUT_MS_DEFAULT,
             hello_timeout_ms: HELLO_TIMEOUT_MS_DEFAULT,
             request_timeout_ms: REQUEST_TIMEOUT_MS_DEFAULT,

@@ -140,7 +140,12 @@ impl From<std::io::Error> for Refused {
 /// Connects, sends Hello and waits for Welcome. On a refusal it reads on until the server
 /// closes (or the Hello deadline), so a Goodbye after the Error still yields its hint.
 pub(crate) async fn handshake(config: &ClientConfig) -> Result<Connection, Refused> {
-    let transport = transport::connect(&config.endpoint, config.connect_timeout_ms).await?;
+    let transport = transport::connect(
+        &config.endpoint,
+        config.source_addr,
+        config.connect_timeout_ms,
+    )
+    .await?;
     let (mut reader, mut writer) = transport.split();
     let token = config
         .token

@@ -7,13 +7,14 @@
 //! flushes after every write and remembers an interrupted flush ([`Writer::needs_flush`]).
 
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use http::{HeaderName, HeaderValue};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
@@ -50,11 +51,41 @@ pub(crate) enum Writer {
     },
 }
 
-async fn tcp(addr: &str) -> io::Result<TcpStream> {
-    let stream = TcpStream::connect(addr).await?;
+async fn tcp(addr: &str, source: Option<IpAddr>) -> io::Result<TcpStream> {
+    let stream = match source {
+        None => TcpStream::connect(addr).await?,
+        Some(source) => from_source(addr, source).await?,
+    };
     // Frames are small and latency matters more than packet count.
     stream.set_nodelay(true)?;
     Ok(stream)
+}
+
+/// Connects from `source` (port picked by the kernel at bind) to the first address `addr`
+/// resolves to in the same family.
+async fn from_source(addr: &str, source: IpAddr) -> io::Result<TcpStream> {
+    let mut last = None;
+    for target in tokio::net::lookup_host(addr).await? {
+        if target.is_ipv4() != source.is_ipv4() {
+            continue;
+        }
+        let socket = if target.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.bind(SocketAddr::new(source, 0))?;
+        match socket.connect(target).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::AddrNotAvailable,
+            format!("{addr} resolves to no address of the family of source_addr {source}"),
+        )
+    }))
 }
 
 /// `host` of `host:port` (brackets of an IPv6 literal removed): the TLS server name when none
@@ -99,16 +130,16 @@ async fn websocket<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(WsIo::new(socket))
 }
 
-async fn open(endpoint: &Endpoint) -> io::Result<Transport> {
+async fn open(endpoint: &Endpoint, source: Option<IpAddr>) -> io::Result<Transport> {
     match endpoint {
-        Endpoint::Tcp { addr } => Ok(Transport::Tcp(tcp(addr).await?)),
+        Endpoint::Tcp { addr } => Ok(Transport::Tcp(tcp(addr, source).await?)),
         Endpoint::Tls {
             addr,
             server_name,
             trust,
         } => {
             let name = server_name.as_deref().unwrap_or_else(|| host_of(addr));
-            let stream = tls(tcp(addr).await?, name, trust.frames_config()).await?;
+            let stream = tls(tcp(addr, source).await?, name, trust.frames_config()).await?;
             Ok(Transport::Layered(Box::new(stream)))
         }
         Endpoint::WebSocket {
@@ -116,7 +147,7 @@ async fn open(endpoint: &Endpoint) -> io::Result<Transport> {
             path,
             tls: None,
         } => {
-            let socket = websocket(tcp(addr).await?, addr, path, false).await?;
+            let socket = websocket(tcp(addr, source).await?, addr, path, false).await?;
             Ok(Transport::Layered(Box::new(socket)))
         }
         Endpoint::WebSocket {
@@ -125,7 +156,7 @@ async fn open(endpoint: &Endpoint) -> io::Result<Transport> {
             tls: Some(TlsOptions { server_name, trust }),
         } => {
             let name = server_name.as_deref().unwrap_or_else(|| host_of(addr));
-            let stream = tls(tcp(addr).await?, name, trust.websocket_config()).await?;
+            let stream = tls(tcp(addr, source).await?, name, trust.websocket_config()).await?;
             let socket = websocket(stream, addr, path, true).await?;
             Ok(Transport::Layered(Box::new(socket)))
         }
@@ -133,8 +164,12 @@ async fn open(endpoint: &Endpoint) -> io::Result<Transport> {
 }
 
 /// Connects to `endpoint` within `timeout_ms` (name resolution included).
-pub(crate) async fn connect(endpoint: &Endpoint, timeout_ms: u64) -> Result<Transport, Error> {
-    match tokio::time::timeout(Duration::from_millis(timeout_ms), open(endpoint)).await {
+pub(crate) async fn connect(
+    endpoint: &Endpoint,
+    source: Option<IpAddr>,
+    timeout_ms: u64,
+) -> Result<Transport, Error> {
+    match tokio::time::timeout(Duration::from_millis(timeout_ms), open(endpoint, source)).await {
         Ok(result) => result.map_err(Error::from),
         Err(_) => Err(Error::Timeout {
             waiting_for: "connect",
@@ -226,5 +261,32 @@ impl Writer {
             Writer::Tcp(write) => write.shutdown().await,
             Writer::Layered { write, .. } => write.shutdown().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn source_addr_is_the_local_address_of_the_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let source: IpAddr = "127.0.0.3".parse().unwrap();
+        let (connected, accepted) = tokio::join!(tcp(&addr, Some(source)), listener.accept());
+        assert_eq!(connected.unwrap().local_addr().unwrap().ip(), source);
+        assert_eq!(accepted.unwrap().1.ip(), source);
+        // Without one the kernel picks (127.0.0.1 towards 127.0.0.1).
+        let (connected, _) = tokio::join!(tcp(&addr, None), listener.accept());
+        let local = connected.unwrap().local_addr().unwrap().ip();
+        assert_eq!(local, IpAddr::from([127, 0, 0, 1]));
+    }
+
+    #[tokio::test]
+    async fn source_addr_of_another_family_is_a_clear_error() {
+        let source: IpAddr = "::1".parse().unwrap();
+        let error = tcp("127.0.0.1:1", Some(source)).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::AddrNotAvailable);
+        assert!(error.to_string().contains("source_addr"), "{error}");
     }
 }

@@ -304,6 +304,9 @@ impl Shard {
                 self.counters.recv_no_buffers += 1;
                 self.start_recv(slot);
             }
+            // Nothing to read (an earlier recv took the bytes the poll saw): the recv does not
+            // wait (ring::Ring::recv); the poll reports the next bytes.
+            Err(Errno::EAGAIN) => {}
             Err(Errno::ECANCELED) => {}
             Err(errno) => self.on_socket_error(slot, errno),
         }
