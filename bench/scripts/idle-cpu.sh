@@ -9,7 +9,11 @@
 # stime (/proc/PID/stat), frames received and the server's own heartbeat Pings (/metrics).
 # Prints one line per run and binary, then the median per binary:
 #
-#   label run user_ms_per_s sys_ms_per_s cpu_ms_per_s frames_in_per_s server_pings_per_s us_per_frame load
+#   label run user_ms_per_s sys_ms_per_s cpu_ms_per_s frames_in_per_s server_pings_per_s us_per_frame
+#       anon_b_per_session file_b_per_session open load
+#
+# (anon/file: the server's RssAnon and RssFile growth from its start to the end of the window,
+# per session open: user memory, and the ring and buffer pages mapped from the kernel.)
 #
 #   bench/scripts/idle-cpu.sh N LABEL=BIN_DIR [LABEL=BIN_DIR ...]
 #   e.g. bench/scripts/idle-cpu.sh 100000 old=/tmp/old new=target/release
@@ -53,6 +57,7 @@ metric() {
     curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" |
         awk -v m="$1" '$1 == m || index($1, m "{") == 1 { s += $2 } END { printf "%d\n", s }'
 }
+rss_kib() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$server/status"; }
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 one_run() { # one_run LABEL BIN_DIR RUN: prints the run's line
@@ -63,6 +68,9 @@ one_run() { # one_run LABEL BIN_DIR RUN: prints the run's line
     server=$!
     for _ in $(seq 100); do grep -q listening "$OUT/$label-$run.server.out" 2>/dev/null && break; sleep 0.1; done
     sleep 0.5
+    local anon0 file0
+    anon0=$(rss_kib RssAnon)
+    file0=$(rss_kib RssFile)
     setsid nice -n 5 "$dir/holdfast-bench" connect --target "127.0.0.1:$PORT" --sessions "$N" \
         --sessions-per-worker "$SESSIONS_PER_WORKER" --connect-rate-per-s "$CONNECT_RATE_PER_S" \
         --setup-timeout-s "$SETUP_TIMEOUT_S" --duration-s "$HOLD_S" \
@@ -87,6 +95,8 @@ one_run() { # one_run LABEL BIN_DIR RUN: prints the run's line
     frames=$(($(metric holdfast_frames_received_total) - frames0))
     pings=$(($(metric holdfast_heartbeat_pings_sent_total) - pings0))
     open=$(metric holdfast_connections_open)
+    local anon=$((($(rss_kib RssAnon) - anon0) * 1024 / (open > 0 ? open : 1)))
+    local file=$((($(rss_kib RssFile) - file0) * 1024 / (open > 0 ? open : 1)))
     [ -n "$perf" ] && wait "$perf" || true
     kill -- -"$bench" 2>/dev/null || true
     wait "$bench" 2>/dev/null || true
@@ -103,11 +113,11 @@ one_run() { # one_run LABEL BIN_DIR RUN: prints the run's line
     local fps=$((frames / WINDOW_S))
     local us_per_frame="-"
     ((frames > 0)) && us_per_frame=$(((user + sys) * 1000 * WINDOW_S / frames))
-    echo "$label $run $user $sys $cpu $fps $((pings / WINDOW_S)) $us_per_frame open=$open load=$(cut -d' ' -f1 /proc/loadavg)"
+    echo "$label $run $user $sys $cpu $fps $((pings / WINDOW_S)) $us_per_frame $anon $file open=$open load=$(cut -d' ' -f1 /proc/loadavg)"
     sleep 2
 }
 
-echo "label run user_ms_per_s sys_ms_per_s cpu_ms_per_s frames_in_per_s server_pings_per_s us_per_frame" | tee "$OUT/runs.txt"
+echo "label run user_ms_per_s sys_ms_per_s cpu_ms_per_s frames_in_per_s server_pings_per_s us_per_frame anon_b_per_session file_b_per_session" | tee "$OUT/runs.txt"
 for run in $(seq "$RUNS"); do
     for pair in "$@"; do
         one_run "${pair%%=*}" "${pair#*=}" "$run" | tee -a "$OUT/runs.txt"
