@@ -4,18 +4,12 @@
 //! baseline: echoes byte-exact, answers Hello with Welcome and Ping with Pong.
 //! `holdfast-baseline-tokio-rustls --listen 127.0.0.1:7879 --cores 1 --cert cert.pem --key key.pem`
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use bytes::BytesMut;
 use holdfast_bench::echo_server::{
-    answer_frames, baseline_tls_args, reuseport_listener, tokio_tls_acceptor, BASELINE_READ_BYTES,
+    baseline_tls_args, reuseport_listener, serve_frames, tokio_tls_acceptor,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
 
 const NAME: &str = "holdfast-baseline-tokio-rustls";
 
@@ -46,29 +40,7 @@ fn main() -> std::io::Result<()> {
 
 async fn serve(acceptor: tokio_rustls::TlsAcceptor, stream: tokio::net::TcpStream) {
     let _ = stream.set_nodelay(true);
-    let Ok(mut stream) = acceptor.accept(stream).await else {
-        return;
-    };
-    let session_id = NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed);
-    let mut input = BytesMut::with_capacity(BASELINE_READ_BYTES);
-    let mut out = BytesMut::with_capacity(BASELINE_READ_BYTES);
-    loop {
-        match stream.read_buf(&mut input).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        let Ok(consumed) = answer_frames(&input, &mut out, session_id) else {
-            return;
-        };
-        let _ = input.split_to(consumed);
-        if !out.is_empty() {
-            if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
-                return;
-            }
-            out.clear();
-        }
-        if input.capacity() - input.len() < 1024 {
-            input.reserve(BASELINE_READ_BYTES);
-        }
+    if let Ok(stream) = acceptor.accept(stream).await {
+        serve_frames(stream).await;
     }
 }

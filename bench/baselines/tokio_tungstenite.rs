@@ -5,12 +5,11 @@
 //! message. With `--cert` and `--key` it is wss: tokio-rustls (ring, ALPN http/1.1) underneath.
 //! `holdfast-baseline-tokio-tungstenite --listen 127.0.0.1:7879 --cores 1 [--cert PEM --key PEM]`
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
 use holdfast_bench::echo_server::{
-    answer_frames, baseline_tls_args, reuseport_listener, tokio_tls_acceptor, BASELINE_READ_BYTES,
+    answer_frames, baseline_tls_args, next_session_id, reuseport_listener, tokio_tls_acceptor,
+    BASELINE_READ_BYTES,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
@@ -20,8 +19,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
 
 const NAME: &str = "holdfast-baseline-tokio-tungstenite";
 const SUBPROTOCOL: &str = "holdfast.v1";
@@ -86,7 +83,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S) {
     else {
         return;
     };
-    let session_id = NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed);
+    let session_id = next_session_id();
     let mut input = BytesMut::with_capacity(BASELINE_READ_BYTES);
     let mut out = BytesMut::with_capacity(BASELINE_READ_BYTES);
     while let Some(message) = ws.next().await {

@@ -3,7 +3,8 @@
 //! without `--raw`) drives Holdfast and the baselines alike. Request frames to method "echo"
 //! get a Response with the same body (other methods: Error unknown_method), like Holdfast's
 //! built-in echo handler. Frames are copied whole from the
-//! input into the output; incomplete tails stay in the input.
+//! input into the output; incomplete tails stay in the input. The tokio baselines (plain TCP and
+//! tokio-rustls) share their whole connection loop too (`serve_frames`).
 
 use bytes::BytesMut;
 use holdfast_protocol::{
@@ -207,6 +208,45 @@ pub fn tokio_tls_acceptor(
         .map_err(std::io::Error::other)?;
     config.alpn_protocols = vec![alpn.to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
+}
+
+/// The next session id a baseline's Welcome names: 1, 2, ... in this process.
+pub fn next_session_id() -> u64 {
+    static NEXT_SESSION_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT_SESSION_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// One connection of the tokio baselines, over any byte stream (TCP, or TLS over it): read
+/// what is there, answer every whole frame (`answer_frames`), write the answers and flush (a
+/// TLS stream holds its records until then; on TCP a flush is a no-op), keep the tail. Ends at
+/// EOF, on an error, or at a frame that does not decode.
+pub async fn serve_frames<S>(mut stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let session_id = next_session_id();
+    let mut input = BytesMut::with_capacity(BASELINE_READ_BYTES);
+    let mut out = BytesMut::with_capacity(BASELINE_READ_BYTES);
+    loop {
+        match stream.read_buf(&mut input).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let Ok(consumed) = answer_frames(&input, &mut out, session_id) else {
+            return;
+        };
+        let _ = input.split_to(consumed);
+        if !out.is_empty() {
+            if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
+                return;
+            }
+            out.clear();
+        }
+        if input.capacity() - input.len() < 1024 {
+            input.reserve(BASELINE_READ_BYTES);
+        }
+    }
 }
 
 #[cfg(test)]

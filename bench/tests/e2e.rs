@@ -3,72 +3,16 @@
 //! it is looked for next to holdfast-bench; without it the test fails, never skips). The JSON summary must
 //! show counts that add up.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
 mod common;
 
-use common::{holdfast_bin, run_bench, BENCH};
-const SERVER_START_TIMEOUT: Duration = Duration::from_secs(10);
-
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start(bin: &Path, args: &[&str]) -> Server {
-    let port = free_port();
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let listen = addr.to_string();
-    let mut all: Vec<&str> = args.to_vec();
-    all.extend(["--listen", &listen]);
-    let child = Command::new(bin)
-        .args(&all)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut server = Server { child, addr };
-    let started = Instant::now();
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
-        assert!(
-            server.child.try_wait().unwrap().is_none(),
-            "{} exited at start",
-            bin.display()
-        );
-        assert!(
-            started.elapsed() < SERVER_START_TIMEOUT,
-            "{} did not listen",
-            bin.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    server
-}
-
-fn baseline(name: &str) -> Server {
-    let bin = PathBuf::from(BENCH).with_file_name(format!("holdfast-baseline-{name}"));
-    start(&bin, &["--cores", "1"])
-}
+use common::{
+    free_fixed_ports, holdfast_bin, run_bench, start_baseline, start_listening,
+    Listening as Server, BENCH,
+};
 
 /// Runs `holdfast-bench <workload> <args>` and returns its JSON summary.
 fn bench(workload: &str, server: &Server, extra: &[&str]) -> Value {
@@ -187,7 +131,7 @@ fn check_storm(server: &Server) {
 
 #[test]
 fn every_workload_against_the_tokio_baseline_adds_up() {
-    let server = baseline("tokio");
+    let server = start_baseline("tokio", &[]);
     check_echo(&server, &[]);
     check_echo(&server, &["--raw"]);
     check_echo(
@@ -202,14 +146,14 @@ fn every_workload_against_the_tokio_baseline_adds_up() {
 
 #[test]
 fn echo_against_the_glommio_baseline_adds_up() {
-    let server = baseline("glommio");
+    let server = start_baseline("glommio", &[]);
     check_echo(&server, &[]);
     check_rate(&server, "request");
 }
 
 #[test]
 fn plot_draws_svg_and_png_from_a_run() {
-    let server = baseline("tokio");
+    let server = start_baseline("tokio", &[]);
     let out = tempfile::tempdir().unwrap();
     let target = server.addr.to_string();
     let dir = out.path().to_str().unwrap();
@@ -265,7 +209,7 @@ fn every_workload_against_holdfast_serve_adds_up() {
     let bin = holdfast_bin().unwrap_or_else(|| {
         panic!("the holdfast binary is not built: cargo build -p holdfast-server (or set HOLDFAST_BIN); looked beside {BENCH}")
     });
-    let server = start(&bin, &["serve", "--shards", "1"]);
+    let server = start_listening(&bin, &["serve", "--shards", "1"]);
     check_echo(&server, &[]);
     check_rate(&server, "rate");
     check_rate(&server, "request");
@@ -276,7 +220,8 @@ fn every_workload_against_holdfast_serve_adds_up() {
 #[test]
 fn compare_prints_a_ratio_table_for_the_baselines() {
     let out = tempfile::tempdir().unwrap();
-    let port_base = free_port().saturating_sub(10).to_string();
+    // compare starts each server on the port after the last: two of them here.
+    let port_base = (free_fixed_ports(2) - 1).to_string();
     let output = Command::new(BENCH)
         .args([
             "compare",

@@ -6,31 +6,18 @@
 //! Needs the real server: HOLDFAST_BIN, or `holdfast` built into the same target directory. It
 //! fails, never skips, when the binary is missing.
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 use holdfast_bench::compare::{write_self_signed, TlsFiles};
 use serde_json::Value;
 
 mod common;
 
-use common::{holdfast_bin, run_bench, BENCH, SERVER_START_TIMEOUT};
+use common::{holdfast_bin, listen_addrs, run_bench, start_baseline, Proc};
 
 const SESSIONS: u64 = 10;
 const TRANSPORTS: [&str; 4] = ["tcp", "tls", "ws", "wss"];
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A `holdfast serve` with every listener on port 0, their addresses read from its start-up
 /// lines.
@@ -75,72 +62,23 @@ fn start_holdfast(dir: &Path, tls: &TlsFiles) -> Holdfast {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
-    let stdout = child.stdout.take().unwrap();
-    let child = Proc(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            let _ = tx.send(line);
-        }
-    });
-    let [mut tcp, mut tls, mut ws, mut admin] = [None, None, None, None];
-    let addr = |rest: &str| rest.split_whitespace().next().map(str::to_owned);
-    while tcp.is_none() || tls.is_none() || ws.is_none() || admin.is_none() {
-        let line = rx
-            .recv_timeout(SERVER_START_TIMEOUT)
-            .expect("holdfast printed its listeners' addresses");
-        if let Some(rest) = line.strip_prefix("holdfast listening on ") {
-            tcp = addr(rest);
-        } else if let Some(rest) = line.strip_prefix("holdfast tls on ") {
-            tls = addr(rest);
-        } else if let Some(rest) = line.strip_prefix("holdfast ws on ") {
-            ws = addr(rest);
-        } else if let Some(rest) = line.strip_prefix("holdfast admin on ") {
-            admin = addr(rest);
-        }
-    }
+    let [tcp, tls, ws, admin] = listen_addrs(
+        &mut child,
+        [
+            "holdfast listening on ",
+            "holdfast tls on ",
+            "holdfast ws on ",
+            "holdfast admin on ",
+        ],
+        &bin,
+    );
     Holdfast {
-        _child: child,
-        tcp: tcp.unwrap(),
-        tls: tls.unwrap(),
-        ws: ws.unwrap(),
-        admin: admin.unwrap(),
+        _child: Proc(child),
+        tcp,
+        tls,
+        ws,
+        admin,
     }
-}
-
-/// Starts `holdfast-baseline-NAME` on a free port with `extra` arguments; returns its address.
-fn start_baseline(name: &str, extra: &[&str]) -> (Proc, String) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let bin = PathBuf::from(BENCH).with_file_name(format!("holdfast-baseline-{name}"));
-    let listen = addr.to_string();
-    let mut args = vec!["--listen", &listen, "--cores", "1"];
-    args.extend(extra);
-    let child = Command::new(&bin)
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
-    let mut child = Proc(child);
-    let started = Instant::now();
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
-        assert!(
-            child.0.try_wait().unwrap().is_none(),
-            "{name} exited at start"
-        );
-        assert!(
-            started.elapsed() < SERVER_START_TIMEOUT,
-            "{name} did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (child, listen)
 }
 
 fn count(s: &Value, key: &str) -> u64 {
@@ -260,8 +198,8 @@ fn echo_reaches_the_tokio_rustls_and_tokio_tungstenite_baselines() {
         ("ws", "tokio-tungstenite", &[][..]),
         ("wss", "tokio-tungstenite", &with_tls[..]),
     ] {
-        let (_server, addr) = start_baseline(baseline, extra);
-        let s = echo(transport, &addr, &tls, &[]);
+        let server = start_baseline(baseline, extra);
+        let s = echo(transport, &server.addr.to_string(), &tls, &[]);
         assert_echo_clean(&s, &format!("{baseline} over {transport}"));
     }
 }

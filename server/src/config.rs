@@ -26,6 +26,23 @@ const ENV_NOT_KEYS: &[&str] = &["log"];
 /// a reason of at most MAX_ERROR_REASON_BYTES, Goodbye, Pong, Ack) must fit.
 pub const MIN_MAX_FRAME_BYTES: u32 = 512;
 
+/// How hosts share pushes (`cluster_mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterMode {
+    /// Core NATS: each host numbers a topic on its own; across hosts at most once.
+    #[default]
+    Core,
+    /// One JetStream stream: one sequence per topic on every host; resume on any host.
+    #[serde(rename = "jetstream")]
+    JetStream,
+}
+
+/// Largest `jetstream_publish_timeout_ms`: within the admin's wait for the owning shard's
+/// answer (`admin::publish::ADMIN_PUBLISH_TIMEOUT_MS`, which asserts it), so a refused publish
+/// is answered 503, not timed out.
+pub const JETSTREAM_PUBLISH_TIMEOUT_MAX_MS: u64 = 4_000;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -146,6 +163,19 @@ pub struct Config {
     pub nats_url: Option<String>,
     /// This host's id on NATS (the origin of what it publishes); unset = random per process.
     pub cluster_host_id: Option<String>,
+    /// `core` (core NATS: each host numbers a topic on its own; across hosts at most once) or
+    /// `jetstream` (one JetStream stream: a topic's sequence is one sequence on every host, and
+    /// a client resumes on any host; docs/ARCHITECTURE.md, "Cluster sequence").
+    pub cluster_mode: ClusterMode,
+    /// JetStream mode: the stream's name (created if missing, checked if present).
+    pub jetstream_stream: String,
+    /// JetStream mode: the stream's limits (oldest messages go first past any of them).
+    pub jetstream_max_age_ms: u64,
+    pub jetstream_max_messages: i64,
+    pub jetstream_max_bytes: i64,
+    /// JetStream mode: how long one publish may take, retries after lost races for the topic's
+    /// next number and NATS outages included, before it is refused (503 to `POST /publish`).
+    pub jetstream_publish_timeout_ms: u64,
     /// WebSocket listener (one per shard, SO_REUSEPORT, beside `listen`): HTTP/1.1 Upgrade on
     /// `ws_path`, subprotocol `holdfast.v1`, each binary message carrying Holdfast frames.
     /// Unset = no WebSocket listener.
@@ -241,6 +271,12 @@ impl Default for Config {
             publisher_client_id_prefix: "publisher:".to_owned(),
             nats_url: None,
             cluster_host_id: None,
+            cluster_mode: ClusterMode::Core,
+            jetstream_stream: "HOLDFAST".to_owned(),
+            jetstream_max_age_ms: 3_600_000,
+            jetstream_max_messages: 10_000_000,
+            jetstream_max_bytes: 1 << 30,
+            jetstream_publish_timeout_ms: 2_000,
             ws_listen: None,
             ws_path: "/ws".to_owned(),
             ws_allowed_origins: Vec::new(),
@@ -666,6 +702,39 @@ impl Config {
         if matches!(&self.cluster_host_id, Some(id) if id.is_empty() || id.len() > 64) {
             return Err(invalid("cluster_host_id", "1..=64 bytes"));
         }
+        if self.cluster_mode == ClusterMode::JetStream && self.nats_url.is_none() {
+            return Err(invalid("cluster_mode", "\"jetstream\" needs nats_url"));
+        }
+        let stream_name_ok = !self.jetstream_stream.is_empty()
+            && self.jetstream_stream.len() <= 64
+            && self
+                .jetstream_stream
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !stream_name_ok {
+            return Err(invalid("jetstream_stream", "1..=64 of A-Z a-z 0-9 _ -"));
+        }
+        if !(1_000..=30 * 86_400_000).contains(&self.jetstream_max_age_ms) {
+            return Err(invalid(
+                "jetstream_max_age_ms",
+                "between 1000 and 2592000000 (30 days)",
+            ));
+        }
+        if !(1..=1_000_000_000).contains(&self.jetstream_max_messages) {
+            return Err(invalid(
+                "jetstream_max_messages",
+                "between 1 and 1000000000",
+            ));
+        }
+        if !(1 << 20..=1 << 40).contains(&self.jetstream_max_bytes) {
+            return Err(invalid("jetstream_max_bytes", "between 1 MiB and 1 TiB"));
+        }
+        if !(100..=JETSTREAM_PUBLISH_TIMEOUT_MAX_MS).contains(&self.jetstream_publish_timeout_ms) {
+            return Err(invalid(
+                "jetstream_publish_timeout_ms",
+                "between 100 and 4000 (the admin waits 5000 for an answer)",
+            ));
+        }
         Ok(())
     }
 
@@ -842,6 +911,75 @@ mod tests {
         };
         let err = named.validate().unwrap_err().to_string();
         assert!(err.contains("nats_url"), "{err}");
+    }
+
+    #[test]
+    fn jetstream_mode_needs_nats_and_sane_stream_settings_each_refused_by_its_key() {
+        let jetstream = Config {
+            nats_url: Some("nats://127.0.0.1:4222".to_owned()),
+            cluster_mode: ClusterMode::JetStream,
+            ..Config::default()
+        };
+        jetstream.validate().unwrap();
+        let cases = [
+            (
+                "cluster_mode",
+                Config {
+                    nats_url: None,
+                    ..jetstream.clone()
+                },
+            ),
+            (
+                "jetstream_stream",
+                Config {
+                    jetstream_stream: "a.b".into(),
+                    ..jetstream.clone()
+                },
+            ),
+            (
+                "jetstream_stream",
+                Config {
+                    jetstream_stream: String::new(),
+                    ..jetstream.clone()
+                },
+            ),
+            (
+                "jetstream_max_age_ms",
+                Config {
+                    jetstream_max_age_ms: 10,
+                    ..jetstream.clone()
+                },
+            ),
+            (
+                "jetstream_max_messages",
+                Config {
+                    jetstream_max_messages: 0,
+                    ..jetstream.clone()
+                },
+            ),
+            (
+                "jetstream_max_bytes",
+                Config {
+                    jetstream_max_bytes: 1024,
+                    ..jetstream.clone()
+                },
+            ),
+            (
+                "jetstream_publish_timeout_ms",
+                Config {
+                    jetstream_publish_timeout_ms: JETSTREAM_PUBLISH_TIMEOUT_MAX_MS + 1,
+                    ..jetstream.clone()
+                },
+            ),
+        ];
+        for (key, config) in cases {
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+        let parsed: Config =
+            toml::from_str("nats_url = \"nats://127.0.0.1:4222\"\ncluster_mode = \"jetstream\"\n")
+                .unwrap();
+        assert_eq!(parsed.cluster_mode, ClusterMode::JetStream);
     }
 
     #[test]

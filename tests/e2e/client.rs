@@ -723,17 +723,22 @@ async fn cut_and_wait_reconnect(client: &Client, proxy: &FaultProxy) {
     }
 }
 
-#[tokio::test]
-async fn client_resumes_after_a_cut_connection_with_every_push_once_in_order_and_no_gap() {
-    const PUBLISHED: u64 = 400;
-    const CUT_AFTER: u64 = 60;
-    let server = Server::start("shards = 2\nhistory_max_messages = 100000\n");
-    let proxy = FaultProxy::start(server.addr);
-    let (client, mut pushes) = subscribed_through_proxy(&server, &proxy, "news").await;
+/// While `client` (subscribed to "news" through `proxy`, its first session) reads, publishes
+/// `published` pushes on "news" over HTTP, 2 ms apart, and cuts the link after `cut_after`
+/// arrived; asserts every push arrived once, in order, with no gap, over exactly two sessions,
+/// both through the proxy. Used over every transport (client_transports.rs).
+pub(crate) async fn every_push_once_across_a_cut(
+    server: &Server,
+    proxy: &FaultProxy,
+    client: &Client,
+    pushes: &mut PushStream,
+    published: u64,
+    cut_after: u64,
+) {
     let admin = server.admin.expect("admin listener on");
     // The publisher goes on through the cut and the reconnect, over HTTP.
     let publisher = std::thread::spawn(move || {
-        for i in 1..=PUBLISHED {
+        for i in 1..=published {
             let json = format!(r#"{{"target":"topic","topic":"news","payload":"{i}"}}"#);
             let raw = format!(
                 "POST /publish HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
@@ -746,12 +751,12 @@ async fn client_resumes_after_a_cut_connection_with_every_push_once_in_order_and
         }
     });
     let mut seqs = Vec::new();
-    while seqs.len() < CUT_AFTER as usize {
-        seqs.push(next_push(&mut pushes).await.seq);
+    while seqs.len() < cut_after as usize {
+        seqs.push(next_push(pushes).await.seq);
     }
-    cut_and_wait_reconnect(&client, &proxy).await;
-    while seqs.len() < PUBLISHED as usize {
-        match next_item(&mut pushes).await {
+    cut_and_wait_reconnect(client, proxy).await;
+    while seqs.len() < published as usize {
+        match next_item(pushes).await {
             Incoming::Push(push) => {
                 assert_eq!(push.payload, push.seq.to_string().into_bytes());
                 seqs.push(push.seq);
@@ -762,17 +767,30 @@ async fn client_resumes_after_a_cut_connection_with_every_push_once_in_order_and
     publisher.join().expect("publisher");
     assert_eq!(
         seqs,
-        (1..=PUBLISHED).collect::<Vec<_>>(),
+        (1..=published).collect::<Vec<_>>(),
         "every seq once, in order"
     );
     let stats = client.stats();
-    assert_eq!(stats.sessions_opened, 2, "the cut forced a reconnect");
+    assert_eq!(stats.sessions_opened, 2, "the cut forced one reconnect");
     assert_eq!((stats.gaps_reported, stats.resubscribe_failures), (0, 0));
+    assert_eq!(
+        proxy.links().len(),
+        2,
+        "the second session went through the proxy too"
+    );
     assert!(
         pushes.is_empty(),
         "nothing after the last push: {:?}",
         pushes.try_recv()
     );
+}
+
+#[tokio::test]
+async fn client_resumes_after_a_cut_connection_with_every_push_once_in_order_and_no_gap() {
+    let server = Server::start("shards = 2\nhistory_max_messages = 100000\n");
+    let proxy = FaultProxy::start(server.addr);
+    let (client, mut pushes) = subscribed_through_proxy(&server, &proxy, "news").await;
+    every_push_once_across_a_cut(&server, &proxy, &client, &mut pushes, 400, 60).await;
 }
 
 #[tokio::test]

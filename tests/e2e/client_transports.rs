@@ -6,19 +6,16 @@
 //! session.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
 
-use holdfast_client::{Client, ClientConfig, ConnectionState, Endpoint, Incoming, TlsTrust};
+use holdfast_client::{Client, ClientConfig, ConnectionState, Endpoint, TlsTrust};
 
-use crate::client::next_push;
+use crate::client::every_push_once_across_a_cut;
 use crate::fault_proxy::FaultProxy;
-use crate::support::{admin_request, Server, REPLY_TIMEOUT_MS};
+use crate::support::{Server, REPLY_TIMEOUT_MS};
 
 /// Pushes published in each resume test, and after how many the link is cut.
 const PUBLISHED: u64 = 300;
 const CUT_AFTER: u64 = 50;
-/// How long a test waits for a reconnect before failing.
-const RECONNECT_TIMEOUT_MS: u64 = 10_000;
 
 /// A server with the TLS and WebSocket listeners on, history big enough for the whole test.
 fn server(dir: &std::path::Path) -> (Server, TlsTrust) {
@@ -41,9 +38,9 @@ fn config(endpoint: Endpoint) -> ClientConfig {
     config
 }
 
-/// Connects with `endpoint_for(proxy address)`, subscribes to "news", and publishes
-/// PUBLISHED pushes over HTTP while cutting the link after CUT_AFTER arrived; asserts every
-/// push arrived once, in order, with no gap, over two sessions.
+/// Connects with `endpoint_for(proxy address)`, checks a request is answered, subscribes to
+/// "news", and runs `every_push_once_across_a_cut` (PUBLISHED pushes, the link cut after
+/// CUT_AFTER arrived): every push once, in order, with no gap, over two sessions.
 async fn resumes_across_a_cut(
     server: &Server,
     listener: SocketAddr,
@@ -59,59 +56,7 @@ async fn resumes_across_a_cut(
         b"over the wire"
     );
     client.subscribe(["news"]).await.unwrap();
-    let admin = server.admin.expect("admin listener on");
-    let publisher = std::thread::spawn(move || {
-        for i in 1..=PUBLISHED {
-            let json = format!(r#"{{"target":"topic","topic":"news","payload":"{i}"}}"#);
-            let raw = format!(
-                "POST /publish HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
-                 Content-Length: {}\r\n\r\n{json}",
-                json.len()
-            );
-            let (status, body) = admin_request(admin, &raw);
-            assert_eq!(status, 202, "{body}");
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    });
-    let mut seqs = Vec::new();
-    while seqs.len() < CUT_AFTER as usize {
-        seqs.push(next_push(&mut pushes).await.seq);
-    }
-    let sessions_before = client.stats().sessions_opened;
-    proxy.links().last().expect("a link").cut();
-    let deadline = Instant::now() + Duration::from_millis(RECONNECT_TIMEOUT_MS);
-    while client.stats().sessions_opened == sessions_before {
-        assert!(Instant::now() < deadline, "no new session after the cut");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    while seqs.len() < PUBLISHED as usize {
-        let item = tokio::time::timeout(Duration::from_millis(REPLY_TIMEOUT_MS), pushes.recv())
-            .await
-            .expect("a push within the timeout")
-            .expect("push stream open");
-        match item {
-            Incoming::Push(push) => {
-                assert_eq!(push.payload, push.seq.to_string().into_bytes());
-                seqs.push(push.seq);
-            }
-            other => panic!("after {} pushes: {other:?}", seqs.len()),
-        }
-    }
-    publisher.join().expect("publisher");
-    assert_eq!(
-        seqs,
-        (1..=PUBLISHED).collect::<Vec<_>>(),
-        "every seq once, in order"
-    );
-    let stats = client.stats();
-    assert_eq!(stats.sessions_opened, 2, "the cut forced one reconnect");
-    assert_eq!((stats.gaps_reported, stats.resubscribe_failures), (0, 0));
-    assert_eq!(
-        proxy.links().len(),
-        2,
-        "the second session went through the proxy too"
-    );
-    assert!(pushes.is_empty(), "nothing after the last push");
+    every_push_once_across_a_cut(server, &proxy, &client, &mut pushes, PUBLISHED, CUT_AFTER).await;
     client.close().await;
 }
 

@@ -27,6 +27,17 @@ pub(crate) struct Nats {
 
 impl Nats {
     pub(crate) fn start(port: u16) -> Nats {
+        Nats::start_with_args(port, &[])
+    }
+
+    /// A nats-server with JetStream on, its store in `store_dir` (a restart on the same port
+    /// and directory keeps the streams).
+    pub(crate) fn start_jetstream(port: u16, store_dir: &std::path::Path) -> Nats {
+        let store = store_dir.to_str().expect("a UTF-8 temporary path");
+        Nats::start_with_args(port, &["-js", "-sd", store])
+    }
+
+    fn start_with_args(port: u16, extra_args: &[&str]) -> Nats {
         let binary = nats_server_binary().unwrap_or_else(|| {
             panic!(
                 "nats-server is missing (looked in {NATS_SERVER_PATHS:?} and PATH): the cluster test needs a real NATS server; run ./run.sh deps (Debian package nats-server)"
@@ -34,6 +45,7 @@ impl Nats {
         });
         let child = Command::new(binary)
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -50,7 +62,7 @@ impl Nats {
         nats
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
 

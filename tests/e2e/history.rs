@@ -14,11 +14,11 @@ use crate::support::{publish, Client, Received, Server};
 
 /// One topic's result in a SubscribeResume's Ack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Resumed {
-    epoch: u64,
-    seq: u64,
-    oldest_seq: u64,
-    recovered: bool,
+pub(crate) struct Resumed {
+    pub(crate) epoch: u64,
+    pub(crate) seq: u64,
+    pub(crate) oldest_seq: u64,
+    pub(crate) recovered: bool,
 }
 
 fn resume_frame(id: u64, topics: &[(&str, u64, u64)]) -> Vec<u8> {
@@ -43,7 +43,7 @@ fn resume_frame(id: u64, topics: &[(&str, u64, u64)]) -> Vec<u8> {
 }
 
 /// Sends a SubscribeResume and reads its Ack (the next frame).
-fn resume(client: &mut Client, id: u64, topics: &[(&str, u64, u64)]) -> Vec<Resumed> {
+pub(crate) fn resume(client: &mut Client, id: u64, topics: &[(&str, u64, u64)]) -> Vec<Resumed> {
     client.send_raw(&resume_frame(id, topics));
     let ack = client.recv();
     assert_eq!((ack.kind, ack.id), (Kind::Ack, id), "got {ack:?}");
@@ -63,7 +63,7 @@ fn resume(client: &mut Client, id: u64, topics: &[(&str, u64, u64)]) -> Vec<Resu
 }
 
 /// (topic, seq, payload) of a Push frame.
-fn push_of(frame: &Received) -> (String, u64, Vec<u8>) {
+pub(crate) fn push_of(frame: &Received) -> (String, u64, Vec<u8>) {
     assert_eq!(frame.kind, Kind::Push, "got {frame:?}");
     let decoded = next_frame(&frame.bytes, 1 << 20).unwrap().unwrap();
     let Payload::Push(push) = decoded.payload else {
@@ -81,7 +81,7 @@ fn seq_of(frame: &Received) -> u64 {
 }
 
 /// Proves nothing else is queued for `client`: the next frame is the Pong to our Ping.
-fn nothing_pending(client: &mut Client) {
+pub(crate) fn nothing_pending(client: &mut Client) {
     client.send(Kind::Ping, 77, &[]);
     let next = client.recv();
     assert_eq!(
@@ -91,12 +91,24 @@ fn nothing_pending(client: &mut Client) {
     );
 }
 
-fn publish_topic(server: &Server, topic: &str, payload: &str) -> u64 {
-    let (status, body) = publish(
+pub(crate) fn publish_topic(server: &Server, topic: &str, payload: &str) -> u64 {
+    publish_sequenced(
         server,
         &format!(r#"{{"target":"topic","topic":"{topic}","payload":"{payload}"}}"#),
-        None,
-    );
+    )
+}
+
+/// Publishes a broadcast; returns its seq.
+fn publish_broadcast(server: &Server, payload: &str) -> u64 {
+    publish_sequenced(
+        server,
+        &format!(r#"{{"target":"broadcast","payload":"{payload}"}}"#),
+    )
+}
+
+/// Publishes `json` (a topic or broadcast target); returns the seq the 202 names.
+fn publish_sequenced(server: &Server, json: &str) -> u64 {
+    let (status, body) = publish(server, json, None);
     assert_eq!(status, 202, "{body}");
     let seq = body
         .split("\"seq\":")
@@ -105,10 +117,29 @@ fn publish_topic(server: &Server, topic: &str, payload: &str) -> u64 {
     seq.unwrap_or_else(|| panic!("no seq in {body}"))
 }
 
-fn connect(server: &Server) -> Client {
+pub(crate) fn connect(server: &Server) -> Client {
     let mut client = server.connect();
     client.hello();
     client
+}
+
+/// One open session on each of the server's `shards` (a session's shard is the top byte of
+/// its Welcome's session id): every broadcast one of them receives has been delivered on its
+/// shard, so a session that opens after all of them got it did not get it live.
+fn a_session_on_every_shard(server: &Server, shards: usize) -> Vec<Client> {
+    const ATTEMPTS_MAX: usize = 64;
+    let mut on_shard: Vec<Option<Client>> = (0..shards).map(|_| None).collect();
+    for _ in 0..ATTEMPTS_MAX {
+        let mut client = server.connect();
+        let shard = (client.hello() >> 56) as usize;
+        if on_shard[shard].is_none() {
+            on_shard[shard] = Some(client);
+        }
+        if on_shard.iter().all(Option::is_some) {
+            return on_shard.into_iter().flatten().collect();
+        }
+    }
+    panic!("no session on some shard after {ATTEMPTS_MAX} connections");
 }
 
 #[test]
@@ -131,8 +162,14 @@ fn resume_after_a_reconnect_gets_exactly_the_missed_pushes_then_live_ones() {
     drop(client);
     publish_topic(&server, "news", "n4");
     publish_topic(&server, "news", "n5");
-    let (status, body) = publish(&server, r#"{"target":"broadcast","payload":"b1"}"#, None);
-    assert_eq!(status, 202, "{body}");
+    // Broadcast b1 is missed by the next session only if every shard delivered it before that
+    // session's Hello (a broadcast reaches every open session live): wait for that, so the
+    // replay (not a live copy before the Ack) is what this test sees, every time.
+    let mut witnesses = a_session_on_every_shard(&server, 2);
+    assert_eq!(publish_broadcast(&server, "b1"), 1);
+    for witness in &mut witnesses {
+        assert_eq!(push_of(&witness.recv()), ("*".into(), 1, b"b1".to_vec()));
+    }
 
     let mut client = connect(&server);
     let resumed = resume(
@@ -163,6 +200,64 @@ fn resume_after_a_reconnect_gets_exactly_the_missed_pushes_then_live_ones() {
     publish_topic(&server, "news", "n6");
     assert_eq!(push_of(&client.recv()), ("news".into(), 6, b"n6".to_vec()));
     nothing_pending(&mut client);
+}
+
+/// A broadcast reaches every open session live, also one that has said Hello but not yet
+/// resumed `"*"`: its resume does not replay that broadcast again. Exactly one copy arrives
+/// (before the Ack), the Ack is recovered at its seq, and live broadcasts follow once each.
+#[test]
+fn a_broadcast_a_session_got_live_before_its_resume_is_not_replayed() {
+    let server = Server::start("shards = 2\n");
+    let epoch = resume(&mut connect(&server), 2, &[("*", 0, 0)])[0].epoch;
+    let mut client = connect(&server);
+    assert_eq!(publish_broadcast(&server, "b1"), 1);
+    assert_eq!(push_of(&client.recv()), ("*".into(), 1, b"b1".to_vec()));
+    let resumed = resume(&mut client, 3, &[("*", epoch, 0)]);
+    assert_eq!(
+        resumed,
+        [Resumed {
+            epoch,
+            seq: 1,
+            oldest_seq: 1,
+            recovered: true
+        }]
+    );
+    nothing_pending(&mut client);
+    assert_eq!(publish_broadcast(&server, "b2"), 2);
+    assert_eq!(push_of(&client.recv()), ("*".into(), 2, b"b2".to_vec()));
+    nothing_pending(&mut client);
+}
+
+/// A session that missed broadcast 1 (published before its Hello) and got broadcast 2 live
+/// before resuming `"*"` from 0 could get 1 only after 2: its resume is "not recovered" with
+/// nothing replayed (never a duplicate, never out of order), and live broadcasts go on.
+#[test]
+fn a_broadcast_resume_that_could_not_keep_order_is_not_recovered() {
+    let server = Server::start("shards = 1\n");
+    let mut witness = connect(&server);
+    let epoch = resume(&mut witness, 2, &[("*", 0, 0)])[0].epoch;
+    assert_eq!(publish_broadcast(&server, "b1"), 1);
+    assert_eq!(
+        seq_of(&witness.recv()),
+        1,
+        "b1 delivered before the next Hello"
+    );
+    let mut client = connect(&server);
+    assert_eq!(publish_broadcast(&server, "b2"), 2);
+    assert_eq!(push_of(&client.recv()), ("*".into(), 2, b"b2".to_vec()));
+    let resumed = resume(&mut client, 3, &[("*", epoch, 0)]);
+    assert_eq!(
+        resumed,
+        [Resumed {
+            epoch,
+            seq: 2,
+            oldest_seq: 1,
+            recovered: false
+        }]
+    );
+    nothing_pending(&mut client);
+    assert_eq!(publish_broadcast(&server, "b3"), 3);
+    assert_eq!(push_of(&client.recv()), ("*".into(), 3, b"b3".to_vec()));
 }
 
 /// The seam under load: a publisher publishes without pause while the client drops its

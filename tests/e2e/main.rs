@@ -9,6 +9,7 @@ mod cleanup;
 mod client;
 mod client_transports;
 mod cluster;
+mod cluster_jetstream;
 mod config_env;
 mod drain;
 mod ending;

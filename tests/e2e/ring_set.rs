@@ -46,6 +46,29 @@ fn sessions(server: &Server, count: usize) -> (Vec<Client>, Vec<u32>) {
     (clients, slots)
 }
 
+/// A one-shard server with rings of `ring_entries` and room for `count` sessions, and `count`
+/// sessions on it (see `sessions`), with their slots; no accept found the fixed-file table full.
+fn server_with_sessions(ring_entries: u32, count: usize) -> (Server, Vec<Client>, Vec<u32>) {
+    let server = Server::start(&format!(
+        "shards = 1\nring_max_fixed_files = {ring_entries}\nmax_connections_per_shard = {count}\n\
+         hello_timeout_ms = 60000\n"
+    ));
+    let (clients, slots) = sessions(&server, count);
+    assert_eq!(metric(&server, "holdfast_accept_table_full_total"), 0);
+    (server, clients, slots)
+}
+
+/// Each client's Echo of `body` (id: 10 + its index) comes back to it byte-exact.
+fn echo_each(clients: &mut [Client], body: &[u8]) {
+    for (n, client) in clients.iter_mut().enumerate() {
+        let id = n as u64 + 10;
+        client.send_raw(&echo_frame(id, body));
+        let echo = client.recv();
+        assert_eq!((echo.kind, echo.id), (Kind::Echo, id), "session {n}");
+        assert!(echo.bytes.ends_with(body), "session {n}");
+    }
+}
+
 fn goodbye(client: &mut Client) {
     let mut out = bytes::BytesMut::new();
     let goodbye = holdfast_protocol::payload::Goodbye {
@@ -75,12 +98,7 @@ fn wait_open(server: &Server, want: u64) {
 #[test]
 fn three_thousand_sessions_on_rings_of_one_thousand_hello_heartbeat_echo_push_and_close() {
     const SESSIONS: usize = 3_000;
-    let server = Server::start(
-        "shards = 1\nring_max_fixed_files = 1000\nmax_connections_per_shard = 3000\n\
-         hello_timeout_ms = 60000\n",
-    );
-    let (mut clients, slots) = sessions(&server, SESSIONS);
-    assert_eq!(metric(&server, "holdfast_accept_table_full_total"), 0);
+    let (server, mut clients, slots) = server_with_sessions(1_000, SESSIONS);
     assert_eq!(
         metric(&server, "holdfast_connections_refused_full_total"),
         0
@@ -98,11 +116,8 @@ fn three_thousand_sessions_on_rings_of_one_thousand_hello_heartbeat_echo_push_an
         client.send(Kind::Ping, id, &[]);
         let pong = client.recv();
         assert_eq!((pong.kind, pong.id), (Kind::Pong, id), "session {n}");
-        client.send_raw(&echo_frame(id, b"ring set"));
-        let echo = client.recv();
-        assert_eq!((echo.kind, echo.id), (Kind::Echo, id), "session {n}");
-        assert!(echo.bytes.ends_with(b"ring set"), "session {n}");
     }
+    echo_each(&mut clients, b"ring set");
     let (status, body) = publish(
         &server,
         r#"{"target":"broadcast","payload_base64":"AAEC"}"#,
@@ -134,12 +149,7 @@ fn three_thousand_sessions_on_rings_of_one_thousand_hello_heartbeat_echo_push_an
 #[test]
 fn a_full_ring_moves_accepts_to_the_next_and_freed_entries_are_used_again() {
     const SESSIONS: usize = 600;
-    let server = Server::start(
-        "shards = 1\nring_max_fixed_files = 256\nmax_connections_per_shard = 600\n\
-         hello_timeout_ms = 60000\n",
-    );
-    let (mut clients, slots) = sessions(&server, SESSIONS);
-    assert_eq!(metric(&server, "holdfast_accept_table_full_total"), 0);
+    let (server, mut clients, slots) = server_with_sessions(256, SESSIONS);
     assert!(
         slots.iter().any(|&slot| slot >= 512),
         "the third ring took accepts"
@@ -166,10 +176,7 @@ fn a_full_ring_moves_accepts_to_the_next_and_freed_entries_are_used_again() {
         reused >= SESSIONS / 2 - 64,
         "{reused} of the freed entries named again"
     );
-    for (n, client) in again.iter_mut().enumerate() {
-        client.send_raw(&echo_frame(n as u64, b"again"));
-        assert_eq!(client.recv().kind, Kind::Echo, "session {n}");
-    }
+    echo_each(&mut again, b"again");
     assert_eq!(metric(&server, "holdfast_accept_table_full_total"), 0);
     assert_eq!(
         metric(&server, "holdfast_connections_refused_full_total"),

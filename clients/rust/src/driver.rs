@@ -634,7 +634,13 @@ impl Driver {
                 // Its Ack answers no topic: nothing is replayed, and a push after a skip in
                 // numbers is preceded by its Gap (TopicSeqs::gap_before).
                 let names: Vec<String> = points.iter().map(|point| point.name.clone()).collect();
-                frames::encode_subscribe(&mut session.out, id, &names, max_frame_bytes)
+                frames::encode_topics(
+                    &mut session.out,
+                    id,
+                    frames::TopicsFrame::Subscribe,
+                    &names,
+                    max_frame_bytes,
+                )
             } else {
                 frames::encode_subscribe_resume(&mut session.out, id, &points, max_frame_bytes)
             };
@@ -825,7 +831,14 @@ impl Driver {
                     return;
                 }
                 let id = session.next_id();
-                match frames::encode_unsubscribe(&mut session.out, id, &topics, max_frame_bytes) {
+                let unsubscribe = frames::TopicsFrame::Unsubscribe;
+                match frames::encode_topics(
+                    &mut session.out,
+                    id,
+                    unsubscribe,
+                    &topics,
+                    max_frame_bytes,
+                ) {
                     Ok(()) => {
                         session.pending.insert(id, Pending::Ack(reply));
                     }

@@ -220,32 +220,42 @@ pub(crate) fn encode_event(
         .map_err(too_large(max_frame_bytes))
 }
 
-/// An Unsubscribe for `names`, with the ack flag.
-pub(crate) fn encode_unsubscribe(
-    out: &mut BytesMut,
-    id: u64,
-    names: &[String],
-    max_frame_bytes: u32,
-) -> Result<(), Error> {
-    let topics: Vec<TopicName<'_>> = names.iter().map(|name| TopicName { name }).collect();
-    let unsubscribe = Unsubscribe { topics: &topics };
-    encode_frame(out, FLAG_ACK_REQUESTED, id, &unsubscribe, max_frame_bytes)
-        .map(drop)
-        .map_err(too_large(max_frame_bytes))
+/// A frame that carries a list of topic names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TopicsFrame {
+    /// A plain Subscribe (kind 10): for a server without SubscribeResume.
+    Subscribe,
+    /// An Unsubscribe (kind 11).
+    Unsubscribe,
 }
 
-/// A plain Subscribe (kind 10) for `names`: for a server without SubscribeResume.
-pub(crate) fn encode_subscribe(
+/// A Subscribe or Unsubscribe (`frame`) for `names`, with the ack flag.
+pub(crate) fn encode_topics(
     out: &mut BytesMut,
     id: u64,
+    frame: TopicsFrame,
     names: &[String],
     max_frame_bytes: u32,
 ) -> Result<(), Error> {
     let topics: Vec<TopicName<'_>> = names.iter().map(|name| TopicName { name }).collect();
-    let subscribe = Subscribe { topics: &topics };
-    encode_frame(out, FLAG_ACK_REQUESTED, id, &subscribe, max_frame_bytes)
-        .map(drop)
-        .map_err(too_large(max_frame_bytes))
+    let topics = &topics;
+    let encoded = match frame {
+        TopicsFrame::Subscribe => encode_frame(
+            out,
+            FLAG_ACK_REQUESTED,
+            id,
+            &Subscribe { topics },
+            max_frame_bytes,
+        ),
+        TopicsFrame::Unsubscribe => encode_frame(
+            out,
+            FLAG_ACK_REQUESTED,
+            id,
+            &Unsubscribe { topics },
+            max_frame_bytes,
+        ),
+    };
+    encoded.map(drop).map_err(too_large(max_frame_bytes))
 }
 
 /// A SubscribeResume (kind 15) for `points`, in order.

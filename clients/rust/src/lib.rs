@@ -72,8 +72,15 @@
 //! it restarted: those pushes follow from seq 1, in order, so a drain and restart within the
 //! window loses nothing published after the restart, and a draining server refuses publishes
 //! (503) rather than accept them. Pushes the old server had accepted before its drain but not
-//! yet sent to this session are gone with its history: the reset is the cue to re-fetch. Subscribing to `*` makes broadcasts
-//! resume too.
+//! yet sent to this session are gone with its history: the reset is the cue to re-fetch.
+//! Subscribing to `*` makes broadcasts resume too.
+//!
+//! Behind a load balancer in front of several hosts, run the servers with
+//! `cluster_mode = "jetstream"`: a topic then has one epoch and one sequence on every host, so
+//! a client drained off one host (it follows the Goodbye and the balancer sends it to another)
+//! resumes there exactly as on the same host: each push once, in order, nothing lost. In the
+//! default core NATS mode each host numbers topics on its own, and a reconnect to another
+//! host shows as a [`Gap::Reset`].
 //!
 //! If you do not read the [`PushStream`] and it fills up
 //! ([`ClientConfig::push_buffer_max_items`]), arriving pushes are dropped here and counted

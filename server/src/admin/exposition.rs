@@ -384,6 +384,21 @@ fn encode_cluster(encoder: &mut DescriptorEncoder) -> fmt::Result {
             "Messages from NATS dropped because the owner shard's inbox was full.",
             &crate::cluster::RECEIVE_DROPPED,
         ),
+        (
+            "holdfast_cluster_stream_races_lost",
+            "JetStream mode: publishes that lost the race for their topic's next number (each retried).",
+            &crate::cluster::JS_PUBLISH_RACES_LOST,
+        ),
+        (
+            "holdfast_cluster_stream_unstamped",
+            "JetStream mode: stream messages without a Holdfast stamp (published straight on NATS), not delivered.",
+            &crate::cluster::JS_UNSTAMPED,
+        ),
+        (
+            "holdfast_cluster_stream_gaps",
+            "JetStream mode: messages whose numbers did not follow the last one this host read; the topic's history here starts again.",
+            &crate::cluster::JS_GAPS,
+        ),
     ] {
         counter(encoder, name, help, [(vec![], value.load(Relaxed))])?;
     }

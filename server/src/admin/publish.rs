@@ -19,6 +19,7 @@ use crate::push::request::{parse, ParsedPublish};
 
 /// How long a publish waits for the owning shard's inbox and its answer.
 pub const ADMIN_PUBLISH_TIMEOUT_MS: u64 = 5_000;
+const _: () = assert!(crate::config::JETSTREAM_PUBLISH_TIMEOUT_MAX_MS < ADMIN_PUBLISH_TIMEOUT_MS);
 /// `Retry-After` on a publish refused because the server is draining, in seconds.
 pub const PUBLISH_DRAINING_RETRY_AFTER_S: u32 = 1;
 
@@ -88,6 +89,13 @@ pub fn publish(state: &AdminState, request: &Request) -> Response {
             json(200, serde_json::json!({ "delivered": connections }))
         }
         Ok(PublishOutcome::Draining) => draining(),
+        Ok(PublishOutcome::Unavailable) => Response {
+            retry_after_s: Some(PUBLISH_DRAINING_RETRY_AFTER_S),
+            ..error(
+                503,
+                "the cluster stream did not confirm the publish within jetstream_publish_timeout_ms (NATS unreachable or busy); retry",
+            )
+        },
         Ok(PublishOutcome::NoSuchTarget) => {
             error(404, "no such connection or client (stale id or no session)")
         }

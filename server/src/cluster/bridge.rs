@@ -9,14 +9,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::{Client, ConnectOptions, Event, HeaderMap, Subscriber};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::task::JoinHandle;
 
+use super::jetstream::{self, Publishers};
+use super::stream::StreamLimits;
 use super::{
     target_of, Control, Outgoing, CONTROL_CAPACITY, ORIGIN_HEADER, PUBLISHED, PUBLISH_FAILED,
     RECEIVED, RECEIVE_DROPPED, SUBJECT_BROADCAST,
 };
-use crate::mesh::{Mesh, ShardMsg};
+use crate::mesh::{Mesh, PublishOutcome, ShardMsg};
 use crate::mesh::{Publish, Target};
 
 /// Longest wait between reconnect attempts.
@@ -30,6 +33,16 @@ pub(super) struct Bridge {
     pub mesh: Mesh,
     pub control: flume::Receiver<Control>,
     pub outgoing: flume::Receiver<Outgoing>,
+    /// JetStream mode: the stream to open, and where to say it is open (its run) or why not.
+    pub stream: Option<StreamSetup>,
+}
+
+pub(super) struct StreamSetup {
+    pub limits: StreamLimits,
+    pub publish_timeout: Duration,
+    /// How far back the consumer starts reading (`history_max_age_ms`).
+    pub replay_window: Duration,
+    pub ready: flume::Sender<Result<u64, String>>,
 }
 
 /// A subscription held for `holders` local holders (shards). `task` is `None` if subscribing
@@ -63,7 +76,7 @@ impl Bridge {
         runtime.block_on(self.serve());
     }
 
-    async fn serve(self) {
+    async fn serve(mut self) {
         let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
         let connect = ConnectOptions::new()
             .name(format!("holdfast {}", self.host))
@@ -83,10 +96,43 @@ impl Bridge {
             Ok(client) => client,
             Err(e) => {
                 tracing::error!(nats_url = %self.url, error = %e, "cluster bridge: cannot use NATS; running standalone");
+                if let Some(setup) = self.stream.take() {
+                    let _ = setup
+                        .ready
+                        .send(Err(format!("cannot use NATS at {}: {e}", self.url)));
+                }
                 return;
             }
         };
         let host: Arc<str> = self.host.as_str().into();
+        // JetStream mode: the stream first (serve waits for its run), then its consumer.
+        let mut publishers = None;
+        let restart_consumer = Arc::new(tokio::sync::Notify::new());
+        if let Some(setup) = self.stream.take() {
+            let timeout = Duration::from_millis(jetstream::STREAM_OPEN_TIMEOUT_MS);
+            match jetstream::open(&client, &setup.limits, setup.publish_timeout, timeout).await {
+                Ok((js, stream, run)) => {
+                    let opened =
+                        Publishers::new(js, stream, run, host.clone(), setup.publish_timeout);
+                    opened.consume(
+                        self.mesh.clone(),
+                        restart_consumer.clone(),
+                        setup.replay_window,
+                    );
+                    publishers = Some(opened);
+                    tracing::info!(
+                        stream = setup.limits.name,
+                        run,
+                        "cluster: JetStream stream open; reading it from history_max_age_ms ago"
+                    );
+                    let _ = setup.ready.send(Ok(run));
+                }
+                Err(e) => {
+                    let _ = setup.ready.send(Err(e));
+                    return;
+                }
+            }
+        }
         let mut held: HashMap<String, Held> = HashMap::new();
         let mut link = Link {
             connected: false,
@@ -94,9 +140,11 @@ impl Bridge {
             down_since: Instant::now(),
             missed: 0,
         };
-        // Broadcasts reach every host.
-        let task = subscribe(&client, SUBJECT_BROADCAST, &host, &self.mesh).await;
-        held.insert(SUBJECT_BROADCAST.to_owned(), Held { holders: 1, task });
+        // Broadcasts reach every host (in JetStream mode through the stream).
+        if publishers.is_none() {
+            let task = subscribe(&client, SUBJECT_BROADCAST, &host, &self.mesh).await;
+            held.insert(SUBJECT_BROADCAST.to_owned(), Held { holders: 1, task });
+        }
         loop {
             tokio::select! {
                 control = self.control.recv_async() => match control {
@@ -115,15 +163,31 @@ impl Bridge {
                     Err(_) => break,
                 },
                 outgoing = self.outgoing.recv_async() => match outgoing {
-                    Ok(outgoing) => self.forward(&client, &mut link, outgoing).await,
+                    Ok(Outgoing::Core { subject, payload }) => {
+                        self.forward(&client, &mut link, subject, payload).await
+                    }
+                    Ok(Outgoing::Stream(job)) => match publishers.as_mut() {
+                        Some(publishers) => publishers.dispatch(job).await,
+                        None => {
+                            if let Some(reply) = job.reply {
+                                let _ = reply.send(PublishOutcome::Unavailable);
+                            }
+                        }
+                    },
                     Err(_) => break,
                 },
-                Some(event) = events.recv() => on_event(&mut link, event),
+                Some(event) = events.recv() => {
+                    let back = matches!(event, Event::Connected) && link.ever_connected;
+                    on_event(&mut link, event, publishers.is_some());
+                    if back && publishers.is_some() {
+                        restart_consumer.notify_one();
+                    }
+                }
             }
         }
     }
 
-    async fn forward(&self, client: &Client, link: &mut Link, outgoing: Outgoing) {
+    async fn forward(&self, client: &Client, link: &mut Link, subject: String, payload: Bytes) {
         let connected = client.connection_state() == async_nats::connection::State::Connected;
         if !(link.connected && connected) {
             link.missed += 1;
@@ -132,10 +196,7 @@ impl Bridge {
         }
         let mut headers = HeaderMap::new();
         headers.insert(ORIGIN_HEADER, self.host.as_str());
-        match client
-            .publish_with_headers(outgoing.subject, headers, outgoing.payload)
-            .await
-        {
+        match client.publish_with_headers(subject, headers, payload).await {
             Ok(()) => {
                 PUBLISHED.fetch_add(1, Ordering::Relaxed);
             }
@@ -247,7 +308,9 @@ where
     done
 }
 
-fn on_event(link: &mut Link, event: Event) {
+/// `jetstream`: topics and broadcasts go through the stream (retried, then refused with 503,
+/// and read back after a reconnect), so only client-id publishes are lost while NATS is down.
+fn on_event(link: &mut Link, event: Event, jetstream: bool) {
     match event {
         Event::Connected => {
             let down = link.down_since.elapsed();
@@ -255,6 +318,13 @@ fn on_event(link: &mut Link, event: Event) {
                 tracing::info!(
                     publishes_not_forwarded = link.missed,
                     "cluster: connected to NATS"
+                );
+            } else if jetstream {
+                tracing::warn!(
+                    down_ms = down.as_millis() as u64,
+                    client_publishes_not_forwarded = link.missed,
+                    "cluster: NATS connection back; the JetStream consumer reads on from its last message (topic publishes were retried or refused with 503 meanwhile); {} client-id publishes were not forwarded",
+                    link.missed
                 );
             } else {
                 tracing::warn!(
@@ -269,7 +339,9 @@ fn on_event(link: &mut Link, event: Event) {
             link.missed = 0;
         }
         Event::Disconnected => {
-            if link.connected {
+            if link.connected && jetstream {
+                tracing::warn!("cluster: NATS connection lost; reconnecting (topic publishes wait up to jetstream_publish_timeout_ms, then get 503)");
+            } else if link.connected {
                 tracing::warn!("cluster: NATS connection lost; reconnecting (publishes are not forwarded meanwhile)");
             }
             link.connected = false;

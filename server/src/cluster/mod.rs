@@ -17,8 +17,15 @@
 //!   What NATS loses (an outage) is not a sequence gap: the bridge counts and logs it.
 //! - **Subjects.** A topic or client id that is not a plain NATS subject (empty token, space,
 //!   `*`, `>`) goes as `holdfast.topic_hex.<hex>` / `holdfast.client_hex.<hex>`.
+//! - **JetStream mode** (`cluster_mode = "jetstream"`): topics and broadcasts go through one
+//!   stream instead (stream.rs: the stamp; jetstream.rs: publishers and consumer). A topic's
+//!   sequence is then one sequence on every host, every host's history is filled from the
+//!   stream, and a client resumes on any host. Client-id and connection targets stay on core
+//!   NATS as above.
 
 mod bridge;
+mod jetstream;
+pub(crate) mod stream;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -52,6 +59,16 @@ pub(crate) static RECEIVED: AtomicU64 = AtomicU64::new(0);
 /// Messages from NATS dropped because the owner shard's inbox was full.
 pub(crate) static RECEIVE_DROPPED: AtomicU64 = AtomicU64::new(0);
 
+/// JetStream mode: publishes that lost the race for their topic's next number to another
+/// host's (each is retried).
+pub(crate) static JS_PUBLISH_RACES_LOST: AtomicU64 = AtomicU64::new(0);
+/// JetStream mode: messages in the stream without a Holdfast stamp (published straight on
+/// NATS), not delivered.
+pub(crate) static JS_UNSTAMPED: AtomicU64 = AtomicU64::new(0);
+/// JetStream mode: messages whose numbers did not follow the last one a host had (they left
+/// the stream before the host read them); the topic's history there starts again.
+pub(crate) static JS_GAPS: AtomicU64 = AtomicU64::new(0);
+
 /// What a subscription is for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Interest {
@@ -82,9 +99,11 @@ pub(crate) const CONTROL_CAPACITY: usize = 1_024;
 
 /// Shard -> bridge: a local publish to forward.
 #[derive(Debug)]
-struct Outgoing {
-    subject: String,
-    payload: Bytes,
+enum Outgoing {
+    /// Core NATS, fire and forget.
+    Core { subject: String, payload: Bytes },
+    /// JetStream mode: into the stream with the topic's next number, answered when stored.
+    Stream(jetstream::Job),
 }
 
 /// A shard's way to the bridge. Each shard has its own (a clone starts with no pending
@@ -95,6 +114,8 @@ pub(crate) struct Link {
     outgoing: flume::Sender<Outgoing>,
     /// Interest changes not yet handed to the bridge, net per interest (never 0).
     pending: RefCell<HashMap<Interest, i32>>,
+    /// JetStream mode: the stream's run (`None`: core mode).
+    stream_run: Option<u64>,
 }
 
 impl Clone for Link {
@@ -103,11 +124,49 @@ impl Clone for Link {
             control: self.control.clone(),
             outgoing: self.outgoing.clone(),
             pending: RefCell::default(),
+            stream_run: self.stream_run,
         }
     }
 }
 
 impl Link {
+    /// JetStream mode: the stream's run, from which every topic's first epoch derives.
+    pub(crate) fn stream_run(&self) -> Option<u64> {
+        self.stream_run
+    }
+
+    /// JetStream mode: hands a topic or broadcast publish to the bridge, which stamps it into
+    /// the stream and answers `reply` once stored. Gives `reply` back if the bridge's queue is
+    /// full (the caller refuses the publish).
+    pub(crate) fn publish_to_stream(
+        &self,
+        target: &Target,
+        payload: Bytes,
+        reply: Option<flume::Sender<crate::mesh::PublishOutcome>>,
+    ) -> Result<(), Option<flume::Sender<crate::mesh::PublishOutcome>>> {
+        let (Some(subject), Some(key)) =
+            (stream::target_subject(target), stream::target_key(target))
+        else {
+            return Err(reply);
+        };
+        let job = jetstream::Job {
+            subject,
+            key: key.into(),
+            payload,
+            reply,
+        };
+        match self.outgoing.try_send(Outgoing::Stream(job)) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                PUBLISH_FAILED.fetch_add(1, Ordering::Relaxed);
+                match e.into_inner() {
+                    Outgoing::Stream(job) => Err(job.reply),
+                    Outgoing::Core { .. } => Err(None),
+                }
+            }
+        }
+    }
+
     /// A topic gained its first (`on`) or lost its last local subscriber on this shard, or a
     /// client id its first or last session (on its directory owner shard). Recorded; the
     /// bridge hears of it at the next [`Link::flush`].
@@ -152,7 +211,7 @@ impl Link {
             Target::Client(client) => subject(CLIENT_PREFIX, CLIENT_HEX_PREFIX, client),
             Target::Conn(_) => return false,
         };
-        let message = Outgoing {
+        let message = Outgoing::Core {
             subject,
             payload: payload.clone(),
         };
@@ -228,7 +287,9 @@ pub(crate) fn host_id(config: &Config) -> String {
     }
 }
 
-/// Starts the bridge thread when `nats_url` is set; returns the link shards are given.
+/// Starts the bridge thread when `nats_url` is set; returns the link shards are given. In
+/// JetStream mode it first waits for the stream (created or opened, bounded by
+/// `jetstream::STREAM_OPEN_TIMEOUT_MS`): shards need its run before they answer a subscribe.
 pub(crate) fn start(config: &Config, mesh: Mesh) -> Result<Option<Link>, String> {
     let Some(url) = config.nats_url.clone() else {
         return Ok(None);
@@ -236,23 +297,56 @@ pub(crate) fn start(config: &Config, mesh: Mesh) -> Result<Option<Link>, String>
     let host = host_id(config);
     let (control_tx, control_rx) = flume::bounded(CONTROL_CAPACITY);
     let (outgoing_tx, outgoing_rx) = flume::bounded(OUTGOING_CAPACITY);
+    let (ready_tx, ready_rx) = flume::bounded(1);
+    let stream = (config.cluster_mode == crate::config::ClusterMode::JetStream).then(|| {
+        bridge::StreamSetup {
+            limits: stream::StreamLimits {
+                name: config.jetstream_stream.clone(),
+                max_age: std::time::Duration::from_millis(config.jetstream_max_age_ms),
+                max_messages: config.jetstream_max_messages,
+                max_bytes: config.jetstream_max_bytes,
+            },
+            publish_timeout: std::time::Duration::from_millis(config.jetstream_publish_timeout_ms),
+            replay_window: std::time::Duration::from_millis(config.history_max_age_ms),
+            ready: ready_tx,
+        }
+    });
+    let jetstream_mode = stream.is_some();
     let bridge = bridge::Bridge {
         url: url.clone(),
         host: host.clone(),
         mesh,
         control: control_rx,
         outgoing: outgoing_rx,
+        stream,
     };
     std::thread::Builder::new()
         .name("holdfast-cluster".into())
         .spawn(move || bridge.run())
         .map_err(|e| format!("cannot start the cluster bridge thread: {e}"))?;
+    let stream_run = if jetstream_mode {
+        let wait = std::time::Duration::from_millis(jetstream::STREAM_OPEN_TIMEOUT_MS + 1_000);
+        match ready_rx.recv_timeout(wait) {
+            Ok(Ok(run)) => Some(run),
+            Ok(Err(e)) => return Err(format!("cluster_mode = \"jetstream\": {e}")),
+            Err(_) => {
+                return Err(format!(
+                    "cluster_mode = \"jetstream\": the JetStream stream {} was not open within {} ms (is nats-server running with -js at {url}?)",
+                    config.jetstream_stream,
+                    jetstream::STREAM_OPEN_TIMEOUT_MS
+                ))
+            }
+        }
+    } else {
+        None
+    };
     ENABLED.store(true, Ordering::Relaxed);
-    tracing::info!(nats_url = %url, host_id = %host, "cluster mode: NATS bridge started");
+    tracing::info!(nats_url = %url, host_id = %host, mode = ?config.cluster_mode, "cluster mode: NATS bridge started");
     Ok(Some(Link {
         control: control_tx,
         outgoing: outgoing_tx,
         pending: RefCell::default(),
+        stream_run,
     }))
 }
 
@@ -267,6 +361,7 @@ mod tests {
             control,
             outgoing,
             pending: RefCell::default(),
+            stream_run: None,
         };
         (link, control_rx)
     }

@@ -58,6 +58,9 @@ impl ConnFlags {
     /// Accepted over max_connections_per_shard only to be told server_full: holds a refusal
     /// slot, is not a session.
     pub const REFUSED: u16 = 1 << 9;
+    /// Open, and no broadcast has reached it since its Hello nor has it resumed `"*"`: a
+    /// resume of `"*"` now replays whole (push::broadcast_seen).
+    pub const BROADCAST_UNSEEN: u16 = 1 << 10;
 
     pub fn has(self, flag: u16) -> bool {
         self.0 & flag != 0
@@ -200,6 +203,30 @@ impl ConnSlab {
             .map(|(i, c)| ConnKey {
                 slot: i as u32,
                 generation: c.generation,
+            })
+    }
+
+    /// Every session in the Open state, like [`ConnSlab::open_sessions`], clearing `flag` on
+    /// each and calling `had_flag` for those that had it (a broadcast's first reach).
+    pub fn open_sessions_clearing<'a>(
+        &'a mut self,
+        flag: u16,
+        mut had_flag: impl FnMut(ConnKey) + 'a,
+    ) -> impl Iterator<Item = ConnKey> + 'a {
+        self.slots
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, c)| c.state == SessionState::Open)
+            .map(move |(i, c)| {
+                let key = ConnKey {
+                    slot: i as u32,
+                    generation: c.generation,
+                };
+                if c.flags.has(flag) {
+                    c.flags.clear(flag);
+                    had_flag(key);
+                }
+                key
             })
     }
 

@@ -56,6 +56,22 @@ pub enum PublishOutcome {
     /// The shard is draining and took nothing: a publish accepted now could not reach the
     /// sessions it is leaving (the caller retries on the restarted or another server).
     Draining,
+    /// JetStream mode: the stream did not confirm the publish within
+    /// jetstream_publish_timeout_ms (NATS down, or the bridge's queue full); the caller retries
+    /// (rarely, an attempt stored without its ack arriving makes the retry a second message).
+    Unavailable,
+}
+
+/// JetStream mode: what a message of the stream says about its place in its topic's sequence
+/// (cluster/stream.rs reads and writes it as headers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    /// The topic's sequence number, from 1.
+    pub seq: u64,
+    /// The number before it (0 for a run's first).
+    pub prev: u64,
+    /// The run (the topic's epoch) the numbers belong to.
+    pub run: u64,
 }
 
 /// A publish on its way to the shard that sequences or owns its target.

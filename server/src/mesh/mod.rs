@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub(crate) use address::{
-    owner_shard, valid_topic, Publish, PublishOutcome, Scope, Target, BROADCAST_TOPIC,
+    owner_shard, valid_topic, Publish, PublishOutcome, Scope, Stamp, Target, BROADCAST_TOPIC,
     MAX_TOPIC_BYTES,
 };
 pub(crate) use msg::{ShardMsg, ShardReport, INBOX_BATCH_MAX, SHARD_INBOX_CAPACITY};
@@ -142,6 +142,15 @@ impl Mesh {
             flume::TrySendError::Full(_) => SendError::Full,
             flume::TrySendError::Disconnected(_) => SendError::Gone,
         }))
+    }
+
+    /// Waits for room without blocking its thread: for an async sender that must not drop
+    /// what it hands over (the JetStream consumer: the stream holds the rest meanwhile).
+    pub async fn send_async(&self, shard: usize, msg: ShardMsg) -> Result<(), SendError> {
+        let Some(inbox) = self.inboxes.get(shard) else {
+            return self.count(Err(SendError::Gone));
+        };
+        self.count(inbox.send_async(msg).await.map_err(|_| SendError::Gone))
     }
 
     /// Waits up to `timeout` for room: for threads off the data path (admin, processor).

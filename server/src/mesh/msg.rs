@@ -38,6 +38,14 @@ pub enum ShardMsg {
     /// Cluster mode: a publish from another host (or straight from NATS), for the target this
     /// shard owns; sequenced and delivered here like `Publish`, never forwarded to NATS again.
     ClusterPublish(Publish),
+    /// JetStream mode: a message of the stream (any host's publish) for the topic or broadcast
+    /// this shard owns, with its number in the topic's one sequence: delivered and held here
+    /// under that number.
+    StreamPublish {
+        target: super::address::Target,
+        stamp: super::address::Stamp,
+        payload: bytes::Bytes,
+    },
     /// A session on the sending shard resumes `topic` (this shard owns it) after `last_seq` of
     /// `epoch`: answer with [`ShardMsg::ResumeReply`] on the same channel as this topic's
     /// Pushes, so the answer sits exactly at the seam between replay and live.

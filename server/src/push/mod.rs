@@ -6,6 +6,7 @@
 //! copies them into its subscribers' outbound queues, where they coalesce with other queued
 //! frames into one send per connection.
 
+pub(crate) mod broadcast_seen;
 pub(crate) mod directory;
 pub(crate) mod history;
 pub(crate) mod request;

@@ -14,12 +14,32 @@ use std::time::Instant;
 use bytes::Bytes;
 use holdfast_protocol::payload::TopicResumed;
 
+use super::broadcast_seen::LiveBroadcasts;
 use crate::conn::ConnKey;
 
 /// How long a subscriber's shard waits for the owners' answers (a message lost to a full
 /// inbox must not hold a session's pushes forever); then the missing topics are answered
 /// "not recovered" and live delivery resumes.
 pub(crate) const RESUME_REPLY_TIMEOUT_MS: u64 = 2_000;
+
+/// JetStream mode: resumes one owner shard holds back at most (the rest are answered at once,
+/// "not recovered" when the point is ahead of this host).
+pub(crate) const WAITING_RESUMES_MAX_PER_SHARD: usize = 65_536;
+
+/// JetStream mode, on a topic's owner shard: a resume whose `last_seq` is ahead of what this
+/// host has read of the topic (another host delivered it to the client first). Answered when
+/// this host reaches `last_seq` (or the topic's run changes); dropped at `deadline`, when the
+/// subscriber's shard has answered it "unknown, resume again" on its own
+/// ([`RESUME_REPLY_TIMEOUT_MS`]).
+pub(crate) struct WaitingResume {
+    pub conn: crate::conn::ConnId,
+    pub request_id: u64,
+    pub index: usize,
+    pub topic: Box<str>,
+    pub epoch: u64,
+    pub last_seq: u64,
+    pub deadline: Instant,
+}
 
 /// An owner's answer for one topic.
 pub(crate) struct TopicReply {
@@ -36,6 +56,9 @@ pub(crate) struct PendingResume {
     pub topics: Vec<Arc<str>>,
     pub replies: Vec<Option<TopicReply>>,
     pub deadline: Instant,
+    /// Resuming `"*"`: the broadcasts that reached the session live before it asked, left out
+    /// of the replay (push::broadcast_seen).
+    pub broadcast_live: Option<LiveBroadcasts>,
 }
 
 impl PendingResume {
@@ -137,6 +160,7 @@ mod tests {
             topics: topics.iter().map(|t| Arc::from(*t)).collect(),
             replies: topics.iter().map(|_| None).collect(),
             deadline,
+            broadcast_live: None,
         }
     }
 

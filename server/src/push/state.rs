@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use super::broadcast_seen::BroadcastSeen;
 use super::directory::ClientDirectory;
 use super::history::{History, HistoryLimits};
 use super::resume::Resumes;
@@ -35,9 +36,21 @@ pub(crate) struct PushState {
     pub inbox_seq: u64,
     /// SubscribeResumes of local sessions waiting for their topics' owners.
     pub resumes: Resumes,
+    /// The last broadcast delivered here and the start seqs of recently opened sessions, so a
+    /// resume of `"*"` repeats nothing a session got live.
+    pub broadcasts: BroadcastSeen,
     /// Drawn from the OS at start: every topic's epoch derives from it, so a restarted server
     /// (its history gone, its sequences back at 1) never matches an epoch it handed out before.
     pub epoch_seed: u64,
+    /// JetStream mode: the stream's run. A topic's epoch is then the run of its numbers in the
+    /// stream, the same on every host (`None`: standalone or core NATS).
+    pub stream_run: Option<u64>,
+    /// JetStream mode: the run of each topic whose messages this host has read (a topic not
+    /// here is in its first run, `cluster::stream::first_run`).
+    pub topic_runs: HashMap<Box<str>, u64>,
+    /// JetStream mode: resumes from a point this host has not read up to yet (another host
+    /// delivered it first), answered when it has (push::resume::WaitingResume).
+    pub waiting_resumes: Vec<super::resume::WaitingResume>,
 }
 
 /// The limits of the push state taken from the config.
@@ -96,13 +109,24 @@ impl PushState {
             inbox: History::new(limits.inbox),
             inbox_seq: 0,
             resumes: Resumes::default(),
+            broadcasts: BroadcastSeen::default(),
             epoch_seed: rand::random(),
+            stream_run: None,
+            topic_runs: HashMap::new(),
+            waiting_resumes: Vec::new(),
         }
     }
 
     /// The epoch of `topic`'s sequence on this owner shard: fixed for the life of the process
     /// (a topic's sequence is never reset while it runs), different after a restart, never 0.
+    /// In JetStream mode, the run of the topic's numbers in the stream.
     pub(crate) fn epoch(&self, topic: &str) -> u64 {
+        if let Some(stream_run) = self.stream_run {
+            return match self.topic_runs.get(topic) {
+                Some(run) => *run,
+                None => crate::cluster::stream::first_run(stream_run, topic),
+            };
+        }
         let mut hash = self.epoch_seed ^ 0xcbf2_9ce4_8422_2325;
         for byte in topic.as_bytes() {
             hash ^= u64::from(*byte);

@@ -285,6 +285,7 @@ fn on_hello(
     conn.heartbeat_interval_ticks = u16::try_from(ticks).unwrap_or(u16::MAX);
     cx.counters.sessions_opened += 1;
     conn.state = SessionState::Open;
+    conn.flags.set(ConnFlags::BROADCAST_UNSEEN);
     if let Some(hello) = hello {
         push::register_client(conn, cx, &hello.client_id);
     }

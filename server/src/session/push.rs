@@ -104,12 +104,20 @@ pub(crate) fn on_subscribe_resume(
             },
         ));
     }
+    let resumes_broadcasts = resume.topics.iter().any(|t| &*t.name == BROADCAST_TOPIC);
     let pending = PendingResume {
         generation: conn.generation,
         request_id: id,
         topics: resume.topics.iter().map(|t| (*t.name).into()).collect(),
         replies: resume.topics.iter().map(|_| None).collect(),
         deadline: cx.received_at + std::time::Duration::from_millis(RESUME_REPLY_TIMEOUT_MS),
+        broadcast_live: resumes_broadcasts
+            .then(|| {
+                let unseen = conn.flags.has(ConnFlags::BROADCAST_UNSEEN);
+                conn.flags.clear(ConnFlags::BROADCAST_UNSEEN);
+                cx.push.broadcasts.take(key, unseen)
+            })
+            .flatten(),
     };
     if pending.complete() {
         // No topic: nothing to wait for.

@@ -7,11 +7,15 @@ use holdfast_protocol::encode_frame;
 use holdfast_protocol::payload::{Push, TopicResumed};
 
 use super::state::Shard;
+use crate::cluster::stream::{self, Arrival, Stamp};
 use crate::conn::{ConnFlags, ConnId, ConnKey, SessionState};
 use crate::mesh::ShardMsg;
 use crate::mesh::{owner_shard, Publish, PublishOutcome, Scope, Target, BROADCAST_TOPIC};
 use crate::push::history::Since;
-use crate::push::resume::{PendingResume, TopicReply};
+use crate::push::resume::{
+    PendingResume, TopicReply, WaitingResume, RESUME_REPLY_TIMEOUT_MS,
+    WAITING_RESUMES_MAX_PER_SHARD,
+};
 use crate::session::{self, Verdict};
 
 impl Shard {
@@ -24,6 +28,11 @@ impl Shard {
             }
             ShardMsg::Publish(publish) => self.on_publish(publish, true),
             ShardMsg::ClusterPublish(publish) => self.on_publish(publish, false),
+            ShardMsg::StreamPublish {
+                target,
+                stamp,
+                payload,
+            } => self.on_stream_publish(&target, stamp, &payload),
             ShardMsg::EventsTaken => self.unpark_events(),
             ShardMsg::Deliver { scope, frame } => self.deliver(&scope, &frame),
             ShardMsg::ResumeRequest {
@@ -92,9 +101,11 @@ impl Shard {
         Some(out.freeze())
     }
 
-    /// Cluster mode: keep the bridge told of this shard's topic interest from now on.
+    /// Cluster mode: keep the bridge told of this shard's topic interest from now on (core
+    /// NATS; in JetStream mode every host reads every topic from the stream).
     pub(super) fn attach_cluster(&mut self, link: Option<crate::cluster::Link>) {
-        if link.is_some() {
+        self.push.stream_run = link.as_ref().and_then(|link| link.stream_run());
+        if link.is_some() && self.push.stream_run.is_none() {
             self.push.topics.track_changes();
         }
         self.push.cluster = link;
@@ -113,6 +124,16 @@ impl Shard {
         if forward && self.drain_deadline_tick.is_some() {
             if let Some(reply) = reply {
                 let _ = reply.send(PublishOutcome::Draining);
+                return;
+            }
+        }
+        // JetStream mode: a topic or broadcast is numbered by the stream; it comes back to this
+        // shard (as to every host's) through the consumer, as a StreamPublish.
+        if let (Some(link), Target::Topic(_) | Target::Broadcast) = (&self.push.cluster, &target) {
+            if link.stream_run().is_some() {
+                if let Err(Some(reply)) = link.publish_to_stream(&target, payload, reply) {
+                    let _ = reply.send(PublishOutcome::Unavailable);
+                }
                 return;
             }
         }
@@ -187,6 +208,59 @@ impl Shard {
     /// bytes to every shard.
     fn publish_sequenced(&mut self, topic: &str, scope: Scope, payload: &[u8]) -> PublishOutcome {
         let seq = self.push.next_seq(topic);
+        self.fan_out(topic, scope, seq, payload)
+    }
+
+    /// JetStream mode, owner of the topic (or of broadcasts): a message of the stream with its
+    /// number in the topic's one sequence. The next number is delivered and held; one already
+    /// held here is dropped; after a gap or in a new run the topic's history here starts again
+    /// at it (cluster::stream::arrival). Resumes waiting for this host to catch up are looked
+    /// at again.
+    fn on_stream_publish(&mut self, target: &Target, stamp: Stamp, payload: &[u8]) {
+        let (Some(key), Some(_)) = (stream::target_key(target), self.push.stream_run) else {
+            return;
+        };
+        let scope = match target {
+            Target::Topic(topic) => Scope::Topic(topic.as_str().into()),
+            _ => Scope::Broadcast,
+        };
+        let arrival = stream::arrival(stamp, self.push.epoch(key), self.push.last_seq(key));
+        match arrival {
+            Arrival::Duplicate => return,
+            Arrival::Next => {}
+            Arrival::Gap | Arrival::NewRun => {
+                // (A host's first message of a topic starts mid-way as a rule: not a gap.)
+                if arrival == Arrival::Gap && self.push.last_seq(key) > 0 {
+                    crate::cluster::JS_GAPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                // The history of a topic is gapless, in one run: it starts again here.
+                let _ = self.push.history.take(key, std::time::Instant::now());
+                self.push.topic_runs.insert(key.into(), stamp.run);
+            }
+        }
+        self.push.topic_seqs.insert(key.into(), stamp.seq);
+        self.fan_out(key, scope, stamp.seq, payload);
+        self.answer_waiting_resumes(key);
+    }
+
+    /// JetStream mode: the resumes of `topic` held back until this host caught up, asked again
+    /// (those still ahead wait on).
+    fn answer_waiting_resumes(&mut self, topic: &str) {
+        if !self.push.waiting_resumes.iter().any(|w| &*w.topic == topic) {
+            return;
+        }
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.push.waiting_resumes)
+            .into_iter()
+            .partition(|w| &*w.topic == topic);
+        self.push.waiting_resumes = waiting;
+        for w in ready {
+            self.on_resume_request(w.conn, w.request_id, w.index, &w.topic, w.epoch, w.last_seq);
+        }
+    }
+
+    /// Encodes the Push of `topic`'s `seq` once, holds it in the history, and hands the same
+    /// bytes to every shard.
+    fn fan_out(&mut self, topic: &str, scope: Scope, seq: u64, payload: &[u8]) -> PublishOutcome {
         let Some(frame) = self.encode_push(topic, seq, payload) else {
             return PublishOutcome::NoSuchTarget;
         };
@@ -260,11 +334,18 @@ impl Shard {
                 .copied()
                 .filter(|entry| !self.push.resumes.holds(*entry, topic))
                 .collect(),
-            Scope::Broadcast => self
-                .conns
-                .open_sessions()
-                .filter(|entry| !self.push.resumes.holds(*entry, BROADCAST_TOPIC))
-                .collect(),
+            Scope::Broadcast => {
+                // A session's first broadcast records where its live ones start.
+                let now = std::time::Instant::now();
+                let push = &mut self.push;
+                push.broadcasts.delivered(frame);
+                self.conns
+                    .open_sessions_clearing(ConnFlags::BROADCAST_UNSEEN, |entry| {
+                        push.broadcasts.first_live(entry, now)
+                    })
+                    .filter(|entry| !push.resumes.holds(*entry, BROADCAST_TOPIC))
+                    .collect()
+            }
             Scope::Conn(id) => {
                 self.deliver_to_conn(*id, frame);
                 return;
@@ -299,6 +380,24 @@ impl Shard {
         // "not recovered, at seq 0" (so a client resets its numbering and reports the reset),
         // and pushes 1, 2, ... follow in order: nothing published since the restart is missed.
         let new_epoch = epoch != 0 && epoch != current_epoch;
+        // JetStream mode: the client saw numbers this host has not read yet (another host
+        // delivered them first). Held back until this host has them, so the seam stays exact.
+        if self.push.stream_run.is_some()
+            && epoch == current_epoch
+            && last_seq > seq
+            && self.push.waiting_resumes.len() < WAITING_RESUMES_MAX_PER_SHARD
+        {
+            self.push.waiting_resumes.push(WaitingResume {
+                conn,
+                request_id,
+                index,
+                topic: topic.into(),
+                epoch,
+                last_seq,
+                deadline: now + std::time::Duration::from_millis(RESUME_REPLY_TIMEOUT_MS),
+            });
+            return;
+        }
         let since = if epoch == current_epoch && last_seq <= seq {
             self.push.history.since(topic, last_seq, seq, now)
         } else if new_epoch {
@@ -343,6 +442,15 @@ impl Shard {
             generation: pending.generation,
         };
         let max_outbound_bytes = self.limits.max_outbound_bytes;
+        // What reached the session live before it resumed "*" is not replayed again.
+        if let Some(live) = pending.broadcast_live {
+            let run_now = self.push.broadcasts.run();
+            for (topic, reply) in pending.topics.iter().zip(&mut pending.replies) {
+                if let (BROADCAST_TOPIC, Some(reply)) = (&**topic, reply) {
+                    live.trim(reply, run_now);
+                }
+            }
+        }
         // A topic unsubscribed while its resume waited gets its Ack result but no replay.
         let wanted: Vec<bool> = pending
             .topics
@@ -399,9 +507,13 @@ impl Shard {
     /// Resumes whose owners did not all answer in time: answered "not recovered" for the
     /// topics still missing, so a lost message never holds a session's pushes for good.
     pub(super) fn expire_resumes(&mut self) {
-        for (slot, pending) in self.push.resumes.take_expired(std::time::Instant::now()) {
+        let now = std::time::Instant::now();
+        self.push.broadcasts.expire(now);
+        for (slot, pending) in self.push.resumes.take_expired(now) {
             self.finish_resume(slot, pending);
         }
+        // Their subscribers' shards answered them "unknown, resume again" by now.
+        self.push.waiting_resumes.retain(|w| w.deadline > now);
     }
 
     fn deliver_to_conn(&mut self, id: ConnId, frame: &Bytes) -> bool {

@@ -443,6 +443,7 @@ impl Shard {
         }
         self.push.topics.remove_conn(key);
         self.push.resumes.remove_conn(key);
+        self.push.broadcasts.remove_conn(key);
         self.held_input.remove(&slot);
         self.frame_started.remove(&slot);
         self.transports.remove(&slot);
