@@ -165,9 +165,23 @@ pub(crate) fn queue_goodbye(
     cx.queue_frame(conn, 0, payload);
 }
 
-/// Queues a heartbeat Ping from the server.
+/// The server's heartbeat Ping (id 0, empty payload): the same 16 bytes for every session, so
+/// encoded once per process and queued by reference. A `'static` slice, not a shared `Bytes`:
+/// its clones touch no reference count the shards would bounce between their caches.
+fn ping_frame() -> &'static [u8] {
+    static PING_FRAME: std::sync::OnceLock<Box<[u8]>> = std::sync::OnceLock::new();
+    PING_FRAME.get_or_init(|| {
+        let mut frame = bytes::BytesMut::new();
+        encode_raw(&mut frame, Kind::Ping, 0, 0, &[], u32::MAX)
+            .expect("an empty frame is a header");
+        frame.to_vec().into_boxed_slice()
+    })
+}
+
+/// Queues a heartbeat Ping from the server: by reference to the one prebuilt frame, so a
+/// session with nothing else queued sends it without encoding or copying.
 pub(crate) fn queue_ping(conn: &mut Conn, cx: &mut SessionCx<'_>) {
-    cx.queue_empty(conn, Kind::Ping, 0);
+    cx.queue_shared(conn, Bytes::from_static(ping_frame()));
     cx.counters.heartbeat_pings_sent += 1;
 }
 
@@ -364,4 +378,35 @@ fn on_request(
         Err(error) => queue_error(conn, cx, error.code, id, error.reason),
     }
     Verdict::Continue
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prebuilt_ping_is_one_valid_ping_frame_with_id_zero() {
+        let frame = ping_frame();
+        let mut encoded = bytes::BytesMut::new();
+        encode_raw(&mut encoded, Kind::Ping, 0, 0, &[], u32::MAX).expect("a header");
+        assert_eq!(
+            frame,
+            &encoded[..],
+            "the bytes queue_empty would have encoded"
+        );
+        let mut frames = Vec::new();
+        let fed = holdfast_protocol::Decoder::new(holdfast_protocol::MAX_FRAME_BYTES_DEFAULT).feed(
+            frame,
+            |frame| {
+                frames.push((frame.header.id, matches!(frame.payload, Payload::Ping)));
+                ControlFlow::Continue(())
+            },
+        );
+        assert!(fed.is_ok(), "{fed:?}");
+        assert_eq!(frames, vec![(0, true)]);
+        assert!(
+            std::ptr::eq(frame, ping_frame()),
+            "encoded once, the same bytes for every session"
+        );
+    }
 }

@@ -30,6 +30,7 @@ impl Shard {
     pub(crate) fn turn(&mut self) -> std::io::Result<usize> {
         let mut handled = 0;
         for _ in 0..TURN_ROUNDS_MAX {
+            self.send_due_pings();
             self.ring.submit()?;
             let mut completions = std::mem::take(&mut self.completions);
             self.ring.reap(&mut completions);
@@ -44,7 +45,7 @@ impl Shard {
             self.flush_outbox();
             self.unpark_events();
             self.ring.publish_buffers();
-            if reaped == 0 {
+            if reaped == 0 && self.pings_due.is_empty() {
                 break;
             }
             handled += reaped;

@@ -174,7 +174,7 @@ async fn run(
         let quiet = {
             let mut shard = shard.borrow_mut();
             shard.ring.set_eventfd_notify(true);
-            !shard.ring.has_completions()
+            !shard.ring.has_completions() && shard.pings_due.is_empty()
         };
         if quiet {
             let woken = eventfd.read_at(0, 8).await;

@@ -106,6 +106,11 @@ pub(crate) struct Shard {
     /// max_sessions.
     pub(super) refusals_live: u32,
     pub(super) wheel: TimerWheel<ConnKey>,
+    /// Sessions the wheel found due for a heartbeat Ping (flag PINGED set), sent by the ring
+    /// loop HEARTBEAT_PINGS_PER_ROUND_MAX per round (`Shard::send_due_pings`). At most one
+    /// entry per live connection per heartbeat interval; stale entries (closed, or active
+    /// since) are skipped when popped.
+    pub(super) pings_due: VecDeque<ConnKey>,
     // Boxed on purpose: a decoder moves between this pool and a connection slot, where
     // `Option<Box<Decoder>>` keeps the slot at 32 bytes.
     #[allow(clippy::vec_box)]
@@ -230,6 +235,7 @@ impl Shard {
             max_sessions: capacity,
             refusals_live: 0,
             wheel: TimerWheel::new(),
+            pings_due: VecDeque::new(),
             decoders: Vec::new(),
             outbound_pool: OutboundPool::default(),
             partial_frame_bytes: 0,
