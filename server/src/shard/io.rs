@@ -306,8 +306,17 @@ impl Shard {
                 self.start_recv(slot);
             }
             // Nothing to read (an earlier recv took the bytes the poll saw): the recv does not
-            // wait (ring::Ring::recv); the poll reports the next bytes.
-            Err(Errno::EAGAIN) => {}
+            // wait (ring::Ring::recv); the poll reports the next bytes. Readiness the poll
+            // reported while this recv was in flight is not left unread.
+            Err(Errno::EAGAIN) => {
+                let again = self
+                    .conns
+                    .get_mut(key)
+                    .is_some_and(|conn| conn.flags.has(ConnFlags::READ_AGAIN));
+                if again {
+                    self.start_recv(slot);
+                }
+            }
             Err(Errno::ECANCELED) => {}
             Err(errno) => self.on_socket_error(slot, errno),
         }
