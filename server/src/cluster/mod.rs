@@ -242,18 +242,21 @@ fn subject(plain: &str, hex: &str, name: &str) -> String {
     out
 }
 
+/// The name a hex subject token spells (the inverse of [`subject`]'s hex form), if it is
+/// UTF-8.
+fn unhex(hex: &str) -> Option<String> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
 /// The target a subject from NATS stands for, if it is one of ours.
 pub(crate) fn target_of(subject: &str) -> Option<Target> {
-    fn unhex(hex: &str) -> Option<String> {
-        if !hex.len().is_multiple_of(2) {
-            return None;
-        }
-        let bytes: Option<Vec<u8>> = (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-            .collect();
-        String::from_utf8(bytes?).ok()
-    }
     if subject == SUBJECT_BROADCAST {
         return Some(Target::Broadcast);
     }

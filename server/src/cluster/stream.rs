@@ -24,7 +24,7 @@ use std::time::Duration;
 use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
 use async_nats::jetstream::{self, Context};
 
-use super::subject;
+use super::{subject, unhex};
 use crate::mesh::{Target, BROADCAST_TOPIC};
 
 /// The stream's subject filter: every subject below.
@@ -55,15 +55,7 @@ pub(crate) fn subject_target(subject: &str) -> Option<Target> {
     let topic = if let Some(topic) = subject.strip_prefix(TOPIC_PREFIX) {
         topic.to_owned()
     } else {
-        let hex = subject.strip_prefix(TOPIC_HEX_PREFIX)?;
-        if !hex.len().is_multiple_of(2) {
-            return None;
-        }
-        let bytes: Option<Vec<u8>> = (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-            .collect();
-        String::from_utf8(bytes?).ok()?
+        unhex(subject.strip_prefix(TOPIC_HEX_PREFIX)?)?
     };
     crate::mesh::valid_topic(&topic).then_some(Target::Topic(topic))
 }
