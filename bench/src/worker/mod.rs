@@ -4,6 +4,7 @@
 
 mod session;
 pub mod template;
+mod wake_timer;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
@@ -23,8 +24,10 @@ use crate::sockets;
 use crate::transport::{Conn, Connector, TransportKind};
 use session::{FrameOutcome, Session, State};
 use template::Template;
+use wake_timer::WakeTimer;
 
 const STDIN_TOKEN: Token = Token(usize::MAX - 1);
+const WAKE_TIMER_TOKEN: Token = Token(usize::MAX - 2);
 /// Bytes read per recv into the worker's one scratch buffer.
 const READ_SCRATCH_BYTES: usize = 256 * 1024;
 const EVENTS_CAPACITY: usize = 4096;
@@ -65,6 +68,8 @@ impl Histograms {
 pub struct Worker {
     plan: WorkerPlan,
     poll: Poll,
+    /// Wakes the epoll loop at the next deadline to the nanosecond (epoll_wait rounds to ms).
+    wake_timer: WakeTimer,
     sessions: Vec<Session>,
     counters: Counters,
     hists: Histograms,
@@ -159,6 +164,14 @@ impl Worker {
                 Interest::READABLE,
             )
             .context("register stdin")?;
+        let wake_timer = WakeTimer::new().context("timerfd_create")?;
+        poll.registry()
+            .register(
+                &mut mio::unix::SourceFd(&wake_timer.raw_fd()),
+                WAKE_TIMER_TOKEN,
+                Interest::READABLE,
+            )
+            .context("register the wake timer")?;
         let now = mono_ns();
         let sessions: Vec<Session> = (0..plan.sessions)
             .map(|_| Session::new(plan.max_frame_bytes))
@@ -170,6 +183,7 @@ impl Worker {
             ping_interval_ms: plan.ping_interval_ms.max(1),
             plan,
             poll,
+            wake_timer,
             sessions,
             counters: Counters::default(),
             hists: Histograms::new(),
@@ -212,10 +226,14 @@ impl Worker {
                 break;
             }
             self.flush_dirty(now);
-            let timeout_ns = self
-                .next_wake_ns(now)
+            let wake_ns = self.next_wake_ns(now);
+            let timeout_ns = wake_ns
                 .saturating_sub(now)
                 .min(POLL_TIMEOUT_MAX_MS * NS_PER_MS);
+            if timeout_ns > 0 && timeout_ns < POLL_TIMEOUT_MAX_MS * NS_PER_MS {
+                // On time to the nanosecond; the epoll timeout (whole ms) is the backstop.
+                self.wake_timer.arm_at(wake_ns).context("timerfd_settime")?;
+            }
             match self
                 .poll
                 .poll(&mut events, Some(Duration::from_nanos(timeout_ns)))
@@ -228,6 +246,8 @@ impl Worker {
             for event in events.iter() {
                 if event.token() == STDIN_TOKEN {
                     self.read_commands()?;
+                } else if event.token() == WAKE_TIMER_TOKEN {
+                    self.wake_timer.on_fired();
                 } else {
                     self.on_socket_event(event.token().0, event.is_writable(), now);
                 }
