@@ -102,6 +102,15 @@ shard_counters! {
     /// Recvs that found the provided-buffer ring empty and were retried.
     recv_no_buffers => "holdfast_recv_no_buffers",
         "Receives that found no provided buffer and were retried.";
+    /// `io_uring_enter` calls of the shard loop (submits and task-work runs): with
+    /// `ring_completions`, completions per enter.
+    ring_enters => "holdfast_ring_enters",
+        "io_uring_enter calls made by the shard loop (submitting, or running the kernel's task work).";
+    /// Completions the shard loop reaped from its rings.
+    ring_completions => "holdfast_ring_completions", "Completions reaped from the shard's rings.";
+    /// Times the shard loop found its rings quiet and slept until a completion was signalled.
+    ring_sleeps => "holdfast_ring_sleeps",
+        "Times the shard loop found its rings quiet and slept until the kernel signalled a completion.";
     /// Busy connections whose poll was swapped for a multishot recv.
     multishot_recvs_started => "holdfast_multishot_recvs_started",
         "Busy connections whose readiness poll was swapped for a multishot recv.";

@@ -177,6 +177,10 @@ impl RingParts {
         // multishot accept never completed while the shard slept on the eventfd through
         // glommio (docs/PERFORMANCE.md, "Ring setup").
         builder.setup_coop_taskrun();
+        // TASKRUN_FLAG: the kernel marks the SQ ring when completions wait as task work, so
+        // the shard enters the kernel only with entries to submit or work to run
+        // (`Ring::needs_enter`), not on every round.
+        builder.setup_taskrun_flag();
         let uring = builder.build(params.sq_entries)?;
         uring
             .submitter()
@@ -207,6 +211,18 @@ impl Ring {
     /// Whether SQEs are queued (or held back) and not yet handed to the kernel.
     pub(crate) fn has_unsubmitted(&mut self) -> bool {
         !self.uring.submission().is_empty() || !self.backlog.is_empty()
+    }
+
+    /// Whether an `io_uring_enter` would do anything: entries to submit (or held back), or
+    /// completions the kernel holds as task work (IORING_SQ_TASKRUN, set under TASKRUN_FLAG)
+    /// or in its overflow list. Without any, the completion queue already shows everything
+    /// there is, and an enter would be a syscall that finds nothing.
+    pub(crate) fn needs_enter(&mut self) -> bool {
+        if self.has_unsubmitted() {
+            return true;
+        }
+        let sq = self.uring.submission();
+        sq.taskrun() || sq.cq_overflow()
     }
 
     /// Submits queued SQEs without waiting, after moving held-back entries into the queue as
@@ -584,6 +600,55 @@ mod tests {
         assert_eq!(completions.len(), 1);
         assert_eq!(completions[0].result, Ok(4));
         assert!(completions[0].buffer_id().is_some());
+        drop(ring);
+        drop(bufs);
+    }
+
+    /// The shard enters the kernel only when it needs to (`needs_enter`): a ring with nothing
+    /// queued and nothing pending does not need an enter, and a completion the kernel holds as
+    /// task work for this thread (a poll woken by bytes another thread wrote) is never
+    /// invisible: either it is already in the completion queue or the ring asks for an enter
+    /// (IORING_SQ_TASKRUN), and that enter posts it.
+    #[test]
+    fn a_ring_needs_an_enter_only_for_entries_or_completions_held_as_task_work() {
+        let RingParts { mut ring, bufs } = small_ring(false);
+        let (ours, peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        ring.uring
+            .submitter()
+            .register_files_update(3, &[ours.as_raw_fd()])
+            .unwrap();
+        assert!(!ring.needs_enter(), "a fresh ring has nothing to enter for");
+        ring.poll_multishot(3, UserData::new(Op::Poll, 3, 1));
+        assert!(ring.needs_enter(), "a queued entry needs an enter");
+        assert!(reap_for(&mut ring, 20).is_empty(), "nothing to read yet");
+        assert!(
+            !ring.needs_enter(),
+            "the poll waits in the kernel: nothing to enter for"
+        );
+
+        // Written from another thread; this one makes no syscall until it looks (a syscall's
+        // return would run the task work and post the completion itself).
+        let written = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = std::thread::spawn({
+            let written = written.clone();
+            move || {
+                (&peer).write_all(b"ping").unwrap();
+                written.store(true, std::sync::atomic::Ordering::Release);
+                peer
+            }
+        });
+        while !written.load(std::sync::atomic::Ordering::Acquire) {
+            std::hint::spin_loop();
+        }
+        assert!(
+            ring.has_completions() || ring.needs_enter(),
+            "the poll's completion is neither posted nor announced"
+        );
+        let completions = reap_for(&mut ring, 1_000);
+        assert_eq!(completions.len(), 1);
+        assert_eq!(completions[0].user_data, UserData::new(Op::Poll, 3, 1));
+        assert!(!ring.needs_enter());
+        drop(writer.join().unwrap());
         drop(ring);
         drop(bufs);
     }

@@ -132,18 +132,27 @@ impl RingSet {
         self.rings.iter_mut().any(|p| p.ring.has_unsubmitted())
     }
 
-    /// Submits every ring's queued entries (see [`super::Ring::submit`]). The first ring is
-    /// always entered: with COOP_TASKRUN the kernel posts completions as task work when the
-    /// thread next enters io_uring, and that work belongs to the thread, not to one ring, so
-    /// one enter posts every ring's completions. The others are entered only with entries.
-    pub(crate) fn submit(&mut self) -> io::Result<usize> {
-        let mut submitted = 0;
+    /// Submits every ring's queued entries (see [`super::Ring::submit`]), entering the kernel
+    /// only for a ring that needs it ([`super::Ring::needs_enter`]). With COOP_TASKRUN the
+    /// kernel posts completions as task work when the thread next enters io_uring, and that
+    /// work belongs to the thread, not to one ring, so one enter posts every ring's
+    /// completions: the first ring is entered if any ring has task work waiting. Returns how
+    /// many times it entered the kernel.
+    pub(crate) fn submit(&mut self) -> io::Result<u64> {
+        let any_needs_enter = self.rings.iter_mut().any(|p| p.ring.needs_enter());
+        let mut enters = 0;
         for (index, parts) in self.rings.iter_mut().enumerate() {
-            if index == 0 || parts.ring.has_unsubmitted() {
-                submitted += parts.ring.submit()?;
+            if (index == 0 && any_needs_enter) || parts.ring.has_unsubmitted() {
+                parts.ring.submit()?;
+                enters += 1;
             }
         }
-        Ok(submitted)
+        Ok(enters)
+    }
+
+    /// Whether any ring needs an `io_uring_enter` (entries, or completions held as task work).
+    pub(crate) fn needs_enter(&mut self) -> bool {
+        self.rings.iter_mut().any(|p| p.ring.needs_enter())
     }
 
     pub(crate) fn set_eventfd_notify(&mut self, enabled: bool) {

@@ -31,7 +31,7 @@ impl Shard {
         let mut handled = 0;
         for _ in 0..TURN_ROUNDS_MAX {
             self.send_due_pings();
-            self.ring.submit()?;
+            self.counters.ring_enters += self.ring.submit()?;
             let mut completions = std::mem::take(&mut self.completions);
             self.ring.reap(&mut completions);
             if !completions.is_empty() {
@@ -41,6 +41,7 @@ impl Shard {
                 self.on_completion(*completion);
             }
             let reaped = completions.len();
+            self.counters.ring_completions += reaped as u64;
             self.completions = completions;
             self.flush_outbox();
             self.unpark_events();
@@ -50,10 +51,10 @@ impl Shard {
             }
             handled += reaped;
         }
-        // The last round reaped nothing right after entering the kernel: enter again only if
-        // that round's handling (outbox, unparked events) queued something.
+        // The last round reaped nothing after entering the kernel (or finding no reason to):
+        // enter again only if that round's handling (outbox, unparked events) queued something.
         if self.ring.has_unsubmitted() {
-            self.ring.submit()?;
+            self.counters.ring_enters += self.ring.submit()?;
         }
         Ok(handled)
     }

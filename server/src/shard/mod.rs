@@ -174,9 +174,10 @@ async fn run(
         let quiet = {
             let mut shard = shard.borrow_mut();
             shard.ring.set_eventfd_notify(true);
-            !shard.ring.has_completions() && shard.pings_due.is_empty()
+            !shard.ring.has_completions() && !shard.ring.needs_enter() && shard.pings_due.is_empty()
         };
         if quiet {
+            shard.borrow_mut().counters.ring_sleeps += 1;
             let woken = eventfd.read_at(0, 8).await;
             woken.map_err(|e| std::io::Error::other(e.to_string()))?;
         }
