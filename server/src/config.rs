@@ -105,6 +105,11 @@ pub struct Config {
     pub multishot_recv_max_per_shard: u32,
     /// io_memory glommio registers on each of its rings per executor (it is locked memory).
     pub glommio_io_memory_bytes: usize,
+    /// A shard whose rings went quiet first waits this long in its own ring for the next
+    /// completion (one io_uring_enter) before it parks its executor (glommio's sleep and
+    /// wake-up: ~9 syscalls and a membarrier). Messages from other threads (inbox) and timers
+    /// wait up to this long meanwhile. Capped at half of timer_tick_ms. 0 = park at once.
+    pub shard_wait_before_park_us: u64,
     /// Admin HTTP listener (`/metrics`, `/healthz`, `/readyz`); keep it on loopback or a
     /// private network: it has no authentication.
     pub admin_listen: SocketAddr,
@@ -244,6 +249,7 @@ impl Default for Config {
             recv_buffer_bytes: 16 * 1024,
             multishot_recv_max_per_shard: 128,
             glommio_io_memory_bytes: 1024 * 1024,
+            shard_wait_before_park_us: 500,
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9878)),
             admin_enabled: true,
             admin_max_connections: 4_096,

@@ -111,6 +111,9 @@ shard_counters! {
     /// Times the shard loop found its rings quiet and slept until a completion was signalled.
     ring_sleeps => "holdfast_ring_sleeps",
         "Times the shard loop found its rings quiet and slept until the kernel signalled a completion.";
+    /// Waits in the shard's own ring (shard_wait_before_park_us) that a completion ended.
+    ring_waits_woken => "holdfast_ring_waits_woken",
+        "Waits in the shard's own ring before parking that a completion ended (no park needed).";
     /// Busy connections whose poll was swapped for a multishot recv.
     multishot_recvs_started => "holdfast_multishot_recvs_started",
         "Busy connections whose readiness poll was swapped for a multishot recv.";

@@ -225,6 +225,21 @@ impl Ring {
         sq.taskrun() || sq.cq_overflow()
     }
 
+    /// Submits anything queued and waits in the kernel until a completion is posted or
+    /// `timeout_us` passes (IORING_ENTER_GETEVENTS with a timeout). Returns whether a
+    /// completion is waiting. An interrupted or refused wait is a wait that found nothing.
+    pub(crate) fn wait_for_completion(&mut self, timeout_us: u64) -> io::Result<bool> {
+        let timeout = types::Timespec::from(std::time::Duration::from_micros(timeout_us));
+        let args = types::SubmitArgs::new().timespec(&timeout);
+        match self.uring.submitter().submit_with_args(1, &args) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ETIME) => {}
+            Err(e) if Errno::of(&e).is_some_and(Errno::is_transient_submit) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(self.has_completions())
+    }
+
     /// Submits queued SQEs without waiting, after moving held-back entries into the queue as
     /// room allows. A transient refusal ([`Errno::is_transient_submit`]) is `Ok(0)`: the
     /// caller reaps and comes back. Any other error is returned: the shard stops, logged.
@@ -648,6 +663,48 @@ mod tests {
         assert_eq!(completions.len(), 1);
         assert_eq!(completions[0].user_data, UserData::new(Op::Poll, 3, 1));
         assert!(!ring.needs_enter());
+        drop(writer.join().unwrap());
+        drop(ring);
+        drop(bufs);
+    }
+
+    /// A wait in the ring ends when a completion is posted (bytes written by another thread
+    /// wake a poll), long before its timeout, and a wait with nothing coming ends at its
+    /// timeout, not before, and reports nothing.
+    #[test]
+    fn a_wait_in_the_ring_ends_at_the_first_completion_or_at_its_timeout() {
+        let RingParts { mut ring, bufs } = small_ring(false);
+        let (ours, peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        ring.uring
+            .submitter()
+            .register_files_update(3, &[ours.as_raw_fd()])
+            .unwrap();
+        ring.poll_multishot(3, UserData::new(Op::Poll, 3, 1));
+        ring.submit().unwrap();
+
+        let started = std::time::Instant::now();
+        assert!(
+            !ring.wait_for_completion(20_000).unwrap(),
+            "nothing was written"
+        );
+        assert!(started.elapsed() >= std::time::Duration::from_millis(20));
+
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            (&peer).write_all(b"ping").unwrap();
+            peer
+        });
+        let started = std::time::Instant::now();
+        assert!(ring.wait_for_completion(5_000_000).unwrap());
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "woke only after {:?}",
+            started.elapsed()
+        );
+        let mut completions = Vec::new();
+        ring.reap(&mut completions);
+        assert_eq!(completions.len(), 1);
+        assert_eq!(completions[0].user_data, UserData::new(Op::Poll, 3, 1));
         drop(writer.join().unwrap());
         drop(ring);
         drop(bufs);

@@ -150,6 +150,16 @@ impl RingSet {
         Ok(enters)
     }
 
+    /// Waits up to `timeout_us` for a completion (see [`super::Ring::wait_for_completion`]).
+    /// Only a set of one ring waits: a wait on one ring would not end for another's
+    /// completion, so a set of several returns false at once.
+    pub(crate) fn wait_for_completion(&mut self, timeout_us: u64) -> io::Result<bool> {
+        match self.rings.as_mut_slice() {
+            [parts] => parts.ring.wait_for_completion(timeout_us),
+            _ => Ok(false),
+        }
+    }
+
     /// Whether any ring needs an `io_uring_enter` (entries, or completions held as task work).
     pub(crate) fn needs_enter(&mut self) -> bool {
         self.rings.iter_mut().any(|p| p.ring.needs_enter())

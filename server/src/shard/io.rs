@@ -59,6 +59,24 @@ impl Shard {
         Ok(handled)
     }
 
+    /// Waits up to shard_wait_before_park_us (at most half a tick) in the shard's own ring
+    /// for the next completion, if the rings are quiet and nothing else is due. Returns
+    /// whether a completion came (the caller turns instead of parking).
+    pub(crate) fn wait_before_park(&mut self) -> std::io::Result<bool> {
+        let wait_us = self
+            .config
+            .shard_wait_before_park_us
+            .min(self.ticks.tick_ms * 1_000 / 2);
+        if wait_us == 0 || !self.pings_due.is_empty() || self.ring.needs_enter() {
+            return Ok(false);
+        }
+        let woken = self.ring.wait_for_completion(wait_us)?;
+        if woken {
+            self.counters.ring_waits_woken += 1;
+        }
+        Ok(woken)
+    }
+
     fn on_completion(&mut self, completion: Completion) {
         match completion.user_data.op() {
             Some(Op::Accept) => self.on_accept(completion),
