@@ -63,6 +63,7 @@ export const ErrorCode = Object.freeze({
   17: "heartbeat_timeout",
   18: "limit_exceeded",
   19: "shutting_down",
+  20: "unavailable",
 });
 
 const utf8Encoder = new TextEncoder();
