@@ -10,8 +10,11 @@
 //! `--drain-ms` to receive what is in flight.
 //!
 //! Every accepted payload is expected once by every session of its topic: lost = expected but
-//! never received; duplicates = received more than once (the client drops duplicates by
-//! sequence, so this counts what reached the stream twice).
+//! never received; duplicates = received more than once by one session. The client delivers
+//! every push it gets (a seq that goes back is reported as `Gap::Reset`, not dropped: a new run
+//! of a topic's numbers looks the same), so a duplicate is the server sending one push twice
+//! (`duplicated_same_seq`) or a payload numbered twice (published twice after a lost answer,
+//! or delivered before a restart and replayed after it).
 //!
 //! The sessions are held by worker processes ([`crate::resume_worker`]), each with at most
 //! `--sessions-per-worker` (RLIMIT_NOFILE caps one process's descriptors) from its own
@@ -441,6 +444,7 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         total.expected += s.expected;
         total.delivered += s.delivered;
         total.duplicated += s.duplicated;
+        total.duplicated_same_seq += s.duplicated_same_seq;
         total.lost += s.lost;
         total.unexpected += s.unexpected;
         total.gaps_reported += s.gaps_reported;
@@ -513,6 +517,7 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         "expected_deliveries": total.expected,
         "delivered": total.delivered,
         "duplicated": total.duplicated,
+        "duplicated_same_seq": total.duplicated_same_seq,
         "lost": total.lost,
         "unexpected": total.unexpected,
         "gaps_reported": total.gaps_reported,
