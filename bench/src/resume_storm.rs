@@ -449,6 +449,7 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         total.unexpected += s.unexpected;
         total.gaps_reported += s.gaps_reported;
         total.pushes_dropped += s.pushes_dropped;
+        total.pushes_awaiting_resume += s.pushes_awaiting_resume;
         total.sessions_back += s.sessions_back;
         for (id, n) in &s.lost_by_payload {
             *lost_by_payload.entry(*id).or_default() += n;
@@ -522,6 +523,7 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         "unexpected": total.unexpected,
         "gaps_reported": total.gaps_reported,
         "pushes_dropped": total.pushes_dropped,
+        "pushes_awaiting_resume": total.pushes_awaiting_resume,
         "first_server_exit": format!("{status}"),
         "drain_ms": drain_ms,
         "restarted_ms": restarted_ms,

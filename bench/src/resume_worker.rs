@@ -120,6 +120,10 @@ pub struct WorkerSummary {
     pub unexpected: u64,
     pub gaps_reported: u64,
     pub pushes_dropped: u64,
+    /// Pushes the clients dropped while a topic's resume was asked again (answered
+    /// `epoch = 0`: the owner shard did not answer in time); the retry replays them.
+    #[serde(default)]
+    pub pushes_awaiting_resume: u64,
     /// Sessions that opened a session after ServerDown.
     pub sessions_back: u64,
     /// Payload id -> sessions of this worker that never received it.
@@ -338,6 +342,7 @@ fn count(
         summary.lost += lost;
         summary.gaps_reported += stats.gaps_reported;
         summary.pushes_dropped += stats.pushes_dropped;
+        summary.pushes_awaiting_resume += stats.pushes_awaiting_resume;
         let back = stats.sessions_opened > opened_at_down[offset];
         if back {
             summary.sessions_back += 1;
