@@ -17,9 +17,10 @@ use crate::mesh::PublishOutcome;
 /// (`unavailable`). Each is one small task and one channel.
 pub(crate) const PUBLISH_ANSWERS_PENDING_MAX_PER_SHARD: usize = 4_096;
 
-/// Longest a session's publish waits for its outcome: the admin's bound, which is above the
-/// longest JetStream confirmation (config::JETSTREAM_PUBLISH_TIMEOUT_MAX_MS).
-pub(crate) const PUBLISH_ANSWER_TIMEOUT_MS: u64 = crate::admin::publish::ADMIN_PUBLISH_TIMEOUT_MS;
+/// Longest a session's publish waits for its outcome: above the longest JetStream
+/// confirmation (config::JETSTREAM_PUBLISH_TIMEOUT_MAX_MS), like the admin's bound.
+pub(crate) const PUBLISH_ANSWER_TIMEOUT_MS: u64 = 5_000;
+const _: () = assert!(crate::config::JETSTREAM_PUBLISH_TIMEOUT_MAX_MS < PUBLISH_ANSWER_TIMEOUT_MS);
 
 /// One session publish waiting for its outcome.
 pub(crate) struct PublishWait {
