@@ -174,11 +174,14 @@ impl Shard {
         // rings as tables of ring_table_slots() need.
         let slots = capacity + config.refusal_slots_per_shard();
         let table_slots = config.ring_table_slots();
+        // Each ring its share of the shard's queue entries and receive buffers.
+        let rings = crate::ring::set::rings_needed(u64::from(slots), u64::from(table_slots));
+        let (sq_entries, cq_entries) = config.ring_entries_for_rings(rings);
         let params = RingParams {
-            sq_entries: config.ring_sq_entries,
-            cq_entries: config.ring_cq_entries,
+            sq_entries,
+            cq_entries,
             fixed_files: slots,
-            recv_buffers: config.recv_buffers_per_ring(),
+            recv_buffers: config.recv_buffers_for_rings(rings),
             recv_buffer_bytes: config.recv_buffer_bytes,
         };
         let shards = mesh.shards();
