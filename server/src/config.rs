@@ -112,6 +112,15 @@ pub struct Config {
     pub multishot_recv_max_per_shard: u32,
     /// io_memory glommio registers on each of its rings per executor (it is locked memory).
     pub glommio_io_memory_bytes: usize,
+    /// Let the kernel back the heap with 2 MiB transparent huge pages where the allocator
+    /// asks for them (mimalloc advises its 1 GiB arenas MADV_HUGEPAGE). Off by default: the
+    /// process turns them off (prctl PR_SET_THP_DISABLE, `serve::set_transparent_huge_pages`),
+    /// because a huge page
+    /// is resident once any byte of it is touched and stays so until all of it is free, and
+    /// khugepaged collapses partly used ranges again; with them the heap's growth per idle
+    /// session was ~2x and what a burst touched stayed (docs/CAPACITY.md, "Memory per idle
+    /// session, broken down").
+    pub heap_huge_pages: bool,
     /// Admin HTTP listener (`/metrics`, `/healthz`, `/readyz`); keep it on loopback or a
     /// private network: it has no authentication.
     pub admin_listen: SocketAddr,
@@ -251,6 +260,7 @@ impl Default for Config {
             recv_buffer_bytes: 16 * 1024,
             multishot_recv_max_per_shard: 128,
             glommio_io_memory_bytes: 1024 * 1024,
+            heap_huge_pages: false,
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9878)),
             admin_enabled: true,
             admin_max_connections: 4_096,

@@ -1,5 +1,6 @@
 //! What the server process maps and keeps resident: a shard of many rings maps no more ring
-//! memory than a shard of one (each ring gets its share of the shard's queue entries).
+//! memory than a shard of one (each ring gets its share of the shard's queue entries), and
+//! the heap gets no transparent huge pages unless `heap_huge_pages` asks for them.
 
 use crate::support::Server;
 
@@ -45,4 +46,26 @@ fn a_shard_of_nine_rings_maps_no_more_ring_memory_than_a_shard_of_one() {
         nine_bytes <= one_bytes,
         "nine rings map {nine_bytes} B, one ring {one_bytes} B"
     );
+}
+
+/// `THP_enabled` of process `pid` (/proc/PID/status): 0 once it set PR_SET_THP_DISABLE.
+fn thp_enabled(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("THP_enabled:"))
+        .expect("THP_enabled in /proc/PID/status")
+        .trim()
+        .to_owned()
+}
+
+/// By default the server turns transparent huge pages off for itself (a 2 MiB page stays
+/// resident while any byte of it is used: the heap's growth per idle session doubled);
+/// `heap_huge_pages = true` leaves them to the kernel and the allocator.
+#[test]
+fn transparent_huge_pages_are_off_unless_heap_huge_pages_is_set() {
+    let default = Server::start("shards = 1\n");
+    assert_eq!(thp_enabled(default.pid()), "0");
+    let huge = Server::start("shards = 1\nheap_huge_pages = true\n");
+    assert_eq!(thp_enabled(huge.pid()), "1");
 }
