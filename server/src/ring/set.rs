@@ -85,6 +85,17 @@ impl RingSet {
         })
     }
 
+    /// Shrinks what a burst grew and is mostly empty again (`shard/trim.rs`): each ring's
+    /// backlog of entries that found its submission queue full, and the reap scratch, down to
+    /// twice what they hold and at least `keep` entries.
+    pub(crate) fn give_back_burst_capacity(&mut self, keep: usize) {
+        use crate::trim::{trim_deque, trim_vec};
+        for parts in &mut self.rings {
+            trim_deque(&mut parts.ring.backlog, keep);
+        }
+        trim_vec(&mut self.scratch, keep);
+    }
+
     pub(crate) fn ring_count(&self) -> usize {
         self.rings.len()
     }

@@ -147,6 +147,9 @@ pub(crate) struct Shard {
     pub(super) held_input: std::collections::HashMap<u32, (u32, bytes::BytesMut)>,
     /// Set when draining: the tick by which every connection is closed.
     pub(super) drain_deadline_tick: Option<u32>,
+    /// The tick at which the shard next gives back what its queues grew in a burst
+    /// (`shard/trim.rs`, every TRIM_INTERVAL_MS).
+    pub(super) next_trim_tick: u32,
     pub(super) started_at: Instant,
     pub(super) rng: SmallRng,
     pub(super) log_socket_errors: LogLimiter,
@@ -256,6 +259,7 @@ impl Shard {
             multishot_recvs: 0,
             held_input: std::collections::HashMap::new(),
             drain_deadline_tick: None,
+            next_trim_tick: 0,
             started_at: Instant::now(),
             rng: SmallRng::from_entropy(),
             log_socket_errors: LogLimiter::default(),
