@@ -8,7 +8,11 @@
 #
 #   N class start_kib held_kib left_kib held_b_per_session left_minus_start_kib
 #
-# and keeps each snapshot's /proc/PID/smaps in $OUT.
+# then, with two counts or more, the per-session slope of each class (least squares of the
+# held - start growth over the sessions held: what one more session adds, without the fixed
+# costs of a fill), and keeps each snapshot's /proc/PID/smaps in $OUT. LEAVE_SETTLE_S (default
+# SETTLE_S) is the wait after all left: the timer wheel drops closed sessions' entries only as
+# they come due (up to heartbeat_timeout_ms), the burst queues within a second (shard/trim.rs).
 #
 # The 1M shape without 1M sessions: RING_TABLE (the config key ring_max_fixed_files) caps each
 # ring's fixed-file table, and every shard is given RINGS rings' worth of slots, so a few
@@ -36,6 +40,7 @@ RINGS=${RINGS:-29}
 # 64, refusal slots follow the sessions).
 PER_SHARD=${PER_SHARD:-$((RINGS * RING_TABLE - RING_TABLE / 2))}
 SETTLE_S=${SETTLE_S:-5}
+LEAVE_SETTLE_S=${LEAVE_SETTLE_S:-$SETTLE_S}
 SETUP_TIMEOUT_S=${SETUP_TIMEOUT_S:-120}
 SESSIONS_PER_WORKER=${SESSIONS_PER_WORKER:-15000}
 CONNECT_RATE_PER_S=${CONNECT_RATE_PER_S:-20000}
@@ -88,7 +93,7 @@ one_count() { # one_count N
     wait "$bench" 2>/dev/null || true
     bench=""
     wait_open -eq 0 60
-    sleep "$SETTLE_S"
+    sleep "$LEAVE_SETTLE_S"
     snapshot "$n" left
     echo "# N=$n held=$held left_open=$(metric holdfast_connections_open)" \
         "rings_per_shard=$RINGS ring_table=$RING_TABLE shards=$SHARDS load=$(cut -d' ' -f1 /proc/loadavg)"
@@ -104,6 +109,17 @@ one_count() { # one_count N
 }
 
 echo "N class start_kib held_kib left_kib held_b_per_session left_minus_start_kib"
+: >"$OUT/runs.txt"
 for n in "$@"; do
     one_count "$n" | tee -a "$OUT/runs.txt"
 done
+if (($# > 1)); then
+    echo "slope class b_per_session (least squares over the counts held)"
+    awk '/^# N=/ { split($3, h, "="); held = h[2]; next }
+        { x = held; y = ($4 - $3) * 1024; c = $2
+          n[c]++; sx[c] += x; sy[c] += y; sxx[c] += x * x; sxy[c] += x * y }
+        END { for (c in n) if (n[c] > 1) {
+                  d = n[c] * sxx[c] - sx[c] * sx[c]
+                  printf "slope %s %.1f\n", c, d ? (n[c] * sxy[c] - sx[c] * sy[c]) / d : 0 } }
+    ' "$OUT/runs.txt" | sort -k2 | tee -a "$OUT/runs.txt"
+fi
