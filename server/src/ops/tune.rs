@@ -39,9 +39,13 @@ pub const KERNEL_SOCKET_BYTES_PER_CONN: u64 = 3_852;
 /// (256 B, fitted slope 255.9) plus 32 B of poll data on a direct descriptor (docs/CAPACITY.md,
 /// "Platform facts").
 pub const URING_POLL_BYTES_PER_CONN: u64 = 288;
-/// Holdfast's user memory per session beyond its preallocated slot while sessions are new
-/// (first fill of the timer wheel, allocator slack): slope of the RSS fit, 44.3 B.
-pub const USER_BYTES_PER_CONN_MEASURED: u64 = 44;
+/// Holdfast's user memory per session beyond its 32 B slot (`Conn`, counted per slot of
+/// capacity below) while sessions are new: its wheel entry with the vectors' slack, and
+/// allocator slack. bench/scripts/memory.sh at the 1M ring-set shape (29 rings per shard,
+/// 15,000-45,000 sessions): heap slope 48.7 B per session, of which 32 B is the slab's pages
+/// touched as slots are first used (the slab is allocated at start, its pages fault in as
+/// slots are used); 44.3 B before, over 5k-36k on one ring, counted the slot twice.
+pub const USER_BYTES_PER_CONN_MEASURED: u64 = 17;
 /// Timer wheel capacity retained per connection once the wheel has turned a full rotation,
 /// beyond slot and first fill: capacity_sim at 10M after 15 heartbeat sweeps, 49.1 - 32.1 -
 /// 16.4 = 0.6 B (drained bucket vectors are reused; it was 200 B before, docs/CAPACITY.md).
@@ -332,7 +336,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, String> {
             unit: "slot",
         },
         MemoryRow {
-            what: "holdfast: wheel entry + slack (fit)",
+            what: "holdfast: wheel entry + slack (slope)",
             kernel: false,
             bytes_per_unit: USER_BYTES_PER_CONN_MEASURED,
             units: n,
@@ -714,8 +718,10 @@ pub fn check(config: &Config, shards: usize, capacity: u32, host: &HostFacts) ->
             + URING_POLL_BYTES_PER_CONN
             + USER_BYTES_PER_CONN_MEASURED
             + WHEEL_RETAINED_BYTES_PER_CONN;
-        let need = total_slots
-            * (per_conn + FIXED_FILE_BYTES_PER_SLOT + std::mem::size_of::<Conn>() as u64);
+        let per_slot = FIXED_FILE_BYTES_PER_SLOT
+            + std::mem::size_of::<Conn>() as u64
+            + send_and_free_list_bytes_per_slot(config.rings_per_shard());
+        let need = total_slots * (per_conn + per_slot);
         if need > mem_total {
             out.push(Shortfall {
                 limit: "memory",
