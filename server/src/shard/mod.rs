@@ -14,6 +14,7 @@ mod push;
 pub(crate) mod state;
 mod timers;
 mod transport;
+mod trim;
 
 use std::cell::RefCell;
 use std::os::fd::{FromRawFd, IntoRawFd};
