@@ -24,6 +24,7 @@
 # (cargo build --release -p holdfast-server -p holdfast-bench), jq and nstat.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/scripts/lib.sh
 
 N=${1:?usage: bench/scale.sh SESSIONS}
 HOLDFAST=${HOLDFAST:-target/release/holdfast}
@@ -65,15 +66,10 @@ cleanup() {
 trap cleanup EXIT
 
 say() { printf '%s %s\n' "$1" "$2" | tee -a "$OUT/summary.txt"; }
-metric() {
-    curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" |
-        awk -v m="$1" '$1 == m || index($1, m "{") == 1 { s += $2 } END { printf "%d\n", s }'
-}
 rss_bytes() { echo $(($(awk '/^VmRSS:/ {print $2}' "/proc/$server/status") * 1024)); }
 slab_bytes() { echo $(($(awk '/^Slab:/ {print $2}' /proc/meminfo) * 1024)); }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$server/stat"; }
 overflows() { nstat -az TcpExtListenOverflows TcpExtListenDrops | awk 'NR > 1 { s += $2 } END { print s + 0 }'; }
-median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 echo_p99() {
     local label=$1 runs=()
     for run in $(seq "$ECHO_RUNS"); do

@@ -22,6 +22,7 @@
 # for a fixed time and every process is stopped at the end of its run.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. bench/scripts/lib.sh
 
 N=${1:?usage: bench/scripts/echo-among-idle.sh SESSIONS LABEL=BIN_DIR...}
 shift
@@ -53,11 +54,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-metric() {
-    curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" |
-        awk -v m="$1" '$1 == m || index($1, m "{") == 1 { s += $2 } END { printf "%d\n", s }'
-}
-median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 echo_runs() { # echo_runs DIR LABEL: "p50 p99", medians over ECHO_RUNS runs
     local dir=$1 label=$2 p50s=() p99s=() json

@@ -24,6 +24,7 @@
 # SETUP_TIMEOUT_S and every process is stopped at the end of its run.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. bench/scripts/lib.sh
 
 N=${1:?usage: bench/scripts/idle-cpu.sh SESSIONS LABEL=BIN_DIR...}
 shift
@@ -53,12 +54,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-metric() {
-    curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" |
-        awk -v m="$1" '$1 == m || index($1, m "{") == 1 { s += $2 } END { printf "%d\n", s }'
-}
 rss_kib() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$server/status"; }
-median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 one_run() { # one_run LABEL BIN_DIR RUN: prints the run's line
     local label=$1 dir=$2 run=$3

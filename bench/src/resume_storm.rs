@@ -10,8 +10,11 @@
 //! `--drain-ms` to receive what is in flight.
 //!
 //! Every accepted payload is expected once by every session of its topic: lost = expected but
-//! never received; duplicates = received more than once (the client drops duplicates by
-//! sequence, so this counts what reached the stream twice).
+//! never received; duplicates = received more than once by one session. The client delivers
+//! every push it gets (a seq that goes back is reported as `Gap::Reset`, not dropped: a new run
+//! of a topic's numbers looks the same), so a duplicate is the server sending one push twice
+//! (`duplicated_same_seq`) or a payload numbered twice (published twice after a lost answer,
+//! or delivered before a restart and replayed after it).
 //!
 //! The sessions are held by worker processes ([`crate::resume_worker`]), each with at most
 //! `--sessions-per-worker` (RLIMIT_NOFILE caps one process's descriptors) from its own
@@ -441,10 +444,12 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         total.expected += s.expected;
         total.delivered += s.delivered;
         total.duplicated += s.duplicated;
+        total.duplicated_same_seq += s.duplicated_same_seq;
         total.lost += s.lost;
         total.unexpected += s.unexpected;
         total.gaps_reported += s.gaps_reported;
         total.pushes_dropped += s.pushes_dropped;
+        total.pushes_awaiting_resume += s.pushes_awaiting_resume;
         total.sessions_back += s.sessions_back;
         for (id, n) in &s.lost_by_payload {
             *lost_by_payload.entry(*id).or_default() += n;
@@ -513,10 +518,12 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         "expected_deliveries": total.expected,
         "delivered": total.delivered,
         "duplicated": total.duplicated,
+        "duplicated_same_seq": total.duplicated_same_seq,
         "lost": total.lost,
         "unexpected": total.unexpected,
         "gaps_reported": total.gaps_reported,
         "pushes_dropped": total.pushes_dropped,
+        "pushes_awaiting_resume": total.pushes_awaiting_resume,
         "first_server_exit": format!("{status}"),
         "drain_ms": drain_ms,
         "restarted_ms": restarted_ms,

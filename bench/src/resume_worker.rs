@@ -111,11 +111,19 @@ pub struct WorkerSummary {
     pub delivered: u64,
     /// Copies received beyond the first.
     pub duplicated: u64,
+    /// Of `duplicated`, copies with the same seq as the first (the server sent one push twice;
+    /// the rest carried another seq: the payload was numbered twice).
+    #[serde(default)]
+    pub duplicated_same_seq: u64,
     pub lost: u64,
     /// Payloads received that were never accepted (must be 0).
     pub unexpected: u64,
     pub gaps_reported: u64,
     pub pushes_dropped: u64,
+    /// Pushes the clients dropped while a topic's resume was asked again (answered
+    /// `epoch = 0`: the owner shard did not answer in time); the retry replays them.
+    #[serde(default)]
+    pub pushes_awaiting_resume: u64,
     /// Sessions that opened a session after ServerDown.
     pub sessions_back: u64,
     /// Payload id -> sessions of this worker that never received it.
@@ -136,6 +144,11 @@ pub struct WorkerSummary {
 #[derive(Default)]
 struct Received {
     receipts: Vec<u32>,
+    /// The seq payload k first came with (a copy with the same seq was sent twice; one with
+    /// another seq was numbered twice: published twice, or replayed in another epoch).
+    first_seqs: Vec<u64>,
+    /// Copies beyond the first that carried the first copy's seq.
+    duplicated_same_seq: u64,
     /// Payload ids that are not of this topic, or not numbers.
     foreign: u64,
     state_events: Vec<(Instant, String)>,
@@ -210,6 +223,12 @@ async fn open_session(
                     let k = usize::try_from(id / topics).expect("fits usize");
                     if received.receipts.len() <= k {
                         received.receipts.resize(k + 1, 0);
+                        received.first_seqs.resize(k + 1, 0);
+                    }
+                    if received.receipts[k] == 0 {
+                        received.first_seqs[k] = push.seq;
+                    } else if received.first_seqs[k] == push.seq {
+                        received.duplicated_same_seq += 1;
                     }
                     received.receipts[k] = received.receipts[k].saturating_add(1);
                 }
@@ -318,10 +337,12 @@ fn count(
         }
         let receipts_of_ids = received.receipts.iter().filter(|&&n| n > 0).count() as u64;
         summary.unexpected += received.foreign + (receipts_of_ids - matched);
+        summary.duplicated_same_seq += received.duplicated_same_seq;
         summary.delivered += matched;
         summary.lost += lost;
         summary.gaps_reported += stats.gaps_reported;
         summary.pushes_dropped += stats.pushes_dropped;
+        summary.pushes_awaiting_resume += stats.pushes_awaiting_resume;
         let back = stats.sessions_opened > opened_at_down[offset];
         if back {
             summary.sessions_back += 1;

@@ -72,6 +72,12 @@ fn resume_storm_over_two_workers_loses_nothing_and_the_workers_add_up() {
     assert_eq!(u(&report, "workers"), 2);
     assert_eq!(u(&report, "lost"), 0, "{report:#}");
     assert_eq!(u(&report, "unexpected"), 0);
+    assert_eq!(
+        u(&report, "duplicated_same_seq"),
+        0,
+        "the server never sends one push twice to a session: {report:#}"
+    );
+    assert!(u(&report, "duplicated_same_seq") <= u(&report, "duplicated"));
     assert_eq!(u(&report, "sessions_resumed"), sessions);
     assert!(report["all_sessions_back_ms"].is_u64(), "{report:#}");
     // Publishes spanned the restart: some before the SIGTERM, some after.

@@ -63,6 +63,7 @@ export const ErrorCode = Object.freeze({
   17: "heartbeat_timeout",
   18: "limit_exceeded",
   19: "shutting_down",
+  20: "unavailable",
 });
 
 const utf8Encoder = new TextEncoder();
@@ -450,6 +451,12 @@ export class HoldfastClient extends EventTarget {
     /// The SubscribeResume on the wire: {id, names}.
     this.resumeInFlight = null;
     this.resumeRetries = 0;
+    /// Topics whose resume is asked again after an answer with epoch 0: their live pushes
+    /// until the answer are dropped (their numbering is not known yet; the answer replays
+    /// them or reports the gap), so nothing arrives twice.
+    this.awaitingResume = new Set();
+    /// Pushes dropped that way.
+    this.pushesAwaitingResume = 0;
     this.state = ClientState.Idle;
     this.nextId = 1n;
     this.attempt = 0;
@@ -558,6 +565,7 @@ export class HoldfastClient extends EventTarget {
         again.push(topic); // the server could not look it up in time: ask again
         return;
       }
+      this.awaitingResume.delete(topic);
       const previousEpoch = this.epochs.get(topic);
       this.epochs.set(topic, answer.epoch);
       const last = this.lastSeq.get(topic);
@@ -571,7 +579,12 @@ export class HoldfastClient extends EventTarget {
       }
       this.lastSeq.set(topic, answer.seq);
     });
-    if (again.length > 0 && this.resumeRetries < RESUME_RETRIES_PER_SESSION_MAX) {
+    const retry = again.length > 0 && this.resumeRetries < RESUME_RETRIES_PER_SESSION_MAX;
+    for (const topic of again) {
+      if (retry) this.awaitingResume.add(topic);
+      else this.awaitingResume.delete(topic);
+    }
+    if (retry) {
       this.resumeRetries += 1;
       this.resumeQueue.push(again);
     }
@@ -583,6 +596,7 @@ export class HoldfastClient extends EventTarget {
       this.topics.delete(topic);
       this.lastSeq.delete(topic);
       this.epochs.delete(topic);
+      this.awaitingResume.delete(topic);
     }
     if (this.welcome) return this.send(Kind.Unsubscribe, encodeTopics(topics), FLAG_ACK_REQUESTED);
     return null;
@@ -629,6 +643,7 @@ export class HoldfastClient extends EventTarget {
         this.resumeQueue = [];
         this.resumeInFlight = null;
         this.resumeRetries = 0;
+        this.awaitingResume.clear();
         // Resume every topic from where it was left: what was missed is replayed.
         if (this.topics.size > 0) this.queueResume([...this.topics]);
         break;
@@ -636,6 +651,10 @@ export class HoldfastClient extends EventTarget {
         this.send(Kind.Pong, new Uint8Array(0), 0, id);
         break;
       case Kind.Push: {
+        if (this.awaitingResume.has(body.topic)) {
+          this.pushesAwaitingResume += 1;
+          break;
+        }
         const last = this.lastSeq.get(body.topic);
         const gap = last === undefined || body.seq <= last ? 0 : Number(body.seq - last - 1n);
         this.lastSeq.set(body.topic, body.seq);

@@ -43,5 +43,8 @@ wire_codes! {
         LimitExceeded = 18 => "limit_exceeded",
         /// The server is shutting down.
         ShuttingDown = 19 => "shutting_down",
+        /// Something the request needs did not answer in time (a publish the cluster stream
+        /// did not confirm); retry (a publish retried with its `msg_id` is stored once).
+        Unavailable = 20 => "unavailable",
     }
 }

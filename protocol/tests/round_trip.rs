@@ -214,12 +214,13 @@ fn kind_from_u8_accepts_exactly_1_to_15() {
 
 #[test]
 fn error_code_from_u16_round_trips_every_code_and_nothing_else() {
-    for (number, code) in (1..=19u16).zip(ErrorCode::ALL) {
+    assert_eq!(ErrorCode::ALL.len(), 20);
+    for (number, code) in (1..=20u16).zip(ErrorCode::ALL) {
         assert_eq!(code as u16, number);
         assert_eq!(ErrorCode::from_u16(number), Some(code));
     }
     assert_eq!(ErrorCode::from_u16(0), None);
-    assert_eq!(ErrorCode::from_u16(20), None);
+    assert_eq!(ErrorCode::from_u16(21), None);
     assert_eq!(ErrorCode::from_u16(u16::MAX), None);
     let names: std::collections::HashSet<&str> =
         ErrorCode::ALL.iter().map(|code| code.name()).collect();

@@ -92,7 +92,14 @@ pub struct Config {
     pub timer_tick_ms: u64,
     /// HMAC secret for Hello tokens; unset = auth off (anonymous Hello accepted).
     pub auth_secret: Option<String>,
+    /// Submission queue entries of a shard, split between its rings (power of two, 64 to
+    /// 32,768): one ring gets them all; each of several gets its share
+    /// ([`Config::ring_entries_for_rings`]), so a ring set does not multiply the shard's
+    /// ring memory (29 rings of 4,096 SQEs and 32,768 CQEs mapped 46 MB per process).
     pub ring_sq_entries: u32,
+    /// Completion queue entries of a shard, split between its rings like `ring_sq_entries`
+    /// (at least twice it, at most 65,536). A ring whose queue fills keeps the rest in the
+    /// kernel (IORING_FEAT_NODROP) until the shard reaps and enters it again.
     pub ring_cq_entries: u32,
     /// Provided receive buffers per shard (power of two, <= 32,768).
     pub recv_buffers_per_shard: u16,
@@ -110,6 +117,15 @@ pub struct Config {
     /// wake-up: ~9 syscalls and a membarrier). Messages from other threads (inbox) and timers
     /// wait up to this long meanwhile. Capped at half of timer_tick_ms. 0 = park at once.
     pub shard_wait_before_park_us: u64,
+    /// Let the kernel back the heap with 2 MiB transparent huge pages where the allocator
+    /// asks for them (mimalloc advises its 1 GiB arenas MADV_HUGEPAGE). Off by default: the
+    /// process turns them off (prctl PR_SET_THP_DISABLE, `serve::set_transparent_huge_pages`),
+    /// because a huge page
+    /// is resident once any byte of it is touched and stays so until all of it is free, and
+    /// khugepaged collapses partly used ranges again; with them the heap's growth per idle
+    /// session was ~2x and what a burst touched stayed (docs/CAPACITY.md, "Memory per idle
+    /// session, broken down").
+    pub heap_huge_pages: bool,
     /// Admin HTTP listener (`/metrics`, `/healthz`, `/readyz`); keep it on loopback or a
     /// private network: it has no authentication.
     pub admin_listen: SocketAddr,
@@ -250,6 +266,7 @@ impl Default for Config {
             multishot_recv_max_per_shard: 128,
             glommio_io_memory_bytes: 1024 * 1024,
             shard_wait_before_park_us: 500,
+            heap_huge_pages: false,
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9878)),
             admin_enabled: true,
             admin_max_connections: 4_096,
@@ -320,6 +337,10 @@ pub const MIN_RING_FIXED_FILES: u32 = 256;
 
 /// Fewest provided receive buffers one ring of a shard of several rings gets.
 pub const MIN_RECV_BUFFERS_PER_RING: u16 = 16;
+
+/// Fewest submission queue entries one ring of a shard of several rings gets (its share of
+/// `ring_sq_entries`); its completion queue gets at least twice as many.
+pub const MIN_RING_SQ_ENTRIES: u32 = 64;
 
 /// Bounds of a non-zero `socket_send_buffer_bytes`.
 pub const MIN_SOCKET_SEND_BUFFER_BYTES: u32 = 4_096;
@@ -441,6 +462,25 @@ impl Config {
         floor_pow2
             .max(u64::from(MIN_RECV_BUFFERS_PER_RING))
             .min(u64::from(self.recv_buffers_per_shard)) as u16
+    }
+
+    /// Each ring's (submission, completion) queue entries in a shard of `rings` rings: one
+    /// ring, ring_sq_entries and ring_cq_entries; several, each its share of them, rounded
+    /// down to a power of two (the kernel rounds up), at least MIN_RING_SQ_ENTRIES and twice
+    /// that. A shard's completions at once then stay near ring_cq_entries however many rings
+    /// it owns (a reap takes at most what the queues hold), and so does its ring memory.
+    pub fn ring_entries_for_rings(&self, rings: u64) -> (u32, u32) {
+        if rings <= 1 {
+            return (self.ring_sq_entries, self.ring_cq_entries);
+        }
+        let share = |entries: u32, min: u32| -> u32 {
+            let share = (u64::from(entries) / rings).max(1);
+            let floor_pow2 = 1u64 << (63 - share.leading_zeros());
+            (floor_pow2 as u32).clamp(min, entries.max(min))
+        };
+        let sq = share(self.ring_sq_entries, MIN_RING_SQ_ENTRIES);
+        let cq = share(self.ring_cq_entries, 2 * sq);
+        (sq, cq)
     }
 
     /// Slots beyond `capacity_per_shard` in which connections over the cap are told
@@ -832,6 +872,45 @@ mod tests {
         let err = past.check_ring_table().unwrap_err();
         assert!(err.contains("MAX_RINGS_PER_SHARD"), "{err}");
         assert!(err.contains("ring_max_fixed_files"), "{err}");
+    }
+
+    /// A shard of several rings splits its SQ and CQ entries between them (29 rings of the
+    /// full 4,096 / 32,768 each mapped 46 MB per process at the 1M shape); one ring keeps
+    /// them all; no ring gets fewer than the minimum, nor a CQ under twice its SQ.
+    #[test]
+    fn several_rings_share_the_shards_queue_entries() {
+        let config = Config {
+            ring_sq_entries: 4_096,
+            ring_cq_entries: 32_768,
+            ..Config::default()
+        };
+        assert_eq!(config.ring_entries_for_rings(1), (4_096, 32_768));
+        assert_eq!(config.ring_entries_for_rings(2), (2_048, 16_384));
+        // 29 rings (1M sessions on 2 shards with RLIMIT_NOFILE 20,000): 141 and 1,129 each,
+        // rounded down to powers of two, so the shard's rings hold no more than one did.
+        let (sq, cq) = config.ring_entries_for_rings(29);
+        assert_eq!((sq, cq), (128, 1_024));
+        assert!(29 * u64::from(cq) <= 32_768 && 29 * u64::from(sq) <= 4_096);
+        assert_eq!(
+            config.ring_entries_for_rings(64),
+            (MIN_RING_SQ_ENTRIES, 512)
+        );
+        let small = Config {
+            ring_sq_entries: 64,
+            ring_cq_entries: 128,
+            ..Config::default()
+        };
+        assert_eq!(
+            small.ring_entries_for_rings(64),
+            (MIN_RING_SQ_ENTRIES, 2 * MIN_RING_SQ_ENTRIES)
+        );
+        // An odd CQ budget still gives powers of two at least twice the SQ.
+        let odd = Config {
+            ring_sq_entries: 256,
+            ring_cq_entries: 3_000,
+            ..Config::default()
+        };
+        assert_eq!(odd.ring_entries_for_rings(3), (64, 512));
     }
 
     #[test]

@@ -45,3 +45,4 @@ pub(crate) mod shard;
 pub(crate) mod socket;
 pub mod timer;
 pub mod transport;
+pub(crate) mod trim;

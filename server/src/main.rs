@@ -76,6 +76,9 @@ struct ConfigArgs {
 }
 
 fn main() -> ExitCode {
+    // First, so the heap's early pages are 4 KiB ones too: `serve` allows huge pages again if
+    // the config asks (heap_huge_pages). A failure leaves the kernel's default, nothing worse.
+    let _ = holdfast_server::serve::set_transparent_huge_pages(false);
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve(ConfigArgs::default()));
     // serve and check-config log in the configured format, once the config is read; the other

@@ -19,6 +19,21 @@ pub const DRAIN_BARRIER_ROUNDS: usize = 2;
 /// How long each of those round trips waits for the shards' answers.
 pub const DRAIN_BARRIER_TIMEOUT_MS: u64 = 1_000;
 
+/// Allows or forbids transparent huge pages for this process (prctl PR_SET_THP_DISABLE).
+/// Forbidden, no fault maps a huge page and khugepaged leaves the process alone, even in
+/// ranges the allocator advised MADV_HUGEPAGE (see `Config::heap_huge_pages`); huge pages
+/// already mapped stay. Inherited by children. `main` forbids them before it allocates
+/// anything much, `serve` sets what the config asks.
+pub fn set_transparent_huge_pages(allowed: bool) -> std::io::Result<()> {
+    let disable = libc::c_ulong::from(!allowed);
+    // SAFETY: prctl with integer arguments only; PR_SET_THP_DISABLE touches no user memory.
+    let result = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, disable, 0, 0, 0) };
+    if result == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Runs the server until SIGTERM/SIGINT and a completed drain. Returns an error message if
 /// startup failed or a shard died.
 pub fn serve(config: Config) -> Result<ShardCounters, String> {
@@ -29,6 +44,13 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
     let shards = config.shard_count();
     let capacity = config.capacity_per_shard();
     config.check_ring_table()?;
+    // Before the shards allocate their slabs and rings.
+    set_transparent_huge_pages(config.heap_huge_pages).map_err(|e| {
+        format!(
+            "cannot set transparent huge pages (heap_huge_pages = {}): {e}",
+            config.heap_huge_pages
+        )
+    })?;
     crate::ops::tune::warn_host_shortfalls(&config, shards, capacity);
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use holdfast_client::{ClientConfig, Incoming, Push, PushStream};
+use holdfast_client::{ClientConfig, ErrorCode, Incoming, Push, PushStream, TokenSource};
 
 use crate::client::connect as client_connect;
 use crate::cluster::{free_port, Nats};
@@ -39,7 +39,17 @@ fn host_toml(nats: &Nats, id: &str, extra: &str) -> String {
 /// Publishes `payload` to `topic` through the admin listener at `admin` until a host accepts it
 /// (a 503 while NATS is away is retried with the same payload); returns its seq.
 fn publish_accepted(admin: SocketAddr, topic: &str, payload: &str) -> u64 {
-    let json = format!(r#"{{"target":"topic","topic":"{topic}","payload":"{payload}"}}"#);
+    publish_until_accepted(admin, topic, payload, "")
+}
+
+/// [`publish_accepted`] with the payload as the publish's `msg_id`, so however often it is
+/// retried it is stored once.
+fn publish_accepted_once(admin: SocketAddr, topic: &str, payload: &str) -> u64 {
+    publish_until_accepted(admin, topic, payload, &format!(r#","msg_id":"{payload}""#))
+}
+
+fn publish_until_accepted(admin: SocketAddr, topic: &str, payload: &str, extra: &str) -> u64 {
+    let json = format!(r#"{{"target":"topic","topic":"{topic}","payload":"{payload}"{extra}}}"#);
     let raw = format!(
         "POST /publish HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
         json.len()
@@ -196,8 +206,102 @@ fn two_hosts_publishing_to_one_topic_share_one_gapless_sequence() {
     assert!(subscribed[0].epoch != 0);
 }
 
+/// A publish retried with its `msg_id` (after an answer that never came, or a 503 for an
+/// attempt the stream stored anyway) is stored once and answered with the number it got first.
 #[test]
-fn a_nats_restart_mid_stream_loses_no_accepted_push_and_numbers_go_on() {
+fn a_publish_retried_with_its_msg_id_is_stored_once_and_answered_with_its_first_number() {
+    let store = tempfile::tempdir().unwrap();
+    let nats = Nats::start_jetstream(free_port(), store.path());
+    let a = Server::start(&host_toml(&nats, "a", ""));
+    let b = Server::start(&host_toml(&nats, "b", ""));
+    let mut client = connect(&a);
+    resume(&mut client, 2, &[("news", 0, 0)]);
+    let (admin_a, admin_b) = (a.admin.unwrap(), b.admin.unwrap());
+    assert_eq!(publish_accepted_once(admin_a, "news", "p1"), 1);
+    assert_eq!(publish_accepted_once(admin_a, "news", "p2"), 2);
+    // The retry comes through the other host, as after a failover.
+    assert_eq!(publish_accepted_once(admin_b, "news", "p1"), 1, "p1 again");
+    assert_eq!(publish_accepted_once(admin_b, "news", "p3"), 3);
+    for (seq, payload) in [(1, "p1"), (2, "p2"), (3, "p3")] {
+        let (topic, got_seq, got) = push_of(&client.recv());
+        assert_eq!(
+            (topic.as_str(), got_seq, &got[..]),
+            ("news", seq, payload.as_bytes())
+        );
+    }
+}
+
+/// A publisher session's `publish` in JetStream mode is answered once the stream stored it,
+/// with the stream's number; while NATS is away it is refused (`unavailable`), never answered
+/// "accepted" for a push that no host will deliver; retried with its `msg_id` once NATS is
+/// back, it is stored once.
+#[tokio::test]
+async fn a_publisher_sessions_publish_is_answered_only_once_the_stream_stored_it() {
+    let secret = "test-secret-of-some-length";
+    let store = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut nats = Nats::start_jetstream(port, store.path());
+    let host = Server::start(&host_toml(
+        &nats,
+        "a",
+        &format!("auth_secret = \"{secret}\"\njetstream_publish_timeout_ms = 300\n"),
+    ));
+    let session = |client_id: &str| {
+        client_config(host.addr)
+            .with_client_id(client_id)
+            .with_token(TokenSource::Secret {
+                secret: secret.as_bytes().to_vec(),
+                ttl_s: 60,
+            })
+    };
+    let (reader, mut pushes) = client_connect(session("device-1")).await;
+    reader.subscribe(["news"]).await.unwrap();
+    let (publisher, _) = client_connect(session("publisher:backend")).await;
+    let body = |payload: &str| {
+        format!(r#"{{"target":"topic","topic":"news","payload":"{payload}","msg_id":"{payload}"}}"#)
+            .into_bytes()
+    };
+
+    let stored = publisher.request("publish", body("p1")).await.unwrap();
+    assert_eq!(&stored[..], br#"{"accepted":true,"seq":1}"#);
+
+    nats.kill();
+    let refused = publisher.request("publish", body("p2")).await.unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::Unavailable), "{refused}");
+
+    let _nats = Nats::start_jetstream(port, store.path());
+    let start = Instant::now();
+    let answer = loop {
+        match publisher.request("publish", body("p2")).await {
+            Ok(answer) => break answer,
+            Err(e) if e.code() == Some(ErrorCode::Unavailable) => {
+                assert!(start.elapsed() < PUBLISH_DEADLINE, "never stored: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("publish after NATS came back: {e}"),
+        }
+    };
+    assert_eq!(&answer[..], br#"{"accepted":true,"seq":2}"#);
+    let stored = publisher.request("publish", body("p3")).await.unwrap();
+    assert_eq!(
+        &stored[..],
+        br#"{"accepted":true,"seq":3}"#,
+        "p2 took one number however often it was tried"
+    );
+    let got = [
+        next_push(&mut pushes).await,
+        next_push(&mut pushes).await,
+        next_push(&mut pushes).await,
+    ];
+    assert_every_push_once_in_order(&got, "news");
+    let payloads: Vec<&[u8]> = got.iter().map(|push| &push.payload[..]).collect();
+    assert_eq!(payloads, [&b"p1"[..], b"p2", b"p3"]);
+    let extra = tokio::time::timeout(Duration::from_millis(300), pushes.recv()).await;
+    assert!(extra.is_err(), "nothing after p3: {extra:?}");
+}
+
+#[test]
+fn a_nats_restart_mid_stream_loses_no_accepted_push_and_stores_each_retried_one_once() {
     const PUSHES: u64 = 60;
     let store = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -211,7 +315,7 @@ fn a_nats_restart_mid_stream_loses_no_accepted_push_and_numbers_go_on() {
         (1..=PUSHES)
             .map(|i| {
                 std::thread::sleep(Duration::from_millis(20));
-                publish_accepted(admin_b, "news", &format!("p{i}"))
+                publish_accepted_once(admin_b, "news", &format!("p{i}"))
             })
             .collect::<Vec<u64>>()
     });
@@ -221,22 +325,16 @@ fn a_nats_restart_mid_stream_loses_no_accepted_push_and_numbers_go_on() {
     std::thread::sleep(Duration::from_millis(500));
     let _nats = Nats::start_jetstream(port, store.path());
     let seqs = publisher.join().unwrap();
-    // A publish refused while NATS was away was retried with the same payload and is in
-    // the sequence once per acceptance: every accepted number is there, none twice.
-    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
-    let last = *seqs.last().unwrap();
-    let mut payloads = Vec::new();
-    for seq in 1..=last {
+    // Each publish refused while NATS was away was retried with its msg_id: stored once, so
+    // the numbers are 1..=PUSHES, given in publish order.
+    assert_eq!(seqs, (1..=PUSHES).collect::<Vec<u64>>());
+    for seq in 1..=PUSHES {
         let (topic, got_seq, payload) = push_of(&client.recv());
         assert_eq!(
-            (topic.as_str(), got_seq),
-            ("news", seq),
+            (topic.as_str(), got_seq, payload),
+            ("news", seq, format!("p{seq}").into_bytes()),
             "after the restart too"
         );
-        payloads.push(String::from_utf8(payload).unwrap());
-    }
-    for (i, seq) in seqs.iter().enumerate() {
-        assert_eq!(payloads[*seq as usize - 1], format!("p{}", i + 1));
     }
 }
 

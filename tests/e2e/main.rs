@@ -17,6 +17,7 @@ mod fault_proxy;
 mod faults;
 mod history;
 mod hostile;
+mod memory;
 mod metrics;
 mod push;
 mod reads;

@@ -423,12 +423,22 @@ async fn only_a_publisher_session_may_publish_from_a_connection() {
         "not a publisher"
     );
     let (publisher, _) = connect(session("publisher:backend")).await;
-    publisher.request("publish", &body[..]).await.unwrap();
+    let answer = publisher.request("publish", &body[..]).await.unwrap();
+    assert_eq!(
+        &answer[..],
+        br#"{"accepted":true,"seq":1}"#,
+        "answered with the seq the owner gave it"
+    );
     let push = next_push(&mut pushes).await;
     assert_eq!(
         (push.topic.as_str(), push.seq, &push.payload[..]),
         ("alerts", 1, &b"from a session"[..])
     );
+    // A publish to a connection that does not exist is refused, not "accepted".
+    // Shard 0, slot 1,000 (never used by this test), generation 7.
+    let stale = br#"{"target":"conn","conn_id":4294967296007,"payload":"to nobody"}"#;
+    let refused = publisher.request("publish", &stale[..]).await.unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::HandlerFailed), "{refused}");
 }
 
 #[test]

@@ -492,3 +492,52 @@ test("a restarted server that still holds its new epoch from seq 1 replays it: o
   socket.receive("welcome");
   assert.deepEqual(lastResume(socket).body.topics, [{ name: "news", epoch: 9n, lastSeq: 3n }]);
 });
+
+test("pushes between a resume answered with epoch 0 and its retry's answer are not delivered twice", () => {
+  const { client, timers } = fakeClient({ topics: ["news"] });
+  const pushes = record(client, "push");
+  const lost = record(client, "lost");
+  client.connect();
+  let socket = FakeSocket.all[0];
+  socket.open();
+  socket.receive("welcome");
+  let resume = lastResume(socket);
+  socket.receive(subscribeAckFrame(resume.id, [{ epoch: 7, seq: 0 }]));
+  socket.receive(pushFrame("news", 1, "a"), pushFrame("news", 2, "b"));
+  // The server restarts; the owner of "news" does not answer the resume in time (epoch 0),
+  // and live pushes of the new epoch follow the Ack.
+  socket.drop();
+  timers.at(-1).fn();
+  socket = FakeSocket.all[1];
+  socket.open();
+  socket.receive("welcome");
+  resume = lastResume(socket);
+  socket.receive(
+    subscribeAckFrame(resume.id, [{ epoch: 0, seq: 0 }]),
+    pushFrame("news", 1, "new a"),
+    pushFrame("news", 2, "new b"),
+  );
+  const again = lastResume(socket);
+  assert.notEqual(again.id, resume.id);
+  assert.deepEqual(again.body.topics, [{ name: "news", epoch: 7n, lastSeq: 2n }], "the known point");
+  // Another epoch held from seq 1: all of it replayed, then live.
+  socket.receive(
+    subscribeAckFrame(again.id, [{ epoch: 9, seq: 0, oldestSeq: 1, recovered: false }]),
+    pushFrame("news", 1, "new a"),
+    pushFrame("news", 2, "new b"),
+    pushFrame("news", 3, "new c"),
+  );
+  assert.deepEqual(lost, [{ topic: "news", reset: true, lastSeenSeq: 2n, nextSeq: 1n }]);
+  assert.deepEqual(
+    pushes.map((p) => [p.seq, p.text]),
+    [
+      [1n, "a"],
+      [2n, "b"],
+      [1n, "new a"],
+      [2n, "new b"],
+      [3n, "new c"],
+    ],
+    "each push once",
+  );
+  assert.equal(client.pushesAwaitingResume, 2);
+});

@@ -486,6 +486,7 @@ impl Driver {
             resume_in_flight: false,
             resume_retries: 0,
         };
+        self.shared.topics().forget_awaited_resumes();
         self.resubscribe(&mut session);
         let heartbeat = Duration::from_millis(u64::from(info.heartbeat_ms).max(HEARTBEAT_MIN_MS));
         // The server answers a Ping at once and pings a silent client itself, so a live server
@@ -704,7 +705,14 @@ impl Driver {
                 }
             }
         }
-        if !again.is_empty() && session.resume_retries < RESUME_RETRIES_PER_SESSION_MAX {
+        let retry = !again.is_empty() && session.resume_retries < RESUME_RETRIES_PER_SESSION_MAX;
+        {
+            let mut topics = self.shared.topics();
+            for name in &again {
+                topics.set_awaiting_resume(name, retry);
+            }
+        }
+        if retry {
             session.resume_retries += 1;
             session.resume_queue.push_back(ResumeJob {
                 names: again,
@@ -959,6 +967,10 @@ impl Driver {
     fn deliver(&mut self, push: Push) {
         let counters = &self.shared.counters;
         let mut topics = self.shared.topics();
+        if topics.awaiting(&push.topic) {
+            Counters::bump(&counters.pushes_awaiting_resume);
+            return;
+        }
         let gap = topics.gap_before(&push.topic, push.seq);
         let items = 1 + usize::from(gap.is_some());
         match self.pushes.try_reserve_many(items) {

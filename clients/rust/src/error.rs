@@ -56,8 +56,8 @@ pub enum Error {
     /// connection stays open.
     #[error("request failed: {0}")]
     Method(ServerError),
-    /// The server cannot take the session now (`server_full`, `shutting_down`): retry later
-    /// or elsewhere. The client's reconnect loop does so by itself.
+    /// The server cannot take the session or the request now (`server_full`,
+    /// `shutting_down`, `unavailable`): retry later or elsewhere. The client's reconnect loop does so by itself.
     #[error("server unavailable: {0}")]
     Unavailable(ServerError),
     /// An Error frame with a code this client does not know (a newer server); fatal for the
@@ -150,7 +150,9 @@ impl Error {
                 Error::Limit(server)
             }
             ErrorCode::UnknownMethod | ErrorCode::HandlerFailed => Error::Method(server),
-            ErrorCode::ServerFull | ErrorCode::ShuttingDown => Error::Unavailable(server),
+            ErrorCode::ServerFull | ErrorCode::ShuttingDown | ErrorCode::Unavailable => {
+                Error::Unavailable(server)
+            }
         }
     }
 
@@ -212,11 +214,12 @@ mod tests {
         assert!(matches!(Error::from_server(14, ""), Error::Method(_)));
         assert!(matches!(Error::from_server(18, ""), Error::Limit(_)));
         assert!(matches!(Error::from_server(19, ""), Error::Unavailable(_)));
+        assert!(matches!(Error::from_server(20, ""), Error::Unavailable(_)));
     }
 
     #[test]
     fn unknown_codes_are_kept_not_guessed() {
-        for code in [0u16, 20, 999, u16::MAX] {
+        for code in [0u16, 21, 999, u16::MAX] {
             let error = Error::from_server(code, "newer server");
             assert!(
                 matches!(error, Error::UnknownCode { code: c, .. } if c == code),

@@ -73,7 +73,10 @@
 //! window loses nothing published after the restart, and a draining server refuses publishes
 //! (503) rather than accept them. Pushes the old server had accepted before its drain but not
 //! yet sent to this session are gone with its history: the reset is the cue to re-fetch.
-//! Subscribing to `*` makes broadcasts resume too.
+//! Subscribing to `*` makes broadcasts resume too. A server too busy to look a topic up
+//! in time answers its resume "unknown" (epoch 0): the client asks again and drops that
+//! topic's pushes until the answer, which replays them, so none arrives twice
+//! ([`Stats::pushes_awaiting_resume`]).
 //!
 //! Behind a load balancer in front of several hosts, run the servers with
 //! `cluster_mode = "jetstream"`: a topic then has one epoch and one sequence on every host, so

@@ -62,6 +62,10 @@ struct TopicSeq {
     dropped_since_delivery: u64,
     /// The epoch `last_seq` belongs to, from the server's SubscribeAck; 0 = not known yet.
     epoch: u64,
+    /// The server could not look the topic's resume up (`epoch = 0`) and the resume is asked
+    /// again: live pushes until its answer are dropped (their numbering is not known yet; the
+    /// answer replays them, or its gap report covers them).
+    awaiting_resume: bool,
 }
 
 /// The subscribed topics and their sequence state. At most `max_topics` subscribed topics,
@@ -145,6 +149,7 @@ impl TopicSeqs {
         if epoch == 0 {
             return None; // the server could not look it up: nothing learned
         }
+        entry.awaiting_resume = false;
         let previous_epoch = std::mem::replace(&mut entry.epoch, epoch);
         if recovered && entry.last_seq.is_some() {
             return None; // the missed pushes follow, replayed, then live ones
@@ -175,6 +180,32 @@ impl TopicSeqs {
         if let Some(entry) = self.topics.get_mut(topic) {
             entry.last_seq = Some(last_seq);
         }
+    }
+
+    /// `topic`'s resume is asked again (`waiting`) after an answer with `epoch = 0`, or is not
+    /// (the retries ran out). While waiting, its live pushes are dropped ([`Self::awaiting`]).
+    pub(crate) fn set_awaiting_resume(&mut self, topic: &str, waiting: bool) {
+        if let Some(entry) = self.topics.get_mut(topic) {
+            entry.awaiting_resume = waiting;
+        }
+    }
+
+    /// A new session: every topic is resumed afresh (the server holds a session's pushes until
+    /// its resume is answered), so no earlier retry is awaited.
+    pub(crate) fn forget_awaited_resumes(&mut self) {
+        for entry in self.topics.values_mut() {
+            entry.awaiting_resume = false;
+        }
+    }
+
+    /// True when a push on `topic` arrives while its resume is asked again: it is dropped, not
+    /// delivered. Delivered, it would carry numbers of an epoch the client does not know yet;
+    /// the resume point sent again (the last push of the known epoch) makes the server replay
+    /// it, and the client would get it twice.
+    pub(crate) fn awaiting(&self, topic: &str) -> bool {
+        self.topics
+            .get(topic)
+            .is_some_and(|entry| entry.awaiting_resume)
     }
 
     /// The last sequence number delivered on `topic`.

@@ -90,6 +90,9 @@ pub struct Stats {
     /// 15); from then on this client subscribes with plain Subscribe, and what it missed while
     /// away shows up as a [`Gap`](crate::Gap) before the next push of each topic.
     pub resume_fallbacks: u64,
+    /// Pushes dropped because they arrived while their topic's resume was asked again (the
+    /// server answered it `epoch = 0`): the answer replays them or reports the gap.
+    pub pushes_awaiting_resume: u64,
 }
 
 /// The shared counters behind [`Stats`], written by the connection task.
@@ -102,6 +105,7 @@ pub(crate) struct Counters {
     pub gaps_reported: AtomicU64,
     pub resubscribe_failures: AtomicU64,
     pub resume_fallbacks: AtomicU64,
+    pub pushes_awaiting_resume: AtomicU64,
 }
 
 impl Counters {
@@ -119,6 +123,7 @@ impl Counters {
             gaps_reported: read(&self.gaps_reported),
             resubscribe_failures: read(&self.resubscribe_failures),
             resume_fallbacks: read(&self.resume_fallbacks),
+            pushes_awaiting_resume: read(&self.pushes_awaiting_resume),
         }
     }
 }

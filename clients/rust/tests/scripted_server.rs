@@ -370,3 +370,100 @@ async fn a_server_without_subscribe_resume_gets_plain_subscribe_and_the_gap_is_r
     assert_eq!((stats.resume_fallbacks, stats.sessions_opened), (1, 2));
     assert_eq!(stats.resubscribe_failures, 0);
 }
+
+/// A SubscribeAck answering one topic with `epoch`, `seq` and `recovered`.
+fn subscribe_ack(id: u64, epoch: u64, seq: u64, recovered: u8) -> BytesMut {
+    frame(|out| {
+        let topics = [holdfast_protocol::payload::TopicResumed {
+            epoch,
+            seq,
+            oldest_seq: u64::from(seq > 0),
+            recovered,
+        }];
+        let ack = holdfast_protocol::payload::SubscribeAck { topics: &topics };
+        encode_frame(out, 0, id, &ack, 65_536).unwrap();
+    })
+}
+
+/// A resume the server could not look up in time (`epoch = 0`) is asked again; live pushes
+/// that arrive before the second answer carry numbers of an epoch the client does not know
+/// yet. Delivered, they came a second time in the replay the second answer brings (the
+/// server restarted: every push of its new epoch is replayed from seq 1). They are dropped
+/// instead: every push once, in order, after one reset.
+#[tokio::test]
+async fn pushes_between_a_resume_answered_epoch_0_and_its_retry_are_not_delivered_twice() {
+    const OLD_EPOCH: u64 = 11;
+    const NEW_EPOCH: u64 = 22;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = config(&listener);
+    let script = async {
+        let mut first = accept(&listener).await;
+        read_hello(&mut first).await;
+        first.write_all(&welcome()).await.unwrap();
+        let resume_id = expect_kind(&mut first, Kind::SubscribeResume).await;
+        let mut answer = subscribe_ack(resume_id, OLD_EPOCH, 0, 0);
+        answer.extend_from_slice(&push(1));
+        answer.extend_from_slice(&push(2));
+        first.write_all(&answer).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The server restarts: a new epoch whose first pushes are 1 and 2.
+        drop(first);
+        let mut second = accept(&listener).await;
+        read_hello(&mut second).await;
+        second.write_all(&welcome()).await.unwrap();
+        let resume_id = expect_kind(&mut second, Kind::SubscribeResume).await;
+        // The owner did not answer in time; live pushes follow the Ack.
+        let mut answer = subscribe_ack(resume_id, 0, 0, 0);
+        answer.extend_from_slice(&push(1));
+        answer.extend_from_slice(&push(2));
+        second.write_all(&answer).await.unwrap();
+        let retry_id = expect_kind(&mut second, Kind::SubscribeResume).await;
+        // Another epoch, held from seq 1: everything of it replayed, then live.
+        let mut answer = subscribe_ack(retry_id, NEW_EPOCH, 0, 0);
+        for seq in 1..=3 {
+            answer.extend_from_slice(&push(seq));
+        }
+        second.write_all(&answer).await.unwrap();
+        second
+    };
+    let client_side = async {
+        let (client, mut pushes) = Client::connect(config).await.unwrap();
+        client.subscribe(["news"]).await.expect("subscribed");
+        let mut items = Vec::new();
+        while !matches!(items.last(), Some(Incoming::Push(push)) if push.seq == 3) {
+            let item = tokio::time::timeout(Duration::from_millis(WAIT_MS), pushes.recv())
+                .await
+                .expect("an item in time")
+                .expect("stream open");
+            items.push(item);
+        }
+        (client, items)
+    };
+    let (_second, (client, items)) = tokio::join!(script, client_side);
+    let seen: Vec<String> = items
+        .iter()
+        .map(|item| match item {
+            Incoming::Push(push) => format!("push {}", push.seq),
+            Incoming::Gap(Gap::Reset {
+                last_seen_seq,
+                received_seq,
+                ..
+            }) => format!("reset {last_seen_seq} -> {received_seq}"),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            "push 1",
+            "push 2",
+            "reset 2 -> 1",
+            "push 1",
+            "push 2",
+            "push 3"
+        ]
+    );
+    let stats = client.stats();
+    assert_eq!(stats.pushes_awaiting_resume, 2);
+    assert_eq!(stats.sessions_opened, 2);
+}

@@ -69,6 +69,7 @@ pub fn publish(state: &AdminState, request: &Request) -> Response {
         target,
         payload,
         shard,
+        msg_id,
     } = match parse(&request.body, state.mesh.shards(), state.max_frame_bytes) {
         Ok(parsed) => parsed,
         Err(e) => return error(e.status, &e.message),
@@ -78,6 +79,7 @@ pub fn publish(state: &AdminState, request: &Request) -> Response {
     let message = ShardMsg::Publish(Publish {
         target,
         payload,
+        msg_id,
         reply: Some(reply_tx),
     });
     if state.mesh.send_timeout(shard, message, timeout).is_err() {
@@ -93,7 +95,7 @@ pub fn publish(state: &AdminState, request: &Request) -> Response {
             retry_after_s: Some(PUBLISH_DRAINING_RETRY_AFTER_S),
             ..error(
                 503,
-                "the cluster stream did not confirm the publish within jetstream_publish_timeout_ms (NATS unreachable or busy); retry",
+                "the cluster stream did not confirm the publish within jetstream_publish_timeout_ms (NATS unreachable or busy); retry (with the same msg_id it is stored once)",
             )
         },
         Ok(PublishOutcome::NoSuchTarget) => {

@@ -397,6 +397,7 @@ async fn deliver(mut subscriber: Subscriber, target: Target, host: Arc<str>, mes
         let publish = Publish {
             target: target.clone(),
             payload: message.payload,
+            msg_id: None,
             reply: None,
         };
         if mesh

@@ -53,6 +53,9 @@ pub(crate) struct Job {
     pub subject: String,
     pub key: Box<str>,
     pub payload: Bytes,
+    /// The publisher's name for the publish: its `Nats-Msg-Id` (within the topic), so a retry
+    /// after an unconfirmed attempt is stored once.
+    pub msg_id: Option<Box<str>>,
     pub reply: Option<flume::Sender<PublishOutcome>>,
 }
 
@@ -221,7 +224,10 @@ impl Publisher {
     /// jittered backoff until the publish timeout; answers whoever waits.
     async fn publish(&self, last: &mut Option<(Stamp, u64)>, job: Job, id: u64) {
         let deadline = Instant::now() + self.timeout;
-        let message_id = format!("{}-{:016x}-{id}", self.host, self.nonce);
+        let message_id = match &job.msg_id {
+            Some(msg_id) => format!("{}:{msg_id}", job.subject),
+            None => format!("{}-{:016x}-{id}", self.host, self.nonce),
+        };
         let mut attempt: u32 = 0;
         let outcome = loop {
             // Each attempt within what is left of the deadline (NATS may not answer at all).
@@ -267,6 +273,13 @@ impl Publisher {
         job: &Job,
         message_id: &str,
     ) -> Result<Stamp, Failure> {
+        // Disconnected, the client would hold the message and send it once NATS is back,
+        // where it could be stored after this publish was answered "unavailable". Only a
+        // message sent while connected can be stored, and then within this attempt's wait or
+        // as the duplicate its retry (same Nats-Msg-Id) finds.
+        if self.js.client().connection_state() != async_nats::connection::State::Connected {
+            return Err(Failure::Failed("NATS not connected".into()));
+        }
         let seen = self
             .seen
             .lock()

@@ -142,6 +142,7 @@ impl Link {
         &self,
         target: &Target,
         payload: Bytes,
+        msg_id: Option<Box<str>>,
         reply: Option<flume::Sender<crate::mesh::PublishOutcome>>,
     ) -> Result<(), Option<flume::Sender<crate::mesh::PublishOutcome>>> {
         let (Some(subject), Some(key)) =
@@ -153,6 +154,7 @@ impl Link {
             subject,
             key: key.into(),
             payload,
+            msg_id,
             reply,
         };
         match self.outgoing.try_send(Outgoing::Stream(job)) {

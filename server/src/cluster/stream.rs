@@ -192,6 +192,10 @@ pub(crate) fn arrival(stamp: Stamp, run: u64, last_seq: u64) -> Arrival {
     }
 }
 
+/// How long the stream remembers a `Nats-Msg-Id` (a retry within it is stored once): the
+/// window of a publisher's `msg_id` (push::request), at most the stream's max age.
+pub(crate) const STREAM_DUPLICATE_WINDOW_MS: u64 = 120_000;
+
 /// The stream's name and limits (what the stream is created with, or checked against).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct StreamLimits {
@@ -209,6 +213,9 @@ pub(crate) async fn open(js: &Context, limits: &StreamLimits) -> Result<(Stream,
         max_age: limits.max_age,
         max_messages: limits.max_messages,
         max_bytes: limits.max_bytes,
+        duplicate_window: limits
+            .max_age
+            .min(Duration::from_millis(STREAM_DUPLICATE_WINDOW_MS)),
         ..Default::default()
     };
     let mut stream = js

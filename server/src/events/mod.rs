@@ -67,6 +67,7 @@ pub fn run_processor(
         let message = ShardMsg::Publish(Publish {
             target,
             payload,
+            msg_id: None,
             reply: None,
         });
         if mesh

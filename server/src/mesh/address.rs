@@ -57,8 +57,9 @@ pub enum PublishOutcome {
     /// sessions it is leaving (the caller retries on the restarted or another server).
     Draining,
     /// JetStream mode: the stream did not confirm the publish within
-    /// jetstream_publish_timeout_ms (NATS down, or the bridge's queue full); the caller retries
-    /// (rarely, an attempt stored without its ack arriving makes the retry a second message).
+    /// jetstream_publish_timeout_ms (NATS down, or the bridge's queue full); the caller retries.
+    /// An attempt stored without its acknowledgement arriving is in the stream: a retry with
+    /// the same `msg_id` finds it (stored once), one without is a second message.
     Unavailable,
 }
 
@@ -79,6 +80,8 @@ pub struct Stamp {
 pub struct Publish {
     pub target: Target,
     pub payload: Bytes,
+    /// The publisher's name for it (push::request), so a retry is stored once (JetStream).
+    pub msg_id: Option<Box<str>>,
     pub reply: Option<flume::Sender<PublishOutcome>>,
 }
 

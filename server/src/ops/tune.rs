@@ -39,9 +39,13 @@ pub const KERNEL_SOCKET_BYTES_PER_CONN: u64 = 3_852;
 /// (256 B, fitted slope 255.9) plus 32 B of poll data on a direct descriptor (docs/CAPACITY.md,
 /// "Platform facts").
 pub const URING_POLL_BYTES_PER_CONN: u64 = 288;
-/// Holdfast's user memory per session beyond its preallocated slot while sessions are new
-/// (first fill of the timer wheel, allocator slack): slope of the RSS fit, 44.3 B.
-pub const USER_BYTES_PER_CONN_MEASURED: u64 = 44;
+/// Holdfast's user memory per session beyond its 32 B slot (`Conn`, counted per slot of
+/// capacity below) while sessions are new: its wheel entry with the vectors' slack, and
+/// allocator slack. bench/scripts/memory.sh at the 1M ring-set shape (29 rings per shard,
+/// 15,000-45,000 sessions): heap slope 48.7 B per session, of which 32 B is the slab's pages
+/// touched as slots are first used (the slab is allocated at start, its pages fault in as
+/// slots are used); 44.3 B before, over 5k-36k on one ring, counted the slot twice.
+pub const USER_BYTES_PER_CONN_MEASURED: u64 = 17;
 /// Timer wheel capacity retained per connection once the wheel has turned a full rotation,
 /// beyond slot and first fill: capacity_sim at 10M after 15 heartbeat sweeps, 49.1 - 32.1 -
 /// 16.4 = 0.6 B (drained bucket vectors are reused; it was 200 B before, docs/CAPACITY.md).
@@ -204,12 +208,14 @@ pub struct Plan {
 }
 
 /// Locked memory one shard needs when the process lacks CAP_IPC_LOCK: each of its `rings`
-/// rings' SQ (64 B SQEs plus the 4 B index array) and CQ (16 B CQEs) and provided-buffer
-/// ring descriptors (16 B each), and glommio's rings with their registered io_memory.
+/// rings' SQ (64 B SQEs plus the 4 B index array) and CQ (16 B CQEs), each ring's share of
+/// the shard's entries (`Config::ring_entries_for_rings`), and provided-buffer ring
+/// descriptors (16 B each), and glommio's rings with their registered io_memory.
 pub fn locked_bytes_per_shard(config: &Config, rings: u64) -> u64 {
     let page_round = |b: u64| b.div_ceil(PAGE_BYTES) * PAGE_BYTES;
-    let sq = page_round(u64::from(config.ring_sq_entries) * (64 + 4) + PAGE_BYTES);
-    let cq = page_round(u64::from(config.ring_cq_entries) * 16 + PAGE_BYTES);
+    let (sq_entries, cq_entries) = config.ring_entries_for_rings(rings);
+    let sq = page_round(u64::from(sq_entries) * (64 + 4) + PAGE_BYTES);
+    let cq = page_round(u64::from(cq_entries) * 16 + PAGE_BYTES);
     let buf_ring = page_round(u64::from(config.recv_buffers_for_rings(rings)) * 16);
     rings * (sq + cq + buf_ring)
         + config.glommio_io_memory_bytes as u64
@@ -222,9 +228,24 @@ fn planned_table_slots(config: &Config) -> u64 {
     u64::from(crate::config::IORING_MAX_FIXED_FILES.min(config.ring_max_fixed_files))
 }
 
-/// Kernel memory of one shard's ring besides the per-slot table (rings, request cache).
-fn ring_kernel_bytes_per_shard(config: &Config) -> u64 {
-    u64::from(config.ring_sq_entries) * (64 + 4) + u64::from(config.ring_cq_entries) * 16
+/// Kernel memory of one of a shard's `rings` rings besides the per-slot table: its SQ and CQ,
+/// its share of the shard's entries (mapped into the process: they count in its RSS).
+fn ring_kernel_bytes_per_ring(config: &Config, rings: u64) -> u64 {
+    let (sq_entries, cq_entries) = config.ring_entries_for_rings(rings);
+    u64::from(sq_entries) * (64 + 4) + u64::from(cq_entries) * 16
+}
+
+/// User memory of each connection slot of a ring besides its `Conn`, allocated at start: the
+/// bytes of the send in flight (`ring::Ring`, 40 B), and with several rings the slot's place
+/// in the free list accepts name their slots from (4 B).
+fn send_and_free_list_bytes_per_slot(rings: u64) -> u64 {
+    let send = std::mem::size_of::<Option<(crate::ring::user_data::UserData, bytes::Bytes)>>();
+    let free_list = if rings > 1 {
+        std::mem::size_of::<u32>()
+    } else {
+        0
+    };
+    (send + free_list) as u64
 }
 
 /// Computes what N connections need on a host of `cores` and `memory_bytes`.
@@ -289,7 +310,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, String> {
         MemoryRow {
             what: "io_uring: SQ + CQ rings",
             kernel: true,
-            bytes_per_unit: ring_kernel_bytes_per_shard(config),
+            bytes_per_unit: ring_kernel_bytes_per_ring(config, rings_per_shard),
             units: shards * rings_per_shard,
             unit: "ring",
         },
@@ -308,7 +329,14 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, String> {
             unit: "slot",
         },
         MemoryRow {
-            what: "holdfast: wheel entry + slack (fit)",
+            what: "holdfast: send slot + free slot list",
+            kernel: false,
+            bytes_per_unit: send_and_free_list_bytes_per_slot(rings_per_shard),
+            units: capacity,
+            unit: "slot",
+        },
+        MemoryRow {
+            what: "holdfast: wheel entry + slack (slope)",
             kernel: false,
             bytes_per_unit: USER_BYTES_PER_CONN_MEASURED,
             units: n,
@@ -690,8 +718,10 @@ pub fn check(config: &Config, shards: usize, capacity: u32, host: &HostFacts) ->
             + URING_POLL_BYTES_PER_CONN
             + USER_BYTES_PER_CONN_MEASURED
             + WHEEL_RETAINED_BYTES_PER_CONN;
-        let need = total_slots
-            * (per_conn + FIXED_FILE_BYTES_PER_SLOT + std::mem::size_of::<Conn>() as u64);
+        let per_slot = FIXED_FILE_BYTES_PER_SLOT
+            + std::mem::size_of::<Conn>() as u64
+            + send_and_free_list_bytes_per_slot(config.rings_per_shard());
+        let need = total_slots * (per_conn + per_slot);
         if need > mem_total {
             out.push(Shortfall {
                 limit: "memory",

@@ -9,6 +9,7 @@
 pub(crate) mod broadcast_seen;
 pub(crate) mod directory;
 pub(crate) mod history;
+pub(crate) mod publish_answer;
 pub(crate) mod request;
 pub(crate) mod resume;
 pub(crate) mod state;

@@ -1,7 +1,9 @@
 //! A publish request as JSON, the same for `POST /publish` and for the `publish` method of a
 //! publisher session: `{"target": "topic", "topic": "news", "payload_base64": "..."}` (or
 //! `"payload"` for UTF-8 text); targets `topic`, `broadcast`, `conn` (with `conn_id`),
-//! `client` (with `client_id`).
+//! `client` (with `client_id`). An optional `"msg_id"` (1..=PUBLISH_MSG_ID_MAX_BYTES
+//! printable ASCII bytes) names the publish for retries: in JetStream mode a publish retried
+//! with the same `msg_id` within the stream's duplicate window is stored once.
 
 use base64::Engine;
 use bytes::Bytes;
@@ -22,7 +24,11 @@ struct PublishBody {
     client_id: Option<String>,
     payload: Option<String>,
     payload_base64: Option<String>,
+    msg_id: Option<String>,
 }
+
+/// Longest publisher-chosen `msg_id`.
+pub(crate) const PUBLISH_MSG_ID_MAX_BYTES: usize = 128;
 
 /// Why a publish request was refused; `status` is the HTTP status it maps to.
 #[derive(Debug, PartialEq, Eq)]
@@ -44,6 +50,8 @@ pub(crate) struct ParsedPublish {
     pub target: Target,
     pub payload: Bytes,
     pub shard: usize,
+    /// The publisher's name for this publish, for retries (JetStream mode).
+    pub msg_id: Option<Box<str>>,
 }
 
 /// Parses and checks a publish request against the frame limit and shard count.
@@ -62,6 +70,22 @@ pub(crate) fn parse(
             .map_err(|_| refuse(400, "payload_base64 is not valid base64"))?,
         (None, None) => Bytes::new(),
         (Some(_), Some(_)) => return Err(refuse(400, "give payload or payload_base64, not both")),
+    };
+    let msg_id = match body.msg_id {
+        Some(id)
+            if !id.is_empty()
+                && id.len() <= PUBLISH_MSG_ID_MAX_BYTES
+                && id.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Some(id.into_boxed_str())
+        }
+        Some(_) => {
+            return Err(refuse(
+                400,
+                "msg_id must be 1..=128 printable ASCII bytes without spaces",
+            ))
+        }
+        None => None,
     };
     let topic_len = body.topic.as_ref().map_or(0, String::len);
     if payload.len() + topic_len + PUSH_FRAME_OVERHEAD_BYTES > max_frame_bytes as usize {
@@ -98,6 +122,7 @@ pub(crate) fn parse(
         shard: target.owner_shard(shards),
         target,
         payload,
+        msg_id,
     })
 }
 
@@ -117,6 +142,27 @@ mod tests {
         assert_eq!(parsed.target, Target::Topic("news".into()));
         assert_eq!(parsed.shard, owner_shard("news", 4));
         assert_eq!(&parsed.payload[..], b"x");
+        assert_eq!(parsed.msg_id, None);
+    }
+
+    #[test]
+    fn a_msg_id_is_kept_and_a_bad_one_refused() {
+        let parsed = parse(
+            br#"{"target":"topic","topic":"news","payload":"x","msg_id":"order-17"}"#,
+            4,
+            65_536,
+        )
+        .unwrap();
+        assert_eq!(parsed.msg_id.as_deref(), Some("order-17"));
+        let long = "m".repeat(PUBLISH_MSG_ID_MAX_BYTES + 1);
+        for bad in ["", "has space", long.as_str()] {
+            let body = format!(r#"{{"target":"broadcast","msg_id":"{bad}"}}"#);
+            assert_eq!(
+                parse(body.as_bytes(), 1, 65_536).unwrap_err().status,
+                400,
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub(crate) struct PushState {
     /// JetStream mode: resumes from a point this host has not read up to yet (another host
     /// delivered it first), answered when it has (push::resume::WaitingResume).
     pub waiting_resumes: Vec<super::resume::WaitingResume>,
+    /// Publisher sessions' publishes waiting for their outcome (push::publish_answer).
+    pub publish_waits: super::publish_answer::PublishWaits,
 }
 
 /// The limits of the push state taken from the config.
@@ -114,6 +116,7 @@ impl PushState {
             stream_run: None,
             topic_runs: HashMap::new(),
             waiting_resumes: Vec::new(),
+            publish_waits: Default::default(),
         }
     }
 

@@ -271,6 +271,13 @@ impl Ring {
         }
     }
 
+    /// Whether the kernel holds completions that did not fit this ring's completion queue
+    /// (IORING_SQ_CQ_OVERFLOW, kept by IORING_FEAT_NODROP): only an enter of this ring (a
+    /// [`Ring::submit`], which asks for events then) moves them into the queue.
+    pub(crate) fn cq_overflowed(&mut self) -> bool {
+        self.uring.submission().cq_overflow()
+    }
+
     /// Whether completions are waiting to be reaped.
     pub(crate) fn has_completions(&mut self) -> bool {
         let mut cq = self.uring.completion();

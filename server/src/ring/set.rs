@@ -85,6 +85,17 @@ impl RingSet {
         })
     }
 
+    /// Shrinks what a burst grew and is mostly empty again (`shard/trim.rs`): each ring's
+    /// backlog of entries that found its submission queue full, and the reap scratch, down to
+    /// twice what they hold and at least `keep` entries.
+    pub(crate) fn give_back_burst_capacity(&mut self, keep: usize) {
+        use crate::trim::{trim_deque, trim_vec};
+        for parts in &mut self.rings {
+            trim_deque(&mut parts.ring.backlog, keep);
+        }
+        trim_vec(&mut self.scratch, keep);
+    }
+
     pub(crate) fn ring_count(&self) -> usize {
         self.rings.len()
     }
@@ -136,13 +147,16 @@ impl RingSet {
     /// only for a ring that needs it ([`super::Ring::needs_enter`]). With COOP_TASKRUN the
     /// kernel posts completions as task work when the thread next enters io_uring, and that
     /// work belongs to the thread, not to one ring, so one enter posts every ring's
-    /// completions: the first ring is entered if any ring has task work waiting. Returns how
-    /// many times it entered the kernel.
+    /// completions: the first ring is entered if any ring has task work waiting. The others
+    /// are entered only with entries, or with completions the kernel holds beyond their
+    /// queue (each ring's queue is its share of the shard's, so a burst on one ring can pass
+    /// it): no other ring's enter moves those. Returns how many times it entered the kernel.
     pub(crate) fn submit(&mut self) -> io::Result<u64> {
         let any_needs_enter = self.rings.iter_mut().any(|p| p.ring.needs_enter());
         let mut enters = 0;
         for (index, parts) in self.rings.iter_mut().enumerate() {
-            if (index == 0 && any_needs_enter) || parts.ring.has_unsubmitted() {
+            let first_with_work = index == 0 && any_needs_enter;
+            if first_with_work || parts.ring.has_unsubmitted() || parts.ring.cq_overflowed() {
                 parts.ring.submit()?;
                 enters += 1;
             }
@@ -171,8 +185,12 @@ impl RingSet {
         }
     }
 
+    /// Whether completions are waiting: in a ring's queue, or held by the kernel beyond it
+    /// (the next [`RingSet::submit`] moves those in).
     pub(crate) fn has_completions(&mut self) -> bool {
-        self.rings.iter_mut().any(|p| p.ring.has_completions())
+        self.rings
+            .iter_mut()
+            .any(|p| p.ring.has_completions() || p.ring.cq_overflowed())
     }
 
     /// Moves every ring's available completions into `out` (cleared first).
@@ -293,6 +311,40 @@ mod tests {
         assert_eq!(tables, [1_000, 1_000, 500]);
         assert_eq!(rings_needed(5_500_064, 1 << 20), 6);
         assert_eq!(rings_needed(1, 1 << 20), 1);
+    }
+
+    /// More completions on a ring other than the first than its queue holds (each ring's
+    /// queue is its share of the shard's): the kernel keeps the rest, and the set's submit
+    /// enters that ring to move them in although nothing is queued on it any more, so every
+    /// one is reaped. (Entering only the first ring and rings with entries left them there.)
+    #[test]
+    fn completions_past_a_later_rings_queue_are_all_reaped() {
+        use super::super::user_data::Op;
+        const REQUESTS: u32 = 200;
+        let mut set = RingSet::new(&params(), 16, 8).unwrap();
+        assert_eq!(set.ring_count(), 2);
+        let slot = 12;
+        assert_eq!(set.ring_of(slot), 1);
+        // Cancels of nothing: each completes at once with ENOENT, 12 x the CQ's 16 entries.
+        for n in 0..REQUESTS {
+            set.cancel(
+                UserData::new(Op::Recv, slot, n),
+                UserData::new(Op::Cancel, slot, n),
+            );
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let (mut reaped, mut completions) = (0, Vec::new());
+        while reaped < REQUESTS as usize {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{reaped} of {REQUESTS} reaped"
+            );
+            set.submit().unwrap();
+            set.reap(&mut completions);
+            assert!(completions.len() <= 16, "a reap takes at most the queue");
+            reaped += completions.len();
+        }
+        assert!(!set.has_completions());
     }
 
     #[test]

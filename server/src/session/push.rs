@@ -2,7 +2,7 @@
 //! (offered to the shard's event pipeline; Ack only once accepted).
 
 use bytes::Bytes;
-use holdfast_protocol::payload::{EventView, Response, SubscribeResumeView, TopicsView};
+use holdfast_protocol::payload::{EventView, SubscribeResumeView, TopicsView};
 use holdfast_protocol::{ErrorCode, Kind};
 
 use super::{queue_error, SessionCx, Verdict};
@@ -11,6 +11,7 @@ use crate::events::sink::Offer;
 use crate::events::OwnedEvent;
 use crate::mesh::ShardMsg;
 use crate::mesh::{owner_shard, valid_topic, BROADCAST_TOPIC};
+use crate::push::publish_answer::PublishWait;
 use crate::push::resume::{PendingResume, RESUME_REPLY_TIMEOUT_MS};
 
 /// Queues an Ack for frame `id`.
@@ -217,7 +218,9 @@ pub(crate) fn register_client(conn: &Conn, cx: &mut SessionCx<'_>, client_id: &s
 pub(crate) const PUBLISH_METHOD: &str = "publish";
 
 /// `publish` from a session: allowed when auth is on and the session's verified client id
-/// carries the publisher prefix. Handed to the owning shard; answered with `{"accepted":true}`.
+/// carries the publisher prefix. Handed to the owning shard with a reply channel; the session
+/// is answered once the owner (in JetStream mode, the stream) says what became of it
+/// (push::publish_answer), `{"accepted":true,"seq":N}` or an Error.
 pub(crate) fn on_publish_request(
     conn: &mut Conn,
     cx: &mut SessionCx<'_>,
@@ -243,22 +246,41 @@ pub(crate) fn on_publish_request(
         );
         return Verdict::Continue;
     }
-    match crate::push::request::parse(body, cx.push.shards, cx.limits.max_frame_bytes) {
-        Ok(parsed) => {
-            let publish = crate::mesh::Publish {
-                target: parsed.target,
-                payload: parsed.payload,
-                reply: None,
-            };
-            cx.push
-                .outbox
-                .push((parsed.shard, ShardMsg::Publish(publish)));
-            let payload = &Response {
-                body: br#"{"accepted":true}"#,
-            };
-            cx.queue_frame(conn, id, payload);
+    let parsed = match crate::push::request::parse(body, cx.push.shards, cx.limits.max_frame_bytes)
+    {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            queue_error(conn, cx, ErrorCode::HandlerFailed, id, &e.message);
+            return Verdict::Continue;
         }
-        Err(e) => queue_error(conn, cx, ErrorCode::HandlerFailed, id, &e.message),
+    };
+    let (reply, outcome) = flume::bounded(1);
+    let wait = PublishWait {
+        key: ConnKey {
+            slot: cx.slot,
+            generation: conn.generation,
+        },
+        request_id: id,
+        outcome,
+    };
+    if !cx.push.publish_waits.start(wait) {
+        queue_error(
+            conn,
+            cx,
+            ErrorCode::Unavailable,
+            id,
+            "too many publishes waiting for their outcome on this shard; nothing was taken, retry",
+        );
+        return Verdict::Continue;
     }
+    let publish = crate::mesh::Publish {
+        target: parsed.target,
+        payload: parsed.payload,
+        msg_id: parsed.msg_id,
+        reply: Some(reply),
+    };
+    cx.push
+        .outbox
+        .push((parsed.shard, ShardMsg::Publish(publish)));
     Verdict::Continue
 }

@@ -2,9 +2,10 @@
 //! connection slab, a timer wheel and counters. Other threads reach a shard only through its
 //! inbox ([`ShardMsg`]).
 //!
-//! Inside a shard three tasks share the state (`Rc<RefCell<Shard>>`, never borrowed across an
+//! Inside a shard four tasks share the state (`Rc<RefCell<Shard>>`, never borrowed across an
 //! await): the ring driver (submit, reap, handle; sleeps on the ring's eventfd through glommio
-//! when the ring is quiet), the ticker (timer wheel), and the inbox.
+//! when the ring is quiet), the ticker (timer wheel), the inbox, and the publish answers (one
+//! small task per publisher session's publish, waiting for its outcome).
 
 mod drain;
 mod frame_timeout;
@@ -13,6 +14,7 @@ mod push;
 pub(crate) mod state;
 mod timers;
 mod transport;
+mod trim;
 
 use std::cell::RefCell;
 use std::os::fd::{FromRawFd, IntoRawFd};
@@ -161,6 +163,8 @@ async fn run(
     })
     .detach();
 
+    let answers_task = glommio::spawn_local(answer_publishes(shard.clone())).detach();
+
     shard.borrow_mut().ring.set_eventfd_notify(false);
     let mut parked_at = std::time::Instant::now();
     loop {
@@ -199,6 +203,7 @@ async fn run(
     }
     ticker.cancel();
     inbox_task.cancel();
+    answers_task.cancel();
     let mut shard = shard.borrow_mut();
     let parked = shard.push.events.parked_len() as u64;
     if parked > 0 {
@@ -219,4 +224,37 @@ async fn run(
     );
     drop(eventfd);
     Ok(counters)
+}
+
+/// Waits for each publisher session's publish to end (push::publish_answer), each in its own
+/// task, and answers the session: the owner's outcome, or `unavailable` when the message was
+/// dropped or no outcome came within PUBLISH_ANSWER_TIMEOUT_MS.
+async fn answer_publishes(shard: Rc<RefCell<Shard>>) {
+    use crate::push::publish_answer::{Waited, PUBLISH_ANSWER_TIMEOUT_MS};
+    let Some(waits) = shard.borrow_mut().push.publish_waits.take_receiver() else {
+        return;
+    };
+    let timeout = Duration::from_millis(PUBLISH_ANSWER_TIMEOUT_MS);
+    while let Some(wait) = waits.recv().await {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            let outcome =
+                glommio::timer::timeout(timeout, async { Ok(wait.outcome.recv_async().await) })
+                    .await;
+            let waited = match outcome {
+                Ok(Ok(outcome)) => Waited::Answered(outcome),
+                Ok(Err(_)) => Waited::Dropped,
+                Err(_) => Waited::TimedOut,
+            };
+            let mut shard = shard.borrow_mut();
+            shard.answer_publish(wait.key, wait.request_id, waited);
+            if let Err(e) = shard.turn() {
+                tracing::error!(
+                    shard = shard.index,
+                    "ring submit failed in publish answer: {e}"
+                );
+            }
+        })
+        .detach();
+    }
 }

@@ -4,7 +4,7 @@
 
 use bytes::{Bytes, BytesMut};
 use holdfast_protocol::encode_frame;
-use holdfast_protocol::payload::{Push, TopicResumed};
+use holdfast_protocol::payload::{Push, Response, TopicResumed};
 
 use super::state::Shard;
 use crate::cluster::stream::{self, Arrival, Stamp};
@@ -12,6 +12,7 @@ use crate::conn::{ConnFlags, ConnId, ConnKey, SessionState};
 use crate::mesh::ShardMsg;
 use crate::mesh::{owner_shard, Publish, PublishOutcome, Scope, Target, BROADCAST_TOPIC};
 use crate::push::history::Since;
+use crate::push::publish_answer::{self, PublishAnswer, Waited};
 use crate::push::resume::{
     PendingResume, TopicReply, WaitingResume, RESUME_REPLY_TIMEOUT_MS,
     WAITING_RESUMES_MAX_PER_SHARD,
@@ -117,6 +118,7 @@ impl Shard {
         let Publish {
             target,
             payload,
+            msg_id,
             reply,
         } = publish;
         // Draining: refuse what a caller waits on rather than accept a push the sessions
@@ -131,7 +133,7 @@ impl Shard {
         // shard (as to every host's) through the consumer, as a StreamPublish.
         if let (Some(link), Target::Topic(_) | Target::Broadcast) = (&self.push.cluster, &target) {
             if link.stream_run().is_some() {
-                if let Err(Some(reply)) = link.publish_to_stream(&target, payload, reply) {
+                if let Err(Some(reply)) = link.publish_to_stream(&target, payload, msg_id, reply) {
                     let _ = reply.send(PublishOutcome::Unavailable);
                 }
                 return;
@@ -502,6 +504,31 @@ impl Shard {
             }
         }
         self.flush(slot);
+    }
+
+    /// A publisher session's publish ended (push::publish_answer): tell the session, if it is
+    /// still the one that asked and still open.
+    pub(super) fn answer_publish(&mut self, key: ConnKey, request_id: u64, waited: Waited) {
+        self.push.publish_waits.finish();
+        let (conns, mut cx) = self.session_parts(key.slot);
+        let Some(conn) = conns.get_mut(key) else {
+            return;
+        };
+        if conn.state != SessionState::Open {
+            return;
+        }
+        match publish_answer::answer(waited) {
+            PublishAnswer::Accepted(body) => {
+                let response = Response {
+                    body: body.as_bytes(),
+                };
+                cx.queue_frame(conn, request_id, &response);
+            }
+            PublishAnswer::Refused(code, reason) => {
+                session::queue_error(conn, &mut cx, code, request_id, reason);
+            }
+        }
+        self.flush(key.slot);
     }
 
     /// Resumes whose owners did not all answer in time: answered "not recovered" for the

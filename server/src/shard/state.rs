@@ -147,6 +147,9 @@ pub(crate) struct Shard {
     pub(super) held_input: std::collections::HashMap<u32, (u32, bytes::BytesMut)>,
     /// Set when draining: the tick by which every connection is closed.
     pub(super) drain_deadline_tick: Option<u32>,
+    /// The tick at which the shard next gives back what its queues grew in a burst
+    /// (`shard/trim.rs`, every TRIM_INTERVAL_MS).
+    pub(super) next_trim_tick: u32,
     pub(super) started_at: Instant,
     pub(super) rng: SmallRng,
     pub(super) log_socket_errors: LogLimiter,
@@ -174,11 +177,14 @@ impl Shard {
         // rings as tables of ring_table_slots() need.
         let slots = capacity + config.refusal_slots_per_shard();
         let table_slots = config.ring_table_slots();
+        // Each ring its share of the shard's queue entries and receive buffers.
+        let rings = crate::ring::set::rings_needed(u64::from(slots), u64::from(table_slots));
+        let (sq_entries, cq_entries) = config.ring_entries_for_rings(rings);
         let params = RingParams {
-            sq_entries: config.ring_sq_entries,
-            cq_entries: config.ring_cq_entries,
+            sq_entries,
+            cq_entries,
             fixed_files: slots,
-            recv_buffers: config.recv_buffers_per_ring(),
+            recv_buffers: config.recv_buffers_for_rings(rings),
             recv_buffer_bytes: config.recv_buffer_bytes,
         };
         let shards = mesh.shards();
@@ -253,6 +259,7 @@ impl Shard {
             multishot_recvs: 0,
             held_input: std::collections::HashMap::new(),
             drain_deadline_tick: None,
+            next_trim_tick: 0,
             started_at: Instant::now(),
             rng: SmallRng::from_entropy(),
             log_socket_errors: LogLimiter::default(),

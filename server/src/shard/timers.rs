@@ -45,6 +45,11 @@ impl Shard {
             }
             self.frame_wheel.recycle(due);
         }
+        if target_tick >= self.next_trim_tick {
+            self.give_back_burst_capacity();
+            self.next_trim_tick =
+                target_tick + (super::trim::TRIM_INTERVAL_MS / self.ticks.tick_ms).max(1) as u32;
+        }
         self.arm_accept();
         self.expire_resumes();
         if let Some(deadline) = self.drain_deadline_tick {
