@@ -270,6 +270,14 @@ async fn expect_kind(stream: &mut TcpStream, kind: Kind) -> u64 {
     }
 }
 
+/// The next item of the push stream, within WAIT_MS.
+async fn next_item(pushes: &mut holdfast_client::PushStream) -> Incoming {
+    tokio::time::timeout(Duration::from_millis(WAIT_MS), pushes.recv())
+        .await
+        .expect("an item in time")
+        .expect("stream open")
+}
+
 fn frame(kind_frame: impl FnOnce(&mut BytesMut)) -> BytesMut {
     let mut out = BytesMut::new();
     kind_frame(&mut out);
@@ -337,11 +345,7 @@ async fn a_server_without_subscribe_resume_gets_plain_subscribe_and_the_gap_is_r
             .expect("subscribed with the fallback");
         let mut items = Vec::new();
         while items.len() < 4 {
-            let item = tokio::time::timeout(Duration::from_millis(WAIT_MS), pushes.recv())
-                .await
-                .expect("an item in time")
-                .expect("stream open");
-            items.push(item);
+            items.push(next_item(&mut pushes).await);
         }
         (client, items)
     };
@@ -431,11 +435,7 @@ async fn pushes_between_a_resume_answered_epoch_0_and_its_retry_are_not_delivere
         client.subscribe(["news"]).await.expect("subscribed");
         let mut items = Vec::new();
         while !matches!(items.last(), Some(Incoming::Push(push)) if push.seq == 3) {
-            let item = tokio::time::timeout(Duration::from_millis(WAIT_MS), pushes.recv())
-                .await
-                .expect("an item in time")
-                .expect("stream open");
-            items.push(item);
+            items.push(next_item(&mut pushes).await);
         }
         (client, items)
     };
