@@ -57,13 +57,7 @@ PING_INTERVAL_MS=${PING_INTERVAL_MS:-15000}
 OUT=${OUT:-target/bench/scale-$N}
 mkdir -p "$OUT"
 
-server=""
-bench=""
-cleanup() {
-    [ -n "$bench" ] && kill -- -"$bench" 2>/dev/null || true
-    [ -n "$server" ] && kill -9 "$server" 2>/dev/null || true
-}
-trap cleanup EXIT
+trap cleanup EXIT # lib.sh: kills $server and the $bench process group
 
 say() { printf '%s %s\n' "$1" "$2" | tee -a "$OUT/summary.txt"; }
 rss_bytes() { echo $(($(awk '/^VmRSS:/ {print $2}' "/proc/$server/status") * 1024)); }

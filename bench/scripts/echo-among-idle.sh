@@ -46,13 +46,7 @@ mkdir -p "$OUT"
 # Long enough for the fill, the settling and every held echo run (each ~ECHO_S + setup).
 HOLD_S=$((SETUP_TIMEOUT_S + SETTLE_S + ECHO_RUNS * (ECHO_S + 20) + 30))
 
-server=""
-bench=""
-cleanup() {
-    [ -n "$bench" ] && kill -- -"$bench" 2>/dev/null || true
-    [ -n "$server" ] && kill -9 "$server" 2>/dev/null || true
-}
-trap cleanup EXIT
+trap cleanup EXIT # lib.sh: kills $server and the $bench process group
 
 
 echo_runs() { # echo_runs DIR LABEL: "p50 p99", medians over ECHO_RUNS runs

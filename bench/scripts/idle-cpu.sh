@@ -46,13 +46,7 @@ mkdir -p "$OUT"
 HOLD_S=$((SETUP_TIMEOUT_S + SETTLE_S + WINDOW_S + 10))
 TICKS_PER_S=$(getconf CLK_TCK)
 
-server=""
-bench=""
-cleanup() {
-    [ -n "$bench" ] && kill -- -"$bench" 2>/dev/null || true
-    [ -n "$server" ] && kill -9 "$server" 2>/dev/null || true
-}
-trap cleanup EXIT
+trap cleanup EXIT # lib.sh: kills $server and the $bench process group
 
 rss_kib() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$server/status"; }
 

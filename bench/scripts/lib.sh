@@ -39,3 +39,12 @@ smaps_classes() {
         END { for (c in maps) printf "%s %d %d\n", c, rss[c], maps[c] }
     ' "/proc/$1/smaps" | sort
 }
+
+# The processes a script starts: `server` (its holdfast serve pid) and `bench` (the process
+# group of its holdfast-bench workers). `trap cleanup EXIT` kills whatever is still running.
+server=""
+bench=""
+cleanup() {
+    [ -n "$bench" ] && kill -- -"$bench" 2>/dev/null || true
+    [ -n "$server" ] && kill -9 "$server" 2>/dev/null || true
+}

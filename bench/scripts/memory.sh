@@ -48,13 +48,7 @@ PING_INTERVAL_MS=${PING_INTERVAL_MS:-15000}
 OUT=${OUT:-target/bench/memory}
 mkdir -p "$OUT"
 
-server=""
-bench=""
-cleanup() {
-    [ -n "$bench" ] && kill -- -"$bench" 2>/dev/null || true
-    [ -n "$server" ] && kill -9 "$server" 2>/dev/null || true
-}
-trap cleanup EXIT
+trap cleanup EXIT # lib.sh: kills $server and the $bench process group
 
 wait_open() { # wait_open CMP WANT LIMIT_S: until the open count CMP (-ge, -eq) WANT
     local deadline=$((SECONDS + $3))
