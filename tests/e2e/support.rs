@@ -65,7 +65,10 @@ impl Server {
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        command.env("HOLDFAST_LOG", "warn");
+        // Warnings by default; E2E_SERVER_LOG (e.g. `info`, `holdfast=debug`) shows more of
+        // a failing test's server.
+        let log = std::env::var("E2E_SERVER_LOG").unwrap_or_else(|_| "warn".to_owned());
+        command.env("HOLDFAST_LOG", log);
         for (k, v) in env {
             command.env(k, v);
         }

@@ -128,6 +128,14 @@ pub(crate) struct Ring {
     /// by the requests connections may have pending: a few per connection.
     backlog: VecDeque<squeue::Entry>,
     sends_in_flight: usize,
+    /// One bit per slot: a shutdown of the slot's descriptor is queued and not yet completed.
+    /// The kernel always runs IORING_OP_SHUTDOWN in an io-wq worker and resolves a direct
+    /// descriptor there, when it runs: a close of the slot in between would let that shutdown
+    /// land on the slot's next tenant (its write side shut before its first byte). So a slot
+    /// is never closed while its bit is set (`cancel_and_close`, `shutdown_done`).
+    shutdowns_pending: Box<[u64]>,
+    /// Closes that wait for their slot's shutdown to complete: slot, close user_data.
+    closes_after_shutdown: HashMap<u32, UserData>,
     recv_buffer_group: u16,
     recv_buffer_bytes: u32,
 }
@@ -200,6 +208,8 @@ impl RingParts {
             sends_orphaned: HashMap::new(),
             backlog: VecDeque::new(),
             sends_in_flight: 0,
+            shutdowns_pending: vec![0; params.fixed_files.div_ceil(64) as usize].into(),
+            closes_after_shutdown: HashMap::new(),
             recv_buffer_group: bufs.group_id(),
             recv_buffer_bytes: bufs.buffer_bytes(),
         };
@@ -466,6 +476,8 @@ impl Ring {
     /// costs O(N^2) (measured: 30,000 closes took ~2.8 s of server CPU, see PERFORMANCE.md).
     /// In-flight requests hold their own file reference, so the socket closes when the last
     /// of them completes; the kernel may reuse the slot as soon as the close is processed.
+    /// A shutdown is the exception (it finds its descriptor only when an io-wq worker runs
+    /// it): with one pending on `slot`, the close waits for [`Ring::shutdown_done`].
     pub(crate) fn cancel_and_close(
         &mut self,
         slot: u32,
@@ -476,10 +488,36 @@ impl Ring {
         for target in targets {
             self.cancel(*target, cancel_user_data);
         }
+        if self.shutdown_pending(slot) {
+            let previous = self.closes_after_shutdown.insert(slot, close_user_data);
+            assert!(previous.is_none(), "one close per slot tenant");
+        } else {
+            self.close(slot, close_user_data);
+        }
+    }
+
+    fn close(&mut self, slot: u32, user_data: UserData) {
         let close = opcode::Close::new(types::Fixed(slot))
             .build()
-            .user_data(close_user_data.0);
+            .user_data(user_data.0);
         self.push(close);
+    }
+
+    fn shutdown_pending(&self, slot: u32) -> bool {
+        self.shutdowns_pending[slot as usize / 64] & (1 << (slot % 64)) != 0
+    }
+
+    /// The shutdown of `slot` completed (its completion was reaped, whatever its result):
+    /// a close that waited for it is queued now.
+    pub(crate) fn shutdown_done(&mut self, slot: u32) {
+        assert!(
+            self.shutdown_pending(slot),
+            "a shutdown completion without its shutdown"
+        );
+        self.shutdowns_pending[slot as usize / 64] &= !(1 << (slot % 64));
+        if let Some(close_user_data) = self.closes_after_shutdown.remove(&slot) {
+            self.close(slot, close_user_data);
+        }
     }
 
     /// Cancels the request with `target` user_data (used to stop the multishot accept).
@@ -491,7 +529,10 @@ impl Ring {
     }
 
     /// Half-closes the write side of a direct descriptor after the last bytes are queued.
+    /// At most one per slot tenant; its completion must be handed to [`Ring::shutdown_done`].
     pub(crate) fn shutdown_write(&mut self, slot: u32, user_data: UserData) {
+        assert!(!self.shutdown_pending(slot), "one shutdown per slot tenant");
+        self.shutdowns_pending[slot as usize / 64] |= 1 << (slot % 64);
         let entry = opcode::Shutdown::new(types::Fixed(slot), libc::SHUT_WR)
             .build()
             .user_data(user_data.0);
@@ -501,7 +542,7 @@ impl Ring {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
+    use std::io::{Read, Write};
     use std::os::fd::AsRawFd;
 
     use super::user_data::Op;
@@ -622,6 +663,72 @@ mod tests {
         assert_eq!(completions.len(), 1);
         assert_eq!(completions[0].result, Ok(4));
         assert!(completions[0].buffer_id().is_some());
+        drop(ring);
+        drop(bufs);
+    }
+
+    /// A connection that closes right after its write side was shut: its slot is closed only
+    /// once the shutdown completed, so the slot's next tenant (installed when the close
+    /// completes, as an accept would) is never shut by it. Before, the close went out behind
+    /// the shutdown; the kernel runs every shutdown in an io-wq worker and finds the direct
+    /// descriptor only then, so under load it shut the next connection accepted into the slot
+    /// before its first byte (a TLS client saw EOF in its handshake).
+    #[test]
+    fn a_slot_is_closed_only_after_its_shutdown_so_its_next_tenant_is_not_shut() {
+        const ROUNDS: u32 = 200;
+        const SLOT: u32 = 3;
+        let RingParts { mut ring, bufs } = small_ring(false);
+        for round in 0..ROUNDS {
+            let (ours_a, peer_a) = std::os::unix::net::UnixStream::pair().unwrap();
+            let (ours_b, peer_b) = std::os::unix::net::UnixStream::pair().unwrap();
+            ring.uring
+                .submitter()
+                .register_files_update(SLOT, &[ours_a.as_raw_fd()])
+                .unwrap();
+            ring.shutdown_write(SLOT, UserData::new(Op::Shutdown, SLOT, round));
+            ring.cancel_and_close(
+                SLOT,
+                &[],
+                UserData::new(Op::Cancel, SLOT, round),
+                UserData::new(Op::Close, SLOT, round),
+            );
+            let (mut shut, mut closed) = (false, false);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let mut completions = Vec::new();
+            while !(shut && closed) {
+                assert!(std::time::Instant::now() < deadline, "round {round}");
+                ring.submit().unwrap();
+                ring.reap(&mut completions);
+                for completion in &completions {
+                    match completion.user_data.op() {
+                        Some(Op::Shutdown) => {
+                            shut = true;
+                            ring.shutdown_done(SLOT);
+                        }
+                        Some(Op::Close) => {
+                            closed = true;
+                            // The slot is free: the next tenant moves in.
+                            ring.uring
+                                .submitter()
+                                .register_files_update(SLOT, &[ours_b.as_raw_fd()])
+                                .unwrap();
+                        }
+                        other => panic!("unexpected completion {other:?}"),
+                    }
+                }
+            }
+            peer_b.set_nonblocking(true).unwrap();
+            let mut byte = [0u8; 1];
+            match (&peer_b).read(&mut byte) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                other => panic!("round {round}: the next tenant was shut: read {other:?}"),
+            }
+            assert_eq!((&peer_a).read(&mut byte).unwrap(), 0, "round {round}");
+            ring.uring
+                .submitter()
+                .register_files_update(SLOT, &[-1])
+                .unwrap();
+        }
         drop(ring);
         drop(bufs);
     }

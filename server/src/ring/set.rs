@@ -283,6 +283,12 @@ impl RingSet {
         let (ring, local) = self.ring_for(slot);
         ring.shutdown_write(local, user_data);
     }
+
+    /// A shutdown's completion (`user_data` names its slot): a close waiting for it goes out.
+    pub(crate) fn shutdown_done(&mut self, user_data: UserData) {
+        let (ring, local) = self.ring_for(user_data.slot());
+        ring.shutdown_done(local);
+    }
 }
 
 #[cfg(test)]

@@ -86,9 +86,12 @@ impl Shard {
             Some(Op::RecvMulti) => self.on_recv_multi(completion),
             Some(Op::Send) => self.on_send(completion),
             Some(Op::Close) => self.on_close_done(completion),
-            // Cancel and shutdown results need no action: the slot is already freed or
-            // closing, and a failure there cannot be retried usefully.
-            Some(Op::Cancel | Op::Shutdown) => {}
+            // A shutdown's result needs no action (the connection is closing, a failure there
+            // cannot be retried usefully), but its slot may be closed only now (ring/mod.rs,
+            // `shutdowns_pending`).
+            Some(Op::Shutdown) => self.ring.shutdown_done(completion.user_data),
+            // The slot is already freed: nothing to do.
+            Some(Op::Cancel) => {}
             None => unreachable!("unknown user_data {:?}", completion.user_data),
         }
     }

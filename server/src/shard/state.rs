@@ -396,6 +396,7 @@ impl Shard {
         }
         conn.state = SessionState::Closing;
         conn.last_activity_tick = now;
+        tracing::debug!(shard = self.index, slot, ?reason, "closing");
         if let Some(decoder) = conn.decoder.take() {
             self.partial_frame_bytes -= decoder.buffered_bytes() as u64;
             self.give_decoder(decoder);
@@ -441,6 +442,7 @@ impl Shard {
                 target_count += 1;
             }
         }
+        tracing::debug!(shard = self.index, slot, ?reason, "closed");
         if let Some(reason) = reason {
             debug_assert_ne!(conn.state, SessionState::Closing);
             self.counters.closed(reason);
