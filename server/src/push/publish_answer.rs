@@ -7,6 +7,8 @@
 //! did not confirm may still have been stored (its acknowledgement lost): the publisher retries
 //! it with the same `msg_id` (push::request) and it is stored once.
 
+use std::collections::HashMap;
+
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use holdfast_protocol::ErrorCode;
 
@@ -32,11 +34,24 @@ pub(crate) struct PublishWait {
 
 /// The shard's end of its session publishes in flight: waits go to the shard's answers task
 /// (shard/mod.rs) through a local channel, at most
-/// [`PUBLISH_ANSWERS_PENDING_MAX_PER_SHARD`] at once.
+/// [`PUBLISH_ANSWERS_PENDING_MAX_PER_SHARD`] at once, and at most the session's
+/// `max_inflight_requests` (what Welcome announced) for one connection, so one publisher
+/// cannot take every place of its shard.
 pub(crate) struct PublishWaits {
     sender: LocalSender<PublishWait>,
     receiver: Option<LocalReceiver<PublishWait>>,
     pending: usize,
+    /// Waits per connection (only connections with one pending have an entry).
+    pending_by_conn: HashMap<ConnKey, u16>,
+}
+
+/// Why a publish was not handed on.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum WaitRefused {
+    /// The shard waits on [`PUBLISH_ANSWERS_PENDING_MAX_PER_SHARD`] already.
+    ShardFull,
+    /// The connection has its `max_inflight_requests` publishes unanswered.
+    ConnectionFull,
 }
 
 impl Default for PublishWaits {
@@ -46,28 +61,47 @@ impl Default for PublishWaits {
             sender,
             receiver: Some(receiver),
             pending: 0,
+            pending_by_conn: HashMap::new(),
         }
     }
 }
 
 impl PublishWaits {
-    /// Hands `wait` to the answers task; false (and nothing queued) when the shard already
-    /// waits on its maximum.
-    pub(crate) fn start(&mut self, wait: PublishWait) -> bool {
+    /// Hands `wait` to the answers task, or refuses it (nothing queued) when the shard or the
+    /// connection already waits on its maximum.
+    pub(crate) fn start(
+        &mut self,
+        wait: PublishWait,
+        max_per_conn: u16,
+    ) -> Result<(), WaitRefused> {
+        let key = wait.key;
+        let conn_pending = self.pending_by_conn.get(&key).copied().unwrap_or(0);
+        if conn_pending >= max_per_conn {
+            return Err(WaitRefused::ConnectionFull);
+        }
         if self.pending >= PUBLISH_ANSWERS_PENDING_MAX_PER_SHARD {
-            return false;
+            return Err(WaitRefused::ShardFull);
         }
         if self.sender.try_send(wait).is_err() {
-            return false;
+            return Err(WaitRefused::ShardFull);
         }
         self.pending += 1;
-        true
+        self.pending_by_conn.insert(key, conn_pending + 1);
+        Ok(())
     }
 
-    /// One wait ended (answered, dropped or timed out).
-    pub(crate) fn finish(&mut self) {
+    /// The wait of connection `key` ended (answered, dropped or timed out).
+    pub(crate) fn finish(&mut self, key: ConnKey) {
         assert!(self.pending > 0, "a publish answer without a wait");
         self.pending -= 1;
+        let conn_pending = self
+            .pending_by_conn
+            .get_mut(&key)
+            .expect("a publish answer for a connection with a wait");
+        *conn_pending -= 1;
+        if *conn_pending == 0 {
+            self.pending_by_conn.remove(&key);
+        }
     }
 
     /// The answers task's end; taken once, when the shard starts.
@@ -131,6 +165,48 @@ pub(crate) fn answer(waited: Waited) -> PublishAnswer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn wait(slot: u32) -> PublishWait {
+        PublishWait {
+            key: ConnKey {
+                slot,
+                generation: 1,
+            },
+            request_id: 1,
+            outcome: flume::bounded(1).1,
+        }
+    }
+
+    /// One publisher at its limit is refused (and only it); a finished wait frees its place;
+    /// the shard's limit holds over all connections.
+    #[test]
+    fn a_connection_may_wait_on_its_limit_and_the_shard_on_its_own() {
+        const MAX_PER_CONN: u16 = 3;
+        let mut waits = PublishWaits::default();
+        for _ in 0..MAX_PER_CONN {
+            assert_eq!(waits.start(wait(1), MAX_PER_CONN), Ok(()));
+        }
+        assert_eq!(
+            waits.start(wait(1), MAX_PER_CONN),
+            Err(WaitRefused::ConnectionFull)
+        );
+        assert_eq!(waits.start(wait(2), MAX_PER_CONN), Ok(()));
+        waits.finish(wait(1).key);
+        assert_eq!(waits.start(wait(1), MAX_PER_CONN), Ok(()));
+        for _ in 0..MAX_PER_CONN {
+            waits.finish(wait(1).key);
+        }
+        waits.finish(wait(2).key);
+        assert!(
+            waits.pending_by_conn.is_empty(),
+            "no entry outlives its waits"
+        );
+
+        for slot in 0..PUBLISH_ANSWERS_PENDING_MAX_PER_SHARD as u32 {
+            assert_eq!(waits.start(wait(slot), 1), Ok(()));
+        }
+        assert_eq!(waits.start(wait(u32::MAX), 1), Err(WaitRefused::ShardFull));
+    }
 
     #[test]
     fn a_sequenced_publish_is_accepted_with_its_seq_and_every_failure_is_refused() {

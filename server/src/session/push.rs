@@ -11,7 +11,7 @@ use crate::events::sink::Offer;
 use crate::events::OwnedEvent;
 use crate::mesh::ShardMsg;
 use crate::mesh::{owner_shard, valid_topic, BROADCAST_TOPIC};
-use crate::push::publish_answer::PublishWait;
+use crate::push::publish_answer::{PublishWait, WaitRefused};
 use crate::push::resume::{PendingResume, RESUME_REPLY_TIMEOUT_MS};
 
 /// Queues an Ack for frame `id`.
@@ -263,15 +263,32 @@ pub(crate) fn on_publish_request(
         request_id: id,
         outcome,
     };
-    if !cx.push.publish_waits.start(wait) {
-        queue_error(
-            conn,
-            cx,
-            ErrorCode::Unavailable,
-            id,
-            "too many publishes waiting for their outcome on this shard; nothing was taken, retry",
-        );
-        return Verdict::Continue;
+    match cx
+        .push
+        .publish_waits
+        .start(wait, cx.limits.max_inflight_requests)
+    {
+        Ok(()) => {}
+        Err(WaitRefused::ConnectionFull) => {
+            queue_error(
+                conn,
+                cx,
+                ErrorCode::TooManyInflight,
+                id,
+                "too many publishes waiting for their answer on this connection (max_inflight_requests); nothing was taken: read answers first",
+            );
+            return Verdict::Continue;
+        }
+        Err(WaitRefused::ShardFull) => {
+            queue_error(
+                conn,
+                cx,
+                ErrorCode::Unavailable,
+                id,
+                "too many publishes waiting for their outcome on this shard; nothing was taken, retry",
+            );
+            return Verdict::Continue;
+        }
     }
     let publish = crate::mesh::Publish {
         target: parsed.target,

@@ -509,7 +509,7 @@ impl Shard {
     /// A publisher session's publish ended (push::publish_answer): tell the session, if it is
     /// still the one that asked and still open.
     pub(super) fn answer_publish(&mut self, key: ConnKey, request_id: u64, waited: Waited) {
-        self.push.publish_waits.finish();
+        self.push.publish_waits.finish(key);
         let (conns, mut cx) = self.session_parts(key.slot);
         let Some(conn) = conns.get_mut(key) else {
             return;
