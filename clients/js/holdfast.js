@@ -204,6 +204,29 @@ export function encodeRequest(method, body) {
   return w.finish();
 }
 
+/// The JSON body of a `publish` request (docs/PROTOCOL.md, "Requests, events, pushes"): the
+/// payload as base64, a connection id written digit for digit (it is a u64).
+export function encodePublishBody(target, payload, msgId) {
+  const bytes = typeof payload === "string" ? utf8Encoder.encode(payload) : payload;
+  let binary = "";
+  for (const byte of bytes) binary += String.fromCharCode(byte);
+  const fields = [];
+  if (target.topic !== undefined) {
+    fields.push(`"target":"topic"`, `"topic":${JSON.stringify(String(target.topic))}`);
+  } else if (target.broadcast) {
+    fields.push(`"target":"broadcast"`);
+  } else if (target.connId !== undefined) {
+    fields.push(`"target":"conn"`, `"conn_id":${BigInt(target.connId).toString()}`);
+  } else if (target.clientId !== undefined) {
+    fields.push(`"target":"client"`, `"client_id":${JSON.stringify(String(target.clientId))}`);
+  } else {
+    throw new TypeError("publish target: { topic }, { broadcast: true }, { connId } or { clientId }");
+  }
+  fields.push(`"payload_base64":${JSON.stringify(btoa(binary))}`);
+  if (msgId !== undefined) fields.push(`"msg_id":${JSON.stringify(String(msgId))}`);
+  return `{${fields.join(",")}}`;
+}
+
 export function encodeGoodbye(reason, reconnectAfterMs = 0) {
   const w = new ArchiveWriter();
   const r = writeData(w, reason);
@@ -303,6 +326,10 @@ export function decodePayload(kind, payload) {
     case Kind.Response: {
       const r = new ArchiveReader(payload, 8);
       return { body: r.bytes(0) };
+    }
+    case Kind.Request: {
+      const r = new ArchiveReader(payload, 16);
+      return { method: r.string(0), body: r.bytes(8) };
     }
     case Kind.Error: {
       const r = new ArchiveReader(payload, 10);
@@ -608,6 +635,18 @@ export class HoldfastClient extends EventTarget {
 
   request(method, body) {
     return this.send(Kind.Request, encodeRequest(method, body));
+  }
+
+  /// Publishes from a publisher session (a client id with the server's publisher prefix, and
+  /// a token): `target` is `{ topic }`, `{ broadcast: true }`, `{ connId }` (a BigInt or
+  /// number) or `{ clientId }`; `payload` a string or a Uint8Array; `msgId` names the publish
+  /// for retries (in JetStream cluster mode a retry with the same msgId is stored once).
+  /// Returns the request id, or null when not connected. Once the outcome is known the
+  /// "response" event with that id carries `{"accepted":true,"seq":N}` (topic, broadcast) or
+  /// `{"accepted":true,"delivered":N}` (connection, client); an "error" event with that id is
+  /// the refusal (`unavailable`: nothing taken or not confirmed, retry with the same msgId).
+  publish(target, payload, { msgId } = {}) {
+    return this.request("publish", encodePublishBody(target, payload, msgId));
   }
 
   onOpen(socket) {

@@ -3,7 +3,7 @@
 //! pipeline's ack, drop and backpressure behaviour; the trending processor.
 
 use bytes::BytesMut;
-use holdfast_client::{ClientConfig, TokenSource};
+use holdfast_client::{ClientConfig, Error, PublishTarget, Published, TokenSource};
 use holdfast_protocol::payload::{Event, Subscribe, TopicName, Unsubscribe};
 use holdfast_protocol::{encode_frame, next_frame, ErrorCode, Kind, Payload, FLAG_ACK_REQUESTED};
 
@@ -401,8 +401,11 @@ async fn holdfast_publish_command_reaches_a_subscriber() {
     client.close().await;
 }
 
+/// A publisher session publishes with holdfast-client's `Client::publish` to every target and
+/// is answered with each outcome; a session that is not a publisher, a stale connection and a
+/// msg_id the server would refuse are refused.
 #[tokio::test]
-async fn only_a_publisher_session_may_publish_from_a_connection() {
+async fn only_a_publisher_session_may_publish_and_it_gets_each_targets_outcome() {
     let secret = "test-secret-of-some-length";
     let server = Server::start(&format!("shards = 2\nauth_secret = \"{secret}\"\n"));
     let session = |client_id: &str| {
@@ -414,19 +417,23 @@ async fn only_a_publisher_session_may_publish_from_a_connection() {
             })
     };
     let (reader, mut pushes) = connect(session("device-1")).await;
-    reader.subscribe(["alerts"]).await.unwrap();
-    let body = br#"{"target":"topic","topic":"alerts","payload":"from a session"}"#;
-    let refused = reader.request("publish", &body[..]).await.unwrap_err();
-    assert_eq!(
-        refused.code(),
-        Some(ErrorCode::AuthFailed),
-        "not a publisher"
+    reader.subscribe(["alerts", "*"]).await.unwrap();
+    let alerts = || PublishTarget::Topic("alerts".into());
+    let refused = reader
+        .publish(alerts(), "from a session", None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, Error::Auth(_)),
+        "not a publisher: {refused}"
     );
+    assert_eq!(refused.code(), Some(ErrorCode::AuthFailed));
+
     let (publisher, _) = connect(session("publisher:backend")).await;
-    let answer = publisher.request("publish", &body[..]).await.unwrap();
+    let published = publisher.publish(alerts(), "from a session", Some("alert-1"));
     assert_eq!(
-        &answer[..],
-        br#"{"accepted":true,"seq":1}"#,
+        published.await.unwrap(),
+        Published::Sequenced { seq: 1 },
         "answered with the seq the owner gave it"
     );
     let push = next_push(&mut pushes).await;
@@ -434,11 +441,40 @@ async fn only_a_publisher_session_may_publish_from_a_connection() {
         (push.topic.as_str(), push.seq, &push.payload[..]),
         ("alerts", 1, &b"from a session"[..])
     );
+    let binary = [0u8, 159, 146, 150];
+    let published = publisher.publish(PublishTarget::Broadcast, binary, None);
+    assert_eq!(published.await.unwrap(), Published::Sequenced { seq: 1 });
+    let push = next_push(&mut pushes).await;
+    assert_eq!((push.topic.as_str(), &push.payload[..]), ("*", &binary[..]));
+
+    let to_client = PublishTarget::Client("device-1".into());
+    let published = publisher.publish(to_client, "to the client", None);
+    assert_eq!(
+        published.await.unwrap(),
+        Published::Delivered { connections: 1 }
+    );
+    assert_eq!(&next_push(&mut pushes).await.payload[..], b"to the client");
+    let session_id = reader.session().expect("connected").session_id;
+    let published = publisher.publish(PublishTarget::Connection(session_id), "to the conn", None);
+    assert_eq!(
+        published.await.unwrap(),
+        Published::Delivered { connections: 1 }
+    );
+    assert_eq!(&next_push(&mut pushes).await.payload[..], b"to the conn");
+
     // A publish to a connection that does not exist is refused, not "accepted".
     // Shard 0, slot 1,000 (never used by this test), generation 7.
-    let stale = br#"{"target":"conn","conn_id":4294967296007,"payload":"to nobody"}"#;
-    let refused = publisher.request("publish", &stale[..]).await.unwrap_err();
+    let stale = PublishTarget::Connection(4294967296007);
+    let refused = publisher
+        .publish(stale, "to nobody", None)
+        .await
+        .unwrap_err();
     assert_eq!(refused.code(), Some(ErrorCode::HandlerFailed), "{refused}");
+    let refused = publisher
+        .publish(alerts(), "x", Some("has a space"))
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, Error::Invalid(_)), "{refused}");
 }
 
 #[test]

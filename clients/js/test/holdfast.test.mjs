@@ -15,6 +15,7 @@ import {
   encodeFrame,
   encodeGoodbye,
   encodeHello,
+  encodePublishBody,
   encodeRequest,
   encodeSubscribeResume,
   encodeTopics,
@@ -274,6 +275,34 @@ test("client with a token sends a full Hello", () => {
   client.connect();
   FakeSocket.all[0].open();
   assert.equal(toHex(encodeFrame(Kind.Hello, 1, FakeSocket.all[0].sent[0].payload)), golden.hello_alice_token);
+});
+
+test("publish sends a publish Request with the body the server reads, for every target", () => {
+  const { client } = fakeClient({ clientId: "publisher:backend", token: ALICE_TOKEN });
+  client.connect();
+  const socket = FakeSocket.all[0];
+  socket.open();
+  socket.receive("welcome");
+  const id = client.publish({ topic: "news" }, "hi", { msgId: "m-1" });
+  const sent = socket.sent.at(-1);
+  assert.equal(sent.kindName, "Request");
+  assert.equal(sent.id, id);
+  const json = '{"target":"topic","topic":"news","payload_base64":"aGk=","msg_id":"m-1"}';
+  assert.deepEqual(sent.payload, encodeRequest("publish", json));
+  assert.equal(sent.body.method, "publish");
+  assert.equal(new TextDecoder().decode(sent.body.body), json);
+  assert.deepEqual(JSON.parse(json), { target: "topic", topic: "news", payload_base64: "aGk=", msg_id: "m-1" });
+  // Bytes, and a connection id past 2^53 written digit for digit.
+  assert.equal(
+    encodePublishBody({ connId: 18446744073709551615n }, new Uint8Array([0, 255])),
+    '{"target":"conn","conn_id":18446744073709551615,"payload_base64":"AP8="}',
+  );
+  assert.equal(encodePublishBody({ broadcast: true }, ""), '{"target":"broadcast","payload_base64":""}');
+  assert.equal(
+    encodePublishBody({ clientId: "device-\"1" }, "x"),
+    '{"target":"client","client_id":"device-\\"1","payload_base64":"eA=="}',
+  );
+  assert.throws(() => encodePublishBody({}, "x"), TypeError);
 });
 
 test("pushes carry their sequence numbers and the gaps before them", () => {

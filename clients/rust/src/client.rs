@@ -12,6 +12,7 @@ use crate::backoff::Backoff;
 use crate::config::ClientConfig;
 use crate::driver::{self, AckReply, Command, Driver, Shared};
 use crate::error::Error;
+use crate::publish::{PublishTarget, Published, PUBLISH_METHOD};
 use crate::pushes::PushStream;
 use crate::state::{ConnectionState, Counters, SessionInfo, Stats};
 
@@ -114,6 +115,33 @@ impl Client {
             permit,
         })
         .await
+    }
+
+    /// Publishes `payload` to `target` from a publisher session (this client's id starts with
+    /// the server's `publisher_client_id_prefix` and its token is checked), and returns what
+    /// the server did with it once it knows: the sequence number a topic or broadcast publish
+    /// took (in JetStream cluster mode: once the stream stored it), or the connections a
+    /// connection or client publish was queued to.
+    ///
+    /// `msg_id` names the publish for a retry: in JetStream cluster mode a publish retried with
+    /// the same `msg_id` (through any host, within the stream's duplicate window) is stored
+    /// once and answered with its first number. Retry on [`Error::Unavailable`],
+    /// [`Error::Timeout`] and [`Error::ConnectionLost`] with the same `msg_id`.
+    ///
+    /// Errors as for [`Client::request`], and: [`Error::Auth`] when this session may not
+    /// publish, [`Error::Method`] for a target that does not exist or a bad topic,
+    /// [`Error::Unavailable`] when the server took nothing or could not confirm it
+    /// (`shutting_down`, `unavailable`), [`Error::Limit`] with too many publishes waiting for
+    /// their answer, [`Error::Invalid`] for a `msg_id` the server would refuse.
+    pub async fn publish(
+        &self,
+        target: PublishTarget,
+        payload: impl AsRef<[u8]>,
+        msg_id: Option<&str>,
+    ) -> Result<Published, Error> {
+        let body = crate::publish::encode(&target, payload.as_ref(), msg_id)?;
+        let answer = self.request(PUBLISH_METHOD, body).await?;
+        crate::publish::decode(&answer)
     }
 
     /// Sends an event and waits for the server's Ack: `Ok` once the event is in the server's

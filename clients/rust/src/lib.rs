@@ -19,6 +19,8 @@
 //!   ([`Stats::resume_fallbacks`]).
 //! - **Requests** are futures with a timeout; no more are put on the wire than the Welcome
 //!   allows in flight, and at most [`ClientConfig::max_inflight_requests`] wait at once.
+//! - **Publishes** from a publisher session ([`Client::publish`]) are answered with their
+//!   outcome: the topic's sequence number, or the connections reached.
 //! - **Events** are acked ([`Client::event`]) or fire-and-forget ([`Client::event_unacked`]).
 //! - **Pushes** arrive on a [`PushStream`], in order, with a [`Gap`] report in front of any
 //!   push whose topic skipped sequence numbers.
@@ -117,6 +119,7 @@ mod config;
 mod driver;
 mod error;
 mod frames;
+mod publish;
 mod pushes;
 mod seq;
 mod state;
@@ -139,6 +142,7 @@ pub use driver::{
 };
 pub use error::{Error, ServerError};
 pub use holdfast_protocol::ErrorCode;
+pub use publish::{PublishTarget, Published, PUBLISH_MSG_ID_MAX_BYTES};
 pub use pushes::{Incoming, Push, PushStream};
 pub use seq::Gap;
 pub use state::{ConnectionState, SessionInfo, Stats};
