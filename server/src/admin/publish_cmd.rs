@@ -29,6 +29,10 @@ pub struct PublishArgs {
     /// The payload, as text.
     #[arg(long)]
     pub payload: String,
+    /// Names the publish for a retry: in JetStream cluster mode a publish retried with the same
+    /// id (after a 503 or a lost answer, through any host) is stored once.
+    #[arg(long)]
+    pub msg_id: Option<String>,
     /// Bearer secret (the server's publish_secret).
     #[arg(long, env = "HOLDFAST_PUBLISH_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
@@ -48,6 +52,9 @@ pub fn body(args: &PublishArgs) -> Result<serde_json::Value, String> {
     };
     let mut body = target;
     body["payload_base64"] = serde_json::Value::String(payload_base64);
+    if let Some(msg_id) = &args.msg_id {
+        body["msg_id"] = serde_json::Value::String(msg_id.clone());
+    }
     Ok(body)
 }
 
@@ -102,5 +109,9 @@ mod tests {
         assert_eq!(body["target"], "conn");
         assert_eq!(body["conn_id"], 7);
         assert_eq!(body["payload_base64"], "aGk=");
+        assert!(body.get("msg_id").is_none());
+        let cli = Cli::try_parse_from(["x", "--topic", "a", "--payload", "p", "--msg-id", "m-1"])
+            .unwrap();
+        assert_eq!(super::body(&cli.args).unwrap()["msg_id"], "m-1");
     }
 }
