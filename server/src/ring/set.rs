@@ -89,9 +89,11 @@ impl RingSet {
     /// backlog of entries that found its submission queue full, and the reap scratch, down to
     /// twice what they hold and at least `keep` entries.
     pub(crate) fn give_back_burst_capacity(&mut self, keep: usize) {
-        use crate::trim::{trim_deque, trim_vec};
+        use crate::trim::{trim_deque, trim_map, trim_vec};
         for parts in &mut self.rings {
             trim_deque(&mut parts.ring.backlog, keep);
+            trim_map(&mut parts.ring.closes_after_shutdown);
+            trim_map(&mut parts.ring.sends_orphaned);
         }
         trim_vec(&mut self.scratch, keep);
     }
