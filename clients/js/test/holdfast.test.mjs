@@ -406,18 +406,24 @@ function lastResume(socket) {
   return socket.sent.filter((f) => f.kindName === "SubscribeResume").at(-1);
 }
 
-test("reconnects resume each topic: replayed pushes continue, lost ranges and new epochs are reported", () => {
+/// A client of topic "news", its pushes and lost ranges recorded, whose first session is open
+/// on `socket` and whose first resume was answered: epoch 7, nothing published yet.
+function newsInEpoch7() {
   const { client, timers } = fakeClient({ topics: ["news"] });
   const pushes = record(client, "push");
   const lost = record(client, "lost");
   client.connect();
-  let socket = welcomedSocket(0);
-  let resume = lastResume(socket);
-  socket.receive(subscribeAckFrame(resume.id, [{ epoch: 7, seq: 0 }]));
+  const socket = welcomedSocket(0);
+  socket.receive(subscribeAckFrame(lastResume(socket).id, [{ epoch: 7, seq: 0 }]));
+  return { client, timers, pushes, lost, socket };
+}
+
+test("reconnects resume each topic: replayed pushes continue, lost ranges and new epochs are reported", () => {
+  let { client, timers, pushes, lost, socket } = newsInEpoch7();
   socket.receive(pushFrame("news", 1, "a"), pushFrame("news", 2, "b"));
   // One SubscribeResume at a time: a subscribe now waits for the Ack of the one in flight.
   socket = dropAndReconnect(socket, timers, 1);
-  resume = lastResume(socket);
+  let resume = lastResume(socket);
   assert.deepEqual(resume.body.topics, [{ name: "news", epoch: 7n, lastSeq: 2n }]);
   client.subscribe(["sport"]);
   assert.equal(lastResume(socket), resume, "sport waits for news's Ack");
@@ -481,17 +487,11 @@ test("reconnects resume each topic: replayed pushes continue, lost ranges and ne
 });
 
 test("a restarted server that still holds its new epoch from seq 1 replays it: one reset, then 1, 2, ... with no gap", () => {
-  const { client, timers } = fakeClient({ topics: ["news"] });
-  const pushes = record(client, "push");
-  const lost = record(client, "lost");
-  client.connect();
-  let socket = welcomedSocket(0);
-  let resume = lastResume(socket);
-  socket.receive(subscribeAckFrame(resume.id, [{ epoch: 7, seq: 0 }]));
+  let { timers, pushes, lost, socket } = newsInEpoch7();
   socket.receive(pushFrame("news", 1, "a"), pushFrame("news", 2, "b"), pushFrame("news", 3, "c"));
   // Drain and restart: the new server published two pushes before the client came back.
   socket = dropAndReconnect(socket, timers, 1);
-  resume = lastResume(socket);
+  let resume = lastResume(socket);
   assert.deepEqual(resume.body.topics, [{ name: "news", epoch: 7n, lastSeq: 3n }]);
   // The server's answer (docs/PROTOCOL.md, "Resume"): another epoch, not recovered, seam at
   // seq 0; the whole new epoch follows.
@@ -517,18 +517,12 @@ test("a restarted server that still holds its new epoch from seq 1 replays it: o
 });
 
 test("pushes between a resume answered with epoch 0 and its retry's answer are not delivered twice", () => {
-  const { client, timers } = fakeClient({ topics: ["news"] });
-  const pushes = record(client, "push");
-  const lost = record(client, "lost");
-  client.connect();
-  let socket = welcomedSocket(0);
-  let resume = lastResume(socket);
-  socket.receive(subscribeAckFrame(resume.id, [{ epoch: 7, seq: 0 }]));
+  let { client, timers, pushes, lost, socket } = newsInEpoch7();
   socket.receive(pushFrame("news", 1, "a"), pushFrame("news", 2, "b"));
   // The server restarts; the owner of "news" does not answer the resume in time (epoch 0),
   // and live pushes of the new epoch follow the Ack.
   socket = dropAndReconnect(socket, timers, 1);
-  resume = lastResume(socket);
+  let resume = lastResume(socket);
   socket.receive(
     subscribeAckFrame(resume.id, [{ epoch: 0, seq: 0 }]),
     pushFrame("news", 1, "new a"),
