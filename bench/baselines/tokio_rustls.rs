@@ -5,7 +5,7 @@
 //! `holdfast-baseline-tokio-rustls --listen 127.0.0.1:7879 --cores 1 --cert cert.pem --key key.pem`
 
 use holdfast_bench::echo_server::{
-    baseline_tls_args, reuseport_listener, serve_frames, tokio_tls_acceptor,
+    baseline_tls_args, serve_frames, serve_tokio, tokio_tls_acceptor,
 };
 
 #[global_allocator]
@@ -20,27 +20,12 @@ fn main() -> std::io::Result<()> {
         std::process::exit(2);
     };
     let acceptor = tokio_tls_acceptor(&cert, &key, b"holdfast/1")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.cores)
-        .enable_io()
-        .build()?;
-    let listen = args.listen;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::from_std(reuseport_listener(listen)?)?;
-        eprintln!(
-            "{NAME} listening on {listen} with {} worker threads",
-            args.cores
-        );
-        loop {
-            let (stream, _) = listener.accept().await?;
-            tokio::spawn(serve(acceptor.clone(), stream));
+    serve_tokio(NAME, args.listen, args.cores, move |stream| {
+        let acceptor = acceptor.clone();
+        async move {
+            if let Ok(stream) = acceptor.accept(stream).await {
+                serve_frames(stream).await;
+            }
         }
     })
-}
-
-async fn serve(acceptor: tokio_rustls::TlsAcceptor, stream: tokio::net::TcpStream) {
-    let _ = stream.set_nodelay(true);
-    if let Ok(stream) = acceptor.accept(stream).await {
-        serve_frames(stream).await;
-    }
 }

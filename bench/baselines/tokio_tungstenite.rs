@@ -8,7 +8,7 @@
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
 use holdfast_bench::echo_server::{
-    answer_frames, baseline_tls_args, next_session_id, reuseport_listener, tokio_tls_acceptor,
+    answer_frames, baseline_tls_args, next_session_id, serve_tokio, tokio_tls_acceptor,
     BASELINE_READ_BYTES,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -35,31 +35,17 @@ fn main() -> std::io::Result<()> {
             std::process::exit(2);
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.cores)
-        .enable_io()
-        .build()?;
-    let listen = args.listen;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::from_std(reuseport_listener(listen)?)?;
-        let scheme = if acceptor.is_some() { "wss" } else { "ws" };
-        eprintln!(
-            "{NAME} ({scheme}) listening on {listen} with {} worker threads",
-            args.cores
-        );
-        loop {
-            let (stream, _) = listener.accept().await?;
-            let _ = stream.set_nodelay(true);
-            match acceptor.clone() {
-                None => {
-                    tokio::spawn(serve(stream));
-                }
+    let scheme = if acceptor.is_some() { "wss" } else { "ws" };
+    let label = format!("{NAME} ({scheme})");
+    serve_tokio(&label, args.listen, args.cores, move |stream| {
+        let acceptor = acceptor.clone();
+        async move {
+            match acceptor {
+                None => serve(stream).await,
                 Some(acceptor) => {
-                    tokio::spawn(async move {
-                        if let Ok(stream) = acceptor.accept(stream).await {
-                            serve(stream).await;
-                        }
-                    });
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        serve(stream).await;
+                    }
                 }
             }
         }

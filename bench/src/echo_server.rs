@@ -3,8 +3,9 @@
 //! without `--raw`) drives Holdfast and the baselines alike. Request frames to method "echo"
 //! get a Response with the same body (other methods: Error unknown_method), like Holdfast's
 //! built-in echo handler. Frames are copied whole from the
-//! input into the output; incomplete tails stay in the input. The tokio baselines (plain TCP and
-//! tokio-rustls) share their whole connection loop too (`serve_frames`).
+//! input into the output; incomplete tails stay in the input. The tokio baselines share their
+//! accept loop (`serve_tokio`), and the plain TCP and tokio-rustls ones their whole connection
+//! loop too (`serve_frames`).
 
 use bytes::BytesMut;
 use holdfast_protocol::{
@@ -208,6 +209,34 @@ pub fn tokio_tls_acceptor(
         .map_err(std::io::Error::other)?;
     config.alpn_protocols = vec![alpn.to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
+}
+
+/// The tokio baselines' accept loop: a multi-thread runtime with `cores` worker threads, an
+/// SO_REUSEPORT listener on `listen` (announced on stderr as `LABEL listening on ...`), and a
+/// task per accepted connection (TCP_NODELAY set) running `serve`.
+pub fn serve_tokio<F, Fut>(
+    label: &str,
+    listen: std::net::SocketAddr,
+    cores: usize,
+    serve: F,
+) -> std::io::Result<()>
+where
+    F: Fn(tokio::net::TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores)
+        .enable_io()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(reuseport_listener(listen)?)?;
+        eprintln!("{label} listening on {listen} with {cores} worker threads");
+        loop {
+            let (stream, _) = listener.accept().await?;
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(serve(stream));
+        }
+    })
 }
 
 /// The next session id a baseline's Welcome names: 1, 2, ... in this process.

@@ -10,24 +10,15 @@ use serde_json::Value;
 mod common;
 
 use common::{
-    free_fixed_ports, holdfast_bin, run_bench, start_baseline, start_listening,
-    Listening as Server, BENCH,
+    free_fixed_ports, one_second_run, require_holdfast_bin, run_bench, start_baseline,
+    start_listening, Listening as Server, BENCH,
 };
 
 /// Runs `holdfast-bench <workload> <args>` and returns its JSON summary.
 fn bench(workload: &str, server: &Server, extra: &[&str]) -> Value {
     let target = server.addr.to_string();
     let mut args = vec![workload, "--target", &target];
-    args.extend([
-        "--warmup-s",
-        "0",
-        "--duration-s",
-        "1",
-        "--drain-ms",
-        "500",
-        "--setup-timeout-s",
-        "20",
-    ]);
+    args.extend(one_second_run("500"));
     args.extend(extra);
     run_bench(&args, &["hgrm", "hlog"], "")
 }
@@ -206,9 +197,7 @@ fn plot_draws_svg_and_png_from_a_run() {
 
 #[test]
 fn every_workload_against_holdfast_serve_adds_up() {
-    let bin = holdfast_bin().unwrap_or_else(|| {
-        panic!("the holdfast binary is not built: cargo build -p holdfast-server (or set HOLDFAST_BIN); looked beside {BENCH}")
-    });
+    let bin = require_holdfast_bin("e2e against holdfast serve");
     let server = start_listening(&bin, &["serve", "--shards", "1"]);
     check_echo(&server, &[]);
     check_rate(&server, "rate");

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{run_bench, start_holdfast, Holdfast as Server};
+use common::{one_second_run, run_bench, start_holdfast, Holdfast as Server};
 const SESSIONS: u64 = 20;
 
 /// Runs `holdfast-bench push` and returns its JSON summary; fails with its output if it fails.
@@ -26,15 +26,8 @@ fn push(server: &Server, extra: &[&str]) -> Value {
         &sessions,
         "--payload-bytes",
         "64",
-        "--warmup-s",
-        "0",
-        "--duration-s",
-        "1",
-        "--drain-ms",
-        "1000",
-        "--setup-timeout-s",
-        "20",
     ];
+    args.extend(one_second_run("1000"));
     args.extend(extra);
     run_bench(
         &args,

@@ -7,7 +7,7 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::{holdfast_bin, BENCH};
+use common::{require_holdfast_bin, BENCH};
 use serde_json::Value;
 
 /// A port free right now on 127.0.0.1 (the server is restarted on the same addresses, so it
@@ -28,7 +28,7 @@ fn u(v: &Value, key: &str) -> u64 {
 
 #[test]
 fn resume_storm_over_two_workers_loses_nothing_and_the_workers_add_up() {
-    let bin = holdfast_bin().expect("the holdfast binary: cargo build -p holdfast-server");
+    let bin = require_holdfast_bin("resume e2e");
     let dir = tempfile::tempdir().unwrap();
     let (listen, admin) = (
         format!("127.0.0.1:{}", free_port()),

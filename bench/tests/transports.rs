@@ -7,14 +7,13 @@
 //! fails, never skips, when the binary is missing.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use holdfast_bench::compare::{write_self_signed, TlsFiles};
 use serde_json::Value;
 
 mod common;
 
-use common::{holdfast_bin, listen_addrs, run_bench, start_baseline, Proc};
+use common::{one_second_run, run_bench, spawn_holdfast, start_baseline, Proc};
 
 const SESSIONS: u64 = 10;
 const TRANSPORTS: [&str; 4] = ["tcp", "tls", "ws", "wss"];
@@ -41,9 +40,6 @@ impl Holdfast {
 }
 
 fn start_holdfast(dir: &Path, tls: &TlsFiles) -> Holdfast {
-    let bin = holdfast_bin().unwrap_or_else(|| {
-        panic!("the transport tests need the holdfast binary: cargo build -p holdfast-server (or set HOLDFAST_BIN)")
-    });
     let config = dir.join("holdfast.toml");
     std::fs::write(
         &config,
@@ -56,21 +52,16 @@ fn start_holdfast(dir: &Path, tls: &TlsFiles) -> Holdfast {
         ),
     )
     .unwrap();
-    let mut child = Command::new(&bin)
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
-    let [tcp, tls, ws, admin] = listen_addrs(
-        &mut child,
+    let (child, [tcp, tls, ws, admin]) = spawn_holdfast(
+        "transports e2e",
+        &["serve", "--config", config.to_str().unwrap()],
+        &[],
         [
             "holdfast listening on ",
             "holdfast tls on ",
             "holdfast ws on ",
             "holdfast admin on ",
         ],
-        &bin,
     );
     Holdfast {
         _child: Proc(child),
@@ -103,15 +94,8 @@ fn echo(transport: &str, target: &str, tls: &TlsFiles, extra: &[&str]) -> Value 
         &sessions,
         "--inflight",
         "2",
-        "--warmup-s",
-        "0",
-        "--duration-s",
-        "1",
-        "--drain-ms",
-        "500",
-        "--setup-timeout-s",
-        "20",
     ];
+    args.extend(one_second_run("500"));
     args.extend(extra);
     run_bench(
         &args,
@@ -148,7 +132,7 @@ fn push_reaches_every_subscriber_over_every_transport_in_order() {
     let sessions = SESSIONS.to_string();
     for transport in TRANSPORTS {
         let topic = format!("bench-{transport}");
-        let args = [
+        let mut args = vec![
             "push",
             "--transport",
             transport,
@@ -166,15 +150,8 @@ fn push_reaches_every_subscriber_over_every_transport_in_order() {
             "100",
             "--payload-bytes",
             "64",
-            "--warmup-s",
-            "0",
-            "--duration-s",
-            "1",
-            "--drain-ms",
-            "1000",
-            "--setup-timeout-s",
-            "20",
         ];
+        args.extend(one_second_run("1000"));
         let s = run_bench(&args, &["json"], &format!(" (push over {transport})"));
         let p = &s["push"];
         let publishes = p["publisher"]["publishes_ok"].as_u64().unwrap();

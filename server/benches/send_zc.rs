@@ -11,12 +11,16 @@
 //! data when it reaches the local receiver ("deferred copy", msg_zerocopy.rst), so this shows
 //! what SEND_ZC costs where it cannot avoid the copy; with a NIC the copy goes away.
 
+#[path = "support/measure.rs"]
+mod measure;
+
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use io_uring::{cqueue, opcode, types, IoUring};
+use measure::{env_or, thread_cpu_ns};
 
 /// Frame sizes compared, bytes.
 const SIZES_BYTES: [usize; 6] = [1024, 4096, 16 * 1024, 64 * 1024, 256 * 1024, 1024 * 1024];
@@ -28,25 +32,6 @@ const MIB_PER_RUN_DEFAULT: usize = 256;
 const READ_BUFFER_BYTES: usize = 1024 * 1024;
 /// A run that takes longer than this is a bug (the reader or the ring stalled).
 const RUN_TIMEOUT_S: u64 = 60;
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// CPU time of the calling thread, ns.
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into the valid, exclusively borrowed `ts`.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 /// Sends `total_bytes` in `frame_bytes` sends; returns the sender's CPU ns per KiB.
 fn run(frame_bytes: usize, total_bytes: usize, zero_copy: bool) -> f64 {

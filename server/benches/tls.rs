@@ -9,6 +9,8 @@
 //! Knobs (environment): TLS_BENCH_HANDSHAKES (per row, default 2000), TLS_BENCH_MIB (bulk bytes
 //! per row, default 64).
 
+#[path = "support/measure.rs"]
+mod measure;
 #[path = "support/tls_pair.rs"]
 mod tls_pair;
 
@@ -18,6 +20,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use holdfast_server::transport::tls::TlsSession;
+use measure::{env_or, thread_cpu_ns};
 use rustls::crypto::CryptoProvider;
 use rustls::{CipherSuite, SupportedCipherSuite};
 use tls_pair::{
@@ -33,25 +36,6 @@ const BULK_BATCH_BYTES: usize = 16 * 1024;
 const SMALL_BATCH_BYTES: usize = 64;
 /// Ciphertext handed to one receive call in the decrypt row (a provided buffer's worth).
 const RECEIVE_CHUNK_BYTES: usize = 64 * 1024;
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// CPU time of the calling thread, ns.
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into the valid, exclusively borrowed `ts`.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 fn providers() -> Vec<(&'static str, Arc<CryptoProvider>)> {
     #[allow(unused_mut)]

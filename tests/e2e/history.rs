@@ -7,9 +7,10 @@
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use holdfast_protocol::payload::{ResumeTopic, Subscribe, SubscribeResume, TopicName};
+use holdfast_protocol::payload::{ResumeTopic, SubscribeResume};
 use holdfast_protocol::{encode_frame, next_frame, Kind, Payload};
 
+use crate::push::topics_frame;
 use crate::support::{publish, Client, Received, Server};
 
 /// One topic's result in a SubscribeResume's Ack.
@@ -478,10 +479,7 @@ fn an_old_style_subscribe_is_unchanged_with_history_on() {
     let server = Server::start("shards = 1\n");
     publish_topic(&server, "news", "before");
     let mut client = connect(&server);
-    let names = [TopicName { name: "news" }];
-    let mut out = BytesMut::new();
-    encode_frame(&mut out, 0, 5, &Subscribe { topics: &names }, 65_536).unwrap();
-    client.send_raw(&out);
+    client.send_raw(&topics_frame(Kind::Subscribe, 5, &["news"]));
     let ack = client.recv();
     assert_eq!(
         (ack.kind, ack.id, ack.bytes.len()),
@@ -554,7 +552,7 @@ fn an_unsubscribe_while_a_resume_is_pending_gets_no_replay_of_that_topic() {
     }
     let mut client = connect(&server);
     let mut batch = resume_frame(3, &[("news", news_epoch, 1), ("sport", sport_epoch, 1)]);
-    batch.extend(crate::push::topics_frame(Kind::Unsubscribe, 4, &["news"]));
+    batch.extend(topics_frame(Kind::Unsubscribe, 4, &["news"]));
     client.send_raw(&batch);
     let mut acks = Vec::new();
     let mut pushes = Vec::new();

@@ -5,10 +5,11 @@
 use bytes::BytesMut;
 use holdfast_client::{ClientConfig, Error, PublishTarget, Published, TokenSource};
 use holdfast_protocol::payload::{Event, Subscribe, TopicName, Unsubscribe};
-use holdfast_protocol::{encode_frame, next_frame, ErrorCode, Kind, Payload, FLAG_ACK_REQUESTED};
+use holdfast_protocol::{encode_frame, ErrorCode, Kind, FLAG_ACK_REQUESTED};
 
 use crate::client::{connect, next_push};
-use crate::support::{publish, Client, Received, Server};
+use crate::history::{nothing_pending, push_of};
+use crate::support::{publish, Client, Server};
 
 pub(crate) fn topics_frame(kind: Kind, id: u64, names: &[&str]) -> Vec<u8> {
     let topics: Vec<TopicName<'_>> = names.iter().map(|name| TopicName { name }).collect();
@@ -44,31 +45,6 @@ fn subscribe(client: &mut Client, id: u64, names: &[&str]) {
     client.send_raw(&topics_frame(Kind::Subscribe, id, names));
     let ack = client.recv();
     assert_eq!((ack.kind, ack.id), (Kind::Ack, id), "got {ack:?}");
-}
-
-/// (topic, seq, payload) of a Push frame.
-fn push_of(frame: &Received) -> (String, u64, Vec<u8>) {
-    assert_eq!(frame.kind, Kind::Push, "got {frame:?}");
-    let decoded = next_frame(&frame.bytes, 1 << 20).unwrap().unwrap();
-    let Payload::Push(push) = decoded.payload else {
-        unreachable!()
-    };
-    (
-        push.topic.to_string(),
-        push.seq.to_native(),
-        push.payload.to_vec(),
-    )
-}
-
-/// Proves nothing else is queued for `client`: the next frame is the Pong to our Ping.
-fn nothing_pending(client: &mut Client) {
-    client.send(Kind::Ping, 77, &[]);
-    let next = client.recv();
-    assert_eq!(
-        (next.kind, next.id),
-        (Kind::Pong, 77),
-        "unexpected {next:?}"
-    );
 }
 
 #[test]

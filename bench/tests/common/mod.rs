@@ -48,6 +48,22 @@ pub fn run_bench(args: &[&str], files: &[&str], hint: &str) -> Value {
     serde_json::from_slice(&std::fs::read(out.path().join("run.json")).unwrap()).unwrap()
 }
 
+/// The timing flags of a short workload run: no warm-up, one second measured, `drain_ms` for
+/// what is in flight at the end, and 20 s to open the sessions.
+#[allow(dead_code)]
+pub fn one_second_run(drain_ms: &'static str) -> [&'static str; 8] {
+    [
+        "--warmup-s",
+        "0",
+        "--duration-s",
+        "1",
+        "--drain-ms",
+        drain_ms,
+        "--setup-timeout-s",
+        "20",
+    ]
+}
+
 /// How long `holdfast serve` may take to print its listening lines.
 #[allow(dead_code)] // not every test crate that includes this module starts holdfast
 pub const SERVER_START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -67,21 +83,50 @@ impl Drop for Holdfast {
     }
 }
 
+/// The `holdfast` binary ([`holdfast_bin`]); fails, never skips, without it (`what` names the
+/// test in that message).
+#[allow(dead_code)]
+pub fn require_holdfast_bin(what: &str) -> PathBuf {
+    holdfast_bin().unwrap_or_else(|| {
+        panic!(
+            "{what} needs the holdfast binary: cargo build -p holdfast-server (or set \
+             HOLDFAST_BIN); looked beside {BENCH}"
+        )
+    })
+}
+
+/// Starts `holdfast ARGS` (`env`: extra `HOLDFAST_*` settings) with its stdout piped and reads
+/// the address after each of `prefixes` from its start-up lines ([`listen_addrs`]). Fails,
+/// never skips, without the binary (`what` names the test in that message).
+#[allow(dead_code)]
+pub fn spawn_holdfast<const N: usize>(
+    what: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    prefixes: [&str; N],
+) -> (Child, [String; N]) {
+    let bin = require_holdfast_bin(what);
+    let mut child = Command::new(&bin)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+    let addrs = listen_addrs(&mut child, prefixes, &bin);
+    (child, addrs)
+}
+
 /// Starts `holdfast serve --shards N` on port 0 for sessions and admin (`env`: extra
 /// `HOLDFAST_*` settings); reads both real addresses from the start-up lines
 /// `holdfast listening on ADDR shards=N` and `holdfast admin on ADDR`. Fails, never skips,
 /// without the binary (`what` names the test in that message).
 #[allow(dead_code)]
 pub fn start_holdfast(what: &str, shards: u32, env: &[(&str, &str)]) -> Holdfast {
-    let bin = holdfast_bin().unwrap_or_else(|| {
-        panic!(
-            "{what} needs the holdfast binary: cargo build -p holdfast-server (or set \
-             HOLDFAST_BIN); looked beside {BENCH}"
-        )
-    });
     let shards = shards.to_string();
-    let mut child = Command::new(&bin)
-        .args([
+    let (child, [listen, admin]) = spawn_holdfast(
+        what,
+        &[
             "serve",
             "--listen",
             "127.0.0.1:0",
@@ -89,16 +134,9 @@ pub fn start_holdfast(what: &str, shards: u32, env: &[(&str, &str)]) -> Holdfast
             "127.0.0.1:0",
             "--shards",
             &shards,
-        ])
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
-    let [listen, admin] = listen_addrs(
-        &mut child,
+        ],
+        env,
         ["holdfast listening on ", "holdfast admin on "],
-        &bin,
     );
     Holdfast {
         child,

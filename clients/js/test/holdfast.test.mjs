@@ -385,31 +385,45 @@ function subscribeAckFrame(id, answers) {
   return encodeFrame(Kind.Ack, id, payload);
 }
 
+/// The client's `n`-th socket, opened and answered with Welcome.
+function welcomedSocket(n) {
+  const socket = FakeSocket.all[n];
+  socket.open();
+  socket.receive("welcome");
+  return socket;
+}
+
+/// The connection on `socket` drops, the reconnect timer fires, and the client's `n`-th socket
+/// is opened and welcomed.
+function dropAndReconnect(socket, timers, n) {
+  socket.drop();
+  timers.at(-1).fn();
+  return welcomedSocket(n);
+}
+
 /// The last SubscribeResume `socket` sent.
 function lastResume(socket) {
   return socket.sent.filter((f) => f.kindName === "SubscribeResume").at(-1);
 }
 
-test("reconnects resume each topic: replayed pushes continue, lost ranges and new epochs are reported", () => {
+/// A client of topic "news", its pushes and lost ranges recorded, whose first session is open
+/// on `socket` and whose first resume was answered: epoch 7, nothing published yet.
+function newsInEpoch7() {
   const { client, timers } = fakeClient({ topics: ["news"] });
   const pushes = record(client, "push");
   const lost = record(client, "lost");
-  const session = (n) => {
-    const socket = FakeSocket.all[n];
-    socket.open();
-    socket.receive("welcome");
-    return socket;
-  };
   client.connect();
-  let socket = session(0);
-  let resume = lastResume(socket);
-  socket.receive(subscribeAckFrame(resume.id, [{ epoch: 7, seq: 0 }]));
+  const socket = welcomedSocket(0);
+  socket.receive(subscribeAckFrame(lastResume(socket).id, [{ epoch: 7, seq: 0 }]));
+  return { client, timers, pushes, lost, socket };
+}
+
+test("reconnects resume each topic: replayed pushes continue, lost ranges and new epochs are reported", () => {
+  let { client, timers, pushes, lost, socket } = newsInEpoch7();
   socket.receive(pushFrame("news", 1, "a"), pushFrame("news", 2, "b"));
   // One SubscribeResume at a time: a subscribe now waits for the Ack of the one in flight.
-  socket.drop();
-  timers.at(-1).fn();
-  socket = session(1);
-  resume = lastResume(socket);
+  socket = dropAndReconnect(socket, timers, 1);
+  let resume = lastResume(socket);
   assert.deepEqual(resume.body.topics, [{ name: "news", epoch: 7n, lastSeq: 2n }]);
   client.subscribe(["sport"]);
   assert.equal(lastResume(socket), resume, "sport waits for news's Ack");
@@ -428,9 +442,7 @@ test("reconnects resume each topic: replayed pushes continue, lost ranges and ne
   socket.receive(subscribeAckFrame(again.id, [{ epoch: 5, seq: 0 }]));
   assert.deepEqual(lost, [], "replayed, nothing lost");
   // Away past the window: the lost range, at once; the next live push has no gap.
-  socket.drop();
-  timers.at(-1).fn();
-  socket = session(2);
+  socket = dropAndReconnect(socket, timers, 2);
   resume = lastResume(socket);
   assert.deepEqual(resume.body.topics, [
     { name: "news", epoch: 7n, lastSeq: 4n },
@@ -445,9 +457,7 @@ test("reconnects resume each topic: replayed pushes continue, lost ranges and ne
   );
   assert.deepEqual(lost, [{ topic: "news", firstMissedSeq: 5n, lastMissedSeq: 9n }]);
   // A restarted server: a new epoch, so what was missed is unknown.
-  socket.drop();
-  timers.at(-1).fn();
-  socket = session(3);
+  socket = dropAndReconnect(socket, timers, 3);
   resume = lastResume(socket);
   socket.receive(
     subscribeAckFrame(resume.id, [
@@ -477,23 +487,11 @@ test("reconnects resume each topic: replayed pushes continue, lost ranges and ne
 });
 
 test("a restarted server that still holds its new epoch from seq 1 replays it: one reset, then 1, 2, ... with no gap", () => {
-  const { client, timers } = fakeClient({ topics: ["news"] });
-  const pushes = record(client, "push");
-  const lost = record(client, "lost");
-  client.connect();
-  let socket = FakeSocket.all[0];
-  socket.open();
-  socket.receive("welcome");
-  let resume = lastResume(socket);
-  socket.receive(subscribeAckFrame(resume.id, [{ epoch: 7, seq: 0 }]));
+  let { timers, pushes, lost, socket } = newsInEpoch7();
   socket.receive(pushFrame("news", 1, "a"), pushFrame("news", 2, "b"), pushFrame("news", 3, "c"));
   // Drain and restart: the new server published two pushes before the client came back.
-  socket.drop();
-  timers.at(-1).fn();
-  socket = FakeSocket.all[1];
-  socket.open();
-  socket.receive("welcome");
-  resume = lastResume(socket);
+  socket = dropAndReconnect(socket, timers, 1);
+  let resume = lastResume(socket);
   assert.deepEqual(resume.body.topics, [{ name: "news", epoch: 7n, lastSeq: 3n }]);
   // The server's answer (docs/PROTOCOL.md, "Resume"): another epoch, not recovered, seam at
   // seq 0; the whole new epoch follows.
@@ -514,33 +512,17 @@ test("a restarted server that still holds its new epoch from seq 1 replays it: o
     "every push of the new epoch once, in order, no gap",
   );
   // The next resume continues from the new epoch.
-  socket.drop();
-  timers.at(-1).fn();
-  socket = FakeSocket.all[2];
-  socket.open();
-  socket.receive("welcome");
+  socket = dropAndReconnect(socket, timers, 2);
   assert.deepEqual(lastResume(socket).body.topics, [{ name: "news", epoch: 9n, lastSeq: 3n }]);
 });
 
 test("pushes between a resume answered with epoch 0 and its retry's answer are not delivered twice", () => {
-  const { client, timers } = fakeClient({ topics: ["news"] });
-  const pushes = record(client, "push");
-  const lost = record(client, "lost");
-  client.connect();
-  let socket = FakeSocket.all[0];
-  socket.open();
-  socket.receive("welcome");
-  let resume = lastResume(socket);
-  socket.receive(subscribeAckFrame(resume.id, [{ epoch: 7, seq: 0 }]));
+  let { client, timers, pushes, lost, socket } = newsInEpoch7();
   socket.receive(pushFrame("news", 1, "a"), pushFrame("news", 2, "b"));
   // The server restarts; the owner of "news" does not answer the resume in time (epoch 0),
   // and live pushes of the new epoch follow the Ack.
-  socket.drop();
-  timers.at(-1).fn();
-  socket = FakeSocket.all[1];
-  socket.open();
-  socket.receive("welcome");
-  resume = lastResume(socket);
+  socket = dropAndReconnect(socket, timers, 1);
+  let resume = lastResume(socket);
   socket.receive(
     subscribeAckFrame(resume.id, [{ epoch: 0, seq: 0 }]),
     pushFrame("news", 1, "new a"),

@@ -60,6 +60,14 @@ async fn accept(listener: &TcpListener) -> TcpStream {
         .0
 }
 
+/// Accepts the client's next connection and opens a session on it: its Hello, our Welcome.
+async fn accept_session(listener: &TcpListener) -> TcpStream {
+    let mut stream = accept(listener).await;
+    read_hello(&mut stream).await;
+    stream.write_all(&welcome()).await.unwrap();
+    stream
+}
+
 async fn wait_state(
     states: &mut watch::Receiver<ConnectionState>,
     wanted: impl FnMut(&ConnectionState) -> bool,
@@ -86,10 +94,7 @@ async fn a_refusal_at_the_connection_cap_is_retried_after_its_goodbye_hint() {
     let config = config(&listener);
     let script = async {
         // 1: a session, then the connection drops (a crash, say).
-        let mut first = accept(&listener).await;
-        read_hello(&mut first).await;
-        first.write_all(&welcome()).await.unwrap();
-        drop(first);
+        drop(accept_session(&listener).await);
         // 2: the reconnect finds the server full.
         let mut second = accept(&listener).await;
         second.write_all(&server_full(HINT_MS)).await.unwrap();
@@ -161,9 +166,7 @@ async fn a_server_that_breaks_the_protocol_loses_the_connection_not_the_client()
     // only then (a session lost before it was seen would be skipped by the state watch).
     let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let script = async {
-        let mut first = accept(&listener).await;
-        read_hello(&mut first).await;
-        first.write_all(&welcome()).await.unwrap();
+        let mut first = accept_session(&listener).await;
         seen_rx.recv().await.unwrap();
         // A Request is a client-only kind: the client must drop this connection.
         let mut bogus = BytesMut::new();
@@ -173,15 +176,11 @@ async fn a_server_that_breaks_the_protocol_loses_the_connection_not_the_client()
         };
         encode_frame(&mut bogus, 0, 9, &request, 65_536).unwrap();
         first.write_all(&bogus).await.unwrap();
-        let mut second = accept(&listener).await;
-        read_hello(&mut second).await;
-        second.write_all(&welcome()).await.unwrap();
+        let mut second = accept_session(&listener).await;
         seen_rx.recv().await.unwrap();
         // A header that is not a frame at all.
         second.write_all(&[0xffu8; HEADER_BYTES]).await.unwrap();
-        let mut third = accept(&listener).await;
-        read_hello(&mut third).await;
-        third.write_all(&welcome()).await.unwrap();
+        let mut third = accept_session(&listener).await;
         // A Ping must be answered with a Pong carrying its id.
         let mut ping = BytesMut::new();
         encode_raw(&mut ping, Kind::Ping, 0, 42, &[], 65_536).unwrap();
@@ -295,6 +294,21 @@ fn push(seq: u64) -> BytesMut {
     })
 }
 
+/// `answer` followed by the pushes of `seqs`, in one write.
+fn then_pushes(mut answer: BytesMut, seqs: std::ops::RangeInclusive<u64>) -> BytesMut {
+    for seq in seqs {
+        answer.extend_from_slice(&push(seq));
+    }
+    answer
+}
+
+/// An Ack (no payload) answering request `id`.
+fn ack(id: u64) -> BytesMut {
+    frame(|out| {
+        encode_raw(out, Kind::Ack, 0, id, &[], 65_536).unwrap();
+    })
+}
+
 /// A server from before SubscribeResume (kind 15) answers it with Error unknown_kind: the
 /// client subscribes again with plain Subscribe (and keeps doing so after a reconnect), and
 /// what it missed while away is reported as a gap before the next push.
@@ -303,9 +317,7 @@ async fn a_server_without_subscribe_resume_gets_plain_subscribe_and_the_gap_is_r
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let config = config(&listener);
     let script = async {
-        let mut first = accept(&listener).await;
-        read_hello(&mut first).await;
-        first.write_all(&welcome()).await.unwrap();
+        let mut first = accept_session(&listener).await;
         let resume_id = expect_kind(&mut first, Kind::SubscribeResume).await;
         let refusal = frame(|out| {
             let error = ErrorBody {
@@ -316,24 +328,15 @@ async fn a_server_without_subscribe_resume_gets_plain_subscribe_and_the_gap_is_r
         });
         first.write_all(&refusal).await.unwrap();
         let subscribe_id = expect_kind(&mut first, Kind::Subscribe).await;
-        let mut answer = frame(|out| {
-            encode_raw(out, Kind::Ack, 0, subscribe_id, &[], 65_536).unwrap();
-        });
-        answer.extend_from_slice(&push(1));
-        answer.extend_from_slice(&push(2));
+        let answer = then_pushes(ack(subscribe_id), 1..=2);
         first.write_all(&answer).await.unwrap();
         // Pushes 3 and 4 are published while the client is away.
         tokio::time::sleep(Duration::from_millis(100)).await;
         drop(first);
-        let mut second = accept(&listener).await;
-        read_hello(&mut second).await;
-        second.write_all(&welcome()).await.unwrap();
+        let mut second = accept_session(&listener).await;
         // Straight to plain Subscribe: the client remembers the server has no kind 15.
         let subscribe_id = expect_kind(&mut second, Kind::Subscribe).await;
-        let mut answer = frame(|out| {
-            encode_raw(out, Kind::Ack, 0, subscribe_id, &[], 65_536).unwrap();
-        });
-        answer.extend_from_slice(&push(5));
+        let answer = then_pushes(ack(subscribe_id), 5..=5);
         second.write_all(&answer).await.unwrap();
         second
     };
@@ -401,32 +404,21 @@ async fn pushes_between_a_resume_answered_epoch_0_and_its_retry_are_not_delivere
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let config = config(&listener);
     let script = async {
-        let mut first = accept(&listener).await;
-        read_hello(&mut first).await;
-        first.write_all(&welcome()).await.unwrap();
+        let mut first = accept_session(&listener).await;
         let resume_id = expect_kind(&mut first, Kind::SubscribeResume).await;
-        let mut answer = subscribe_ack(resume_id, OLD_EPOCH, 0, 0);
-        answer.extend_from_slice(&push(1));
-        answer.extend_from_slice(&push(2));
+        let answer = then_pushes(subscribe_ack(resume_id, OLD_EPOCH, 0, 0), 1..=2);
         first.write_all(&answer).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         // The server restarts: a new epoch whose first pushes are 1 and 2.
         drop(first);
-        let mut second = accept(&listener).await;
-        read_hello(&mut second).await;
-        second.write_all(&welcome()).await.unwrap();
+        let mut second = accept_session(&listener).await;
         let resume_id = expect_kind(&mut second, Kind::SubscribeResume).await;
         // The owner did not answer in time; live pushes follow the Ack.
-        let mut answer = subscribe_ack(resume_id, 0, 0, 0);
-        answer.extend_from_slice(&push(1));
-        answer.extend_from_slice(&push(2));
+        let answer = then_pushes(subscribe_ack(resume_id, 0, 0, 0), 1..=2);
         second.write_all(&answer).await.unwrap();
         let retry_id = expect_kind(&mut second, Kind::SubscribeResume).await;
         // Another epoch, held from seq 1: everything of it replayed, then live.
-        let mut answer = subscribe_ack(retry_id, NEW_EPOCH, 0, 0);
-        for seq in 1..=3 {
-            answer.extend_from_slice(&push(seq));
-        }
+        let answer = then_pushes(subscribe_ack(retry_id, NEW_EPOCH, 0, 0), 1..=3);
         second.write_all(&answer).await.unwrap();
         second
     };

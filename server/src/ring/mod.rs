@@ -544,6 +544,7 @@ impl Ring {
 mod tests {
     use std::io::{Read, Write};
     use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
 
     use super::user_data::Op;
     use super::*;
@@ -568,6 +569,20 @@ mod tests {
             recv_buffer_bytes: 4096,
         };
         RingParts::build(&params, None, disabled).unwrap()
+    }
+
+    /// A small ring with our end of a Unix socket pair registered as fixed file 3: (ring, our
+    /// end, the peer's end, which writes to it).
+    fn small_ring_with_socket_at_3() -> (RingParts, UnixStream, UnixStream) {
+        let parts = small_ring(false);
+        let (ours, peer) = UnixStream::pair().unwrap();
+        parts
+            .ring
+            .uring
+            .submitter()
+            .register_files_update(3, &[ours.as_raw_fd()])
+            .unwrap();
+        (parts, ours, peer)
     }
 
     /// Queues `count` cancels of nothing (each completes at once with ENOENT), without reaping.
@@ -645,12 +660,7 @@ mod tests {
     /// With bytes waiting it reads them into a provided buffer as before.
     #[test]
     fn a_recv_with_nothing_to_read_completes_at_once_instead_of_waiting() {
-        let RingParts { mut ring, bufs } = small_ring(false);
-        let (ours, peer) = std::os::unix::net::UnixStream::pair().unwrap();
-        ring.uring
-            .submitter()
-            .register_files_update(3, &[ours.as_raw_fd()])
-            .unwrap();
+        let (RingParts { mut ring, bufs }, _ours, peer) = small_ring_with_socket_at_3();
         ring.recv(3, UserData::new(Op::Recv, 3, 1));
         let completions = reap_for(&mut ring, 1_000);
         assert_eq!(completions.len(), 1, "the recv is still waiting for bytes");
@@ -740,12 +750,7 @@ mod tests {
     /// (IORING_SQ_TASKRUN), and that enter posts it.
     #[test]
     fn a_ring_needs_an_enter_only_for_entries_or_completions_held_as_task_work() {
-        let RingParts { mut ring, bufs } = small_ring(false);
-        let (ours, peer) = std::os::unix::net::UnixStream::pair().unwrap();
-        ring.uring
-            .submitter()
-            .register_files_update(3, &[ours.as_raw_fd()])
-            .unwrap();
+        let (RingParts { mut ring, bufs }, _ours, peer) = small_ring_with_socket_at_3();
         assert!(!ring.needs_enter(), "a fresh ring has nothing to enter for");
         ring.poll_multishot(3, UserData::new(Op::Poll, 3, 1));
         assert!(ring.needs_enter(), "a queued entry needs an enter");
@@ -787,12 +792,7 @@ mod tests {
     /// timeout, not before, and reports nothing.
     #[test]
     fn a_wait_in_the_ring_ends_at_the_first_completion_or_at_its_timeout() {
-        let RingParts { mut ring, bufs } = small_ring(false);
-        let (ours, peer) = std::os::unix::net::UnixStream::pair().unwrap();
-        ring.uring
-            .submitter()
-            .register_files_update(3, &[ours.as_raw_fd()])
-            .unwrap();
+        let (RingParts { mut ring, bufs }, _ours, peer) = small_ring_with_socket_at_3();
         ring.poll_multishot(3, UserData::new(Op::Poll, 3, 1));
         ring.submit().unwrap();
 

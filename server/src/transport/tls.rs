@@ -1044,12 +1044,21 @@ mod tests {
         panic!("handshake did not complete");
     }
 
+    /// A server session and a client offering `alpn`, before any byte has passed.
+    fn session_and_client(
+        cert: &TestCert,
+        version: &'static rustls::SupportedProtocolVersion,
+        alpn: &[&[u8]],
+    ) -> (TlsSession, ClientConnection) {
+        let server = TlsSession::new(server_config_for(cert)).expect("session");
+        (server, client(&client_config(cert, version, alpn)))
+    }
+
     fn pair(
         cert: &TestCert,
         version: &'static rustls::SupportedProtocolVersion,
     ) -> (TlsSession, ClientConnection) {
-        let mut server = TlsSession::new(server_config_for(cert)).expect("session");
-        let mut client = client(&client_config(cert, version, &[ALPN_HOLDFAST]));
+        let (mut server, mut client) = session_and_client(cert, version, &[ALPN_HOLDFAST]);
         handshake(&mut server, &mut client, usize::MAX);
         (server, client)
     }
@@ -1077,8 +1086,7 @@ mod tests {
     fn handshake_fed_one_byte_at_a_time_completes() {
         let cert = test_cert();
         for (version, expected) in VERSIONS {
-            let mut server = TlsSession::new(server_config_for(&cert)).unwrap();
-            let mut client = client(&client_config(&cert, version, &[ALPN_HOLDFAST]));
+            let (mut server, mut client) = session_and_client(&cert, version, &[ALPN_HOLDFAST]);
             handshake(&mut server, &mut client, 1);
             assert_eq!(server.protocol_version(), Some(expected));
             assert_eq!(server.held_capacity_bytes(), 0);
@@ -1108,8 +1116,7 @@ mod tests {
         let cert = test_cert();
         for (version, expected) in VERSIONS {
             for piece_bytes in [usize::MAX, 1, 50, 95] {
-                let mut server = TlsSession::new(server_config_for(&cert)).unwrap();
-                let mut client = client(&client_config(&cert, version, &[ALPN_HOLDFAST]));
+                let (mut server, mut client) = session_and_client(&cert, version, &[ALPN_HOLDFAST]);
                 let flight = client_output(&mut client);
                 let hello = fragment_handshake_records(&flight, 60);
                 assert!(hello.len() >= flight.len() + 2 * 5, "three records or more");
@@ -1130,8 +1137,7 @@ mod tests {
     #[test]
     fn client_without_alpn_is_served_with_no_protocol() {
         let cert = test_cert();
-        let mut server = TlsSession::new(server_config_for(&cert)).unwrap();
-        let mut client = client(&client_config(&cert, &rustls::version::TLS13, &[]));
+        let (mut server, mut client) = session_and_client(&cert, &rustls::version::TLS13, &[]);
         handshake(&mut server, &mut client, usize::MAX);
         assert_eq!(server.alpn_protocol(), None);
         assert!(!server.is_handshaking());
@@ -1140,8 +1146,7 @@ mod tests {
     #[test]
     fn client_offering_only_another_alpn_is_refused_with_an_alert() {
         let cert = test_cert();
-        let mut server = TlsSession::new(server_config_for(&cert)).unwrap();
-        let mut client = client(&client_config(&cert, &rustls::version::TLS13, &[b"h2"]));
+        let (mut server, mut client) = session_and_client(&cert, &rustls::version::TLS13, &[b"h2"]);
         let hello = client_output(&mut client);
         let mut out = BytesMut::new();
         let err = server
@@ -1548,15 +1553,31 @@ mod tests {
         panic!("handshake through TlsState did not complete");
     }
 
+    /// A `TlsState` and a client offering `alpn`, before any byte has passed.
+    fn state_and_client(
+        cert: &TestCert,
+        version: &'static rustls::SupportedProtocolVersion,
+        alpn: &[&[u8]],
+    ) -> (TlsState, ClientConnection) {
+        let state = TlsState::new(server_config_for(cert)).unwrap();
+        (state, client(&client_config(cert, version, alpn)))
+    }
+
+    /// A `TlsState` and its client after a handshake through the seam that queued no frame.
+    fn state_pair(
+        cert: &TestCert,
+        version: &'static rustls::SupportedProtocolVersion,
+    ) -> (TlsState, ClientConnection) {
+        let (mut state, mut client) = state_and_client(cert, version, &[ALPN_HOLDFAST]);
+        assert!(state_handshake(&mut state, &mut client).is_empty());
+        (state, client)
+    }
+
     #[test]
     fn tls_state_queues_frames_until_established_then_sends_them_encrypted() {
         let cert = test_cert();
-        let mut state = TlsState::new(server_config_for(&cert)).unwrap();
-        let mut client = client(&client_config(
-            &cert,
-            &rustls::version::TLS13,
-            &[ALPN_HOLDFAST],
-        ));
+        let (mut state, mut client) =
+            state_and_client(&cert, &rustls::version::TLS13, &[ALPN_HOLDFAST]);
         // A frame queued at accept (before any handshake byte) is not sent in clear.
         let early = state.wrap_outbound(b"early frame").unwrap();
         assert!(early.is_empty());
@@ -1575,13 +1596,7 @@ mod tests {
     #[test]
     fn tls_state_gives_the_sink_mutable_plaintext_of_small_and_large_records() {
         let cert = test_cert();
-        let mut state = TlsState::new(server_config_for(&cert)).unwrap();
-        let mut client = client(&client_config(
-            &cert,
-            &rustls::version::TLS12,
-            &[ALPN_HOLDFAST],
-        ));
-        assert!(state_handshake(&mut state, &mut client).is_empty());
+        let (mut state, mut client) = state_pair(&cert, &rustls::version::TLS12);
         let plaintext: Vec<u8> = (0..(SINK_STACK_COPY_BYTES * 3 + 17) as u32)
             .map(|b| b as u8)
             .collect();
@@ -1604,13 +1619,7 @@ mod tests {
     #[test]
     fn tls_state_close_sends_the_batch_then_close_notify() {
         let cert = test_cert();
-        let mut state = TlsState::new(server_config_for(&cert)).unwrap();
-        let mut client = client(&client_config(
-            &cert,
-            &rustls::version::TLS13,
-            &[ALPN_HOLDFAST],
-        ));
-        assert!(state_handshake(&mut state, &mut client).is_empty());
+        let (mut state, mut client) = state_pair(&cert, &rustls::version::TLS13);
         state.close();
         assert!(
             state.has_wire_bytes(),
@@ -1637,8 +1646,7 @@ mod tests {
     #[test]
     fn tls_state_failed_handshake_queues_an_alert() {
         let cert = test_cert();
-        let mut state = TlsState::new(server_config_for(&cert)).unwrap();
-        let mut client = client(&client_config(&cert, &rustls::version::TLS13, &[b"h2"]));
+        let (mut state, mut client) = state_and_client(&cert, &rustls::version::TLS13, &[b"h2"]);
         let mut hello = client_output(&mut client);
         assert!(state
             .on_received(&mut hello, |_| ControlFlow::Continue(()))

@@ -127,6 +127,30 @@ fn run(stream: &[u8]) -> Run {
     run_pieces(&config(), stream, &[])
 }
 
+/// `stream` fed whole, cut once at every byte, and a byte at a time: every run is `whole`.
+fn assert_same_at_every_cut(stream: &[u8], whole: &Run) {
+    for cut in 0..=stream.len() {
+        assert_eq!(
+            &run_pieces(&config(), stream, &[cut]),
+            whole,
+            "cut at {cut}"
+        );
+    }
+    let bytewise: Vec<usize> = (1..stream.len()).collect();
+    assert_eq!(&run_pieces(&config(), stream, &bytewise), whole);
+}
+
+/// A connection past its upgrade, with the 101 answer already sent.
+fn upgraded_state() -> WsState {
+    let mut ws = WsState::new();
+    ws.on_received(&config(), &mut request().into_bytes(), |_| {
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    ws.wrap_outbound(Bytes::new());
+    ws
+}
+
 fn upgraded_with(frames: &[Vec<u8>]) -> Vec<u8> {
     let mut stream = request().into_bytes();
     for f in frames {
@@ -221,15 +245,7 @@ fn request_split_at_every_byte_gives_the_same_answer() {
     let stream = upgraded_with(&[binary(b"hello holdfast")]);
     let whole = run(&stream);
     assert_eq!(whole.plaintext, b"hello holdfast");
-    for cut in 0..=stream.len() {
-        assert_eq!(
-            run_pieces(&config(), &stream, &[cut]),
-            whole,
-            "cut at {cut}"
-        );
-    }
-    let bytewise: Vec<usize> = (1..stream.len()).collect();
-    assert_eq!(run_pieces(&config(), &stream, &bytewise), whole);
+    assert_same_at_every_cut(&stream, &whole);
 }
 
 #[test]
@@ -464,15 +480,7 @@ fn every_split_of_a_mixed_stream_gives_the_same_result() {
             },
         ]
     );
-    for cut in 0..=stream.len() {
-        assert_eq!(
-            run_pieces(&config(), &stream, &[cut]),
-            whole,
-            "cut at {cut}"
-        );
-    }
-    let bytewise: Vec<usize> = (1..stream.len()).collect();
-    assert_eq!(run_pieces(&config(), &stream, &bytewise), whole);
+    assert_same_at_every_cut(&stream, &whole);
 }
 
 #[test]
@@ -730,12 +738,7 @@ fn a_batch_becomes_one_binary_message_with_the_shortest_header() {
         (65_535, 4),
         (65_536, 10),
     ] {
-        let mut ws = WsState::new();
-        ws.on_received(&config(), &mut request().into_bytes(), |_| {
-            ControlFlow::Continue(())
-        })
-        .unwrap();
-        ws.wrap_outbound(Bytes::new());
+        let mut ws = upgraded_state();
         let batch = Bytes::from(vec![0xab; len]);
         let wire = ws.wrap_outbound(batch.clone());
         assert_eq!(wire.len(), header_bytes + len, "len {len}");
@@ -751,12 +754,7 @@ fn a_batch_becomes_one_binary_message_with_the_shortest_header() {
 
 #[test]
 fn a_server_close_follows_the_last_batch_and_nothing_follows_it() {
-    let mut ws = WsState::new();
-    ws.on_received(&config(), &mut request().into_bytes(), |_| {
-        ControlFlow::Continue(())
-    })
-    .unwrap();
-    ws.wrap_outbound(Bytes::new());
+    let mut ws = upgraded_state();
     ws.close(close_code::GOING_AWAY, "server shutting down");
     assert!(ws.has_wire_bytes());
     let wire = ws.wrap_outbound(Bytes::from_static(b"goodbye frame"));
