@@ -246,8 +246,10 @@ fn inherited_listener_serves_sessions_and_nothing_new_is_bound() {
     // The config's own listen address is taken by a socket the test holds: were the server to
     // bind instead of using fd 3, it would fail to start.
     let occupied = TcpListener::bind("127.0.0.1:0").unwrap();
+    // The sessions below never close on Goodbye: a short drain, so SIGTERM ends the server
+    // well within sigterm_and_wait's limit on a loaded machine (the default drain is 10 s).
     let toml = format!(
-        "listen = \"{}\"\nshards = 2\n",
+        "listen = \"{}\"\nshards = 2\ndrain_timeout_ms = 500\n",
         occupied.local_addr().unwrap()
     );
     let mut server = Activated::start(&[&inherited], &toml).unwrap();
