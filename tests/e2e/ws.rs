@@ -255,8 +255,18 @@ fn plain_and_websocket_sessions_run_side_by_side_on_every_shard() {
     let ws_addr = server.ws.unwrap();
     let mut plain = server.connect();
     plain.hello();
+    // The kernel spreads connections over the shards' listeners by a hash of their addresses:
+    // eight land on one shard once in 128 runs, so open sessions (at least eight, at most
+    // 64) until both shards have some.
+    let on_both_shards = |sessions: &[u64]| {
+        let shards: std::collections::BTreeSet<u64> = sessions.iter().map(|id| id >> 56).collect();
+        shards.len() == 2
+    };
     let mut sessions = Vec::new();
-    for i in 0..8u64 {
+    for i in 0..64u64 {
+        if sessions.len() >= 8 && on_both_shards(&sessions) {
+            break;
+        }
         let mut ws = WsClient::connect(ws_addr);
         ws.send_binary(&holdfast_frame(Kind::Hello, 1, &[]));
         let (kind, id, welcome) = ws.holdfast();
@@ -274,10 +284,8 @@ fn plain_and_websocket_sessions_run_side_by_side_on_every_shard() {
         assert_eq!(ws.holdfast().2, b);
         assert_eq!(ws.holdfast().2, c);
     }
-    let shards: std::collections::BTreeSet<u64> = sessions.iter().map(|id| id >> 56).collect();
-    assert_eq!(
-        shards.len(),
-        2,
+    assert!(
+        on_both_shards(&sessions),
         "WebSocket sessions on both shards: {sessions:x?}"
     );
     plain.send_raw(&crate::support::echo_frame(5, b"plain still works"));
@@ -292,7 +300,7 @@ fn plain_and_websocket_sessions_run_side_by_side_on_every_shard() {
         .filter(|l| l.starts_with("holdfast_ws_upgrades_total{"))
         .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
         .sum();
-    assert_eq!(upgrades, 8, "{metrics}");
+    assert_eq!(upgrades, sessions.len() as u64, "{metrics}");
 }
 
 #[test]
