@@ -42,18 +42,31 @@ LISTEN_BACKLOG=$(cat /proc/sys/net/core/somaxconn)
 # capped at net.core.somaxconn): more overflowed them at 1M (TcpExtListenOverflows 204,558,
 # clients timing out in the handshake while the server starved).
 CONNECT_CONCURRENCY=${CONNECT_CONCURRENCY:-$((SHARDS * LISTEN_BACKLOG / 2 / WORKERS + 1))}
+# The server's heartbeat_interval_ms (default 15 s) and heartbeat_timeout_ms (default 3x the
+# interval): each idle session costs one heartbeat (a Ping and its Pong) per interval, ~10 us
+# of server CPU each on loopback, so the default interval at 1M is ~67k heartbeats/s, most of
+# two cores (docs/CAPACITY.md). The clients Ping at the same interval (the server, whose sweep
+# runs a little faster, is first almost always).
+HEARTBEAT_INTERVAL_MS=${HEARTBEAT_INTERVAL_MS:-15000}
+HEARTBEAT_TIMEOUT_MS=${HEARTBEAT_TIMEOUT_MS:-$((HEARTBEAT_INTERVAL_MS * 3))}
+PING_INTERVAL_MS=${PING_INTERVAL_MS:-$HEARTBEAT_INTERVAL_MS}
+# The server's hello_timeout_ms (default 5 s): a connection that sends no Hello in time is closed.
+HELLO_TIMEOUT_MS=${HELLO_TIMEOUT_MS:-5000}
 SETUP_TIMEOUT_S=${SETUP_TIMEOUT_S:-240}
-HOLD_S=${HOLD_S:-90}
-IDLE_CPU_WINDOW_S=${IDLE_CPU_WINDOW_S:-30}
+# The idle CPU window covers a whole heartbeat interval (at least 30 s): every held session has
+# its heartbeat in it once, however the fill bunched their deadlines.
+IDLE_CPU_WINDOW_S=${IDLE_CPU_WINDOW_S:-$(((HEARTBEAT_INTERVAL_MS + 999) / 1000 > 30 ? (HEARTBEAT_INTERVAL_MS + 999) / 1000 : 30))}
 ECHO_SESSIONS=${ECHO_SESSIONS:-1000}
 ECHO_RUNS=${ECHO_RUNS:-3}
 ECHO_S=${ECHO_S:-5}
 # Open loop (latency from each frame's intended send time), well below what the 2 cores serve:
 # a saturated closed loop would measure queueing, not the cost of the idle sessions held.
 ECHO_RATE_PER_S=${ECHO_RATE_PER_S:-10000}
+# The hold (from all open): the slab settle, the idle window and the held echo runs (each up to
+# ~ECHO_S + 10 s with its own setup at 1M), then 20 s to spare.
+HOLD_S=${HOLD_S:-$((3 + IDLE_CPU_WINDOW_S + ECHO_RUNS * (ECHO_S + 10) + 20))}
 DRAIN=${DRAIN:-0}
-# The server's default heartbeat_interval_ms: each idle session sends one Ping per interval.
-PING_INTERVAL_MS=${PING_INTERVAL_MS:-15000}
+LEAVE_SETTLE_S=${LEAVE_SETTLE_S:-20}
 OUT=${OUT:-target/bench/scale-$N}
 mkdir -p "$OUT"
 
@@ -81,7 +94,9 @@ wait_open() { # wait_open WANT LIMIT_S: until the server counts WANT open (or th
 }
 
 start_server() {
-    HOLDFAST_LISTEN_BACKLOG=$LISTEN_BACKLOG HOLDFAST_ADMIN_LISTEN=127.0.0.1:$ADMIN_PORT "$HOLDFAST" serve --listen "127.0.0.1:$PORT" \
+    HOLDFAST_LISTEN_BACKLOG=$LISTEN_BACKLOG HOLDFAST_ADMIN_LISTEN=127.0.0.1:$ADMIN_PORT \
+        HOLDFAST_HEARTBEAT_INTERVAL_MS=$HEARTBEAT_INTERVAL_MS HOLDFAST_HEARTBEAT_TIMEOUT_MS=$HEARTBEAT_TIMEOUT_MS \
+        HOLDFAST_HELLO_TIMEOUT_MS=$HELLO_TIMEOUT_MS "$HOLDFAST" serve --listen "127.0.0.1:$PORT" \
         --shards "$SHARDS" --max-connections-per-shard "$PER_SHARD" \
         >"$OUT/server.out" 2>"$OUT/server.err" &
     server=$!
@@ -118,6 +133,10 @@ say sessions_planned "$N"
 say shards "$SHARDS"
 say max_connections_per_shard "$PER_SHARD"
 say connect_concurrency_per_worker "$CONNECT_CONCURRENCY"
+say heartbeat_interval_ms "$HEARTBEAT_INTERVAL_MS"
+say heartbeat_timeout_ms "$HEARTBEAT_TIMEOUT_MS"
+say hello_timeout_ms "$HELLO_TIMEOUT_MS"
+say idle_cpu_window_s "$IDLE_CPU_WINDOW_S"
 say load_average_start "$(cut -d' ' -f1-3 /proc/loadavg)"
 rss_start=$(rss_bytes)
 say server_rss_start_b "$rss_start"
@@ -133,16 +152,40 @@ sleep 3
 open=$(metric holdfast_connections_open)
 say slab_per_session_b "$((($(slab_bytes) - slab_before) / open))"
 
+# Every second while held: a shard that did not answer the admin's stats request within 1 s
+# (holdfast_shard_up 0) was stalled that long.
+(while kill -0 "$server" 2>/dev/null; do
+    printf '%s %s\n' "$(date +%T)" "$(curl -s -m 3 "http://127.0.0.1:$ADMIN_PORT/metrics" |
+        awk '/^holdfast_shard_up/ { s = s $2 } /^holdfast_connections_open/ { o += $2 }
+            END { printf "up=%s open=%d", s, o }')"
+    sleep 1
+done >"$OUT/shard-up.txt") &
+watcher=$!
 ticks_before=$(cpu_ticks)
 frames_before=$(metric holdfast_frames_received_total)
+pings_before=$(metric holdfast_heartbeat_pings_sent_total)
 sleep "$IDLE_CPU_WINDOW_S"
 ticks=$(($(cpu_ticks) - ticks_before))
+frames=$(($(metric holdfast_frames_received_total) - frames_before))
 # 100 ticks per second: 10 ms of CPU each.
 say idle_cpu_ms_per_s "$((ticks * 10 / IDLE_CPU_WINDOW_S))"
-say frames_received_per_s "$((($(metric holdfast_frames_received_total) - frames_before) / IDLE_CPU_WINDOW_S))"
+say frames_received_per_s "$((frames / IDLE_CPU_WINDOW_S))"
+say server_pings_per_s "$((($(metric holdfast_heartbeat_pings_sent_total) - pings_before) / IDLE_CPU_WINDOW_S))"
+# Server CPU per frame received (a heartbeat is one frame in: a Pong or the client's Ping).
+say idle_cpu_us_per_frame "$((frames > 0 ? ticks * 10000 / frames : 0))"
+say sessions_open_after_idle "$(metric holdfast_connections_open)"
 
 say echo_p99_us_held "$(echo_p99 echo-held)"
 say load_average_held "$(cut -d' ' -f1-3 /proc/loadavg)"
+say server_rss_held_b "$(rss_bytes)"
+smaps_classes "$server" >"$OUT/smaps-held.txt"
+# Why the server closed connections so far (hello_timeout, heartbeat_timeout: clients too
+# starved to keep up); the echo runs' own sessions, closed by the client, are among peer_eof.
+curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" |
+    awk '/^holdfast_connections_closed_total/ {
+            match($1, /reason="[a-z_]+"/); n[substr($1, RSTART + 8, RLENGTH - 9)] += $2 }
+        END { for (k in n) if (n[k] > 0) printf "closed_%s %d\n", k, n[k] }' |
+    sort | tee -a "$OUT/summary.txt"
 
 # The hold ends: every worker closes its sessions at once. From the first closes seen until
 # the server counts none open.
@@ -166,6 +209,11 @@ say io_kiocb_per_session_b "$(jq '.server_memory.io_kiocb_bytes_per_session | fl
 sleep 2
 say rss_after_leave_b "$(rss_bytes)"
 say rss_after_leave_delta_b "$(($(rss_bytes) - rss_start))"
+smaps_classes "$server" >"$OUT/smaps-left.txt"
+# Once the shards gave back what the leave's bursts grew (trim once a second).
+sleep "$LEAVE_SETTLE_S"
+say rss_after_leave_settled_delta_b "$(($(rss_bytes) - rss_start))"
+smaps_classes "$server" >"$OUT/smaps-left-settled.txt"
 
 if [ "$DRAIN" = 1 ]; then
     HOLD_S=$((SETUP_TIMEOUT_S + 60)) fill connect-drain
@@ -176,4 +224,6 @@ if [ "$DRAIN" = 1 ]; then
     server=""
     say drain_s "$(echo "$(date +%s.%N) - $drain_start" | bc)"
 fi
+kill "$watcher" 2>/dev/null || true
+say shard_stalls_over_1s "$(grep -c 'up=[01]*0' "$OUT/shard-up.txt" || true)"
 say load_average_end "$(cut -d' ' -f1-3 /proc/loadavg)"
