@@ -88,3 +88,59 @@ fn multishot_recvs_are_capped_per_shard_and_sessions_past_the_cap_still_work() {
     }
     assert_eq!(counter_sum(&scrape(&server), STARTED), 3.0);
 }
+
+/// A full completion queue ends multishot polls (the kernel cannot post their next
+/// completion). A poll armed again at once on a socket whose bytes still wait for a receive
+/// buffer fires at once and, the queue still full, ends again: at 1M sessions this looped at
+/// ~300,000 POLL_ADDs per second (docs/CAPACITY.md, "What broke on the way"). Here: the server
+/// stopped while 1,500 clients connect and send their Hello, so on resume it accepts them in a
+/// burst and arms 1,500 polls that all fire at once into a 128-entry completion queue, with
+/// 2 receive buffers to read them. Every session gets its Welcome, and the server reaps a
+/// handful of completions per session, not hundreds.
+#[test]
+fn polls_ended_by_a_full_completion_queue_wait_for_the_read_before_coming_back() {
+    const SESSIONS: usize = 1_500;
+    const COMPLETIONS_PER_SESSION_MAX: f64 = 12.0;
+    let server = Server::start(&format!(
+        "shards = 1\nring_sq_entries = 64\nring_cq_entries = 128\nrecv_buffers_per_shard = 2\n\
+         multishot_recv_max_per_shard = 0\nmax_connections_per_shard = {SESSIONS}\n\
+         hello_timeout_ms = 60000\n"
+    ));
+    let completions = "holdfast_ring_completions_total";
+    let before = counter_sum(&scrape(&server), completions);
+    stop(&server);
+    let mut clients: Vec<Client> = (0..SESSIONS).map(|_| server.connect()).collect();
+    for client in &mut clients {
+        client.send(Kind::Hello, 1, &[]);
+    }
+    server.signal(libc::SIGCONT);
+    for (n, client) in clients.iter_mut().enumerate() {
+        let welcome = client.recv();
+        assert_eq!(welcome.kind, Kind::Welcome, "session {n}: {welcome:?}");
+    }
+    let per_session = (counter_sum(&scrape(&server), completions) - before) / SESSIONS as f64;
+    assert!(
+        per_session <= COMPLETIONS_PER_SESSION_MAX,
+        "{per_session:.1} completions per session (at most {COMPLETIONS_PER_SESSION_MAX})"
+    );
+}
+
+/// Stops the server (SIGSTOP) and waits until every one of its threads is stopped (the signal
+/// is asynchronous).
+fn stop(server: &Server) {
+    server.signal(libc::SIGSTOP);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let all_stopped = || {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", server.pid())).unwrap();
+        tasks.filter_map(Result::ok).all(|task| {
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            // The state follows the parenthesised command name: "pid (comm) T ...".
+            let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
+            matches!(state, Some(Some('T' | 't')))
+        })
+    };
+    while !all_stopped() {
+        assert!(std::time::Instant::now() < deadline, "server did not stop");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

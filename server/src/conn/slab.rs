@@ -61,6 +61,10 @@ impl ConnFlags {
     /// Open, and no broadcast has reached it since its Hello nor has it resumed `"*"`: a
     /// resume of `"*"` now replays whole (push::broadcast_seen).
     pub const BROADCAST_UNSEEN: u16 = 1 << 10;
+    /// Its multishot poll ended (a full completion queue ends multishot requests) while it had
+    /// bytes to read: armed again once the recv that reads them completes
+    /// (`Shard::rearm_ended_poll`), not at once.
+    pub const POLL_ENDED: u16 = 1 << 11;
 
     pub fn has(self, flag: u16) -> bool {
         self.0 & flag != 0

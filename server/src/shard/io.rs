@@ -218,14 +218,36 @@ impl Shard {
             // Readiness posted before the poll was swapped for a multishot recv, which reads.
             return;
         }
+        // The kernel ends a multishot poll when it cannot post its next completion (the ring's
+        // completion queue is full). Armed again at once on a socket whose bytes are still
+        // unread (its recv waits for a buffer, or is in flight), the new poll fires at once
+        // and, the queue still full, ends again: at 1M sessions after a mass leave this looped
+        // ~300,000 POLL_ADDs per second, a whole core, and starved the Hellos of the refill
+        // (docs/CAPACITY.md, "What broke on the way"). So the poll comes back once the recv
+        // that reads those bytes has completed (`rearm_ended_poll`).
+        if !completion.more() {
+            conn.flags.set(ConnFlags::POLL_ENDED);
+        }
         if conn.flags.has(ConnFlags::RECV_IN_FLIGHT) {
             conn.flags.set(ConnFlags::READ_AGAIN);
         } else {
             self.start_recv(ud.slot());
         }
-        if !completion.more() {
-            self.ring.poll_multishot(ud.slot(), ud);
+    }
+
+    /// Arms the poll of a connection whose multishot poll ended (`on_poll`) once nothing is
+    /// reading it any more: bytes that came after the last recv make the new poll fire at once.
+    fn rearm_ended_poll(&mut self, key: ConnKey) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        // A peer's EOF is read once: a poll on it would fire for good.
+        let no_poll = ConnFlags::RECV_IN_FLIGHT | ConnFlags::MULTISHOT_RECV | ConnFlags::PEER_EOF;
+        if !conn.flags.has(ConnFlags::POLL_ENDED) || conn.flags.has(no_poll) {
+            return;
         }
+        conn.flags.clear(ConnFlags::POLL_ENDED);
+        self.ring.poll_multishot(key.slot, key.user_data(Op::Poll));
     }
 
     /// Issues a recv for `slot`, or queues it until a provided buffer is free. The
@@ -296,6 +318,11 @@ impl Shard {
         let Some((key, buffer_id)) = self.recv_owner(completion) else {
             return;
         };
+        self.on_recv_result(key, buffer_id, completion);
+        self.rearm_ended_poll(key);
+    }
+
+    fn on_recv_result(&mut self, key: ConnKey, buffer_id: Option<u16>, completion: Completion) {
         let slot = key.slot;
         if let Some(conn) = self.conns.get_mut(key) {
             conn.flags.clear(ConnFlags::RECV_IN_FLIGHT);
@@ -383,6 +410,8 @@ impl Shard {
         }
         // The multishot recv reads whatever is pending when it is armed.
         conn.flags.clear(ConnFlags::READ_AGAIN);
+        // Its poll is cancelled (or already ended): end_multishot_recv arms the next one.
+        conn.flags.clear(ConnFlags::POLL_ENDED);
         conn.flags.set(ConnFlags::MULTISHOT_RECV);
         let key = ConnKey {
             slot,
