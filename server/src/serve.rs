@@ -120,7 +120,8 @@ pub fn serve(config: Config) -> Result<ShardCounters, String> {
 
     let (ready_tx, ready_rx) = flume::unbounded();
     let mut handles: Vec<ShardHandle> = Vec::with_capacity(shards);
-    let (mesh, mut inboxes_rx) = Mesh::new(shards, SHARD_INBOX_CAPACITY);
+    let (mesh, mut inboxes_rx) = Mesh::new(shards, SHARD_INBOX_CAPACITY)
+        .map_err(|e| format!("shard doorbells (eventfd): {e}"))?;
     // Cluster mode: the NATS bridge gets the mesh; the shards get its link.
     let cluster = crate::cluster::start(&config, mesh.clone())?;
     let (pipelines_tx, pipelines_rx): (Vec<_>, Vec<_>) = (0..shards)

@@ -198,7 +198,11 @@ mod tests {
         drop((a_tx, b_tx));
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let processor = Box::new(Record { seen: seen.clone() });
-        let processed = run_processor(vec![a_rx, b_rx], processor, Mesh::from_inboxes(Vec::new()));
+        let processed = run_processor(
+            vec![a_rx, b_rx],
+            processor,
+            Mesh::from_inboxes(Vec::new()).unwrap(),
+        );
         assert_eq!(processed, 2 * PER_PIPELINE as u64);
         let seen = seen.lock().unwrap();
         assert_eq!(seen.len(), 2 * PER_PIPELINE);
@@ -222,7 +226,7 @@ mod tests {
         let processed = run_processor(
             vec![full_rx, roomy_rx],
             processor,
-            Mesh::from_inboxes(vec![inbox0_tx, inbox1_tx]),
+            Mesh::from_inboxes(vec![inbox0_tx, inbox1_tx]).unwrap(),
         );
         assert_eq!(processed, 2);
         assert!(matches!(inbox0_rx.try_recv(), Ok(ShardMsg::EventsTaken)));

@@ -9,6 +9,7 @@
 //!   refused, and ask every shard for its report before a deadline.
 
 pub(crate) mod address;
+pub(crate) mod doorbell;
 pub(crate) mod msg;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +37,8 @@ pub enum SendError {
 /// when a send fails.
 pub struct Mesh {
     inboxes: Arc<[flume::Sender<ShardMsg>]>,
+    /// One per inbox: rung after each message put in it (`doorbell.rs`).
+    doorbells: Arc<[doorbell::Doorbell]>,
     dropped: AtomicU64,
 }
 
@@ -44,6 +47,7 @@ impl Clone for Mesh {
     fn clone(&self) -> Mesh {
         Mesh {
             inboxes: self.inboxes.clone(),
+            doorbells: self.doorbells.clone(),
             dropped: AtomicU64::new(0),
         }
     }
@@ -104,17 +108,44 @@ impl StatsPoll {
 
 impl Mesh {
     /// A mesh of `shards` bounded inboxes; the receivers go to the shards, index by index.
-    pub fn new(shards: usize, capacity: usize) -> (Mesh, Vec<flume::Receiver<ShardMsg>>) {
+    /// Fails only if an eventfd for a doorbell cannot be made (out of descriptors).
+    pub fn new(
+        shards: usize,
+        capacity: usize,
+    ) -> std::io::Result<(Mesh, Vec<flume::Receiver<ShardMsg>>)> {
         let (senders, receivers): (Vec<_>, Vec<_>) =
             (0..shards).map(|_| flume::bounded(capacity)).unzip();
-        (Mesh::from_inboxes(senders), receivers)
+        Ok((Mesh::from_inboxes(senders)?, receivers))
     }
 
-    pub fn from_inboxes(inboxes: Vec<flume::Sender<ShardMsg>>) -> Mesh {
-        Mesh {
+    pub fn from_inboxes(inboxes: Vec<flume::Sender<ShardMsg>>) -> std::io::Result<Mesh> {
+        let doorbells = inboxes
+            .iter()
+            .map(|_| doorbell::Doorbell::new())
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(Mesh {
             inboxes: inboxes.into(),
+            doorbells: doorbells.into(),
             dropped: AtomicU64::new(0),
+        })
+    }
+
+    /// Shard `shard`'s doorbell, for the shard itself (it reads it in its ring and listens).
+    pub(crate) fn doorbell(&self, shard: usize) -> &doorbell::Doorbell {
+        &self.doorbells[shard]
+    }
+
+    /// Every doorbell, for a shard's loop to keep beside the shard.
+    pub(crate) fn doorbells(&self) -> Arc<[doorbell::Doorbell]> {
+        self.doorbells.clone()
+    }
+
+    /// Counts a failed send, or rings the shard's doorbell for a delivered one.
+    fn sent(&self, shard: usize, result: Result<(), SendError>) -> Result<(), SendError> {
+        if result.is_ok() {
+            self.doorbells[shard].ring();
         }
+        self.count(result)
     }
 
     pub fn shards(&self) -> usize {
@@ -138,10 +169,11 @@ impl Mesh {
         let Some(inbox) = self.inboxes.get(shard) else {
             return self.count(Err(SendError::Gone));
         };
-        self.count(inbox.try_send(msg).map_err(|e| match e {
+        let result = inbox.try_send(msg).map_err(|e| match e {
             flume::TrySendError::Full(_) => SendError::Full,
             flume::TrySendError::Disconnected(_) => SendError::Gone,
-        }))
+        });
+        self.sent(shard, result)
     }
 
     /// Waits for room without blocking its thread: for an async sender that must not drop
@@ -150,7 +182,8 @@ impl Mesh {
         let Some(inbox) = self.inboxes.get(shard) else {
             return self.count(Err(SendError::Gone));
         };
-        self.count(inbox.send_async(msg).await.map_err(|_| SendError::Gone))
+        let result = inbox.send_async(msg).await.map_err(|_| SendError::Gone);
+        self.sent(shard, result)
     }
 
     /// Waits up to `timeout` for room: for threads off the data path (admin, processor).
@@ -163,10 +196,11 @@ impl Mesh {
         let Some(inbox) = self.inboxes.get(shard) else {
             return self.count(Err(SendError::Gone));
         };
-        self.count(inbox.send_timeout(msg, timeout).map_err(|e| match e {
+        let result = inbox.send_timeout(msg, timeout).map_err(|e| match e {
             flume::SendTimeoutError::Timeout(_) => SendError::Full,
             flume::SendTimeoutError::Disconnected(_) => SendError::Gone,
-        }))
+        });
+        self.sent(shard, result)
     }
 
     /// Puts `make()` in every shard's inbox, waiting for room: for control messages that must
@@ -174,7 +208,14 @@ impl Mesh {
     pub fn send_all_wait(&self, mut make: impl FnMut() -> ShardMsg) -> usize {
         self.inboxes
             .iter()
-            .filter(|inbox| inbox.send(make()).is_ok())
+            .zip(self.doorbells.iter())
+            .filter(|(inbox, doorbell)| {
+                let sent = inbox.send(make()).is_ok();
+                if sent {
+                    doorbell.ring();
+                }
+                sent
+            })
             .count()
     }
 
@@ -189,9 +230,14 @@ impl Mesh {
         let mut answers: Vec<Answer> = self
             .inboxes
             .iter()
+            .zip(self.doorbells.iter())
             .map(
-                |inbox| match inbox.try_send(ShardMsg::Stats(reply_tx.clone())) {
-                    Ok(()) | Err(flume::TrySendError::Full(_)) => Answer::Silent,
+                |(inbox, doorbell)| match inbox.try_send(ShardMsg::Stats(reply_tx.clone())) {
+                    Ok(()) => {
+                        doorbell.ring();
+                        Answer::Silent
+                    }
+                    Err(flume::TrySendError::Full(_)) => Answer::Silent,
                     Err(flume::TrySendError::Disconnected(_)) => Answer::Gone,
                 },
             )
@@ -261,7 +307,7 @@ mod tests {
     fn a_shard_that_does_not_answer_is_silent_after_the_deadline() {
         let (answering, join0) = fake_shard(0, true);
         let (silent, join1) = fake_shard(1, false);
-        let mesh = Mesh::from_inboxes(vec![answering, silent]);
+        let mesh = Mesh::from_inboxes(vec![answering, silent]).unwrap();
         let started = Instant::now();
         let poll = mesh.poll_stats(started + Duration::from_millis(200));
         assert!(matches!(poll.answers[0], Answer::Report(_)));
@@ -278,7 +324,7 @@ mod tests {
     fn an_exited_shard_is_gone_at_once() {
         let (gone, gone_rx) = flume::bounded::<ShardMsg>(4);
         drop(gone_rx);
-        let mesh = Mesh::from_inboxes(vec![gone]);
+        let mesh = Mesh::from_inboxes(vec![gone]).unwrap();
         let started = Instant::now();
         let poll = mesh.poll_stats(started + Duration::from_secs(5));
         assert!(poll.all_gone());
@@ -289,14 +335,14 @@ mod tests {
     fn a_full_inbox_counts_as_silent_without_blocking() {
         let (full, _full_rx) = flume::bounded::<ShardMsg>(1);
         full.try_send(ShardMsg::Drain).unwrap();
-        let mesh = Mesh::from_inboxes(vec![full]);
+        let mesh = Mesh::from_inboxes(vec![full]).unwrap();
         let poll = mesh.poll_stats(Instant::now() + Duration::from_millis(50));
         assert!(matches!(poll.answers[0], Answer::Silent));
     }
 
     #[test]
     fn sends_to_a_full_or_closed_inbox_are_counted_per_holder() {
-        let (mesh, receivers) = Mesh::new(2, 1);
+        let (mesh, receivers) = Mesh::new(2, 1).unwrap();
         let other = mesh.clone();
         assert_eq!(mesh.try_send(0, ShardMsg::Drain), Ok(()));
         assert_eq!(mesh.try_send(0, ShardMsg::Drain), Err(SendError::Full));

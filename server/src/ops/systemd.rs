@@ -249,7 +249,7 @@ mod tests {
         let (a, _ha) = fake_shard(0, 3, true);
         let (b, _hb) = fake_shard(1, 4, true);
         let round = probe_shards(
-            &Mesh::from_inboxes(vec![a, b]),
+            &Mesh::from_inboxes(vec![a, b]).unwrap(),
             Instant::now() + Duration::from_secs(2),
         );
         assert_eq!(
@@ -266,7 +266,7 @@ mod tests {
         let (a, _ha) = fake_shard(0, 3, true);
         let (b, _hb) = fake_shard(1, 4, false);
         let round = probe_shards(
-            &Mesh::from_inboxes(vec![a, b]),
+            &Mesh::from_inboxes(vec![a, b]).unwrap(),
             Instant::now() + Duration::from_millis(200),
         );
         assert_eq!(round, Round::Silent(vec![1]));
@@ -277,7 +277,7 @@ mod tests {
         let (tx, _rx) = flume::bounded::<ShardMsg>(1);
         tx.send(ShardMsg::Drain).unwrap();
         let round = probe_shards(
-            &Mesh::from_inboxes(vec![tx]),
+            &Mesh::from_inboxes(vec![tx]).unwrap(),
             Instant::now() + Duration::from_millis(50),
         );
         assert_eq!(round, Round::Silent(vec![0]));
@@ -288,7 +288,7 @@ mod tests {
         let (tx, rx) = flume::bounded::<ShardMsg>(1);
         drop(rx);
         assert_eq!(
-            probe_shards(&Mesh::from_inboxes(vec![tx]), Instant::now()),
+            probe_shards(&Mesh::from_inboxes(vec![tx]).unwrap(), Instant::now()),
             Round::AllGone
         );
     }

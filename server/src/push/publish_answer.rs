@@ -105,6 +105,11 @@ impl PublishWaits {
     }
 
     /// The answers task's end; taken once, when the shard starts.
+    /// Session publishes of this shard waiting for their outcome.
+    pub(crate) fn pending(&self) -> usize {
+        self.pending
+    }
+
     pub(crate) fn take_receiver(&mut self) -> Option<LocalReceiver<PublishWait>> {
         self.receiver.take()
     }

@@ -138,6 +138,10 @@ pub(crate) struct Ring {
     closes_after_shutdown: HashMap<u32, UserData>,
     recv_buffer_group: u16,
     recv_buffer_bytes: u32,
+    /// Where the read of the shard's doorbell eventfd lands (at most one in flight:
+    /// [`Ring::read_doorbell`]). Boxed so it never moves; declared after `uring`, so the ring
+    /// is closed (the read cancelled) before it is freed.
+    doorbell_bytes: Box<[u8; crate::mesh::doorbell::DOORBELL_BYTES]>,
 }
 
 /// A ring and its receive buffers. Field order is drop order: the io_uring is closed (every
@@ -210,6 +214,7 @@ impl RingParts {
             sends_in_flight: 0,
             shutdowns_pending: vec![0; params.fixed_files.div_ceil(64) as usize].into(),
             closes_after_shutdown: HashMap::new(),
+            doorbell_bytes: Box::new([0; crate::mesh::doorbell::DOORBELL_BYTES]),
             recv_buffer_group: bufs.group_id(),
             recv_buffer_bytes: bufs.buffer_bytes(),
         };
@@ -317,8 +322,9 @@ impl Ring {
         if self.backlog.is_empty() {
             // SAFETY: every entry built by this module points only at memory that outlives the
             // request: the listener fd and fixed slots are closed through this ring, recv uses
-            // provided buffers whose BufRing is dropped after this ring (RingParts), and send
-            // bytes are held in `sends_by_slot` until their completion is reaped.
+            // provided buffers whose BufRing is dropped after this ring (RingParts), send
+            // bytes are held in `sends_by_slot` until their completion is reaped, and the
+            // doorbell read lands in `doorbell_bytes`, freed after the ring is closed.
             if unsafe { self.uring.submission().push(&entry) }.is_ok() {
                 return;
             }
@@ -378,6 +384,20 @@ impl Ring {
             .multi(true)
             .build()
             .user_data(user_data.0);
+        self.push(entry);
+    }
+
+    /// One read of the shard's doorbell eventfd (a plain descriptor, not a table slot): it
+    /// completes when a sender rings, and the read resets the eventfd. The caller keeps at
+    /// most one in flight (they share `doorbell_bytes`).
+    pub(crate) fn read_doorbell(&mut self, eventfd: RawFd, user_data: UserData) {
+        let entry = opcode::Read::new(
+            types::Fd(eventfd),
+            self.doorbell_bytes.as_mut_ptr(),
+            self.doorbell_bytes.len() as u32,
+        )
+        .build()
+        .user_data(user_data.0);
         self.push(entry);
     }
 

@@ -229,6 +229,12 @@ impl RingSet {
         }
     }
 
+    /// Reads the shard's doorbell eventfd in the first ring: the one a shard of one ring
+    /// waits in (`wait_for_completion`).
+    pub(crate) fn read_doorbell(&mut self, eventfd: RawFd, user_data: UserData) {
+        self.rings[0].ring.read_doorbell(eventfd, user_data);
+    }
+
     pub(crate) fn poll_multishot(&mut self, slot: u32, user_data: UserData) {
         let (ring, local) = self.ring_for(slot);
         ring.poll_multishot(local, user_data);

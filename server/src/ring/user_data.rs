@@ -17,6 +17,9 @@ holdfast_protocol::wire_codes! {
         /// A one-shot accept into a slot the shard named (a shard of several rings); the
         /// listener's index rides in the generation bits.
         AcceptSlot = 9 => "accept_slot",
+        /// The read of the shard's doorbell eventfd (mesh/doorbell.rs): an inbox message
+        /// while the shard sleeps in its ring.
+        Doorbell = 10 => "doorbell",
     }
 }
 

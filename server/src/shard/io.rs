@@ -14,7 +14,7 @@ use holdfast_protocol::decode::Fed;
 
 use crate::conn::{ConnFlags, ConnKey, SessionState};
 use crate::metrics::CloseReason;
-use crate::ring::user_data::Op;
+use crate::ring::user_data::{Op, UserData};
 use crate::ring::{Completion, Errno};
 use crate::session::{self, Verdict};
 use crate::transport::TransportKind;
@@ -59,22 +59,61 @@ impl Shard {
         Ok(handled)
     }
 
-    /// Waits up to shard_wait_before_park_us (at most half a tick) in the shard's own ring
-    /// for the next completion, if the rings are quiet and nothing else is due. Returns
-    /// whether a completion came (the caller turns instead of parking).
-    pub(crate) fn wait_before_park(&mut self) -> std::io::Result<bool> {
-        let wait_us = self
+    /// Waits in the shard's own ring for the next completion, if the rings are quiet and
+    /// nothing else is due: up to `until_tick_us` (the rest of the tick) while the doorbell is
+    /// read in the ring and no publish answer is awaited (both come from other threads:
+    /// the doorbell announces the inbox, nothing announces an answer), else up to
+    /// shard_wait_before_park_us (at most half a tick). Returns whether a completion came
+    /// (the caller turns instead of parking). shard_wait_before_park_us = 0 never waits.
+    pub(crate) fn wait_before_park(&mut self, until_tick_us: u64) -> std::io::Result<bool> {
+        let short_us = self
             .config
             .shard_wait_before_park_us
             .min(self.ticks.tick_ms * 1_000 / 2);
-        if wait_us == 0 || !self.pings_due.is_empty() || self.ring.needs_enter() {
+        if short_us == 0 || !self.pings_due.is_empty() || self.ring.needs_enter() {
             return Ok(false);
         }
+        let doorbell_wakes = self.doorbell_reading && self.push.publish_waits.pending() == 0;
+        let wait_us = if doorbell_wakes {
+            until_tick_us.max(short_us)
+        } else {
+            short_us
+        };
         let woken = self.ring.wait_for_completion(wait_us)?;
         if woken {
             self.counters.ring_waits_woken += 1;
         }
         Ok(woken)
+    }
+
+    /// Puts a read of the shard's doorbell in its ring, unless one is there already.
+    pub(crate) fn arm_doorbell(&mut self) {
+        if self.doorbell_reading {
+            return;
+        }
+        self.doorbell_reading = true;
+        let eventfd = self.mesh.doorbell(self.index).raw_fd();
+        self.ring
+            .read_doorbell(eventfd, UserData::new(Op::Doorbell, 0, 0));
+    }
+
+    /// The doorbell rang (an inbox message; the shard loop takes it from the inbox after this
+    /// turn): read it again. A failed read is not retried: the shard then waits in its ring
+    /// only shard_wait_before_park_us and parks, as without a doorbell.
+    fn on_doorbell(&mut self, completion: Completion) {
+        self.doorbell_reading = false;
+        match completion.result {
+            Ok(_) => {
+                self.counters.ring_doorbell_wakes += 1;
+                self.arm_doorbell();
+            }
+            Err(Errno::ECANCELED) => {}
+            Err(errno) => tracing::warn!(
+                shard = self.index,
+                errno = errno.0,
+                "doorbell read failed: inbox messages now wait for a park"
+            ),
+        }
     }
 
     fn on_completion(&mut self, completion: Completion) {
@@ -90,6 +129,7 @@ impl Shard {
             // cannot be retried usefully), but its slot may be closed only now (ring/mod.rs,
             // `shutdowns_pending`).
             Some(Op::Shutdown) => self.ring.shutdown_done(completion.user_data),
+            Some(Op::Doorbell) => self.on_doorbell(completion),
             // The slot is already freed: nothing to do.
             Some(Op::Cancel) => {}
             None => unreachable!("unknown user_data {:?}", completion.user_data),

@@ -123,8 +123,11 @@ async fn run(
     // takes ownership and closes it.
     let eventfd = unsafe { BufferedFile::from_raw_fd(eventfd) };
     let index = shard.index;
+    let doorbells = shard.mesh.doorbells();
+    let doorbell = &doorbells[index];
     let shard = Rc::new(RefCell::new(shard));
     shard.borrow_mut().arm_accept();
+    shard.borrow_mut().arm_doorbell();
     shard.borrow_mut().turn()?;
     let _ = ready.send(Ok(index));
 
@@ -142,7 +145,8 @@ async fn run(
         }
     })
     .detach();
-    // The driver looks at the inbox (without taking from it) before it waits in its ring.
+    // The driver looks at the inbox before it waits in its ring, and takes what is there (the
+    // task below takes it while the driver is parked).
     let inbox_probe = inbox.clone();
     let inbox_task = glommio::spawn_local({
         let shard = shard.clone();
@@ -150,11 +154,7 @@ async fn run(
             while let Ok(msg) = inbox.recv_async().await {
                 let mut shard = shard.borrow_mut();
                 shard.on_message(msg);
-                // Take what else is waiting (a broadcast is one message per shard, a busy
-                // topic many): one ring turn sends the replies of the whole batch.
-                for msg in inbox.try_iter().take(INBOX_BATCH_MAX) {
-                    shard.on_message(msg);
-                }
+                take_inbox(&mut shard, &inbox);
                 if let Err(e) = shard.turn() {
                     tracing::error!(shard = shard.index, "ring submit failed in inbox: {e}");
                 }
@@ -176,15 +176,25 @@ async fn run(
             glommio::yield_if_needed().await;
             continue;
         }
-        // Quiet: wait a little in the ring itself if allowed (nothing from other threads is
-        // waiting), cheaper than a park when the next completion is near.
+        // Quiet: wait in the ring itself if allowed, cheaper than a park when the next
+        // completion is near, and up to the rest of the tick while the doorbell is read there
+        // (an inbox message then ends the wait: mesh/doorbell.rs). Listening first, then
+        // looking at the inbox: a message put there after the look rings the doorbell.
         // Parks at least once a tick, so the ticker (a glommio timer) runs on time.
-        let parked_within_a_tick = parked_at.elapsed() < tick;
-        if parked_within_a_tick
-            && inbox_probe.is_empty()
-            && shard.borrow_mut().wait_before_park()?
-        {
-            continue;
+        let since_park = parked_at.elapsed();
+        if since_park < tick {
+            let until_tick_us = (tick - since_park).as_micros() as u64;
+            doorbell.listen();
+            let woken =
+                inbox_probe.is_empty() && shard.borrow_mut().wait_before_park(until_tick_us)?;
+            doorbell.stop_listening();
+            if !inbox_probe.is_empty() {
+                take_inbox(&mut shard.borrow_mut(), &inbox_probe);
+                continue;
+            }
+            if woken {
+                continue;
+            }
         }
         // Still quiet: ask for the eventfd signal, re-check for completions that landed before it
         // was on, then sleep until the kernel signals.
@@ -224,6 +234,14 @@ async fn run(
     );
     drop(eventfd);
     Ok(counters)
+}
+
+/// Handles what waits in the inbox, up to INBOX_BATCH_MAX (a broadcast is one message per
+/// shard, a busy topic many): the next ring turn sends the replies of the whole batch.
+fn take_inbox(shard: &mut Shard, inbox: &flume::Receiver<ShardMsg>) {
+    for msg in inbox.try_iter().take(INBOX_BATCH_MAX) {
+        shard.on_message(msg);
+    }
 }
 
 /// Waits for each publisher session's publish to end (push::publish_answer), each in its own

@@ -161,6 +161,9 @@ pub(crate) struct Shard {
     /// Every shard's inbox (given at spawn, before the first accept); counts what full
     /// inboxes refused.
     pub(super) mesh: Mesh,
+    /// A read of this shard's doorbell is in the ring (`Shard::arm_doorbell`): an inbox
+    /// message ends a wait in the ring, so the shard may wait there up to a tick.
+    pub(super) doorbell_reading: bool,
 }
 
 impl Shard {
@@ -272,6 +275,7 @@ impl Shard {
                 push_limits,
             ),
             mesh,
+            doorbell_reading: false,
         })
     }
 
