@@ -135,11 +135,6 @@ impl Mesh {
         &self.doorbells[shard]
     }
 
-    /// Every doorbell, for a shard's loop to keep beside the shard.
-    pub(crate) fn doorbells(&self) -> Arc<[doorbell::Doorbell]> {
-        self.doorbells.clone()
-    }
-
     /// Counts a failed send, or rings the shard's doorbell for a delivered one.
     fn sent(&self, shard: usize, result: Result<(), SendError>) -> Result<(), SendError> {
         if result.is_ok() {

@@ -104,12 +104,12 @@ impl PublishWaits {
         }
     }
 
-    /// The answers task's end; taken once, when the shard starts.
     /// Session publishes of this shard waiting for their outcome.
     pub(crate) fn pending(&self) -> usize {
         self.pending
     }
 
+    /// The answers task's end; taken once, when the shard starts.
     pub(crate) fn take_receiver(&mut self) -> Option<LocalReceiver<PublishWait>> {
         self.receiver.take()
     }

@@ -123,8 +123,10 @@ async fn run(
     // takes ownership and closes it.
     let eventfd = unsafe { BufferedFile::from_raw_fd(eventfd) };
     let index = shard.index;
-    let doorbells = shard.mesh.doorbells();
-    let doorbell = &doorbells[index];
+    // The loop's own handle on the mesh, for the doorbell it listens on while the shard is
+    // borrowed or not.
+    let mesh = shard.mesh.clone();
+    let doorbell = mesh.doorbell(index);
     let shard = Rc::new(RefCell::new(shard));
     shard.borrow_mut().arm_accept();
     shard.borrow_mut().arm_doorbell();
