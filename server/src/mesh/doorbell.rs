@@ -16,9 +16,6 @@ use std::io::Write;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{fence, AtomicBool, Ordering};
 
-/// Bytes of one eventfd read or write.
-pub(crate) const DOORBELL_BYTES: usize = 8;
-
 pub(crate) struct Doorbell {
     eventfd: File,
     listening: AtomicBool,
@@ -75,7 +72,7 @@ mod tests {
         (&doorbell.eventfd)
             .write_all(&MARKER.to_ne_bytes())
             .unwrap();
-        let mut bytes = [0u8; DOORBELL_BYTES];
+        let mut bytes = [0u8; crate::ring::EVENTFD_COUNTER_BYTES];
         (&doorbell.eventfd).read_exact(&mut bytes).unwrap();
         u64::from_ne_bytes(bytes) - MARKER
     }

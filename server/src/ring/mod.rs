@@ -141,7 +141,7 @@ pub(crate) struct Ring {
     /// Where the read of the shard's doorbell eventfd lands (at most one in flight:
     /// [`Ring::read_doorbell`]). Boxed so it never moves; declared after `uring`, so the ring
     /// is closed (the read cancelled) before it is freed.
-    doorbell_bytes: Box<[u8; crate::mesh::doorbell::DOORBELL_BYTES]>,
+    doorbell_bytes: Box<[u8; EVENTFD_COUNTER_BYTES]>,
 }
 
 /// A ring and its receive buffers. Field order is drop order: the io_uring is closed (every
@@ -154,6 +154,9 @@ pub(crate) struct RingParts {
 
 /// Recv buffer group id (one group per ring).
 const RECV_BUFFER_GROUP: u16 = 0;
+
+/// Bytes of one eventfd read or write: its 64-bit counter.
+pub(crate) const EVENTFD_COUNTER_BYTES: usize = 8;
 
 /// A new eventfd (close-on-exec) that rings signal completions on.
 pub(crate) fn new_eventfd() -> io::Result<OwnedFd> {
@@ -214,7 +217,7 @@ impl RingParts {
             sends_in_flight: 0,
             shutdowns_pending: vec![0; params.fixed_files.div_ceil(64) as usize].into(),
             closes_after_shutdown: HashMap::new(),
-            doorbell_bytes: Box::new([0; crate::mesh::doorbell::DOORBELL_BYTES]),
+            doorbell_bytes: Box::new([0; EVENTFD_COUNTER_BYTES]),
             recv_buffer_group: bufs.group_id(),
             recv_buffer_bytes: bufs.buffer_bytes(),
         };
