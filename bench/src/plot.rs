@@ -2,7 +2,8 @@
 //! x is 1/(1-p) on a log scale, HdrHistogram's convention, labelled as percentiles) and latency
 //! over time (p50, p99, max per interval) from interval logs (`.hlog`), as SVG and PNG.
 //! A rate sweep (`.csv`: `system,offered_per_s,p99_ms,p999_ms`, as bench/scripts/rate-sweep.sh
-//! writes) becomes P99 and P99.9 latency against offered load, one line each per system.
+//! writes) becomes P99 and P99.9 latency against offered load, one line each per system, on a
+//! log latency axis (a saturated system's seconds would flatten everyone's sub-millisecond).
 //! Text needs a TrueType font: DejaVu Sans from Debian's fonts-dejavu-core, or `--font`.
 
 use std::path::{Path, PathBuf};
@@ -25,6 +26,8 @@ pub const FONT_CANDIDATES: [&str; 4] = [
 ];
 /// Highest percentile drawn: 99.9999% (x = 10^6).
 const PERCENTILE_AXIS_NINES_MAX: f64 = 6.0;
+/// Lowest latency the log axis of a load chart shows: 10 us.
+const LOAD_AXIS_MS_MIN: f64 = 0.01;
 
 /// One line of a chart: a name and (x, y) points.
 pub type Series = (String, Vec<(f64, f64)>);
@@ -210,6 +213,31 @@ fn render(prefix: &Path, what: &str, size: (u32, u32), chart: &Chart<'_>) -> Res
     Ok(vec![svg, png])
 }
 
+/// The whole decades (powers of ten, in ms) that hold every latency, at least one, none
+/// below LOAD_AXIS_MS_MIN.
+pub fn log_decades(latencies_ms: impl Iterator<Item = f64>) -> std::ops::Range<i32> {
+    let (lo, hi) = latencies_ms.fold((f64::MAX, f64::MIN), |(lo, hi), ms| {
+        let ms = ms.max(LOAD_AXIS_MS_MIN);
+        (lo.min(ms), hi.max(ms))
+    });
+    if lo > hi {
+        return 0..1;
+    }
+    let lo = lo.log10().floor() as i32;
+    let hi = (hi.log10().ceil() as i32).max(lo + 1);
+    lo..hi
+}
+
+/// "0.1", "1", "10", "1000" for a latency in ms on a decade.
+pub fn ms_label(ms: f64) -> String {
+    if ms < 1.0 {
+        let digits = (-ms.log10()).round().max(0.0) as usize;
+        format!("{ms:.digits$}")
+    } else {
+        format!("{ms:.0}")
+    }
+}
+
 /// "99.9%" for x = 3 (x = log10(1/(1-p))).
 pub fn percentile_label(x: f64) -> String {
     let p = 100.0 - 100.0 / 10f64.powf(x);
@@ -240,6 +268,21 @@ impl Chart<'_> {
         let points = || series.iter().flat_map(|(_, p)| p.iter());
         let x_max = points().map(|p| p.0).fold(1.0, f64::max);
         let y_max = points().map(|p| p.1).fold(0.001, f64::max) * 1.1;
+        // The load chart draws log10(ms) on a linear axis, whole decades, labelled in ms.
+        let log_y = matches!(self, Chart::Load(_));
+        let y_of = move |ms: f64| {
+            if log_y {
+                ms.max(LOAD_AXIS_MS_MIN).log10()
+            } else {
+                ms
+            }
+        };
+        let y_range = if log_y {
+            let decades = log_decades(points().map(|p| p.1));
+            decades.start as f64..decades.end as f64
+        } else {
+            0.0..y_max
+        };
         let x_range = match self {
             Chart::Percentiles(_) => 0.0..x_max.ceil().max(1.0),
             Chart::OverTime(_) | Chart::Load(_) => 0.0..x_max,
@@ -249,7 +292,7 @@ impl Chart<'_> {
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(60)
-            .build_cartesian_2d(x_range.clone(), 0.0..y_max)
+            .build_cartesian_2d(x_range.clone(), y_range.clone())
             .map_err(err)?;
         let is_percentiles = matches!(self, Chart::Percentiles(_));
         let decimals = if x_range.end < 20.0 { 1 } else { 0 };
@@ -260,22 +303,28 @@ impl Chart<'_> {
                 format!("{x:.decimals$}")
             }
         };
-        chart
-            .configure_mesh()
-            .x_desc(x_desc)
+        let mut mesh = chart.configure_mesh();
+        mesh.x_desc(x_desc)
             .y_desc("latency (ms)")
             .x_labels(if is_percentiles {
                 x_range.end as usize + 1
             } else {
                 10
             })
-            .x_label_formatter(&label_x)
-            .draw()
-            .map_err(err)?;
+            .x_label_formatter(&label_x);
+        let label_log_y = |y: &f64| ms_label(10f64.powf(*y));
+        if log_y {
+            mesh.y_labels((y_range.end - y_range.start) as usize + 1)
+                .y_label_formatter(&label_log_y);
+        }
+        mesh.draw().map_err(err)?;
         for (i, (name, pts)) in series.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
             chart
-                .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
+                .draw_series(LineSeries::new(
+                    pts.iter().map(|&(x, y)| (x, y_of(y))),
+                    color.stroke_width(2),
+                ))
                 .map_err(err)?
                 .label(name.clone())
                 .legend(move |(x, y)| {
@@ -310,6 +359,16 @@ mod tests {
         assert_eq!(series[1].1, vec![(1000.0, 2.5), (2000.0, 3.0)]);
         assert!(sweep_series("a,b\n").is_err());
         assert!(sweep_series("system,offered_per_s,p99_ms,p999_ms\nx,1,2\n").is_err());
+    }
+
+    #[test]
+    fn load_axis_spans_whole_decades_and_labels_them_in_ms() {
+        assert_eq!(log_decades([0.25, 3.0, 546.3].into_iter()), -1..3);
+        assert_eq!(log_decades([1.0].into_iter()), 0..1);
+        assert_eq!(log_decades([0.0001, 0.5].into_iter()), -2..0);
+        assert_eq!(log_decades(std::iter::empty()), 0..1);
+        let labels: Vec<String> = (-2..=3).map(|e| ms_label(10f64.powi(e))).collect();
+        assert_eq!(labels, ["0.01", "0.1", "1", "10", "100", "1000"]);
     }
 
     #[test]
