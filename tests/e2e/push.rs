@@ -489,3 +489,40 @@ fn a_publish_error_quoting_huge_client_input_is_cut_not_fatal() {
         "the server and the session live on"
     );
 }
+
+/// An idle shard (no sessions, so no completions in its ring) sleeps parked in glommio. A
+/// publish put in its inbox then must wake that park through the shard's doorbell, not only
+/// through the inbox task's flume receiver: that receiver, woken for a message the shard loop
+/// took from under it, re-registers without looking at the queue again, and a send in that gap
+/// woke nobody (an idle shard then answered 5 s late). Each publish below comes after the shard
+/// had a tick to park, and each must ring it.
+#[test]
+fn a_publish_wakes_an_idle_parked_shard_through_its_doorbell() {
+    const PUBLISHES: u64 = 20;
+    let server = Server::start("shards = 2\n");
+    let wakes = || {
+        crate::metrics::counter_sum(
+            &crate::metrics::scrape(&server),
+            "holdfast_ring_doorbell_wakes_total",
+        )
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let before = wakes();
+    for i in 0..PUBLISHES {
+        // Longer than a tick (timer_tick_ms 50): the shard has left its ring wait and parked.
+        std::thread::sleep(std::time::Duration::from_millis(120));
+        let (status, body) = publish(
+            &server,
+            &format!(r#"{{"target":"topic","topic":"idle","payload":"{i}"}}"#),
+            None,
+        );
+        assert_eq!(status, 202, "{body}");
+    }
+    let rung = wakes() - before;
+    // Every publish rings the owner; a few may land while the loop is awake and reading its
+    // inbox itself.
+    assert!(
+        rung >= (PUBLISHES * 3 / 4) as f64,
+        "{rung} doorbell wakes for {PUBLISHES} publishes to a parked shard"
+    );
+}

@@ -135,10 +135,14 @@ async fn run(
 
     let ticker = glommio::spawn_local({
         let shard = shard.clone();
+        let inbox = inbox.clone();
         async move {
             loop {
                 glommio::timer::sleep(tick).await;
                 let mut shard = shard.borrow_mut();
+                // A backstop: whatever wakes the shard for its inbox (the doorbell, the inbox
+                // task) failed, a message still waits at most a tick.
+                take_inbox(&mut shard, &inbox);
                 shard.on_timer();
                 if let Err(e) = shard.turn() {
                     tracing::error!(shard = shard.index, "ring submit failed in tick: {e}");
@@ -198,12 +202,21 @@ async fn run(
                 continue;
             }
         }
-        // Still quiet: ask for the eventfd signal, re-check for completions that landed before it
-        // was on, then sleep until the kernel signals.
+        // Still quiet: ask for the eventfd signal, listen on the doorbell, re-check for
+        // completions that landed before it was on and for inbox messages, then sleep until the
+        // kernel signals. The doorbell's read completing in the ring is such a signal, so an
+        // inbox message wakes the park too: the inbox task alone is not enough, because a
+        // message the loop took from under its flume receiver leaves that receiver woken for
+        // nothing, and flume re-registers such a receiver without looking at the queue again
+        // (a send in that gap wakes nobody: seen as 5 s stalls of an idle shard in e2e tests).
         let quiet = {
             let mut shard = shard.borrow_mut();
             shard.ring.set_eventfd_notify(true);
-            !shard.ring.has_completions() && !shard.ring.needs_enter() && shard.pings_due.is_empty()
+            doorbell.listen();
+            inbox_probe.is_empty()
+                && !shard.ring.has_completions()
+                && !shard.ring.needs_enter()
+                && shard.pings_due.is_empty()
         };
         if quiet {
             shard.borrow_mut().counters.ring_sleeps += 1;
@@ -211,7 +224,10 @@ async fn run(
             woken.map_err(|e| std::io::Error::other(e.to_string()))?;
             parked_at = std::time::Instant::now();
         }
-        shard.borrow_mut().ring.set_eventfd_notify(false);
+        doorbell.stop_listening();
+        let mut shard_ref = shard.borrow_mut();
+        shard_ref.ring.set_eventfd_notify(false);
+        take_inbox(&mut shard_ref, &inbox_probe);
     }
     ticker.cancel();
     inbox_task.cancel();
