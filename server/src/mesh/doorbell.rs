@@ -1,9 +1,10 @@
 //! A shard's doorbell: an eventfd that whoever puts a message in the shard's inbox writes to,
-//! but only while the shard sleeps in its own ring and has said so (`listen`). The shard keeps
-//! a read of the eventfd in its ring (shard/io.rs, `Op::Doorbell`), so an inbox message ends
-//! that sleep like any completion, and the shard need not park through glommio (whose park
-//! and wake-up cost more than the round trip it waits for: docs/PERFORMANCE.md, "Never parking
-//! through glommio").
+//! but only while the shard sleeps and has said so (`listen`). The shard keeps a read of the
+//! eventfd in its ring (shard/io.rs, `Op::Doorbell`), so an inbox message ends a sleep in the
+//! ring like any completion, and the shard need not park through glommio (whose park and
+//! wake-up cost more than the round trip it waits for: docs/PERFORMANCE.md, "Never parking
+//! through glommio"); when it does park, the read's completion signals the eventfd glommio
+//! sleeps on, so the message ends the park too.
 //!
 //! The handshake is Dekker's: the shard stores `listening` and then looks at its inbox; a
 //! sender puts its message in the inbox and then takes `listening`. With a full fence on both
@@ -34,8 +35,8 @@ impl Doorbell {
         self.eventfd.as_raw_fd()
     }
 
-    /// The shard is about to sleep in its ring: from now on a sender rings. The caller looks at
-    /// its inbox after this, and sleeps only if it is empty.
+    /// The shard is about to sleep (in its ring, or parked): from now on a sender rings. The
+    /// caller looks at its inbox after this, and sleeps only if it is empty.
     pub(crate) fn listen(&self) {
         self.listening.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);

@@ -114,9 +114,9 @@ shard_counters! {
     /// Waits in the shard's own ring (shard_wait_before_park_us) that a completion ended.
     ring_waits_woken => "holdfast_ring_waits_woken",
         "Waits in the shard's own ring before parking that a completion ended (no park needed).";
-    /// Waits in the shard's own ring that its doorbell ended (an inbox message).
+    /// Waits in the shard's own ring, or parks, that its doorbell ended (an inbox message).
     ring_doorbell_wakes => "holdfast_ring_doorbell_wakes",
-        "Waits in the shard's own ring that its doorbell ended (a message put in its inbox).";
+        "Waits in the shard's own ring, or glommio parks, that its doorbell ended (a message put in its inbox).";
     /// Busy connections whose poll was swapped for a multishot recv.
     multishot_recvs_started => "holdfast_multishot_recvs_started",
         "Busy connections whose readiness poll was swapped for a multishot recv.";

@@ -99,7 +99,8 @@ impl Shard {
 
     /// The doorbell rang (an inbox message; the shard loop takes it from the inbox after this
     /// turn): read it again. A failed read is not retried: the shard then waits in its ring
-    /// only shard_wait_before_park_us and parks, as without a doorbell.
+    /// only shard_wait_before_park_us and parks, as without a doorbell, and a message that
+    /// comes during a park waits for the inbox task or the next tick.
     fn on_doorbell(&mut self, completion: Completion) {
         self.doorbell_reading = false;
         match completion.result {

@@ -151,8 +151,9 @@ async fn run(
         }
     })
     .detach();
-    // The driver looks at the inbox before it waits in its ring, and takes what is there (the
-    // task below takes it while the driver is parked).
+    // The driver looks at the inbox before it waits in its ring or parks, and takes what is
+    // there after either (the task below may take it while the driver is parked, the ticker
+    // every tick).
     let inbox_probe = inbox.clone();
     let inbox_task = glommio::spawn_local({
         let shard = shard.clone();
